@@ -1,0 +1,67 @@
+package domain
+
+import "time"
+
+// Event is something a WhatsApp session reports about itself. The WhatsApp
+// adapter translates its library's events into these; the device service
+// turns them into state changes.
+type Event interface{ event() }
+
+// QRCode: a new QR code is out. It is valid for Timeout from now.
+type QRCode struct {
+	Code    string
+	Timeout time.Duration
+}
+
+// PairingExpired: every QR code of the series was shown and none was
+// scanned (or the pre-login connection closed). The client is disconnected.
+type PairingExpired struct{}
+
+// PairingFailed: the phone scanned or entered a code but linking failed.
+type PairingFailed struct{ Reason string }
+
+// Paired: pairing succeeded and the session is saved in the client's
+// database. The client has stopped; the service moves the session to its
+// permanent place and connects it again.
+type Paired struct{ Identity Identity }
+
+// Connected: logged in and online.
+type Connected struct{}
+
+// Disconnected: the connection dropped; the client reconnects on its own.
+type Disconnected struct{}
+
+// LoggedOut: WhatsApp or the phone ended the session. The client has deleted
+// its stored session.
+type LoggedOut struct{ Reason string }
+
+// StreamReplaced: another client connected with this session and took over.
+type StreamReplaced struct{}
+
+// TemporaryBan: WhatsApp banned the account for a while.
+type TemporaryBan struct {
+	Code   int
+	Expire time.Duration
+}
+
+// ClientOutdated: WhatsApp refuses this client version.
+type ClientOutdated struct{}
+
+// ConnectFailure: WhatsApp refused the connection for another reason.
+type ConnectFailure struct{ Reason string }
+
+// PushNameChanged: the account's own display name became known or changed.
+type PushNameChanged struct{ PushName string }
+
+func (QRCode) event()          {}
+func (PairingExpired) event()  {}
+func (PairingFailed) event()   {}
+func (Paired) event()          {}
+func (Connected) event()       {}
+func (Disconnected) event()    {}
+func (LoggedOut) event()       {}
+func (StreamReplaced) event()  {}
+func (TemporaryBan) event()    {}
+func (ClientOutdated) event()  {}
+func (ConnectFailure) event()  {}
+func (PushNameChanged) event() {}
