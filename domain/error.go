@@ -12,12 +12,12 @@ import (
 // Error codes. Each maps to one HTTP status in the HTTP adapter; nothing else
 // in the program decides statuses.
 const (
-	EINVALID     = "invalid"      // the caller's input is malformed
-	ENOTFOUND    = "not_found"    // the named thing does not exist
-	ECONFLICT    = "conflict"     // the request does not fit the current state
-	EUNAVAILABLE = "unavailable"  // a dependency (WhatsApp) cannot be reached now
-	ETIMEOUT     = "timeout"      // WhatsApp did not answer in time
-	EINTERNAL    = "internal"     // a bug or an unexpected failure; details are logged, not shown
+	EINVALID     = "invalid"     // the caller's input is malformed
+	ENOTFOUND    = "not_found"   // the named thing does not exist
+	ECONFLICT    = "conflict"    // the request does not fit the current state
+	EUNAVAILABLE = "unavailable" // a dependency (WhatsApp) cannot be reached now
+	ETIMEOUT     = "timeout"     // WhatsApp did not answer in time
+	EINTERNAL    = "internal"    // a bug or an unexpected failure; details are logged, not shown
 )
 
 // Error is a domain error: a code for machines and a message safe to show to
