@@ -1,0 +1,162 @@
+package device
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/gowa-dev/gowa/domain"
+	"github.com/gowa-dev/gowa/ports"
+)
+
+// Start loads the slots, reconciles them with the session folders on disk,
+// and reconnects every device that has a session in the background, at
+// most RestoreConcurrency at a time. It returns once restoring has begun.
+//
+// Reconciling never deletes a linked session: a folder without a slot is
+// adopted (into the slot named by its marker, or a new one named after its
+// JID), and a pairing cut off by a crash is finished if the phone had
+// already linked it, or discarded if not.
+func (s *Service) Start(ctx context.Context) error {
+	slots, err := s.cfg.Registry.List(ctx)
+	if err != nil {
+		return fmt.Errorf("list device slots: %w", err)
+	}
+	stored, err := s.cfg.Sessions.Sessions()
+	if err != nil {
+		return fmt.Errorf("list sessions: %w", err)
+	}
+	byID := make(map[string]domain.Slot, len(slots))
+	owner := make(map[string]string) // jid → slot id
+	for _, sl := range slots {
+		byID[sl.ID] = sl
+		if sl.JID != "" {
+			owner[sl.JID] = sl.ID
+		}
+	}
+	onDisk := make(map[string]bool)
+	for _, st := range stored {
+		if st.JID == "" {
+			if st = s.finishPairing(ctx, st); st.JID == "" {
+				continue
+			}
+		}
+		onDisk[st.JID] = true
+		if _, ok := owner[st.JID]; ok {
+			continue
+		}
+		sl := s.adopt(st, byID)
+		byID[sl.ID] = sl
+		owner[sl.JID] = sl.ID
+		if err := s.cfg.Registry.Put(ctx, sl); err != nil {
+			return fmt.Errorf("adopt session into slot %s: %w", sl.ID, err)
+		}
+		s.log.Info("adopted a session found on disk", "device_id", sl.ID, "jid", sl.JID)
+	}
+
+	s.mu.Lock()
+	var restore []*device
+	for _, sl := range byID {
+		missing := sl.JID != "" && !onDisk[sl.JID]
+		if missing {
+			sl.JID = ""
+			if err := s.cfg.Registry.Put(ctx, sl); err != nil {
+				s.mu.Unlock()
+				return fmt.Errorf("clear lost session of slot %s: %w", sl.ID, err)
+			}
+		}
+		d := s.addLocked(sl)
+		switch {
+		case missing:
+			s.log.Warn("a device's session folder is missing; it must log in again", "device_id", sl.ID)
+			d.setState(domain.StateLoggedOut, "the session files were missing at start-up")
+		case sl.JID != "":
+			d.setState(domain.StateConnecting, "")
+			restore = append(restore, d)
+		}
+	}
+	s.mu.Unlock()
+
+	s.log.Info("restoring sessions", "devices", len(byID), "sessions", len(restore))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.restore(restore)
+	}()
+	return nil
+}
+
+// restore connects devices, at most RestoreConcurrency at a time.
+func (s *Service) restore(devs []*device) {
+	sem := make(chan struct{}, s.cfg.RestoreConcurrency)
+	var wg sync.WaitGroup
+	for _, d := range devs {
+		select {
+		case sem <- struct{}{}:
+		case <-s.ctx.Done():
+			wg.Wait()
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			d.op.Lock()
+			defer d.op.Unlock()
+			if d.ctx.Err() != nil {
+				return
+			}
+			if v := d.snapshot(); v.loggedIn && v.client == nil {
+				d.connectLocked(s.cfg.Sessions.Path(v.jid))
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// finishPairing looks into a pairing session left by a crash: one the phone
+// had linked becomes a linked session; any other is discarded.
+func (s *Service) finishPairing(ctx context.Context, st ports.StoredSession) ports.StoredSession {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c, err := s.cfg.WhatsApp.Open(ctx, st.Path, func(domain.Event) {})
+	if err != nil {
+		s.log.Warn("a cut-off pairing session cannot be read; discarding it", "device_id", st.DeviceID, "err", err)
+		_ = s.cfg.Sessions.Discard(st.Path)
+		return ports.StoredSession{}
+	}
+	id, paired := c.Identity()
+	_ = c.Close()
+	if !paired {
+		_ = s.cfg.Sessions.Discard(st.Path)
+		return ports.StoredSession{}
+	}
+	path, err := s.cfg.Sessions.Promote(st.Path, id.JID)
+	if err != nil {
+		s.log.Error("saving a session paired before a crash", "device_id", st.DeviceID, "err", err)
+		return ports.StoredSession{}
+	}
+	s.log.Info("finished a pairing cut off by a restart", "device_id", st.DeviceID, "jid", id.JID)
+	return ports.StoredSession{JID: id.JID, Path: path, DeviceID: st.DeviceID}
+}
+
+// adopt chooses the slot for a session that no slot claims: the slot named
+// by its marker if that slot is free, else a new slot named after the JID.
+func (s *Service) adopt(st ports.StoredSession, byID map[string]domain.Slot) domain.Slot {
+	if sl, ok := byID[st.DeviceID]; ok && sl.JID == "" {
+		sl.JID = st.JID
+		return sl
+	}
+	id := st.DeviceID
+	if _, taken := byID[id]; taken || domain.ValidateDeviceID(id) != nil {
+		id = strings.NewReplacer(":", "-", "@", "-").Replace(st.JID)
+		base := id
+		for i := 2; ; i++ {
+			if _, taken := byID[id]; !taken {
+				break
+			}
+			id = fmt.Sprintf("%s-%d", base, i)
+		}
+	}
+	return domain.Slot{ID: id, JID: st.JID, CreatedAt: s.cfg.Clock.Now()}
+}

@@ -1,0 +1,65 @@
+package device
+
+import (
+	"context"
+	"unicode/utf8"
+
+	"github.com/gowa-dev/gowa/domain"
+)
+
+// MaxTextLength is the longest text the gateway sends, in characters.
+const MaxTextLength = 65536
+
+// Send sends text to a phone number or user JID from device id. An empty
+// id means the one device that is logged in; it is EINVALID when several
+// are. It returns the message and the id of the device that sent it.
+func (s *Service) Send(ctx context.Context, id, to, text string) (domain.SentMessage, string, error) {
+	jid, err := domain.ParseRecipient(to)
+	if err != nil {
+		return domain.SentMessage{}, "", err
+	}
+	if text == "" || utf8.RuneCountInString(text) > MaxTextLength {
+		return domain.SentMessage{}, "", domain.Errorf(domain.EINVALID, "message must be 1 to %d characters", MaxTextLength)
+	}
+	if !utf8.ValidString(text) {
+		return domain.SentMessage{}, "", domain.Errorf(domain.EINVALID, "message must be valid UTF-8")
+	}
+	d, err := s.sender(id)
+	if err != nil {
+		return domain.SentMessage{}, "", err
+	}
+	v := d.snapshot()
+	if v.state != domain.StateConnected || v.client == nil {
+		return domain.SentMessage{}, d.id, domain.Errorf(domain.ECONFLICT, "device %s is not connected (state %s)", d.id, v.state)
+	}
+	msg, err := v.client.SendText(ctx, jid, text)
+	if err != nil {
+		return domain.SentMessage{}, d.id, err
+	}
+	return msg, d.id, nil
+}
+
+// sender returns the device named id, or the only logged-in device when id
+// is empty.
+func (s *Service) sender(id string) (*device, error) {
+	if id != "" {
+		return s.lookup(id)
+	}
+	s.mu.Lock()
+	devs := s.sortedDevices()
+	s.mu.Unlock()
+	var found *device
+	for _, d := range devs {
+		if !d.snapshot().loggedIn {
+			continue
+		}
+		if found != nil {
+			return nil, domain.Errorf(domain.EINVALID, "several devices are logged in; name one in the X-Device-Id header")
+		}
+		found = d
+	}
+	if found == nil {
+		return nil, domain.Errorf(domain.ECONFLICT, "no device is logged in")
+	}
+	return found, nil
+}
