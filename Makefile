@@ -1,0 +1,51 @@
+# gowa's tasks. Everything runs through the go command; nothing else needs
+# installing.
+GO ?= go
+PKGS := ./...
+
+.PHONY: run sandbox build test check generate check-generate vet fmt fuzz bench chaos clean
+
+run: ## the gateway, on ./storages
+	$(GO) run ./cmd/whatsapp rest
+
+sandbox: ## the gateway on a simulated WhatsApp network, on ./storages-sandbox
+	$(GO) run ./cmd/whatsapp sandbox
+
+build: ## a static binary, as the Dockerfile builds it
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o bin/whatsapp ./cmd/whatsapp
+
+test: check ## vet, format, generated-code drift, then every test under -race
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+check: vet fmt check-generate
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+generate: ## regenerate api/ from openapi.yaml
+	$(GO) generate ./api/...
+
+check-generate: ## fail when api/ is stale
+	@tmp=$$(mktemp -d); cp api/api.gen.go api/openapi.yaml $$tmp/; \
+	$(GO) generate ./api/... ; \
+	if ! cmp -s api/api.gen.go $$tmp/api.gen.go || ! cmp -s api/openapi.yaml $$tmp/openapi.yaml; then \
+		echo "api/ is stale: run 'make generate' and commit"; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
+
+fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-30s} $$pkg || exit 1; \
+		done; done
+
+bench: ## benchmarks against the simulator, as a Markdown table
+	$(GO) run ./cmd/bench
+
+chaos: ## the fault-injection suite against the real binary (CHAOS=short for CI)
+	$(GO) test -count=1 -timeout 30m -run 'Chaos' ./cmd/chaos/...
+
+clean:
+	rm -rf bin
