@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/makiuchi-d/gozxing"
+	"github.com/makiuchi-d/gozxing/qrcode"
 	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/store/sqlstore"
 	"go.mau.fi/whatsmeow/types/events"
-	"github.com/makiuchi-d/gozxing/qrcode"
 	_ "modernc.org/sqlite"
 
 	"github.com/gowa-dev/gowa/api"

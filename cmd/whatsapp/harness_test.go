@@ -28,16 +28,16 @@ func TestMain(m *testing.M) {
 // testGateway is a real gateway in sandbox mode on a loopback port, with
 // its storage in a test folder.
 type testGateway struct {
-	t       *testing.T
-	g       *gateway
-	url     string
-	dir     string
-	cancel  context.CancelFunc
-	done    chan error
-	client  *api.ClientWithResponses
-	user    string
-	pass    string
-	logs    *syncWriter
+	t      *testing.T
+	g      *gateway
+	url    string
+	dir    string
+	cancel context.CancelFunc
+	done   chan error
+	client *api.ClientWithResponses
+	user   string
+	pass   string
+	logs   *syncWriter
 }
 
 type gatewayOption func(*Config)
