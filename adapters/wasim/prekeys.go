@@ -1,0 +1,164 @@
+package wasim
+
+import (
+	"encoding/binary"
+
+	waBinary "go.mau.fi/whatsmeow/binary"
+	"go.mau.fi/whatsmeow/types"
+)
+
+// answerPreKeyCount tells a device how many one-time prekeys the server
+// still holds for it. whatsmeow uploads more when this is low, so it must
+// reflect what is stored.
+func (c *conn) answerPreKeyCount(req *waBinary.Node) {
+	n := 0
+	w := c.srv.world
+	w.mu.Lock()
+	if d := w.devices[c.deviceJID()]; d != nil {
+		n = len(d.prekeys)
+	}
+	w.mu.Unlock()
+	c.reply(req, waBinary.Node{Tag: "count", Attrs: waBinary.Attrs{"value": n}})
+}
+
+// storePreKeys keeps the one-time prekeys a logged-in device uploads.
+func (c *conn) storePreKeys(req *waBinary.Node) {
+	jid := c.deviceJID()
+	list, ok := req.GetOptionalChildByTag("list")
+	if jid == "" || !ok {
+		c.reply(req)
+		return
+	}
+	uploaded := map[uint32][32]byte{}
+	for _, key := range list.GetChildrenByTag("key") {
+		id := content(key.GetChildByTag("id"))
+		pub := content(key.GetChildByTag("value"))
+		if len(id) != 3 || len(pub) != 32 {
+			c.replyError(req, 400, "bad-request")
+			return
+		}
+		uploaded[uint24(id)] = [32]byte(pub)
+	}
+	w := c.srv.world
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d := w.devices[jid]
+	if d == nil || d.removed {
+		c.replyError(req, 404, "item-not-found")
+		return
+	}
+	if err := w.savePreKeys(c.ctx, d.jid, uploaded); err != nil {
+		c.log.Error("wasim: save prekeys", "device", jid, "err", err)
+		c.replyError(req, 500, "internal-server-error")
+		return
+	}
+	for id, pub := range uploaded {
+		d.prekeys[id] = pub
+	}
+	c.log.Debug("wasim: prekeys uploaded", "device", jid, "count", len(uploaded), "stored", len(d.prekeys))
+	c.reply(req)
+}
+
+// answerBundles serves a prekey bundle for each requested device: a
+// phone's from its Signal store, a companion's from its registration and
+// uploads. Every bundle gets a one-time prekey no one else will get:
+// libsignal deletes a prekey once used, so a reused one would make the
+// second sender's message undecryptable.
+func (c *conn) answerBundles(req *waBinary.Node, keyNode waBinary.Node) {
+	var users []waBinary.Node
+	for _, u := range keyNode.GetChildrenByTag("user") {
+		jid, ok := u.Attrs["jid"].(types.JID)
+		if !ok {
+			continue
+		}
+		users = append(users, c.bundle(jid))
+	}
+	c.reply(req, waBinary.Node{Tag: "list", Content: users})
+}
+
+func (c *conn) bundle(jid types.JID) waBinary.Node {
+	notFound := waBinary.Node{Tag: "user", Attrs: waBinary.Attrs{"jid": jid}, Content: []waBinary.Node{
+		{Tag: "error", Attrs: waBinary.Attrs{"code": 404, "text": "item-not-found"}},
+	}}
+	if jid.Server != types.DefaultUserServer {
+		return notFound
+	}
+	w := c.srv.world
+	if jid.Device == 0 {
+		w.mu.Lock()
+		a := w.accounts[jid.User]
+		w.mu.Unlock()
+		if a == nil {
+			return notFound
+		}
+		return c.phoneBundle(jid, a)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d := w.devices[jid.String()]
+	if d == nil || d.removed {
+		return notFound
+	}
+	b := bundleNode(jid, d.regID, d.identity, d.skeyID, d.skeyPub, d.skeySig)
+	if id, pub, ok := d.popPreKey(); ok {
+		if err := w.deletePreKey(c.ctx, d.jid, id); err != nil {
+			c.log.Error("wasim: delete served prekey", "device", jid.String(), "err", err)
+		}
+		b.Content = append(b.Content.([]waBinary.Node), preKeyNode("key", id, pub))
+	}
+	return b
+}
+
+// phoneBundle makes a fresh one-time prekey in the phone's Signal store,
+// so that the phone can decrypt the session it starts.
+func (c *conn) phoneBundle(jid types.JID, a *account) waBinary.Node {
+	a.signalMu.Lock()
+	pk, err := a.peer.PreKeys.GenOnePreKey(c.ctx)
+	a.signalMu.Unlock()
+	spk := a.peer.SignedPreKey
+	b := bundleNode(jid, a.peer.RegistrationID, *a.identity.Pub, spk.KeyID, *spk.Pub, *spk.Signature)
+	if err != nil {
+		c.log.Error("wasim: make phone prekey", "phone", a.phone, "err", err)
+		return b
+	}
+	b.Content = append(b.Content.([]waBinary.Node), preKeyNode("key", pk.KeyID, *pk.Pub))
+	return b
+}
+
+// popPreKey hands out the lowest uploaded prekey, once.
+func (d *device) popPreKey() (uint32, [32]byte, bool) {
+	first, found := uint32(0), false
+	for id := range d.prekeys {
+		if !found || id < first {
+			first, found = id, true
+		}
+	}
+	if !found {
+		return 0, [32]byte{}, false
+	}
+	pub := d.prekeys[first]
+	delete(d.prekeys, first)
+	return first, pub, true
+}
+
+func bundleNode(jid types.JID, regID uint32, identity [32]byte, skeyID uint32, skeyPub [32]byte, skeySig [64]byte) waBinary.Node {
+	reg := make([]byte, 4)
+	binary.BigEndian.PutUint32(reg, regID)
+	skey := preKeyNode("skey", skeyID, skeyPub)
+	skey.Content = append(skey.Content.([]waBinary.Node), waBinary.Node{Tag: "signature", Content: skeySig[:]})
+	return waBinary.Node{Tag: "user", Attrs: waBinary.Attrs{"jid": jid}, Content: []waBinary.Node{
+		{Tag: "registration", Content: reg},
+		{Tag: "type", Content: []byte{5}},
+		{Tag: "identity", Content: identity[:]},
+		skey,
+	}}
+}
+
+func preKeyNode(tag string, id uint32, pub [32]byte) waBinary.Node {
+	return waBinary.Node{Tag: tag, Content: []waBinary.Node{
+		{Tag: "id", Content: []byte{byte(id >> 16), byte(id >> 8), byte(id)}},
+		{Tag: "value", Content: pub[:]},
+	}}
+}
+
+func uint24(b []byte) uint32 { return uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2]) }

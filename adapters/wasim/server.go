@@ -1,0 +1,284 @@
+// Package wasim is an in-process fake of the WhatsApp multi-device server,
+// with the simulated phones (accounts) around it. An unmodified whatsmeow
+// Client talks to it over loopback: give it HTTPClient and trust
+// RootPublicKey. It links devices by QR or pairing code, logs them in,
+// serves prekeys and device lists, decrypts what they send to the simulated
+// phones, and lets tests break connections on purpose.
+package wasim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	waBinary "go.mau.fi/whatsmeow/binary"
+	"go.mau.fi/whatsmeow/util/keys"
+
+	"github.com/gowa-dev/gowa/ports"
+)
+
+var _ ports.Sandbox = (*Server)(nil)
+
+// Options configure a Server.
+type Options struct {
+	Dir    string       // where the simulated world persists; "" keeps it in memory
+	Logger *slog.Logger // nil: discard
+}
+
+// Server is the simulated WhatsApp network. Its methods are safe for
+// concurrent use.
+type Server struct {
+	log    *slog.Logger
+	static *keys.KeyPair // the server's Noise static key
+	cert   []byte        // marshalled chain from the static key to the root
+	addr   string
+	http   *http.Server
+	world  *world
+
+	ctx    context.Context // ends at Close: stops waiters and delayed closes
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the server started
+
+	mu          sync.Mutex
+	closed      bool
+	conns       map[*conn]struct{}
+	nextConnID  uint64
+	qrRefs      map[string]*conn         // QR ref → the pre-login connection showing it
+	codeReqs    map[string]*codeRequest // phone digits → the pairing code a device asked for
+	refuseUntil time.Time
+	attempts    int
+	hook        func(ConnInfo, *waBinary.Node) bool
+}
+
+// New opens the world in opts.Dir and starts serving on a loopback port.
+func New(opts Options) (*Server, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	static := keys.NewKeyPair()
+	cert, err := certChain(static)
+	if err != nil {
+		return nil, fmt.Errorf("wasim: certificate chain: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	db, signal, err := openDB(ctx, opts.Dir)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	w := newWorld(db, signal)
+	if err := w.load(ctx); err != nil {
+		cancel()
+		db.Close()
+		signal.Close()
+		return nil, fmt.Errorf("wasim: load %s: %w", opts.Dir, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cancel()
+		db.Close()
+		signal.Close()
+		return nil, fmt.Errorf("wasim: listen: %w", err)
+	}
+	s := &Server{
+		log: log, static: static, cert: cert, addr: ln.Addr().String(), world: w,
+		ctx: ctx, cancel: cancel,
+		conns: map[*conn]struct{}{}, qrRefs: map[string]*conn{}, codeReqs: map[string]*codeRequest{},
+	}
+	s.http = &http.Server{Handler: http.HandlerFunc(s.serveHTTP), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("wasim: serve", "err", err)
+		}
+	}()
+	log.Info("wasim: listening", "addr", s.addr, "persistent", opts.Dir != "")
+	return s, nil
+}
+
+// HTTPClient returns a new client that dials the simulator whatever address
+// it is asked for. Give it to whatsmeow's SetPreLoginHTTPClient and
+// SetWebsocketHTTPClient: the request keeps host web.whatsapp.com, and since
+// the "TLS" dial returns a plain connection, net/http sends cleartext.
+func (s *Server) HTTPClient() *http.Client {
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", s.addr)
+	}
+	return &http.Client{Transport: &http.Transport{DialContext: dial, DialTLSContext: dial}}
+}
+
+// Close closes every connection, waits for every goroutine the server
+// started, and closes the stores.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	s.cancel()
+	err := s.http.Close()
+	for _, c := range conns {
+		c.closeNow()
+	}
+	s.wg.Wait()
+	return errors.Join(err, s.world.db.Close(), s.world.signal.Close())
+}
+
+// spawn runs f in a goroutine that Close waits for, unless the server is
+// already closing.
+func (s *Server) spawn(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// serveHTTP accepts a websocket on any path and runs the connection.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.attempts++
+	refuse := time.Now().Before(s.refuseUntil)
+	closed := s.closed
+	if !closed && !refuse {
+		s.wg.Add(1)
+		defer s.wg.Done()
+	}
+	s.mu.Unlock()
+	if closed || refuse {
+		http.Error(w, "refused by the simulator", http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		s.log.Debug("wasim: websocket upgrade failed", "err", err)
+		return
+	}
+	// The first prekey upload is one 40 KB frame, above the default limit.
+	ws.SetReadLimit(32 << 20)
+	c := s.newConn(ws)
+	if c == nil {
+		ws.CloseNow()
+		return
+	}
+	defer s.dropConn(c)
+	c.run()
+}
+
+func (s *Server) newConn(ws *websocket.Conn) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.nextConnID++
+	ctx, cancel := context.WithCancel(s.ctx)
+	c := &conn{srv: s, id: s.nextConnID, ws: ws, ctx: ctx, cancel: cancel, waiters: map[string]chan *waBinary.Node{}}
+	c.log = s.log.With("conn", c.id)
+	s.conns[c] = struct{}{}
+	return c
+}
+
+// dropConn forgets a finished connection and everything pointing at it.
+func (s *Server) dropConn(c *conn) {
+	c.cancel()
+	c.ws.CloseNow()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+	for ref, rc := range s.qrRefs {
+		if rc == c {
+			delete(s.qrRefs, ref)
+		}
+	}
+	for phone, req := range s.codeReqs {
+		if req.conn == c {
+			delete(s.codeReqs, phone)
+		}
+	}
+}
+
+// DropConnections closes the sockets of every connection logged in as jid,
+// or of every connection when jid is "", without a goodbye: whatsmeow sees a
+// network drop and reconnects. It returns how many it closed.
+func (s *Server) DropConnections(jid string) int {
+	var victims []*conn
+	s.mu.Lock()
+	for c := range s.conns {
+		if jid == "" || c.deviceJID() == jid {
+			victims = append(victims, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range victims {
+		c.closeNow()
+	}
+	s.log.Info("wasim: dropped connections", "count", len(victims))
+	return len(victims)
+}
+
+// RefuseConnections answers every websocket upgrade in the next d with HTTP
+// 503, as an unreachable WhatsApp would.
+func (s *Server) RefuseConnections(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuseUntil = time.Now().Add(d)
+}
+
+// ConnectAttempts counts the websocket upgrades attempted so far, refused
+// ones included.
+func (s *Server) ConnectAttempts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.attempts
+}
+
+// SetHook installs h, which sees every node a client sends before the
+// server does; when it returns true the server does nothing more with the
+// node. Tests use it to script failures and odd answers. nil clears it.
+func (s *Server) SetHook(h func(conn ConnInfo, node *waBinary.Node) (handled bool)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hook = h
+}
+
+func (s *Server) currentHook() func(ConnInfo, *waBinary.Node) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hook
+}
+
+// connsOf returns the logged-in connections of jid.
+func (s *Server) connsOf(jid string) []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*conn
+	for c := range s.conns {
+		if c.deviceJID() == jid {
+			out = append(out, c)
+		}
+	}
+	return out
+}

@@ -1,0 +1,240 @@
+package wasim
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.mau.fi/whatsmeow/store/sqlstore"
+	"go.mau.fi/whatsmeow/types"
+	waLog "go.mau.fi/whatsmeow/util/log"
+	_ "modernc.org/sqlite" // the pure-Go "sqlite" driver
+)
+
+// dsnPragmas are the settings of every file database: whatsmeow's sqlstore
+// refuses to run without foreign keys, and WAL with normal sync keeps the
+// 812-key prekey upload fast.
+const dsnPragmas = "_pragma=foreign_keys(1)&_pragma=busy_timeout(5000)&_pragma=journal_mode(wal)&_pragma=synchronous(normal)"
+
+const schema = `
+CREATE TABLE IF NOT EXISTS wasim_account (
+	phone       TEXT PRIMARY KEY,
+	push_name   TEXT NOT NULL,
+	lid_user    TEXT NOT NULL,
+	identity    BLOB NOT NULL, -- private half of the Curve25519 identity key
+	next_device INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS wasim_device (
+	jid       TEXT PRIMARY KEY,
+	phone     TEXT NOT NULL REFERENCES wasim_account(phone),
+	lid       TEXT NOT NULL,
+	noise_key BLOB NOT NULL,
+	identity  BLOB NOT NULL,
+	reg_id    INTEGER NOT NULL,
+	skey_id   INTEGER NOT NULL,
+	skey_pub  BLOB NOT NULL,
+	skey_sig  BLOB NOT NULL,
+	removed   INTEGER NOT NULL DEFAULT 0,
+	linked_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS wasim_prekey (
+	device TEXT NOT NULL REFERENCES wasim_device(jid) ON DELETE CASCADE,
+	id     INTEGER NOT NULL,
+	pub    BLOB NOT NULL,
+	PRIMARY KEY (device, id)
+);
+CREATE TABLE IF NOT EXISTS wasim_message (
+	seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+	phone   TEXT NOT NULL REFERENCES wasim_account(phone),
+	sender  TEXT NOT NULL,
+	id      TEXT NOT NULL,
+	ts      INTEGER NOT NULL,
+	text    TEXT NOT NULL,
+	chat    TEXT NOT NULL,
+	from_me INTEGER NOT NULL
+);
+`
+
+// openDB opens the simulator's own tables (world.db) and the peers' Signal
+// state (signal.db, a whatsmeow sqlstore). With dir "" both live in memory.
+func openDB(ctx context.Context, dir string) (*sql.DB, *sqlstore.Container, error) {
+	db, err := openSQLite(dir, "world.db")
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("wasim: create schema: %w", err)
+	}
+	sdb, err := openSQLite(dir, "signal.db")
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	signal := sqlstore.NewWithDB(sdb, "sqlite", waLog.Noop)
+	if err := signal.Upgrade(ctx); err != nil {
+		db.Close()
+		sdb.Close()
+		return nil, nil, fmt.Errorf("wasim: upgrade signal store: %w", err)
+	}
+	return db, signal, nil
+}
+
+func openSQLite(dir, name string) (*sql.DB, error) {
+	if dir == "" {
+		db, err := sql.Open("sqlite", "file::memory:?_pragma=foreign_keys(1)")
+		if err != nil {
+			return nil, err
+		}
+		// Every pool connection to :memory: is a new, empty database: one
+		// connection keeps one database.
+		db.SetMaxOpenConns(1)
+		return db, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("wasim: %w", err)
+	}
+	path := filepath.Join(dir, name)
+	// Create the file first so that SQLite (and its -wal and -shm files,
+	// which copy the main file's mode) is private to us.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("wasim: %w", err)
+	}
+	f.Close()
+	if err := os.Chmod(path, 0o600); err != nil {
+		return nil, fmt.Errorf("wasim: %w", err)
+	}
+	return sql.Open("sqlite", "file:"+path+"?"+dsnPragmas)
+}
+
+func (w *world) saveAccount(ctx context.Context, a *account) error {
+	_, err := w.db.ExecContext(ctx, `INSERT INTO wasim_account (phone, push_name, lid_user, identity, next_device)
+		VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (phone) DO UPDATE SET push_name = excluded.push_name, next_device = excluded.next_device`,
+		a.phone, a.pushName, a.lidUser, a.identity.Priv[:], a.nextDevice)
+	return err
+}
+
+func (w *world) saveDevice(ctx context.Context, phone string, d *device) error {
+	_, err := w.db.ExecContext(ctx, `INSERT INTO wasim_device
+		(jid, phone, lid, noise_key, identity, reg_id, skey_id, skey_pub, skey_sig, removed, linked_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (jid) DO UPDATE SET removed = excluded.removed`,
+		d.jid.String(), phone, d.lid.String(), d.noiseKey[:], d.identity[:], d.regID,
+		d.skeyID, d.skeyPub[:], d.skeySig[:], d.removed, d.linkedAt.UnixMilli())
+	return err
+}
+
+func (w *world) savePreKeys(ctx context.Context, jid types.JID, keys map[uint32][32]byte) error {
+	tx, err := w.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for id, pub := range keys {
+		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO wasim_prekey (device, id, pub) VALUES (?, ?, ?)`,
+			jid.String(), id, pub[:]); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+func (w *world) deletePreKey(ctx context.Context, jid types.JID, id uint32) error {
+	_, err := w.db.ExecContext(ctx, `DELETE FROM wasim_prekey WHERE device = ? AND id = ?`, jid.String(), id)
+	return err
+}
+
+// load reads every account and device into memory. The maps are the
+// working state; the database is written through on every change.
+func (w *world) load(ctx context.Context) error {
+	rows, err := w.db.QueryContext(ctx, `SELECT phone, push_name, lid_user, identity, next_device FROM wasim_account`)
+	if err != nil {
+		return err
+	}
+	var accounts []*account
+	for rows.Next() {
+		a := &account{}
+		var priv []byte
+		if err := rows.Scan(&a.phone, &a.pushName, &a.lidUser, &priv, &a.nextDevice); err != nil {
+			rows.Close()
+			return err
+		}
+		if len(priv) != 32 {
+			rows.Close()
+			return fmt.Errorf("wasim: account %s: bad identity key", a.phone)
+		}
+		a.identity = keyPairFromPrivate(priv)
+		accounts = append(accounts, a)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	// The peers are read only after the rows are closed: an in-memory
+	// database has a single connection.
+	for _, a := range accounts {
+		if err := w.attachPeer(ctx, a); err != nil {
+			return err
+		}
+		w.accounts[a.phone] = a
+	}
+	if err := w.loadDevices(ctx); err != nil {
+		return err
+	}
+	return w.loadPreKeys(ctx)
+}
+
+func (w *world) loadDevices(ctx context.Context) error {
+	rows, err := w.db.QueryContext(ctx, `SELECT jid, phone, lid, noise_key, identity, reg_id, skey_id, skey_pub, skey_sig, removed, linked_at FROM wasim_device`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var jid, phone, lid string
+		var noiseKey, ident, skeyPub, skeySig []byte
+		var linked int64
+		d := &device{prekeys: map[uint32][32]byte{}}
+		if err := rows.Scan(&jid, &phone, &lid, &noiseKey, &ident, &d.regID, &d.skeyID, &skeyPub, &skeySig, &d.removed, &linked); err != nil {
+			return err
+		}
+		if d.jid, err = types.ParseJID(jid); err != nil {
+			return err
+		}
+		if d.lid, err = types.ParseJID(lid); err != nil {
+			return err
+		}
+		if len(noiseKey) != 32 || len(ident) != 32 || len(skeyPub) != 32 || len(skeySig) != 64 {
+			return fmt.Errorf("wasim: device %s: bad key sizes", jid)
+		}
+		d.noiseKey, d.identity, d.skeyPub, d.skeySig = [32]byte(noiseKey), [32]byte(ident), [32]byte(skeyPub), [64]byte(skeySig)
+		d.linkedAt = time.UnixMilli(linked)
+		w.devices[jid] = d
+	}
+	return rows.Err()
+}
+
+func (w *world) loadPreKeys(ctx context.Context) error {
+	rows, err := w.db.QueryContext(ctx, `SELECT device, id, pub FROM wasim_prekey`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var jid string
+		var id uint32
+		var pub []byte
+		if err := rows.Scan(&jid, &id, &pub); err != nil {
+			return err
+		}
+		if d := w.devices[jid]; d != nil && len(pub) == 32 {
+			d.prekeys[id] = [32]byte(pub)
+		}
+	}
+	return rows.Err()
+}
