@@ -262,6 +262,11 @@ type PairingInfoMethod string
 
 // SandboxConnections defines model for SandboxConnections.
 type SandboxConnections struct {
+	// Attempts Connection attempts since the sandbox started, refused ones included.
+	//
+	// Example: 3
+	Attempts int `json:"attempts"`
+
 	// ByDevice Logged-in connections by device JID.
 	ByDevice map[string]int `json:"by_device"`
 
@@ -357,6 +362,37 @@ type SandboxMessageListEnvelope struct {
 
 	// Message Example: OK
 	Message string `json:"message"`
+}
+
+// SandboxNetworkFault defines model for SandboxNetworkFault.
+type SandboxNetworkFault struct {
+	// Drop Drop every open connection now.
+	//
+	// Example: true
+	Drop *bool `json:"drop,omitempty"`
+
+	// RefuseSeconds Refuse new connections for this many seconds.
+	//
+	// Example: 5
+	RefuseSeconds *int `json:"refuse_seconds,omitempty"`
+}
+
+// SandboxNetworkFaultEnvelope defines model for SandboxNetworkFaultEnvelope.
+type SandboxNetworkFaultEnvelope struct {
+	// Code Example: 200
+	Code int                       `json:"code"`
+	Data SandboxNetworkFaultResult `json:"data"`
+
+	// Message Example: OK
+	Message string `json:"message"`
+}
+
+// SandboxNetworkFaultResult defines model for SandboxNetworkFaultResult.
+type SandboxNetworkFaultResult struct {
+	// Dropped Connections dropped.
+	//
+	// Example: 2
+	Dropped int `json:"dropped"`
 }
 
 // SandboxPhone defines model for SandboxPhone.
@@ -455,6 +491,9 @@ type CreateDeviceJSONRequestBody = CreateDeviceRequest
 
 // LoginCodeJSONRequestBody defines body for LoginCode for application/json ContentType.
 type LoginCodeJSONRequestBody = LoginCodeRequest
+
+// SandboxNetworkFaultJSONRequestBody defines body for SandboxNetworkFault for application/json ContentType.
+type SandboxNetworkFaultJSONRequestBody = SandboxNetworkFault
 
 // SandboxCreatePhoneJSONRequestBody defines body for SandboxCreatePhone for application/json ContentType.
 type SandboxCreatePhoneJSONRequestBody = SandboxPhoneRequest
@@ -673,6 +712,30 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /sandbox/connections (the `SandboxConnections` operationId).
 	SandboxConnections(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SandboxNetworkFaultWithBody Break the simulated network on purpose
+	//
+	// Drops every open connection to the simulated server (when `drop` is
+	// true), then refuses new connections for `refuse_seconds`. Linked
+	// devices see a network failure and reconnect on their own with
+	// backoff: use it to test how your integration copes with outages.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /sandbox/network (the `SandboxNetworkFault` operationId).
+	SandboxNetworkFaultWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SandboxNetworkFault Break the simulated network on purpose
+	//
+	// Drops every open connection to the simulated server (when `drop` is
+	// true), then refuses new connections for `refuse_seconds`. Linked
+	// devices see a network failure and reconnect on their own with
+	// backoff: use it to test how your integration copes with outages.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /sandbox/network (the `SandboxNetworkFault` operationId).
+	SandboxNetworkFault(ctx context.Context, body SandboxNetworkFaultJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// SandboxCreatePhoneWithBody Create a simulated phone
 	//
@@ -1052,6 +1115,50 @@ func (c *Client) GetReady(ctx context.Context, reqEditors ...RequestEditorFn) (*
 // Corresponds with GET /sandbox/connections (the `SandboxConnections` operationId).
 func (c *Client) SandboxConnections(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSandboxConnectionsRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SandboxNetworkFaultWithBody Break the simulated network on purpose
+//
+// Drops every open connection to the simulated server (when `drop` is
+// true), then refuses new connections for `refuse_seconds`. Linked
+// devices see a network failure and reconnect on their own with
+// backoff: use it to test how your integration copes with outages.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /sandbox/network (the `SandboxNetworkFault` operationId).
+func (c *Client) SandboxNetworkFaultWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSandboxNetworkFaultRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SandboxNetworkFault Break the simulated network on purpose
+//
+// Drops every open connection to the simulated server (when `drop` is
+// true), then refuses new connections for `refuse_seconds`. Linked
+// devices see a network failure and reconnect on their own with
+// backoff: use it to test how your integration copes with outages.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /sandbox/network (the `SandboxNetworkFault` operationId).
+func (c *Client) SandboxNetworkFault(ctx context.Context, body SandboxNetworkFaultJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSandboxNetworkFaultRequest(c.Server, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1747,6 +1854,46 @@ func NewSandboxConnectionsRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewSandboxNetworkFaultRequest calls the generic SandboxNetworkFault builder with application/json body
+func NewSandboxNetworkFaultRequest(server string, body SandboxNetworkFaultJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSandboxNetworkFaultRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewSandboxNetworkFaultRequestWithBody constructs an http.Request for the SandboxNetworkFault method, with any body, and a specified content type
+func NewSandboxNetworkFaultRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/sandbox/network")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewSandboxCreatePhoneRequest calls the generic SandboxCreatePhone builder with application/json body
 func NewSandboxCreatePhoneRequest(server string, body SandboxCreatePhoneJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -2244,6 +2391,30 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /sandbox/connections (the `SandboxConnections` operationId).
 	SandboxConnectionsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*SandboxConnectionsResponse, error)
+
+	// SandboxNetworkFaultWithBodyWithResponse Break the simulated network on purpose
+	//
+	// Drops every open connection to the simulated server (when `drop` is
+	// true), then refuses new connections for `refuse_seconds`. Linked
+	// devices see a network failure and reconnect on their own with
+	// backoff: use it to test how your integration copes with outages.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /sandbox/network (the `SandboxNetworkFault` operationId).
+	SandboxNetworkFaultWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SandboxNetworkFaultResponse, error)
+
+	// SandboxNetworkFaultWithResponse Break the simulated network on purpose
+	//
+	// Drops every open connection to the simulated server (when `drop` is
+	// true), then refuses new connections for `refuse_seconds`. Linked
+	// devices see a network failure and reconnect on their own with
+	// backoff: use it to test how your integration copes with outages.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /sandbox/network (the `SandboxNetworkFault` operationId).
+	SandboxNetworkFaultWithResponse(ctx context.Context, body SandboxNetworkFaultJSONRequestBody, reqEditors ...RequestEditorFn) (*SandboxNetworkFaultResponse, error)
 
 	// SandboxCreatePhoneWithBodyWithResponse Create a simulated phone
 	//
@@ -3131,6 +3302,68 @@ func (r SandboxConnectionsResponse) ContentType() string {
 	return ""
 }
 
+type SandboxNetworkFaultResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *SandboxNetworkFaultEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *Error
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SandboxNetworkFaultResponse) GetJSON200() *SandboxNetworkFaultEnvelope {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r SandboxNetworkFaultResponse) GetJSON400() *Error {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r SandboxNetworkFaultResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r SandboxNetworkFaultResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetBody returns the raw response body bytes
+func (r SandboxNetworkFaultResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SandboxNetworkFaultResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SandboxNetworkFaultResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SandboxNetworkFaultResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SandboxCreatePhoneResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3822,6 +4055,42 @@ func (c *ClientWithResponses) SandboxConnectionsWithResponse(ctx context.Context
 		return nil, err
 	}
 	return ParseSandboxConnectionsResponse(rsp)
+}
+
+// SandboxNetworkFaultWithBodyWithResponse Break the simulated network on purpose
+//
+// Drops every open connection to the simulated server (when `drop` is
+// true), then refuses new connections for `refuse_seconds`. Linked
+// devices see a network failure and reconnect on their own with
+// backoff: use it to test how your integration copes with outages.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /sandbox/network (the `SandboxNetworkFault` operationId).
+func (c *ClientWithResponses) SandboxNetworkFaultWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SandboxNetworkFaultResponse, error) {
+	rsp, err := c.SandboxNetworkFaultWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSandboxNetworkFaultResponse(rsp)
+}
+
+// SandboxNetworkFaultWithResponse Break the simulated network on purpose
+//
+// Drops every open connection to the simulated server (when `drop` is
+// true), then refuses new connections for `refuse_seconds`. Linked
+// devices see a network failure and reconnect on their own with
+// backoff: use it to test how your integration copes with outages.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /sandbox/network (the `SandboxNetworkFault` operationId).
+func (c *ClientWithResponses) SandboxNetworkFaultWithResponse(ctx context.Context, body SandboxNetworkFaultJSONRequestBody, reqEditors ...RequestEditorFn) (*SandboxNetworkFaultResponse, error) {
+	rsp, err := c.SandboxNetworkFault(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSandboxNetworkFaultResponse(rsp)
 }
 
 // SandboxCreatePhoneWithBodyWithResponse Create a simulated phone
@@ -4565,6 +4834,53 @@ func ParseSandboxConnectionsResponse(rsp *http.Response) (*SandboxConnectionsRes
 	return response, nil
 }
 
+// ParseSandboxNetworkFaultResponse parses an HTTP response from a SandboxNetworkFaultWithResponse call
+func ParseSandboxNetworkFaultResponse(rsp *http.Response) (*SandboxNetworkFaultResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SandboxNetworkFaultResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest SandboxNetworkFaultEnvelope
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseSandboxCreatePhoneResponse parses an HTTP response from a SandboxCreatePhoneWithResponse call
 func ParseSandboxCreatePhoneResponse(rsp *http.Response) (*SandboxCreatePhoneResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -4945,6 +5261,9 @@ type ServerInterface interface {
 	// SandboxConnections Count connections to the simulated server
 	// (GET /sandbox/connections)
 	SandboxConnections(w http.ResponseWriter, r *http.Request)
+	// SandboxNetworkFault Break the simulated network on purpose
+	// (POST /sandbox/network)
+	SandboxNetworkFault(w http.ResponseWriter, r *http.Request)
 	// SandboxCreatePhone Create a simulated phone
 	// (POST /sandbox/phones)
 	SandboxCreatePhone(w http.ResponseWriter, r *http.Request)
@@ -5053,6 +5372,12 @@ func (_ Unimplemented) GetReady(w http.ResponseWriter, r *http.Request) {
 // SandboxConnections Count connections to the simulated server
 // (GET /sandbox/connections)
 func (_ Unimplemented) SandboxConnections(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// SandboxNetworkFault Break the simulated network on purpose
+// (POST /sandbox/network)
+func (_ Unimplemented) SandboxNetworkFault(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -5394,6 +5719,20 @@ func (siw *ServerInterfaceWrapper) SandboxConnections(w http.ResponseWriter, r *
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.SandboxConnections(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// SandboxNetworkFault operation middleware
+func (siw *ServerInterfaceWrapper) SandboxNetworkFault(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SandboxNetworkFault(w, r)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -5772,6 +6111,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/sandbox/connections", wrapper.SandboxConnections)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/sandbox/network", wrapper.SandboxNetworkFault)
 	})
 
 	return r
@@ -6520,6 +6862,70 @@ func (response SandboxConnections404JSONResponse) VisitSandboxConnectionsRespons
 	return err
 }
 
+type SandboxNetworkFaultRequestObject struct {
+	Body *SandboxNetworkFaultJSONRequestBody
+}
+
+type SandboxNetworkFaultResponseObject interface {
+	VisitSandboxNetworkFaultResponse(w http.ResponseWriter) error
+}
+
+type SandboxNetworkFault200JSONResponse SandboxNetworkFaultEnvelope
+
+func (response SandboxNetworkFault200JSONResponse) VisitSandboxNetworkFaultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxNetworkFault400JSONResponse struct{ ErrorJSONResponse }
+
+func (response SandboxNetworkFault400JSONResponse) VisitSandboxNetworkFaultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxNetworkFault401JSONResponse ErrorEnvelope
+
+func (response SandboxNetworkFault401JSONResponse) VisitSandboxNetworkFaultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxNetworkFault404JSONResponse ErrorEnvelope
+
+func (response SandboxNetworkFault404JSONResponse) VisitSandboxNetworkFaultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type SandboxCreatePhoneRequestObject struct {
 	Body *SandboxCreatePhoneJSONRequestBody
 }
@@ -7030,6 +7436,9 @@ type StrictServerInterface interface {
 	// SandboxConnections Count connections to the simulated server
 	// (GET /sandbox/connections)
 	SandboxConnections(ctx context.Context, request SandboxConnectionsRequestObject) (SandboxConnectionsResponseObject, error)
+	// SandboxNetworkFault Break the simulated network on purpose
+	// (POST /sandbox/network)
+	SandboxNetworkFault(ctx context.Context, request SandboxNetworkFaultRequestObject) (SandboxNetworkFaultResponseObject, error)
 	// SandboxCreatePhone Create a simulated phone
 	// (POST /sandbox/phones)
 	SandboxCreatePhone(ctx context.Context, request SandboxCreatePhoneRequestObject) (SandboxCreatePhoneResponseObject, error)
@@ -7463,6 +7872,37 @@ func (sh *strictHandler) SandboxConnections(w http.ResponseWriter, r *http.Reque
 	}
 }
 
+// SandboxNetworkFault operation middleware
+func (sh *strictHandler) SandboxNetworkFault(w http.ResponseWriter, r *http.Request) {
+	var request SandboxNetworkFaultRequestObject
+
+	var body SandboxNetworkFaultJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SandboxNetworkFault(ctx, request.(SandboxNetworkFaultRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SandboxNetworkFault")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SandboxNetworkFaultResponseObject); ok {
+		if err := validResponse.VisitSandboxNetworkFaultResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // SandboxCreatePhone operation middleware
 func (sh *strictHandler) SandboxCreatePhone(w http.ResponseWriter, r *http.Request) {
 	var request SandboxCreatePhoneRequestObject
@@ -7677,84 +8117,90 @@ func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, par
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Dztbtu4lq9yoL1AW6ziOG3aO+P5c9O06OTezjSTZHYWO87GtHRssZVJlaTieooA/bUPsNhnmAfrkywO",
-	"SX3ZUuwkjdtd3AtcjKtQ5Pn+pj4GkZxlUqAwOhh8DDKm2AwNKvuvF3jJIzx6Qb9j1JHimeFSBIPgLEGI",
-	"7V8faOBxCFEiNQoYL2Ah814QBpyWZcwkQRgINsNgELgXLngchIHC9zlXGAcDo3IMAx0lOGN0EH5gsyyl",
-	"9bPFjnslCGkng4r2/M/fD3b+g+380d/5/rz62bvYOf/YD589ufpLEAZmkdEG2igupsHVVRgcJ1JgOx6a",
-	"z/KUGYyBRZHMhXmgIaPlIPLZGFUIMZ9yozuwsks3xOjZ4+/2Hj/Zf/rsr9993wLmFe2iMyk0Wvq/VEoq",
-	"+hFJYVAY+smyLOURI/h332pConYArYwxGOz398MgZoYFA5GnaRjMUGs2rZgAJW1BSAMTmYs4uKoD/ReF",
-	"k2AQ/MtuJSC77q9618L1UlxiKjN0cDfJeiAAaU0IXIBJENAv7llm+H3omEOFzKATtBN8n6O2WGZKZqgM",
-	"d3SoBGeFga9QoLLMmycogI01CkOcahejVcHwT+T4LUaGSOBgWQUikkJgZLAFiNdyOsWYcGUiBilSLrBX",
-	"nTaWMkUmaPPIohtfMIvlRKoZ/SJW4Y7hsxYQwyb2G6EVBm/baEXCnnLxDmMgpjLBpYC/H71okqsuo4O9",
-	"x3/TvXnCjGZZ1hNoSO7zNGVjWusEfeXwlGlzgYXsNmH4LVlYgfDCR0shxYkBBlMpY9CGGWwCpI1CNgOF",
-	"WcoijMnGMCFNggo8T2jrTeCybLrgYhWsg4IwGrUmsuAHrp3KrzIxY9xuSdqYpm8mweD36/Xl2L1wJCYy",
-	"uDpfhpR2LKxTp6lYi1yWMkPy1NyFiVhJa3DXb5Dr5MLZtPoOB6kTsbXvaybisfxwna+AlF+iBulsgn/h",
-	"ga5ZYIFmLtW7drpb2Vhnm5z6ntqlxTsXmosI24QRHShRrhQK46QPxjhlgkDYRD+v6pb/94aPc/A6ZQxL",
-	"P1HRuca0unCGNVPTRKChWpUcNsxKxYjzTuNWmu4WIxc3+f+43y+34cLgFJW1Sda3bMIJWl16n7pgvfnH",
-	"WmJaaKrX/bHdeL3m2nw53LjBmd4cSb8RU4otton0aaEVTdkexVyXcjQagJA1awkPR6W8jcBgmmryn9am",
-	"ssIGDoUzgo96MPKiNhoAg19OQCrwT4DABa5B5qYHo+IIWjoU1b9gzk1CWxupKitbvWBBTNvc6FAUoMrc",
-	"jAbwGzmjgywjGEh1XaSGIsbYWRW/9ZAUCUU+s1pZo0VTcUoIl9SuOrNG+srYvZxlZvHlRG3JGaVzttBA",
-	"FrfXbXkrObh/SWsGfJ3ortr9H8/Ojq1VzXXDqdsAtZseLI457cLS49pBDv3mIT9TeEuyEKNhPNWg8ygB",
-	"pq0syMkERUziN+GYxrcn5jVB85cj8o/IUpOsUteRrwmQfLf2YP9a90nb8QIeq62I6Ws55eLQA7+JiL4U",
-	"BsmM8DIoseakGX8ePD98sUOxWGtwnivmNlve+xQjKWLtolsjAe1ZvJmc7D1rIWw7/uVJ12K+HaZWhN4u",
-	"XzszxKw9vf8rEX7vqU/gQ2ACZOYMC6TIrGn41+70Z7OE0UL3y8kqUO/VRbdl/OXEuU6mgcHxz6+AsIdf",
-	"T143waGnAz5jU9zNxPSHMdP4bD/k//b8zcm8/49XU/n5059tcvleXWwomhPvSC00OpFz0YDgWauQvFcX",
-	"/qxW5Ax+MHbTAsuIKcWx6QOCx3/7/OnPsPb/tSJTULSJXx2c824GbVE1fjnZjmLUE8sVrPBDxhVqX2tY",
-	"k/k47huZaRgjqcUlS3m8aRJEwJpEugqFj7neKxtSxdgSQC0h7F8O6yC3oXvqMpvDMo7Vq1iPFxdxWcFp",
-	"jyM+trG2paCzw0UtZtYwXhR5rC+arAB4TYXhLJEa6yEu6b3brukR2gRPZtiy5ZsMBcxxrGX0Dk0d1HU7",
-	"LtHfbt9MQSsybsaI7ShXiwBsRc/8uV2lwbfLtblmDW21hLZamrLVpxuVBV1+VJPmslKyhKYrP1QnlK+u",
-	"xfQr5NNNSn+VtNqD8JqLd52s7iyslk2RNXXVtTLRwsQ1wF4bIK0w67qwto10aw7fqv5b1mxTFn6qDlpC",
-	"Lmn3rtKHVOISlbZRCnBtiyC9Nl2eKDnraE6hiFE90EuepylWxf82MjV01sUM22rgkcwWICfAwJMGpKAs",
-	"2iJTNcfkXDTFXUPRdVkt2i6bxicvn/cP95/sHT5+drD3/d6zl49f7LWBSSFk880fMU1l61I+Q23YLNvU",
-	"eC6Jg6W+hbS+lwchdDyu6LZeTL6e2Szk9GvazbLTegMfuYHYrm+R3LSjcT3ebeX6NUbYYr5VQ+hovXXu",
-	"rk/Dt8qka8A9jZjohPa96kzNSfUHUKaVziimlNr1NkhS2yFCEXv93JKMoDA1g7AFEakw7KR5DYo9MBKe",
-	"PX365BlECVMsMqh0r5hYaC8qNFxfp0PoqAYdNMY6QCpgkGtU5FTh4TX26NENS0RtdqRAvINwpjPEuE37",
-	"3x92cWvne0ePWju/6VIrZFbpcBUGGqNccbM4JRH2+TzTPDrIXWHcirYNMOhpBUZiTObmULgvhTQ5P5Vz",
-	"ZkMWXfWPfDyjKRMfBs14ZhjAw/GirF5JBd/tlDI6FPXe1yPbrIqV7WybBGcgL1HZxkdvKIbi5SWqBfz9",
-	"9M3PwISeowrdaIwGLqI0jzEOKTRkopyRGQzF6OPQ6t0wGMAw7/efRLVGin2AIQwLMttVwedPfw4Dekr6",
-	"SY8+f/rzatSDN6I4cER/GQHXQ0E6BrlIUeuyc5JgmsFD5io/Lma1LwJZZ9dQsW2URxavgzQFFHEmOdEQ",
-	"P0SYuZJfYgv+kCk5Rg0CMXZdoOfEMmC5SdyojklwKDQqohbXhJuyYzzcJBApjFEYzlIND0c7O5bdO/Tu",
-	"CHZhdHB8fPH84PTo8OLg17MfRwTQAcy41tZUK5grSdwpN4EpWhhZZNJFg7r7/b2wTsdh8KugY6Tif2A8",
-	"DMKSnESxq5FF3SWnwGMNTGFz9G0AzqztQ4qGDFpYFp9HvVEIo4sRQTjaGYVDYXGudUfdK7abRe+4HiY5",
-	"QqGtYfATZz8dnTklNVaprXB//vQ/lWjP8tTwolV18vL0DKbM4JwtgjCghMQpRb+31+sX1SWWcbIPvX7v",
-	"iZu2S6z27XqFoN9TtPacbJOVjqM4GAQU677wa5am1x73+xvMrm02cdZSj2gZO3O65kAOQaoYlZsX4nGP",
-	"EN3v73UdVELuhtucNcpnM6YWHsvCNpDVYVNdDXvo4Jx8jtQtmaAbb3PqPcvMAnQqTQ9+4yaRuYFRaQ9H",
-	"tjnBY1KFaTHTRm6nSe76uJyfOURtnst4cbMxwZpTqXmSjQcA26b2rlbnFx87en9BCbiO+xQjCJyXRVXL",
-	"8P7GDL+ZeNDq728nTI54ZfXXikSrUF2Fpf7tfiw5duX4l2Lb1Mevwnm52oidFJVh4BPghkTMu7uH3EDM",
-	"KcxBpjRQiuvsso1aHmh47dZ5DX8UgjtYAze6nJWb8NSKeAwKZ9L7QSfp1oI1RfiF3aEmwvdkMpojGh3y",
-	"4mlESmf7vreQgv0brH7af3I7mXFEK2Wmwwa1WuhXaO6f2JtpZ0Mz74vKDbq9QrOOaPWR9445zmrJbjkS",
-	"f3XeoZ67Nk2sOcyl3iv5fE2hZRFFkuJE3k8UiuM1NZYUQknjxlF7QOmsU1Abl9qwoRqIqk0wwMNTNBRa",
-	"aPj8X/9dqLGH1gVwvyU8xRIIriEXMSqYs0UIk1y5+VqWphoUmlyJqknse4YUStl+scWADILCGeOCtqOY",
-	"/wd6YwECKcKjGAOYtc9Vn6oHBxMbUJc4KGlKOtBZof0l8IOxsHhQtH86B1Ja+K0eTnLUoHJhB9IgFzpi",
-	"QvjRMK/sUyLqmEXvKFBrjskRJkPRPFI7hrGJQp30YL//PVG6tN4mYdaislQhixdVh6/N9hXN4XvUxOVm",
-	"d4cqlo35gpdF6/8b8pp3sJev5RS4jck9ojXld/p5f6q/WxRxbr19VzR5oOsJ7EQqihlrmWlzKHPSmJB0",
-	"RY/eULypmYnBkmUojYUzLY1yCRfaIIutRoqhQD865fS0B2flSTO2gDHClF+iKO5/jGW8sAUXp7oju3I0",
-	"FO9zithLKvTgcCND2KVah47TS4Rflf6uiz58Yg9ZAb28+mPhXb37c4u7Pud3iN59fat5xMbB+8o0VWvk",
-	"/oUtUmM2rcMmNaS3nJhrDub9fzNPdZxbbNQ1hkbm5l6MzJoUoiNlgGbGUBRJtC+PdWUNzm5YRdeGLXQI",
-	"zota20Yefihc1d363aJuVMCVMDIKxY4/wNP+E7emhJa8vzQwxqFQyKKEIgEJuUWR7MrD2sg4eXGybfAO",
-	"M/Oow8bI/BuLpoFRCGXDDlv9ys29ZzFbVBIS8hukxrsKfTB3L6pxmEqNdc14oOuXKmwg7/6pgU0ZF86N",
-	"Wqm3Fx8oQrWyFloJ9ybds5CBv+k2Z7q87dYq+EPRlPw2WT0pKPFtiWsIQlYpgJh+U8LaEL+SgDcSwGpY",
-	"vzX7s9aOzRBiGeUzFIYiotGrl2fQtttotQBYZvOn7qBvhK0PdHnL4+sk9yUA95HlJ+XNjFamHufjlEc9",
-	"eNzvw9xm1dYhKhmhJn+nLlG7hlAbO/0FiXtk5NJ1j67oy8Nrc1l+WVzV9h25YPD7ebMifomClts+T43o",
-	"eqENzryGzNAoHnWrgw8SKBCy9xxD12O3D9xQsLsKlptIzjB0jSQfNttFSuYG7ZrqktEKhX/yUKwlscEP",
-	"ZjdLGV8ibss9/SYe/oQiZThWkqDHXLtJeNdBvVsLorbnrMSnlei+ndNbsFna2bd5heZNhuLg+Ohmklds",
-	"egPikHD5syqz5+Iu2/wjdzfOeWpsMHk3Kp0lXJeHdBHIhph/bKTOUkROm63/dv0+V8qy1W56SlGX98Oa",
-	"ItKhGOM0L6NRMgc6yW0xDmI5b3XWr9CcEFBf1wqclKG3UWwy4VHvNvFbh8E4sddt1loMf3l5N2rO+LfK",
-	"cMs0+D3S75qZ9xZa2tn8xkT+9vziocxF4zoA5Tym8aUTp3p1JhSXxhtcsEmdm+y6vr1Z23p5wKIHRzHO",
-	"Mmn8iGg7D+1Gx7VPqXy5wkhjxswPlm1cLGkbe7tqjrv4bzjct+A1pws77OzKt2y2UDHZv2MbtIK5KKdt",
-	"IpS7H+1/r9ZOKJQz41sZVOi+P9HBsepLLEUN1vdmvc42+bgVzthphxW+PNBLQ9+tjLpppO0nWM/XM3j3",
-	"49s1zW8ipx90AY02UefaXbRy9bKlalWnNTqxbexvrkXtylYYb1MWHCmANXnvCLmZ6t5SIsIbXLJp+SrX",
-	"242/MnbTeznXiSrBt3O79k+hCF21p7Paty7oBWBL9fKEVdlwkSNhbMM5bnTR/+kS+eIC0V28r0O8drHo",
-	"pl52+RbT13G0jetMa5WyoZLfhpu9Q9HLfRBhSbRsu/uOXtqPWG7kpn8q1t4/r9tu7HSwvOoZFriEINMY",
-	"tYEJV3r7HnruNH6JMaAwQn5pP2KzFfesIybu09zR/rr4mIAtpzwclRczRrWbGa7VVDSvmKndrm4VtVMC",
-	"/Kbm7kbSVb998k9btm1bZoelWDnpUnyBalM7hiLerd1WaRfTUxQxuWJX5iuiy+IjQWzmxo9H/77jgsmd",
-	"o3jkWp4JshiVn5UYCvslDopQbafHT6rb25c17pSTRbBvK80o/DSnQIwxHopxboox+BD2+/vFiEgu3gk5",
-	"F2ULpq2Xyu18RfnNLozb6lS1Gz6bjFnUR6SIntUnVB36VbhWI1Cw/mOwX3KWovoyanGd6G7TFS2XoLat",
-	"+i0XzVpUv16nwcz4GTlPjv/DNuAOHWeiXKHM1X230j6giMk4NIucjRtKv5+TLLriWptSsDI/tVMtXMOM",
-	"RQm3ZihXqb/JNNjdTWXE0kRqM3jS7/etn/RgtLdQ7AiFm8E2CXJVVeGK0nRv+TvMuiXHIndhR1IL1W1e",
-	"gqpHhbX93LDK6m6n/uNrRbxUe8XScvWNH+t3h8Ki0eHRqlX26zu56vHqXm9EugAuYFTkc8UHR0eDpWJo",
-	"SSv/9dFiLEzbe0XL8RV5Fd1wLaGfVGqGzSGkto4i4qFwc/FL9ZPQ9a0SOXehHDdl7NaDozrgCrUZ2blU",
-	"jbVLV+4+GRl6Z6sLing/dnV+9b8BAAD//w==",
+	"7D3tctvGdq9yBr0ztqcQRVmy7g3vnyvLruN7nViRlKbTUBWXwCG5NrAL7y5EMx7N5FcfoNNnyIP5STpn",
+	"d/FFAiIlWbTbaWYykaDF7vk+Z88H8imIZJpJgcLoYPApyJhiKRpU9rcXeMUjfP2Cfo5RR4pnhksRDILz",
+	"GUJs//pIA49DiGZSo4DxAhYy7wVhwGlZxswsCAPBUgwGgXvhksdBGCj8kHOFcTAwKscw0NEMU0YH4UeW",
+	"ZgmtTxc77pUgpJ0MKtrzP3492vl3tvNbf+e7i+rH3uXOxad+eLh//acgDMwiow20UVxMg+vrMDiZSYHt",
+	"eGie5gkzGAOLIpkL80hDRstB5OkYVQgxn3KjO7CySzfE6PDpX/ae7h88O/zzX75rAfOadtGZFBot/V8q",
+	"JRX9EElhUBj6kWVZwiNG8O++04RE7QBaGWMwOOgfhEHMDAsGIk+SMEhRazatmAAlbUFIAxOZizi4rgP9",
+	"J4WTYBD8024lILvur3rXwvVSXGEiM3RwN8l6JABpTQhcgJkhoF/cs8zw+9AxxwqZQSdop/ghR22xzJTM",
+	"UBnu6FAJzgoDX6FAZZk3n6EANtYoDHGqXYxWBcM/keN3GBkigYNlFYhICoGRwRYg3sjpFGPClYkYpEi4",
+	"wF512ljKBJmgzSOLbnzJLJYTqVL6iViFO4anLSCGTew3QisM3rXRioQ94eI9xkBMZYJLAX9//aJJrrqM",
+	"Dvae/k335jNmNMuynkBDcp8nCRvTWifoK4cnTJtLLGS3CcMvs4UVCC98tBQSnBhgMJUyBm2YwSZA2ihk",
+	"KSjMEhZhTDaGCWlmqMDzhLbeBC7LpksuVsE6KgijUWsiC37k2qn8KhMzxu2WpI1J8nYSDH69WV9O3Auv",
+	"xUQG1xfLkNKOhXXqNBVrkcsSZkiemrswEStpDe76DXI9u3Q2rb7DUeJEbO37mol4LD/e5Csg4VeoQTqb",
+	"4F94pGsWWKCZS/W+ne5WNtbZJqe+Z3Zp8c6l5iLCNmFEB0qUK4XCOOmDMU6ZIBA20c/ruuX/teHjHLxO",
+	"GcPST1R0rjGtLpxhzdQ0EWioViWHDbNSMeKi07iVprvFyMVN/j/t98ttuDA4RWVtkvUtm3CCVpfepy5Y",
+	"b/+xlpgWmup1f2w3Xm+4Nl8ON24w1Zsj6TdiSrHFNpE+K7SiKdujmOtSjkYDELJmLeHxqJS3ERhMEk3+",
+	"09pUVtjAoXBG8EkPRl7URgNg8NMpSAX+CRC4wDXI3PRgVBxBS4ei+g3m3MxoayNVZWWrFyyISZsbHYoC",
+	"VJmb0QB+IWd0lGUEA6mui9RQxBg7q+K3HpIiochTq5U1WjQVp4RwSe2qM2ukr4zdyzQziy8nakvOKJmz",
+	"hQayuL1uy1vJwcNLWjPg60R31e5/f35+Yq1qrhtO3Qao3fRgccxpF5ac1A5y6DcP+ZHCW5KFGA3jiQad",
+	"RzNg2sqCnExQxCR+E45JfHdi3hA0fzkif48sMbNV6jryNQGS79ce7F/rPmk7XsBjtRUxfSOnXBx74DcR",
+	"0ZfCIJkRXgYl1pw048+j58cvdigWaw3Oc8XcZst7n2EkRaxddGskoD2LNy8ne4cthG3HvzzpRsy3w9SK",
+	"0Nvla+cNMWu/3v+ZCL/3zF/gQ2ACZOYMCyTIrGn45+7rz2YXRgvdT6erQH1Ql92W8adT5zqZBgYnP74C",
+	"wh5+Pn3TBIeeDnjKpribielfx0zj4UHI//X529N5/x+vpvLz73+0yeUHdbmhaE68I7XQ6JmciwYEh61C",
+	"8kFd+rNakTP40dhNCywjphTHpg8Inv7t8+9/hLV/14pMQdEmfnVwLroZtEXV+Ol0O4pRv1iuYIUfM65Q",
+	"+1zDmpuP476RmYYxklpcsYTHm16CCFgzky5D4WOuD8qGVDG2BFBLCPuXwzrIbeieuZvNcRnH6lWsmTGY",
+	"Zkav4ly9BsUisPeq+m2UghVlMA5B4STXSHEoauAiSvIY44YA77fJyHhxGZcZpPY45lObaLUklHa4qMXs",
+	"GsaL4h7tkzYrBLohw3E+kxrrITbZHbdd0yO1ISUzbNnybYYC5jjWMnqPpg7quh2X+G+3b16BKzKGFUs3",
+	"k4nt6HmLLG5F5f25XVnKd8tpwmY6bzWbt5ols4mwW2Uo3VWtJthl0mYJTZcJqU4oX12L6Ve42jcp/VVu",
+	"+B6EN1y872R1Z463rM+sSfGulYkWJq4B9sZYbYVZN0XYbaRbc/hW9d+yZpuy8EN10BJys3ZHL310J65Q",
+	"aRswAdc2H9Nr0+WJkmlHnQxFjOqRXnJCTbEq/tnI1NBZlym2peMjmS1AToCBJw35YXpAyFR1OjkXTXHX",
+	"UBSAVvPHy6Zx/+Xz/vHB/t7x08Ojve/2Dl8+fbHXBiZFs803v8ckka1LeYrasDTb1HguiYOlvoW0vpcH",
+	"IXQ8rui2Xky+ntks5PRr2s0fXTXhX1ietFUVlcxWRe+FkhngFaoFUFhST5oKOW8IfCODVJMzFzleanfL",
+	"Wj3i1P4dBM4b4Z27iHENKRML8G83DnwWBin7yFMKsPcPiVcpF+7X9jTCJoTZqrmsH3yKmvjytQTCH98q",
+	"FllblbcW6oFf1ODO07VxbrH1DRCWfQq3COs2sLTrC4y3rQfezJm2YteauMFivlVhdLTepvzZE9cnsbbK",
+	"pBvAPYuY6IT2g+pMbJG3GkCZlHF+PJFTLnobpHjaIUIRe5eyJRlBYWo+bAsiUmHYSfMaFHtgJBw+e7Z/",
+	"CNGMKRYZVLpX9Pu0p+Qa0VpnDNORSz1qNEWBVMAg16goDoTHN9ijJ7dMsLbZkQLxDsKZzqj4Ls0z/rDL",
+	"O8eL9wwCa+c3o8AKmVU6XIeBxihX3CzOSIQd+mOmeXSUu7KSFW0bq9DTCoyZMZnr4uI+kdjk/FTOmY2y",
+	"dVV99SG4BqZhGDRD8GEAj8eLMvcrFfxlp5TRoahXjp/YUm+sbF+ImWEK8gqVLRv2hmIoXtpA7O9nb38E",
+	"JvQcVegay6qMXEi3GSbKDrPBUIw+Da3eDYMBDPN+fz+qlSHtAwxhWJDZrgo+//7HMKCnpJ/06PPvf1yP",
+	"evBWFAeO6C8j4HooSMcgFwlqXdYdZ5hk8Ji5vKm7ZtkXgayzK0faIuQTi9dRkgCKOJOcaIgfI8xcwnxm",
+	"y2WQKTlGDQIxdjXU58QyYLmZuUY3M8Oh0KiIWlwXWUtXZo8UxigMZ4mGx6OdHcvuHXp3BLswOjo5uXx+",
+	"dPb6+PLo5/PvRwTQEaRca2uqFcyVJO6Um8AULYwsMsmiQd2D/l5Yp+Mw+FnQMVLx3zAeBmFJTqLY9cii",
+	"7vIpwGMNTGGzcXQAzqwdQIKGDFpYlm5GvVEIo8sRQTjaGYVDYXGu9Ra4V2wtmN5xHQDkCIW2hsH3a/7w",
+	"+twpqbFKbYX78+//XYl2mieGF4Xe05dn5zBlBudsEYQB3aGdUvR7e71+kRtlGSf70Ov39l2v6sxq365X",
+	"CPp5itaek22y0vE6DgYBXc9e+DVLvZ9P+/0NOj8369dsSaG1NG06XXMghyBVjMp12/G4R4ge9Pe6Dioh",
+	"d62hzhrlacrUwmNZ2AayOmyqq1YpHVyQz5G6JXnhmkOdeqeZWYBOpOnBL9zMZG5gVNrDkS3t8ZhUYVp0",
+	"hJLbaZK73mzqO3ZRm+cyXtyuybbmVGqeZOP22bae1+vV7t+njt5fUAJu4j7FCHQjLUoCluH9jRl+O/Gg",
+	"1d/dTZgc8crahRWJVqG6Dkv92/1Ucuza8S/Btp6pn4XzcrUGVSkqw8AnwA2JmHd3j7mBmFOYg0xpmCiZ",
+	"Ortso5ZHGt64dV7Dn4TgDtbAjS47TSc8sSIeg8JUej/oJN1asKYIv7A71ET4gUxGs8GpQ148jUjpbNfE",
+	"HaTg4Barn/X37yYzjmilzHTYoFYL/QrNwxN7M+1saOZDUblBt1do1hGtPjDS0QVdLdktB0quLzrUc9de",
+	"E2sOc6lzgXy+ptCyiCJJcSLvJwrF8ZoaSwqhpHHN3D2g66xTUBuX2rChaies9f/A4zM0FFpo+Pyf/1Wo",
+	"sYfWBXC/zHiCJRBcQy5iVDBnixAmuXLd6SxJNCg0uRJVi4WvuFMoZbstLAZkEBSmjAvajmL+v9IbCxBI",
+	"EZ7NRLKljGEPjiY2oC5xUNKUdKCzQvuTwI/GwuJB0f7pHEhp4Zd6OMlRg8qFbeeEXOiICeEbK72yT4mo",
+	"Yxa9p0Ct2WRKmAxF80jtGMYmCvWsBwf974jSpfU2M2YtKksUsnhR1afbbF/RWvGAmrjcKtKhimVbS8HL",
+	"onHmG/Ka97CXb+QUuI3JPaI15Xf6+XCqv1skce68fVc0eaTrF9iJVBQz1m6mzZbmSaO/2CU9ekPxtmYm",
+	"BkuWoTQWzrQ00iVcaIMsthophgJ946HT0x6clyelbAFjhCm/QlFMT41lvLAJF6e6I7tyNBQfcorYSyr0",
+	"4HgjQ9ilWseO00uEX5X+rjE5PrGHrIBeDs5ZeFcn5+4wKXdxj+jd57eaR2wcvK/0IrZG7l/YIjU6Ozts",
+	"UkN6y37TZlvr/zXzVMe5xUbdYGhkbh7EyKy5QnRcGaB5YyiSJNqnx7puDc5uWEXXhi10CM6LWttGHn4o",
+	"XNbd+t0ib1TANWNkFIod/wrP+vtuTQkteX9pYIxDoZBFM4oEJOQWRbIrj2sDF+TFybbBe8zMkw4bI/Nv",
+	"LJoGRiGUDTts9is3D36L2aKSkJDf4mq8q9AHcw+iGseJ1FjXjEe6Xl23gbz7VQObMi6cG7VSb8eGKEK1",
+	"shZaCfcm3bOQgZ8TnTNdzoq2Cv5QNCW/TVZPC0p8W+IagpDVFUBMvylhbYhfScBbCWA16tJ6+7PWjqUI",
+	"sYzyFIWhiGj06uU5tO02Wk0Alrf5M3fQN8LWR7qckfo6l/sSgIe45c/KuaZWpp7k44RHPXja78Pc3qqt",
+	"Q1QyQk3+Tl2hdgWhNnb68aIHZOTSsFRX9OXhtXdZflV86MBX5ILBrxfNjPgVClpu6zw1ouuFNph6DUnR",
+	"KB51q4MPEigQslPCoaux2weupd4NUuYmkimGrpDkw2a7SMncoF1TjeitUPgHD8VaEhv8aHazhPEl4rZ8",
+	"5aKJhz+huDKcKEnQY67dHImroN6vBFHbMy3xaSW6L+f0FixNOus2r9C8zVAcnby+neQVm96COCRc/qzK",
+	"7Lm4yxb/yN2Nc54YG0zej0rnM67LQ7oIZEPM3zZSZ1kOV5D/dvU+l8qy2W56SlGX98OaItKhGOM0L6NR",
+	"Mgd6lttkHMRy3uqsX6E5JaC+rhU4LUNvo9hkwqPeXeK3DoNxaofV1loMP8SyGzUnZFpluGWA4QHpd8OY",
+	"Rgst3zY7L7fqF49lLhrDLHTnMY3vBDnVqzOh+ORCgwv+YxY2mG6NiF8omemOZtOOQ+GxjWZHsZKZa0Yw",
+	"KscnLq/kZ5Z0a2vpqNmWOuqVl82qcxrttdFCDRPGk1yh11W/m88ncGU7ryk+H4oxi97LyWQAuUa6FRLk",
+	"qA3M5BwWMldgO6+c5EEkM3Td5+SX2BR1m0a39e/ep15rO31du+5yc+6zjTM/bUBdN3t3/OdcHlqLWtt3",
+	"O3zHhBZZL2GPxXgLWaA7at5zhez9ktQX0igFZLnKpMa1amdzKbpb68qugtoxy31NPXgdY5pJ44cJ2k2n",
+	"3eik9v2vL5ePbLR2+n7O20pqo9v060hqs6m3Q0RXPsD27Ypo2X1QwVxksTcRyt1P9r/XaxuDyumirfQH",
+	"dU/adXCs+nxY4Tt8S4T3Wk0+boUztslohS+P9NJ4UCujbnvB9Y3jF+sZvPvp3ZqeEyKn7y8jB6zdCIid",
+	"znVp6qUkcac1OrXdI99cZ4jLFmO8TVlwpADW5L0j5Gaqe0eJCG8xjtnyKcl3G38a87YTnDeJKsG3c7eq",
+	"a6EIXSnf89oHmugFYEtlqhmrklBFagJjG69yo4uya5fIF6Om9/G+DvHaCOptvezyvOvXcbSNwde1StlQ",
+	"yW/Dzd4j1+y+4rMkWrbL5J5e2nc2b+SmfyjWPjyv22Y7O1heleoLXEKQSUzXswlXevseeu40fokxdMFE",
+	"fmW/vLYV96wjJh7S3NH+uvgCjs1iPh6V81Cj2kCUq/AWNWNmap/kaBW1MwL8tubuVtJVH/r6f1u2bVtm",
+	"exRZ2WBWfDZxUzuGIt6tDYm1i+kZiphcscuuF9Fl8WU7lrqu/9G/7bhgcud1PHKdBjNkMSrfojQU9vNR",
+	"FKHalJQfELFz+jXulA19cGALPCh8E7VAjDEeinFuiumTEA76B0VnVi7eCzkXZeWzrYWB27am8kOTGLcm",
+	"k6rBuk26m+qdiUTP6rvfDv0qXKsRKFj/BfMv2cJUfc67mOK7X1NTy+zhtlW/Zb6zRfXreRrMjG9N9eT4",
+	"X2wD7tHoQZQrlLkaMy3tA4qYjEOzttAYDPz1gmTRpZfblIKV91Ob/LUfKIhm3JqhXCV+gHCwu5vIiCUz",
+	"qc1gv9/vWz/pwWivXNrOJTf64HLKJXeLilBv+X8eoFvuWOQubCd4obrN2cN6VFjbz/WIre525r8YWsRL",
+	"tVcsLVff+L4+shcW9UWPVq2gVt/JFW1W93orkgVwAaPiPld8l2w0WEqMlrTyGdKiG1Pbcb7l+Iq8im64",
+	"ltA3CDbD5hASm0cR8VC4cZSl/EnoysUzOXehHDdl7NaD13XAFWozsu3gGmuzjm6Mkwy9s9UFRbwfu764",
+	"/p8AAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -36,4 +36,11 @@ type SandboxConnections struct {
 	Open     int            // every open websocket
 	LoggedIn int            // of those, the ones logged in as a device
 	ByDevice map[string]int // logged-in connections by device JID
+	Attempts int            // connection attempts since start, refused ones included
+}
+
+// NetworkFault breaks the simulated network on purpose.
+type NetworkFault struct {
+	Drop   bool          // drop every open connection now
+	Refuse time.Duration // then refuse new connections for this long
 }

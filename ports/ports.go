@@ -117,4 +117,7 @@ type Sandbox interface {
 	Messages(ctx context.Context, phone string) ([]domain.SandboxMessage, error)
 	// Connections counts the connections open to the simulated server.
 	Connections(ctx context.Context) (domain.SandboxConnections, error)
+	// Disrupt applies a network fault and returns how many connections it
+	// dropped.
+	Disrupt(ctx context.Context, fault domain.NetworkFault) (int, error)
 }

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"time"
 
 	"github.com/gowa-dev/gowa/api"
 	"github.com/gowa-dev/gowa/domain"
@@ -126,6 +127,35 @@ func (s *server) SandboxConnections(ctx context.Context, _ api.SandboxConnection
 		by = map[string]int{}
 	}
 	return api.SandboxConnections200JSONResponse{Code: 200, Message: ok, Data: api.SandboxConnections{
-		Open: c.Open, LoggedIn: c.LoggedIn, ByDevice: by,
+		Open: c.Open, LoggedIn: c.LoggedIn, ByDevice: by, Attempts: c.Attempts,
 	}}, nil
+}
+
+// maxRefuse bounds a refusal, so that a typo cannot take the sandbox down
+// for days.
+const maxRefuse = time.Hour
+
+func (s *server) SandboxNetworkFault(ctx context.Context, req api.SandboxNetworkFaultRequestObject) (api.SandboxNetworkFaultResponseObject, error) {
+	sb, err := s.sandboxed()
+	if err != nil {
+		return nil, err
+	}
+	if req.Body == nil {
+		return nil, invalid("body", "required")
+	}
+	var fault domain.NetworkFault
+	if req.Body.Drop != nil {
+		fault.Drop = *req.Body.Drop
+	}
+	if req.Body.RefuseSeconds != nil {
+		fault.Refuse = time.Duration(*req.Body.RefuseSeconds) * time.Second
+		if fault.Refuse < 0 || fault.Refuse > maxRefuse {
+			return nil, invalid("refuse_seconds", "must be between 0 and 3600")
+		}
+	}
+	n, err := sb.Disrupt(ctx, fault)
+	if err != nil {
+		return nil, err
+	}
+	return api.SandboxNetworkFault200JSONResponse{Code: 200, Message: ok, Data: api.SandboxNetworkFaultResult{Dropped: n}}, nil
 }
