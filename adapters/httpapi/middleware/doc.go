@@ -1,0 +1,12 @@
+// Package middleware holds the chi middleware that guards and observes the
+// gateway's HTTP API: Basic authentication with credential rotation, the
+// client-IP rule for trusted reverse proxies, throttling of failed logins,
+// the access log, body limits, panic recovery and Prometheus metrics.
+//
+// Every answer it writes itself goes through package envelope, so clients
+// see the same JSON shape whether a handler or a middleware answered.
+//
+// A suggested order, outermost first: chi's RequestID, ClientIP, AccessLog,
+// Recoverer, Metrics, MaxBody, Throttle, Auth. ClientIP must run before
+// anything that calls ClientIPFrom (the access log, the throttle).
+package middleware

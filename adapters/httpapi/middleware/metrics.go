@@ -1,0 +1,148 @@
+package middleware
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gowa-dev/gowa/domain"
+)
+
+// unmatchedRoute labels requests no route matched (404s, 405s, requests
+// refused before routing), so that arbitrary paths cannot mint series.
+const unmatchedRoute = "unmatched"
+
+// deviceStates are reported even when no device is in them, so that a
+// state's gauge drops to 0 instead of vanishing.
+var deviceStates = []domain.State{
+	domain.StateDisconnected,
+	domain.StatePairing,
+	domain.StateConnecting,
+	domain.StateConnected,
+	domain.StateLoggedOut,
+}
+
+// Metrics is the gateway's Prometheus instrumentation, on a registry of
+// its own rather than the global one, so that two gateways in one process
+// (as in tests) do not collide:
+//
+//   - gowa_devices{state}: devices by state, counted at scrape time;
+//   - gowa_logins_total{method,outcome}: finished logins, via LoginObserved;
+//   - gowa_http_requests_total{route,method,status} and
+//     gowa_http_request_duration_seconds{route,method}: via Middleware;
+//   - the Go runtime and process collectors.
+type Metrics struct {
+	reg      *prometheus.Registry
+	logins   *prometheus.CounterVec
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// NewMetrics returns the metrics, with devicesByState (which may be nil)
+// called on every scrape for the device gauge. It may be called before the
+// devices exist, as long as it is not scraped before.
+func NewMetrics(devicesByState func() map[string]int) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gowa_logins_total",
+			Help: "Finished device logins by pairing method (qr, code) and outcome (success, failure, expired).",
+		}, []string{"method", "outcome"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gowa_http_requests_total",
+			Help: "HTTP requests by route pattern, method and status.",
+		}, []string{"route", "method", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gowa_http_request_duration_seconds",
+			Help:    "HTTP request duration by route pattern and method.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route", "method"}),
+	}
+	m.reg.MustRegister(
+		m.logins, m.requests, m.duration,
+		devicesCollector{
+			desc:  prometheus.NewDesc("gowa_devices", "Devices by state.", []string{"state"}, nil),
+			count: devicesByState,
+		},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// LoginObserved counts one finished login.
+func (m *Metrics) LoginObserved(method, outcome string) {
+	m.logins.WithLabelValues(method, outcome).Inc()
+}
+
+// Handler serves the metrics in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Middleware counts and times requests by chi route pattern, never by raw
+// path, so the number of series stays bounded.
+func (m *Metrics) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := record(w)
+		next.ServeHTTP(rec, r)
+		route := routePattern(r)
+		if route == "" {
+			route = unmatchedRoute
+		}
+		status := rec.Status()
+		if status == 0 {
+			status = http.StatusOK
+		}
+		method := normalMethod(r.Method)
+		m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+		m.duration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+	})
+}
+
+// normalMethod keeps made-up methods from minting series.
+func normalMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "OTHER"
+}
+
+// devicesCollector reads the device counts at scrape time.
+type devicesCollector struct {
+	desc  *prometheus.Desc
+	count func() map[string]int
+}
+
+func (c devicesCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c devicesCollector) Collect(ch chan<- prometheus.Metric) {
+	var counts map[string]int
+	if c.count != nil {
+		counts = c.count()
+	}
+	for _, s := range deviceStates {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[string(s)]), string(s))
+	}
+	for s, n := range counts {
+		if !isKnownState(s) {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), s)
+		}
+	}
+}
+
+func isKnownState(s string) bool {
+	for _, k := range deviceStates {
+		if string(k) == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,138 @@
+package middleware
+
+import (
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gowa-dev/gowa/adapters/httpapi/envelope"
+)
+
+// maxThrottled bounds how many client IPs the throttle remembers, so a
+// flood of failures from many addresses cannot grow it without limit.
+const maxThrottled = 10000
+
+// Throttle refuses clients that failed to authenticate too often: once an
+// IP has limit failures within the sliding window, its requests get 429
+// until the oldest of those failures leaves the window. Other IPs are not
+// affected. It is safe for concurrent use.
+type Throttle struct {
+	limit  int
+	window time.Duration
+	now    func() time.Time
+
+	mu        sync.Mutex
+	fails     map[string][]time.Time // per IP, the latest ≤ limit failures, oldest first
+	lastSweep time.Time
+}
+
+// NewThrottle returns a throttle allowing fewer than limit failed logins
+// per client IP within window. now is the clock (time.Now when nil), to be
+// faked in tests. A limit of 0 or less never throttles; a window of 0 or
+// less is one minute.
+func NewThrottle(limit int, window time.Duration, now func() time.Time) *Throttle {
+	if window <= 0 {
+		window = time.Minute
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Throttle{limit: limit, window: window, now: now, fails: map[string][]time.Time{}}
+}
+
+// Fail records a failed authentication from ip, as ClientIPFrom gives it.
+func (t *Throttle) Fail(ip string) {
+	if t.limit <= 0 {
+		return
+	}
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sweepLocked(now)
+	list, known := t.fails[ip]
+	if !known && len(t.fails) >= maxThrottled {
+		t.evictOldestLocked()
+	}
+	list = t.liveLocked(list, now)
+	if len(list) >= t.limit {
+		// Keep only the latest limit failures: older ones can only leave
+		// the window sooner and never decide anything.
+		list = append(list[:0], list[len(list)-t.limit+1:]...)
+	}
+	t.fails[ip] = append(list, now)
+}
+
+// retryAfter is how long ip stays refused, or 0 when it is not.
+func (t *Throttle) retryAfter(ip string) time.Duration {
+	if t.limit <= 0 {
+		return 0
+	}
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	list := t.liveLocked(t.fails[ip], now)
+	if len(list) == 0 {
+		delete(t.fails, ip)
+		return 0
+	}
+	t.fails[ip] = list
+	if len(list) < t.limit {
+		return 0
+	}
+	return list[len(list)-t.limit].Add(t.window).Sub(now)
+}
+
+// liveLocked drops the failures that left the window.
+func (t *Throttle) liveLocked(list []time.Time, now time.Time) []time.Time {
+	cut := now.Add(-t.window)
+	i := 0
+	for i < len(list) && !list[i].After(cut) {
+		i++
+	}
+	return list[i:]
+}
+
+// sweepLocked forgets IPs whose failures all left the window, at most once
+// a window.
+func (t *Throttle) sweepLocked(now time.Time) {
+	if now.Sub(t.lastSweep) < t.window && len(t.fails) < maxThrottled {
+		return
+	}
+	t.lastSweep = now
+	for ip, list := range t.fails {
+		if len(t.liveLocked(list, now)) == 0 {
+			delete(t.fails, ip)
+		}
+	}
+}
+
+// evictOldestLocked forgets the IP whose latest failure is the oldest, to
+// make room when the map is full of live entries.
+func (t *Throttle) evictOldestLocked() {
+	var oldestIP string
+	var oldest time.Time
+	first := true
+	for ip, list := range t.fails {
+		if last := list[len(list)-1]; first || last.Before(oldest) {
+			oldestIP, oldest, first = ip, last, false
+		}
+	}
+	delete(t.fails, oldestIP)
+}
+
+// Middleware answers 429 in the envelope, with Retry-After in whole
+// seconds, to clients that have reached the failure limit, and passes
+// everyone else on. It needs ClientIP upstream.
+func (t *Throttle) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if wait := t.retryAfter(ClientIPFrom(r.Context())); wait > 0 {
+			secs := int(math.Ceil(wait.Seconds()))
+			w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+			envelope.Error(w, http.StatusTooManyRequests, "too many failed logins; retry later")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
