@@ -54,9 +54,11 @@ type conn struct {
 
 	noiseKey [32]byte // the client's static Noise key, from the handshake
 	payload  *waWa6.ClientPayload
+	linking  bool // a phone is linking this device; guarded by srv.mu
 
 	mu      sync.Mutex
 	device  string // the JID this connection is logged in as; "" if none
+	closing bool   // the server is closing this connection
 	waiters map[string]chan *waBinary.Node
 	nextReq int
 }
@@ -89,6 +91,20 @@ func (c *conn) setDevice(jid string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.device = jid
+}
+
+// markClosing stops counting the connection as open or logged in.
+func (c *conn) markClosing() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closing = true
+	c.device = ""
+}
+
+func (c *conn) isClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
 }
 
 // run does the handshake, then handles nodes until the socket ends.
@@ -258,6 +274,7 @@ func (c *conn) send(node waBinary.Node) error {
 
 // closeNow closes the socket at once, as a network drop would.
 func (c *conn) closeNow() {
+	c.markClosing()
 	c.cancel()
 	c.ws.CloseNow()
 }
@@ -265,7 +282,7 @@ func (c *conn) closeNow() {
 // closeSoon closes the socket after closeDelay, with a close handshake so
 // that everything sent before arrives first.
 func (c *conn) closeSoon() {
-	c.setDevice("") // no longer counted as logged in
+	c.markClosing()
 	ok := c.srv.spawn(func() {
 		t := time.NewTimer(closeDelay)
 		defer t.Stop()
@@ -297,10 +314,9 @@ func (c *conn) handle(node *waBinary.Node) {
 
 // request sends an IQ to the client and waits for its answer.
 func (c *conn) request(ctx context.Context, node waBinary.Node) (*waBinary.Node, error) {
-	c.mu.Lock()
-	c.nextReq++
-	id := "srv-" + strconv.Itoa(c.nextReq)
+	id := c.nextID()
 	ch := make(chan *waBinary.Node, 1)
+	c.mu.Lock()
 	c.waiters[id] = ch
 	c.mu.Unlock()
 	defer func() {
@@ -324,6 +340,14 @@ func (c *conn) request(ctx context.Context, node waBinary.Node) (*waBinary.Node,
 	case <-c.ctx.Done():
 		return nil, errConnClosed
 	}
+}
+
+// nextID returns a fresh id for a node the server sends.
+func (c *conn) nextID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nextReq++
+	return "srv-" + strconv.Itoa(c.nextReq)
 }
 
 var errConnClosed = errors.New("the device disconnected")

@@ -55,10 +55,17 @@ func (s *Server) scan(ctx context.Context, phone, qr string) (string, error) {
 	return s.link(ctx, a, c, [32]byte(identity), advSecret)
 }
 
+// takeRefsLocked withdraws the QR refs and idle pairing-code requests of
+// c: once one phone links a device, no other may.
 func (s *Server) takeRefsLocked(c *conn) {
 	for ref, rc := range s.qrRefs {
 		if rc == c {
 			delete(s.qrRefs, ref)
+		}
+	}
+	for phone, r := range s.codeReqs {
+		if r.conn == c && r.finish == nil {
+			delete(s.codeReqs, phone)
 		}
 	}
 }
@@ -72,6 +79,13 @@ func (s *Server) link(ctx context.Context, a *account, c *conn, identity [32]byt
 	reg, ok := c.parseRegistration()
 	if !ok || reg.identity != identity {
 		return "", domain.Errorf(domain.EINVALID, "the device's identity key does not match its registration")
+	}
+	s.mu.Lock()
+	busy := c.linking
+	c.linking = true
+	s.mu.Unlock()
+	if busy {
+		return "", domain.Errorf(domain.ECONFLICT, "the device is being linked already")
 	}
 	w := s.world
 	w.mu.Lock()

@@ -50,7 +50,7 @@ type Server struct {
 	closed      bool
 	conns       map[*conn]struct{}
 	nextConnID  uint64
-	qrRefs      map[string]*conn         // QR ref → the pre-login connection showing it
+	qrRefs      map[string]*conn        // QR ref → the pre-login connection showing it
 	codeReqs    map[string]*codeRequest // phone digits → the pairing code a device asked for
 	refuseUntil time.Time
 	attempts    int

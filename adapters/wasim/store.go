@@ -56,6 +56,8 @@ CREATE TABLE IF NOT EXISTS wasim_message (
 	chat    TEXT NOT NULL,
 	from_me INTEGER NOT NULL
 );
+-- A message resent after a reconnect is filed once.
+CREATE UNIQUE INDEX IF NOT EXISTS wasim_message_once ON wasim_message (phone, id, from_me);
 `
 
 // openDB opens the simulator's own tables (world.db) and the peers' Signal
@@ -237,4 +239,39 @@ func (w *world) loadPreKeys(ctx context.Context) error {
 		}
 	}
 	return rows.Err()
+}
+
+// saveMessage files m in its phone's inbox, once per message id.
+func (w *world) saveMessage(ctx context.Context, m inboxMessage) error {
+	_, err := w.db.ExecContext(ctx, `INSERT OR IGNORE INTO wasim_message (phone, sender, id, ts, text, chat, from_me)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		m.phone, m.sender.String(), m.id, m.ts.UnixMilli(), m.text, m.chat.String(), m.fromMe)
+	return err
+}
+
+// messages returns phone's inbox, oldest first.
+func (w *world) messages(ctx context.Context, phone string) ([]inboxMessage, error) {
+	rows, err := w.db.QueryContext(ctx, `SELECT sender, id, ts, text, chat, from_me FROM wasim_message WHERE phone = ? ORDER BY seq`, phone)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []inboxMessage
+	for rows.Next() {
+		var sender, chat string
+		var ts int64
+		m := inboxMessage{phone: phone}
+		if err := rows.Scan(&sender, &m.id, &ts, &m.text, &chat, &m.fromMe); err != nil {
+			return nil, err
+		}
+		if m.sender, err = types.ParseJID(sender); err != nil {
+			return nil, err
+		}
+		if m.chat, err = types.ParseJID(chat); err != nil {
+			return nil, err
+		}
+		m.ts = time.UnixMilli(ts)
+		out = append(out, m)
+	}
+	return out, rows.Err()
 }

@@ -1,0 +1,136 @@
+package wasim
+
+import (
+	"context"
+	"strings"
+
+	waBinary "go.mau.fi/whatsmeow/binary"
+	"go.mau.fi/whatsmeow/types"
+
+	"github.com/gowa-dev/gowa/domain"
+)
+
+// CreatePhone creates the simulated account of phone (7 to 15 digits, an
+// optional + before them), or returns the existing one, renamed when
+// pushName is given.
+func (s *Server) CreatePhone(ctx context.Context, phone, pushName string) (domain.SandboxPhone, error) {
+	a, err := s.world.createAccount(ctx, phone, pushName)
+	if err != nil {
+		return domain.SandboxPhone{}, err
+	}
+	s.world.mu.Lock()
+	defer s.world.mu.Unlock()
+	return domain.SandboxPhone{Phone: a.phone, PushName: a.pushName, JID: a.jid().String()}, nil
+}
+
+// Scan makes phone scan the text of a QR code a device shows, and links
+// that device to the account. It returns once the device has accepted the
+// link (before it logs in), with the device's JID. A text that is not a
+// WhatsApp QR code is EINVALID; a code no connection shows (any more) is
+// ECONFLICT.
+func (s *Server) Scan(ctx context.Context, phone, qr string) (string, error) {
+	return s.scan(ctx, phone, qr)
+}
+
+// EnterCode makes phone enter a pairing code that a device requested for
+// its number, and links that device. It returns once the device has
+// accepted the link, with its JID. A malformed or wrong code is EINVALID
+// (a wrong one may be retried); a number no device asked a code for is
+// ECONFLICT.
+func (s *Server) EnterCode(ctx context.Context, phone, code string) (string, error) {
+	return s.enterCode(ctx, phone, code)
+}
+
+// Devices lists the companion devices linked to phone, oldest first.
+func (s *Server) Devices(ctx context.Context, phone string) ([]domain.SandboxDevice, error) {
+	a, err := s.world.account(phone)
+	if err != nil {
+		return nil, err
+	}
+	ds := s.world.companions(a.phone)
+	out := make([]domain.SandboxDevice, 0, len(ds))
+	for _, d := range ds {
+		jid := d.jid.String()
+		out = append(out, domain.SandboxDevice{JID: jid, LinkedAt: d.linkedAt, Online: len(s.connsOf(jid)) > 0})
+	}
+	return out, nil
+}
+
+// RemoveDevice unlinks a companion device from phone, as "Log out" in the
+// phone's linked-devices screen does. A connected device is told at once
+// (stream error 401 device_removed, which whatsmeow reports as LoggedOut
+// and answers by deleting its session); a device that is offline gets
+// failure 401 at its next login.
+func (s *Server) RemoveDevice(ctx context.Context, phone, jid string) error {
+	a, err := s.world.account(phone)
+	if err != nil {
+		return err
+	}
+	dev, err := types.ParseJID(strings.TrimSpace(jid))
+	if err != nil {
+		return domain.Errorf(domain.EINVALID, "not a device JID")
+	}
+	if dev.User != a.phone || dev.Server != types.DefaultUserServer || dev.Device == 0 {
+		return domain.Errorf(domain.ENOTFOUND, "%s has no linked device %s", a.phone, dev.String())
+	}
+	removed, err := s.world.markRemoved(ctx, dev)
+	if err != nil {
+		return domain.Wrap(domain.EINTERNAL, err, "removing the device")
+	}
+	if !removed {
+		return domain.Errorf(domain.ENOTFOUND, "%s has no linked device %s", a.phone, dev.String())
+	}
+	for _, c := range s.connsOf(dev.String()) {
+		c.setDevice("")
+		if err := c.send(waBinary.Node{
+			Tag:     "stream:error",
+			Attrs:   waBinary.Attrs{"code": "401"},
+			Content: []waBinary.Node{{Tag: "conflict", Attrs: waBinary.Attrs{"type": "device_removed"}}},
+		}); err != nil {
+			c.log.Debug("wasim: send device_removed", "err", err)
+		}
+		c.closeSoon()
+	}
+	s.log.Info("wasim: phone removed a device", "phone", a.phone, "device", dev.String())
+	return nil
+}
+
+// Messages lists the texts phone received, and its own copies of texts
+// its linked devices sent (FromMe, Chat = the recipient), oldest first.
+func (s *Server) Messages(ctx context.Context, phone string) ([]domain.SandboxMessage, error) {
+	a, err := s.world.account(phone)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := s.world.messages(ctx, a.phone)
+	if err != nil {
+		return nil, domain.Wrap(domain.EINTERNAL, err, "reading the inbox")
+	}
+	out := make([]domain.SandboxMessage, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, domain.SandboxMessage{
+			From: m.sender.String(), ID: m.id, Timestamp: m.ts, Text: m.text, Chat: m.chat.String(), FromMe: m.fromMe,
+		})
+	}
+	return out, nil
+}
+
+// Connections counts the websockets open to the server, leaving out those
+// it is closing (after a logout, a removal or a replacement), and the
+// logged-in ones by device JID.
+func (s *Server) Connections(ctx context.Context) (domain.SandboxConnections, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := domain.SandboxConnections{ByDevice: map[string]int{}}
+	for c := range s.conns {
+		if c.isClosing() {
+			continue
+		}
+		out.Open++
+		if jid := c.deviceJID(); jid != "" {
+			out.LoggedIn++
+			out.ByDevice[jid]++
+		}
+	}
+	return out, nil
+}
