@@ -1,0 +1,175 @@
+// Package sqlite keeps gowa's state on disk: the device registry in a small
+// SQLite database, and the session folders that hold each WhatsApp
+// session's own SQLite database. It uses the pure-Go modernc.org/sqlite
+// driver, so the program builds without cgo.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/gowa-dev/gowa/domain"
+	"github.com/gowa-dev/gowa/ports"
+)
+
+var _ ports.Registry = (*Registry)(nil)
+
+// RegistryFile is the name of the registry database in the storage root.
+const RegistryFile = "registry.db"
+
+// migrations build the registry schema. migrations[i] moves a database from
+// user_version i to i+1; append new steps, never edit old ones.
+var migrations = []string{
+	`CREATE TABLE slots (
+		id         TEXT NOT NULL PRIMARY KEY,
+		jid        TEXT NOT NULL DEFAULT '',
+		created_at TEXT NOT NULL
+	)`,
+}
+
+// Registry is the SQLite-backed ports.Registry. Its methods are safe for
+// concurrent use.
+type Registry struct {
+	db *sql.DB
+}
+
+// OpenRegistry opens, creating if needed, the registry database at
+// root/registry.db and brings its schema up to date. The file is readable by
+// its owner only. Close it when done.
+func OpenRegistry(root string) (*Registry, error) {
+	if strings.ContainsRune(root, '?') {
+		// The driver reads everything after '?' as connection parameters.
+		return nil, fmt.Errorf("open registry: storage root %q must not contain '?'", root)
+	}
+	path := filepath.Join(root, RegistryFile)
+	// Create the file ourselves so that SQLite, which gives its -wal and
+	// -shm files the database file's mode, never makes anything wider.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open registry: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("open registry: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		return nil, fmt.Errorf("open registry: %w", err)
+	}
+
+	// busy_timeout makes concurrent writers wait instead of failing; WAL
+	// lets readers run beside a writer; synchronous NORMAL is durable
+	// enough under WAL (a power cut may lose the last commits, never
+	// corrupt); immediate transactions take the write lock up front, so a
+	// read-then-write transaction cannot fail halfway with SQLITE_BUSY.
+	dsn := path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open registry: %w", err)
+	}
+	r := &Registry{db: db}
+	if err := r.migrate(context.Background()); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open registry %s: %w", path, err)
+	}
+	return r, nil
+}
+
+// migrate applies the migrations the database has not seen yet, in one
+// transaction, and records the new version in user_version.
+func (r *Registry) migrate(ctx context.Context) error {
+	tx, err := r.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin migration: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var version int
+	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this program knows (%d)", version, len(migrations))
+	}
+	if version == len(migrations) {
+		return nil
+	}
+	for i := version; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("migrate schema to version %d: %w", i+1, err)
+		}
+	}
+	// PRAGMA takes no bound parameters; the value is our own integer.
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations))); err != nil {
+		return fmt.Errorf("record schema version: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit migration: %w", err)
+	}
+	return nil
+}
+
+// Close closes the database.
+func (r *Registry) Close() error {
+	if err := r.db.Close(); err != nil {
+		return fmt.Errorf("close registry: %w", err)
+	}
+	return nil
+}
+
+// List returns every slot, ordered by id (byte-wise, as Go orders strings).
+func (r *Registry) List(ctx context.Context) ([]domain.Slot, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT id, jid, created_at FROM slots ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("list slots: %w", err)
+	}
+	defer rows.Close()
+	var slots []domain.Slot
+	for rows.Next() {
+		var (
+			s       domain.Slot
+			created string
+		)
+		if err := rows.Scan(&s.ID, &s.JID, &created); err != nil {
+			return nil, fmt.Errorf("list slots: %w", err)
+		}
+		if s.CreatedAt, err = time.Parse(time.RFC3339Nano, created); err != nil {
+			return nil, fmt.Errorf("list slots: slot %s: created_at: %w", s.ID, err)
+		}
+		slots = append(slots, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list slots: %w", err)
+	}
+	return slots, nil
+}
+
+// Put creates slot, or replaces the stored slot with the same id.
+func (r *Registry) Put(ctx context.Context, slot domain.Slot) error {
+	if slot.ID == "" {
+		return domain.Errorf(domain.EINVALID, "a slot needs an id")
+	}
+	// Times are stored as RFC 3339 text in UTC: readable with the sqlite3
+	// shell, ordered as text, and able to hold the zero time.
+	created := slot.CreatedAt.UTC().Format(time.RFC3339Nano)
+	_, err := r.db.ExecContext(ctx, `
+		INSERT INTO slots (id, jid, created_at) VALUES (?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET jid = excluded.jid, created_at = excluded.created_at`,
+		slot.ID, slot.JID, created)
+	if err != nil {
+		return fmt.Errorf("put slot %s: %w", slot.ID, err)
+	}
+	return nil
+}
+
+// Delete removes the slot with id; a missing slot is not an error.
+func (r *Registry) Delete(ctx context.Context, id string) error {
+	if _, err := r.db.ExecContext(ctx, `DELETE FROM slots WHERE id = ?`, id); err != nil {
+		return fmt.Errorf("delete slot %s: %w", id, err)
+	}
+	return nil
+}
