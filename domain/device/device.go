@@ -153,10 +153,16 @@ func (d *device) setClientLocked(c ports.Client) uint64 {
 	return d.gen
 }
 
-// open opens a client on the session database at path. Its events are
-// queued for the device's event loop, tagged with the client's generation.
-// d.op must be held.
+// open opens a client on the session database at path, closing the
+// current one first, so that a device never has two. Its events are queued
+// for the device's event loop, tagged with the client's generation. A
+// device that was deleted or shut down opens nothing: no one would close
+// the client. d.op must be held.
 func (d *device) open(path string) (ports.Client, uint64, error) {
+	if err := d.goneErr(); err != nil {
+		return nil, 0, err
+	}
+	d.closeClientLocked()
 	d.mu.Lock()
 	d.gen++
 	gen := d.gen
@@ -183,6 +189,20 @@ func (d *device) closeClientLocked() {
 		if err := c.Close(); err != nil {
 			d.svc.log.Warn("closing WhatsApp client", "device_id", d.id, "err", err)
 		}
+	}
+}
+
+// goneErr returns an error once the device has stopped, because it was
+// deleted or the service is closing, and nil while it lives. Callers that
+// won d.op after a Delete or Close must not touch WhatsApp any more.
+func (d *device) goneErr() error {
+	switch {
+	case d.ctx.Err() == nil:
+		return nil
+	case d.svc.ctx.Err() != nil:
+		return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
+	default:
+		return domain.Errorf(domain.ENOTFOUND, "device %s not found", d.id)
 	}
 }
 

@@ -62,18 +62,27 @@ func (s *Service) LoginCode(ctx context.Context, id, phone string) (PairingCode,
 	v := d.snapshot()
 	now := s.cfg.Clock.Now()
 	if p := v.pairing; p != nil && p.Method == domain.PairingCode {
-		if p.phone == digits && now.Before(p.ExpiresAt) {
+		switch {
+		case !now.Before(p.ExpiresAt):
+			// The code can no longer be entered; WhatsApp's own timeout
+			// will follow. Start afresh rather than refuse.
+			d.endPairingLocked(p, "the pairing code expired", "expired")
+		case p.phone == digits:
 			return PairingCode{Code: p.Code, ExpiresAt: p.ExpiresAt}, nil
+		default:
+			return PairingCode{}, domain.Errorf(domain.ECONFLICT, "a pairing code for another phone is being entered on device %s; wait until it expires", id)
 		}
-		return PairingCode{}, domain.Errorf(domain.ECONFLICT, "a pairing code for another phone is being entered on device %s; wait until it expires", id)
 	}
+	fresh := d.snapshot().pairing == nil
 	p, err := d.startPairingLocked(ctx, domain.PairingCode)
 	if err != nil {
 		return PairingCode{}, err
 	}
 	code, err := p.client.PairCode(ctx, digits, s.cfg.DisplayName)
 	if err != nil {
-		if domain.ErrorCode(err) != domain.EINVALID {
+		// A QR pairing this call joined survives a bad phone number; a
+		// pairing opened for this call alone has nothing left to show.
+		if fresh || domain.ErrorCode(err) != domain.EINVALID {
 			d.endPairingLocked(p.pairing, "pairing code request failed", "failure")
 		}
 		return PairingCode{}, codeError(err)
@@ -119,6 +128,9 @@ func (d *device) startPairing(ctx context.Context, method domain.PairingMethod) 
 // startPairingLocked returns the pairing under way, or opens a temporary
 // session and starts QR pairing on it. d.op must be held.
 func (d *device) startPairingLocked(ctx context.Context, method domain.PairingMethod) (started, error) {
+	if err := d.goneErr(); err != nil {
+		return started{}, err
+	}
 	v := d.snapshot()
 	if v.pairing != nil && v.client != nil {
 		return started{v.pairing, v.client}, nil
@@ -152,20 +164,31 @@ func (d *device) startPairingLocked(ctx context.Context, method domain.PairingMe
 	return started{p, c}, nil
 }
 
-// awaitFirstQR waits until pairing p has shown its first QR code.
+// awaitFirstQR waits until pairing p has shown its first QR code, or has
+// ended without one (the caller tells which).
 func (d *device) awaitFirstQR(ctx context.Context, p *pairing) error {
 	ctx, cancel := context.WithTimeout(ctx, d.svc.cfg.LoginWait)
 	defer cancel()
-	select {
-	case <-p.ready:
-		return nil
-	case <-d.ctx.Done():
-		return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
-	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return domain.Errorf(domain.ETIMEOUT, "WhatsApp sent no QR code in time")
+	_, err := d.waitFor(ctx, func(v view) bool {
+		if v.pairing != p {
+			return true
 		}
-		return ctx.Err()
+		select {
+		case <-p.ready:
+			return true
+		default:
+			return false
+		}
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errShutdown):
+		return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
+	case errors.Is(err, context.DeadlineExceeded):
+		return domain.Errorf(domain.ETIMEOUT, "WhatsApp sent no QR code in time")
+	default:
+		return err
 	}
 }
 
@@ -195,10 +218,9 @@ func (d *device) cancelPairingLocked(reason string) {
 	}
 }
 
-// onQRCode records a new QR code of the pairing under way.
-func (d *device) onQRCode(ev domain.QRCode) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+// onQRCodeLocked records a new QR code of the pairing under way. d.mu must
+// be held.
+func (d *device) onQRCodeLocked(ev domain.QRCode) {
 	p := d.pairing
 	if p == nil {
 		return

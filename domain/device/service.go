@@ -169,6 +169,9 @@ func (s *Service) Delete(ctx context.Context, id string) (warning string, err er
 	}
 	d.op.Lock()
 	defer d.op.Unlock()
+	if err := d.goneErr(); err != nil {
+		return "", err // deleted by a concurrent call
+	}
 	d.cancelPairingLocked("device deleted")
 	if d.snapshot().loggedIn {
 		if err := d.unlinkLocked(ctx); err != nil {
@@ -185,7 +188,9 @@ func (s *Service) Delete(ctx context.Context, id string) (warning string, err er
 		return "", domain.Wrap(domain.EINTERNAL, err, "delete device slot")
 	}
 	s.mu.Lock()
-	delete(s.devices, id)
+	if s.devices[id] == d {
+		delete(s.devices, id)
+	}
 	s.mu.Unlock()
 	d.stop()
 	return warning, nil

@@ -20,6 +20,9 @@ func (s *Service) Logout(ctx context.Context, id string) (domain.Status, error) 
 	}
 	d.op.Lock()
 	defer d.op.Unlock()
+	if err := d.goneErr(); err != nil {
+		return domain.Status{}, err
+	}
 	v := d.snapshot()
 	switch {
 	case v.pairing != nil:
@@ -43,6 +46,9 @@ func (s *Service) Reconnect(ctx context.Context, id string) (domain.Status, erro
 	}
 	d.op.Lock()
 	defer d.op.Unlock()
+	if err := d.goneErr(); err != nil {
+		return domain.Status{}, err
+	}
 	v := d.snapshot()
 	switch {
 	case v.pairing != nil:
@@ -60,6 +66,9 @@ func (s *Service) Reconnect(ctx context.Context, id string) (domain.Status, erro
 func (d *device) connectLocked(path string) {
 	c, _, err := d.open(path)
 	if err != nil {
+		if d.goneErr() != nil {
+			return
+		}
 		d.svc.log.Error("opening session", "device_id", d.id, "err", err)
 		d.setState(domain.StateDisconnected, "could not open the stored session")
 		return
@@ -167,6 +176,17 @@ func (d *device) withOp(gen uint64, fn func()) {
 	}
 }
 
+// ifCurrent runs fn under d.mu if the client that sent an event is still
+// the device's client. Checking under the same lock as the update keeps a
+// client closed in between from changing the state of its successor.
+func (d *device) ifCurrent(gen uint64, fn func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gen == gen {
+		fn()
+	}
+}
+
 func (d *device) handle(gen uint64, ev domain.Event) {
 	if d.currentGen() != gen {
 		return // from a client that has been closed since
@@ -174,7 +194,7 @@ func (d *device) handle(gen uint64, ev domain.Event) {
 	log := d.svc.log.With("device_id", d.id)
 	switch ev := ev.(type) {
 	case domain.QRCode:
-		d.onQRCode(ev)
+		d.ifCurrent(gen, func() { d.onQRCodeLocked(ev) })
 	case domain.Paired:
 		d.withOp(gen, func() { d.onPairedLocked(ev) })
 	case domain.PairingExpired:
@@ -192,25 +212,27 @@ func (d *device) handle(gen uint64, ev domain.Event) {
 			}
 		})
 	case domain.Connected:
-		d.onConnected()
+		d.ifCurrent(gen, d.onConnectedLocked)
 		log.Info("device connected")
 	case domain.Disconnected:
-		d.mu.Lock()
-		if d.jid != "" && (d.state == domain.StateConnected || d.state == domain.StateConnecting) {
-			d.setStateLocked(domain.StateConnecting, "connection lost; reconnecting")
-		}
-		d.mu.Unlock()
+		d.ifCurrent(gen, func() {
+			if d.jid != "" && (d.state == domain.StateConnected || d.state == domain.StateConnecting) {
+				d.setStateLocked(domain.StateConnecting, "connection lost; reconnecting")
+			}
+		})
 	case domain.LoggedOut:
 		log.Warn("device logged out by the phone or WhatsApp", "reason", ev.Reason)
 		reason := "logged out from the phone or by WhatsApp"
 		if ev.Reason != "" {
 			reason += " (" + ev.Reason + ")"
 		}
-		d.setState(domain.StateLoggedOut, reason)
+		d.ifCurrent(gen, func() { d.setStateLocked(domain.StateLoggedOut, reason) })
 		d.withOp(gen, func() { d.dropSessionLocked(d.ctx, domain.StateLoggedOut, reason) })
 	case domain.StreamReplaced:
 		log.Warn("stream replaced: another connection uses this session; staying offline")
-		d.setState(domain.StateDisconnected, "stream replaced: another connection took over this session")
+		d.ifCurrent(gen, func() {
+			d.setStateLocked(domain.StateDisconnected, "stream replaced: another connection took over this session")
+		})
 		d.withOp(gen, func() {
 			if c := d.snapshot().client; c != nil {
 				c.Disconnect()
@@ -218,23 +240,29 @@ func (d *device) handle(gen uint64, ev domain.Event) {
 		})
 	case domain.TemporaryBan:
 		log.Warn("device temporarily banned", "code", ev.Code, "expire", ev.Expire)
-		d.setState(domain.StateDisconnected, fmt.Sprintf("temporarily banned by WhatsApp (code %d) for %s", ev.Code, ev.Expire))
+		d.ifCurrent(gen, func() {
+			d.setStateLocked(domain.StateDisconnected, fmt.Sprintf("temporarily banned by WhatsApp (code %d) for %s", ev.Code, ev.Expire))
+		})
 	case domain.ClientOutdated:
 		log.Error("WhatsApp says this client version is outdated")
-		d.setState(domain.StateDisconnected, "WhatsApp says this client version is outdated")
+		d.ifCurrent(gen, func() {
+			d.setStateLocked(domain.StateDisconnected, "WhatsApp says this client version is outdated")
+		})
 	case domain.ConnectFailure:
 		log.Warn("WhatsApp refused the connection", "reason", ev.Reason)
-		d.setState(domain.StateDisconnected, "WhatsApp refused the connection: "+ev.Reason)
+		d.ifCurrent(gen, func() {
+			d.setStateLocked(domain.StateDisconnected, "WhatsApp refused the connection: "+ev.Reason)
+		})
 	case domain.PushNameChanged:
-		d.mu.Lock()
-		d.identity.PushName = ev.PushName
-		d.mu.Unlock()
+		d.ifCurrent(gen, func() {
+			d.identity.PushName = ev.PushName
+			d.setStateLocked(d.state, "") // wake status watchers
+		})
 	}
 }
 
-func (d *device) onConnected() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+// onConnectedLocked records that the device is online. d.mu must be held.
+func (d *device) onConnectedLocked() {
 	if d.jid == "" || d.client == nil {
 		return
 	}
