@@ -1,0 +1,64 @@
+package whatsapp
+
+import (
+	"fmt"
+
+	"go.mau.fi/whatsmeow/types/events"
+
+	"github.com/gowa-dev/gowa/domain"
+)
+
+// handle translates whatsmeow's events into domain events. whatsmeow calls
+// it on its node-handling goroutine (and, for a few events, on goroutines of
+// their own), so it never blocks. The QR codes and the outcome of a pairing
+// come through the QR channel instead (see forwardQR), so that they leave in
+// the order whatsmeow produced them.
+func (c *Client) handle(evt any) {
+	switch e := evt.(type) {
+	case *events.PairSuccess:
+		// Runs before the QR channel hears of it: this handler was added
+		// first. The session is saved by now.
+		c.mu.Lock()
+		c.identity = domain.Identity{JID: e.ID.String(), Phone: e.ID.User, Platform: e.Platform}
+		c.mu.Unlock()
+	case *events.ManualLoginReconnect:
+		c.onRestart()
+	case *events.Connected:
+		c.emit(domain.Connected{})
+	case *events.Disconnected:
+		// Before pairing completes, a drop ends the pairing; the QR channel
+		// reports that.
+		if c.linked() {
+			c.emit(domain.Disconnected{})
+		}
+	case *events.LoggedOut:
+		// whatsmeow deletes the stored session right after this event.
+		c.forget()
+		c.emit(domain.LoggedOut{Reason: e.Reason.String()})
+	case *events.StreamReplaced:
+		c.emit(domain.StreamReplaced{})
+	case *events.TemporaryBan:
+		c.emit(domain.TemporaryBan{Code: int(e.Code), Expire: e.Expire})
+	case *events.ClientOutdated:
+		c.emit(domain.ClientOutdated{})
+	case *events.ConnectFailure:
+		reason := fmt.Sprintf("%d %s", int(e.Reason), e.Reason.String())
+		if e.Message != "" {
+			reason += ": " + e.Message
+		}
+		c.emit(domain.ConnectFailure{Reason: reason})
+	case *events.PushNameSetting:
+		name := e.Action.GetName()
+		if name == "" {
+			return
+		}
+		c.mu.Lock()
+		c.identity.PushName = name
+		c.mu.Unlock()
+		c.emit(domain.PushNameChanged{PushName: name})
+	case *events.StreamError:
+		c.log.Warn("WhatsApp stream error", "code", e.Code)
+	case *events.KeepAliveTimeout:
+		c.log.Debug("WhatsApp keepalive timed out", "errors", e.ErrorCount)
+	}
+}

@@ -1,0 +1,171 @@
+// Package whatsapp implements ports.WhatsApp with go.mau.fi/whatsmeow: one
+// whatsmeow client per session, each on its own pure-Go SQLite database,
+// its events translated into domain events.
+//
+// The adapter talks to WhatsApp unless Options point it elsewhere: the
+// sandbox gives it the simulator's HTTP client and certificate root, which
+// it installs through whatsmeow's own setters. Production wiring leaves both
+// nil and touches neither.
+package whatsapp
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+
+	"go.mau.fi/whatsmeow"
+	"go.mau.fi/whatsmeow/store"
+	"go.mau.fi/whatsmeow/store/sqlstore"
+	"google.golang.org/protobuf/proto"
+
+	// The database/sql driver "sqlite": pure Go, so the binary stays static.
+	_ "modernc.org/sqlite"
+
+	"github.com/gowa-dev/gowa/domain"
+	"github.com/gowa-dev/gowa/ports"
+)
+
+var (
+	_ ports.WhatsApp = (*WhatsApp)(nil)
+	_ ports.Client   = (*Client)(nil)
+)
+
+// maxConns bounds each session database's connection pool. Hundreds of
+// sessions run at once, each with its own file; two connections let a read
+// proceed beside a write (WAL) without multiplying file handles.
+const maxConns = 2
+
+// Options configures the adapter.
+type Options struct {
+	// OS is the name phones show for linked devices (whatsmeow's
+	// DeviceProps.Os). It is process-wide in whatsmeow; "" keeps its default.
+	OS string
+	// Logger receives whatsmeow's logs; nil discards them.
+	Logger *slog.Logger
+	// Debug passes whatsmeow's debug logs through; they are dropped
+	// otherwise.
+	Debug bool
+	// HTTPClient, when set, carries every WhatsApp websocket connection
+	// (before and after login) instead of whatsmeow's default client. The
+	// sandbox sets it to reach the simulator.
+	HTTPClient *http.Client
+	// CertRoot, when set, replaces the root public key that WhatsApp's
+	// server certificates must chain to (whatsmeow.WACertPubKey, a
+	// process-wide variable). The sandbox sets it to the simulator's key.
+	CertRoot *[32]byte
+}
+
+// WhatsApp opens whatsmeow sessions. It is safe for concurrent use.
+type WhatsApp struct {
+	opts Options
+	log  *slog.Logger
+}
+
+// globalsMu guards the whatsmeow package variables New sets. whatsmeow reads
+// them without a lock, so New writes them only when they change: in
+// practice once per process, before any client exists.
+var globalsMu sync.Mutex
+
+// New returns the adapter. It applies Options.OS and Options.CertRoot to
+// whatsmeow's process-wide settings, so call it before opening sessions.
+func New(opts Options) *WhatsApp {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	globalsMu.Lock()
+	if opts.OS != "" && store.DeviceProps.GetOs() != opts.OS {
+		store.DeviceProps.Os = proto.String(opts.OS)
+	}
+	if opts.CertRoot != nil && whatsmeow.WACertPubKey != *opts.CertRoot {
+		whatsmeow.WACertPubKey = *opts.CertRoot
+	}
+	globalsMu.Unlock()
+	return &WhatsApp{opts: opts, log: log}
+}
+
+// Open opens the session database at path, creating it (mode 0600) with an
+// empty, unpaired session if it does not exist, and returns a client for
+// it. The database holds one session. Events are reported to events in the
+// order they happen, from the client's goroutines; ctx is the session's
+// lifetime and the context every background task of the client runs on.
+// Open does not connect.
+func (w *WhatsApp) Open(ctx context.Context, path string, events func(domain.Event)) (ports.Client, error) {
+	c, err := w.open(ctx, path, events)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (w *WhatsApp) open(ctx context.Context, path string, events func(domain.Event)) (*Client, error) {
+	if err := createPrivate(path); err != nil {
+		return nil, fmt.Errorf("create session database: %w", err)
+	}
+	db, err := sql.Open("sqlite", dsn(path))
+	if err != nil {
+		return nil, fmt.Errorf("open session database: %w", err)
+	}
+	db.SetMaxOpenConns(maxConns)
+	db.SetMaxIdleConns(maxConns)
+	log := w.log.With("session", path)
+	waLogger := newLogger(log, w.opts.Debug)
+	container := sqlstore.NewWithDB(db, "sqlite", waLogger.Sub("Database"))
+	if err := container.Upgrade(ctx); err != nil {
+		_ = container.Close()
+		return nil, fmt.Errorf("prepare session database: %w", err)
+	}
+	// WAL mode has made the -wal and -shm files by now; the session keys
+	// pass through them too.
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if err := os.Chmod(path+suffix, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Warn("restricting session database file", "err", err)
+		}
+	}
+	dev, err := container.GetFirstDevice(ctx)
+	if err != nil {
+		_ = container.Close()
+		return nil, fmt.Errorf("load session: %w", err)
+	}
+	wa := whatsmeow.NewClient(dev, waLogger)
+	if w.opts.HTTPClient != nil {
+		wa.SetPreLoginHTTPClient(w.opts.HTTPClient)
+		wa.SetWebsocketHTTPClient(w.opts.HTTPClient)
+	}
+	return newClient(ctx, wa, container, log, events), nil
+}
+
+// createPrivate creates path with mode 0600 unless it exists, so that
+// SQLite never creates the session database with the umask's mode.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// dsn is the modernc SQLite data source for path. whatsmeow refuses to run
+// without foreign keys; WAL with synchronous=NORMAL keeps the first login's
+// 812 single-row prekey inserts fast while staying crash-safe; immediate
+// transactions take the write lock up front, so two pooled connections wait
+// on busy_timeout instead of failing a read-to-write upgrade with BUSY.
+func dsn(path string) string {
+	escaped := strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23").Replace(path)
+	return "file:" + escaped +
+		"?_pragma=foreign_keys(1)" +
+		"&_pragma=journal_mode(WAL)" +
+		"&_pragma=synchronous(NORMAL)" +
+		"&_pragma=busy_timeout(5000)" +
+		"&_txlock=immediate"
+}
