@@ -180,6 +180,11 @@ func (s *Sessions) Promote(pairingPath, jid string) (string, error) {
 	if !isFile(filepath.Join(src, SessionFile)) {
 		return "", fmt.Errorf("promote %s: no session database in %s", jid, src)
 	}
+	// SQLite creates its files with the process umask (usually 0644); the
+	// folder is 0700 already, but a session's keys deserve 0600 as well.
+	if err := chmodFiles(src, 0o600); err != nil {
+		return "", fmt.Errorf("promote %s: %w", jid, err)
+	}
 	dst := filepath.Join(s.root, jid)
 	var aside string
 	if exists(dst) {
@@ -366,6 +371,22 @@ func syncDir(dir string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// chmodFiles sets the mode of the regular files directly in dir.
+func chmodFiles(dir string, mode os.FileMode) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Type().IsRegular() {
+			if err := os.Chmod(filepath.Join(dir, e.Name()), mode); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
