@@ -1,0 +1,194 @@
+package main
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gowa-dev/gowa/cmd/bench/proc"
+)
+
+// apiClients is how many keep-alive clients hit the status endpoint.
+const apiClients = 64
+
+// loadResult is what a load phase measured.
+type loadResult struct {
+	n        int
+	failed   int
+	took     time.Duration
+	p50, p99 time.Duration
+}
+
+func (r loadResult) perSecond() float64 { return float64(r.n) / r.took.Seconds() }
+
+// hammer runs workers that each send newReq() in a loop for d, on one
+// shared keep-alive transport, and collects latencies of 200 answers.
+func hammer(workers int, d time.Duration, newReq func() *http.Request) loadResult {
+	tr := &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers, IdleConnTimeout: time.Minute}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	var (
+		mu      sync.Mutex
+		all     []time.Duration
+		failed  atomic.Int64
+		wg      sync.WaitGroup
+		stopped atomic.Bool
+	)
+	start := time.Now()
+	time.AfterFunc(d, func() { stopped.Store(true) })
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, 4096)
+			for !stopped.Load() {
+				t0 := time.Now()
+				resp, err := client.Do(newReq())
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed.Add(1)
+					continue
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	slices.Sort(all)
+	r := loadResult{n: len(all), failed: int(failed.Load()), took: took}
+	if len(all) > 0 {
+		r.p50 = all[len(all)/2]
+		r.p99 = all[len(all)*99/100]
+	}
+	return r
+}
+
+// statusAPI measures GET /devices/{id}/status with 64 keep-alive clients,
+// then a bare net/http handler answering the same bytes behind the same
+// Basic-auth check, and compares them.
+func (b *bench) statusAPI(g *proc.Gateway) error {
+	path := "/devices/" + senderDevice + "/status"
+	body, ctype, err := fetch(g, path)
+	if err != nil {
+		return err
+	}
+	req := func(base string) func() *http.Request {
+		return func() *http.Request {
+			r, _ := http.NewRequest("GET", base+path, nil)
+			r.SetBasicAuth(benchUser, benchPass)
+			return r
+		}
+	}
+	gw := hammer(apiClients, b.cfg.loadTime, req(g.URL))
+
+	floorURL, closeFloor, err := bareServer(body, ctype)
+	if err != nil {
+		return err
+	}
+	defer closeFloor()
+	fl := hammer(apiClients, b.cfg.loadTime, req(floorURL))
+
+	if gw.failed > 0 || fl.failed > 0 {
+		return fmt.Errorf("failed requests: gateway %d, bare handler %d", gw.failed, fl.failed)
+	}
+	r := gw.perSecond() / fl.perSecond()
+	b.add(row{
+		figure: "API: GET /devices/{id}/status, 64 keep-alive clients",
+		value:  fmt.Sprintf("%.0f req/s", gw.perSecond()), floor: fmt.Sprintf("%.0f req/s", fl.perSecond()),
+		ratio: ratio(gw.perSecond(), fl.perSecond()), goal: "≥ 0.80×", met: yesNo(r >= 0.8),
+	})
+	b.add(row{
+		figure: "API: status latency p50 / p99",
+		value:  millis(gw.p50) + " / " + millis(gw.p99), floor: millis(fl.p50) + " / " + millis(fl.p99),
+	})
+	return nil
+}
+
+// fetch returns the exact body and content type the gateway answers.
+func fetch(g *proc.Gateway, path string) ([]byte, string, error) {
+	req, _ := http.NewRequest("GET", g.URL+path, nil)
+	req.SetBasicAuth(benchUser, benchPass)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		return nil, "", fmt.Errorf("GET %s: %d %v", path, resp.StatusCode, err)
+	}
+	return body, resp.Header.Get("Content-Type"), nil
+}
+
+// bareServer serves body on every path to callers with the bench
+// credentials (compared in constant time, as the gateway does), on a
+// loopback port. It is the floor of the status endpoint.
+func bareServer(body []byte, ctype string) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	unauthorized := []byte(`{"code":401,"message":"Unauthorized","data":null}`)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		uOK := subtle.ConstantTimeCompare([]byte(u), []byte(benchUser))
+		pOK := subtle.ConstantTimeCompare([]byte(p), []byte(benchPass))
+		w.Header().Set("Content-Type", ctype)
+		if !ok || uOK&pOK != 1 {
+			w.Header().Set("WWW-Authenticate", `Basic realm="gowa"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write(unauthorized)
+			return
+		}
+		_, _ = w.Write(body)
+	})}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			panic(err)
+		}
+	}()
+	return "http://" + ln.Addr().String(), func() { _ = srv.Close() }, nil
+}
+
+// sendWorkers is how many clients send at once.
+const sendWorkers = 8
+
+// send measures messages per second through POST /send/message from one
+// device to one contact.
+func (b *bench) send(g *proc.Gateway) error {
+	var seq atomic.Int64
+	newReq := func() *http.Request {
+		body := fmt.Sprintf(`{"phone":%q,"message":"bench message %d"}`, contactPhone, seq.Add(1))
+		r, _ := http.NewRequest("POST", g.URL+"/send/message", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("X-Device-Id", senderDevice)
+		r.SetBasicAuth(benchUser, benchPass)
+		return r
+	}
+	res := hammer(sendWorkers, b.cfg.loadTime, newReq)
+	if res.failed > 0 {
+		return fmt.Errorf("%d sends failed", res.failed)
+	}
+	b.add(row{
+		figure: fmt.Sprintf("Send: POST /send/message to one contact, %d clients", sendWorkers),
+		value:  fmt.Sprintf("%.0f msg/s (p50 %s, p99 %s)", res.perSecond(), millis(res.p50), millis(res.p99)),
+	})
+	return nil
+}

@@ -1,0 +1,154 @@
+// Command bench measures the gateway against the simulated WhatsApp
+// network and prints a Markdown table, each figure beside the floor that
+// bare whatsmeow (or a bare net/http handler) sets in the same run:
+//
+//	go run ./cmd/bench                 restore at N = 50, 200, 500, and the rest
+//	go run ./cmd/bench -quick          N = 20 and short load phases (under ~2 min)
+//	go run ./cmd/bench -n 100,300      other sizes
+//
+// It builds the gateway binary, runs it as `whatsapp sandbox` on a
+// temporary storage folder, and drives it over HTTP. The restore and memory
+// floors run in a child process (this binary, re-executed with the hidden
+// subcommand "floor") so that both sides count one simulator and N clients.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gowa-dev/gowa/cmd/bench/proc"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "floor" {
+		if err := floorMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench floor:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// config is what the flags ask for.
+type config struct {
+	sizes    []int
+	loadTime time.Duration // each API and send phase
+	keep     bool
+	profile  string // folder for pprof profiles of the in-process restore
+}
+
+func parseFlags() (config, error) {
+	var (
+		cfg   config
+		sizes = flag.String("n", "50,200,500", "restore sizes, comma-separated")
+		quick = flag.Bool("quick", false, "N = 20 only and short load phases")
+	)
+	flag.DurationVar(&cfg.loadTime, "d", 5*time.Second, "duration of each load phase (API, send)")
+	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary folder")
+	flag.StringVar(&cfg.profile, "profile", "", "also restore the largest N in process under pprof and write cpu.pprof and heap.pprof to this folder")
+	flag.Parse()
+	if *quick {
+		*sizes = "20"
+		cfg.loadTime = 3 * time.Second
+	}
+	for _, f := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return cfg, fmt.Errorf("-n: bad size %q", f)
+		}
+		cfg.sizes = append(cfg.sizes, n)
+	}
+	slices.Sort(cfg.sizes)
+	return cfg, nil
+}
+
+// bench is one run: the binary, the scratch folder and the results.
+type bench struct {
+	cfg  config
+	bin  string
+	tmp  string
+	log  *slog.Logger
+	rows []row
+}
+
+// Credentials the gateway runs with, so that every measured request pays
+// for Basic auth.
+const (
+	benchUser = "bench"
+	benchPass = "secret"
+)
+
+func run() error {
+	cfg, err := parseFlags()
+	if err != nil {
+		return err
+	}
+	b := &bench{cfg: cfg, log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+	b.tmp, err = os.MkdirTemp("", "gowa-bench-")
+	if err != nil {
+		return err
+	}
+	if cfg.keep {
+		b.log.Info("keeping the scratch folder", "dir", b.tmp)
+	} else {
+		defer os.RemoveAll(b.tmp)
+	}
+	start := time.Now()
+	b.log.Info("building the gateway")
+	b.bin, err = proc.Build(context.Background(), b.tmp)
+	if err != nil {
+		return err
+	}
+	if err := b.single(); err != nil {
+		return err
+	}
+	if err := b.scale(); err != nil {
+		return err
+	}
+	b.log.Info("done", "took", time.Since(start).Round(time.Second))
+	fmt.Print(b.markdown())
+	return nil
+}
+
+// start runs the gateway on storages, logging into the scratch folder, and
+// waits for /health. It returns the time from exec to the first 200.
+func (b *bench) start(storages string) (*proc.Gateway, time.Duration, error) {
+	g, err := proc.Start(proc.Options{
+		Bin: b.bin, Storages: storages, Auth: benchUser + ":" + benchPass,
+		LogPath: filepath.Join(b.tmp, "gateway.log"),
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	up, err := g.WaitHealthy(60 * time.Second)
+	if err != nil {
+		g.Kill()
+		return nil, 0, fmt.Errorf("%w (logs in %s)", err, filepath.Join(b.tmp, "gateway.log"))
+	}
+	return g, up, nil
+}
+
+// stop stops the gateway with SIGTERM and wants exit code 0.
+func stop(g *proc.Gateway) error {
+	g.CloseIdle()
+	code, err := g.Stop(60 * time.Second)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return fmt.Errorf("the gateway exited with code %d", code)
+	}
+	return nil
+}
