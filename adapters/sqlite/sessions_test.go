@@ -294,7 +294,7 @@ func TestSessionsIgnoresStrangers(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
 	s := newSessions(t, root)
-	openRegistry(t, root) // registry.db and friends live in the root too
+	openRegistry(t, root)                                                          // registry.db and friends live in the root too
 	for _, dir := range []string{".wasim", "not-a-jid", "628999@s.whatsapp.net"} { // the last has no database
 		if err := os.MkdirAll(filepath.Join(root, dir), 0o700); err != nil {
 			t.Fatal(err)
