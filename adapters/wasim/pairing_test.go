@@ -1,0 +1,145 @@
+package wasim_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"go.mau.fi/whatsmeow"
+	"go.mau.fi/whatsmeow/types"
+	"go.mau.fi/whatsmeow/types/events"
+
+	"github.com/gowa-dev/gowa/domain"
+)
+
+// QR pairing (checklist #1), then a reconnect from the stored session
+// (#3) and a network drop (#17).
+func TestQRPairingAndReconnect(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := newServer(t, "")
+	createPhone(t, srv, alice, "Alice")
+	nodes := countNodes(srv)
+	path := dbPath(t)
+	c := newClient(t, srv, path)
+	qrs, first := startPairing(t, c)
+	if first.Timeout != 60*time.Second || strings.Count(first.Code, ",") != 3 {
+		t.Fatalf("first QR item: timeout %v, %d fields", first.Timeout, strings.Count(first.Code, ",")+1)
+	}
+	waitFor[*events.QR](t, c)
+
+	_, err := srv.Scan(ctx, "+628999999999", first.Code)
+	wantCode(t, err, domain.ENOTFOUND)
+	_, err = srv.Scan(ctx, alice, "not a QR code")
+	wantCode(t, err, domain.EINVALID)
+
+	jid, err := srv.Scan(ctx, "+"+alice, first.Code)
+	if err != nil {
+		t.Fatalf("scan: %v", err)
+	}
+	ps := waitFor[*events.PairSuccess](t, c)
+	if ps.ID.String() != jid || ps.ID.User != alice || ps.ID.Device == 0 || ps.LID.Server != types.HiddenUserServer ||
+		ps.LID.Device != ps.ID.Device || ps.Platform != "android" {
+		t.Fatalf("PairSuccess %+v, scan linked %s", ps, jid)
+	}
+	if item := nextQR(t, qrs); item != whatsmeow.QRChannelSuccess {
+		t.Fatalf("QR channel after pairing: %+v", item)
+	}
+	waitFor[*events.Connected](t, c)
+	if !c.cli.IsLoggedIn() || c.cli.Store.ID == nil || c.cli.Store.ID.String() != jid {
+		t.Fatalf("after login: logged in %v, ID %v", c.cli.IsLoggedIn(), c.cli.Store.ID)
+	}
+	if n := srv.PreKeyCount(jid); n != 812 {
+		t.Errorf("server holds %d prekeys, want 812", n)
+	}
+	_, err = srv.Scan(ctx, alice, first.Code)
+	wantCode(t, err, domain.ECONFLICT) // a QR links one device, once
+
+	devs, err := srv.Devices(ctx, alice)
+	if err != nil || len(devs) != 1 || devs[0].JID != jid || !devs[0].Online || devs[0].LinkedAt.IsZero() {
+		t.Fatalf("devices %+v, %v", devs, err)
+	}
+	conns, _ := srv.Connections(ctx)
+	if conns.Open != 1 || conns.LoggedIn != 1 || conns.ByDevice[jid] != 1 {
+		t.Fatalf("connections %+v", conns)
+	}
+
+	// A new client on the same database logs in without pairing or uploads.
+	c.close()
+	uploads := nodes.get("iq encrypt list")
+	again := newClient(t, srv, path)
+	if err := again.cli.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor[*events.Connected](t, again)
+	if again.cli.Store.ID.String() != jid {
+		t.Fatalf("reconnected as %v, want %s", again.cli.Store.ID, jid)
+	}
+	if n := nodes.get("iq encrypt list"); n != uploads {
+		t.Errorf("%d prekey uploads on reconnect", n-uploads)
+	}
+
+	// A dropped connection comes back by itself.
+	if n := srv.DropConnections(jid); n != 1 {
+		t.Fatalf("dropped %d connections", n)
+	}
+	waitFor[*events.Disconnected](t, again)
+	waitFor[*events.Connected](t, again)
+	eventually(t, "one connection for the device", func() bool {
+		conns, _ := srv.Connections(ctx)
+		return conns.Open == 1 && conns.ByDevice[jid] == 1
+	})
+}
+
+// Pairing by code (checklist #2): the phone enters the code the device
+// asked for; a wrong code fails and may be retried.
+func TestPairingCode(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := newServer(t, "")
+	createPhone(t, srv, alice, "Alice")
+	c := newClient(t, srv, dbPath(t))
+	startPairing(t, c)
+
+	_, err := srv.EnterCode(ctx, alice, "ABCD-1234")
+	wantCode(t, err, domain.ECONFLICT) // nobody asked for a code yet
+
+	code, err := c.cli.PairPhone(ctx, "+"+alice, true, whatsmeow.PairClientChrome, "Chrome (Linux)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(code) != 9 || code[4] != '-' {
+		t.Fatalf("code %q", code)
+	}
+	_, err = srv.EnterCode(ctx, alice, "ABC")
+	wantCode(t, err, domain.EINVALID)
+	_, err = srv.EnterCode(ctx, alice, wrongCode(code))
+	wantCode(t, err, domain.EINVALID)
+
+	jid, err := srv.EnterCode(ctx, alice, strings.ToLower(code))
+	if err != nil {
+		t.Fatalf("enter code: %v", err)
+	}
+	ps := waitFor[*events.PairSuccess](t, c)
+	if ps.ID.String() != jid {
+		t.Fatalf("paired as %s, phone linked %s", ps.ID, jid)
+	}
+	waitFor[*events.Connected](t, c)
+	if devs, _ := srv.Devices(ctx, alice); len(devs) != 1 || devs[0].JID != jid {
+		t.Fatalf("devices %+v", devs)
+	}
+	_, err = srv.EnterCode(ctx, alice, code)
+	wantCode(t, err, domain.ECONFLICT) // the request was used up
+}
+
+// wrongCode changes one character of a valid code.
+func wrongCode(code string) string {
+	b := []byte(code)
+	if b[0] == 'A' {
+		b[0] = 'B'
+	} else {
+		b[0] = 'A'
+	}
+	return string(b)
+}
