@@ -294,8 +294,10 @@ func TestSessionsIgnoresStrangers(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
 	s := newSessions(t, root)
-	openRegistry(t, root)                                                          // registry.db and friends live in the root too
-	for _, dir := range []string{".wasim", "not-a-jid", "628999@s.whatsapp.net"} { // the last has no database
+	// registry.db and friends live in the root too, beside the simulator's
+	// folder, a folder that is no JID, and a JID folder with no database.
+	openRegistry(t, root)
+	for _, dir := range []string{".wasim", "not-a-jid", "628999@s.whatsapp.net"} {
 		if err := os.MkdirAll(filepath.Join(root, dir), 0o700); err != nil {
 			t.Fatal(err)
 		}
