@@ -254,6 +254,13 @@ func (d *device) onPairedLocked(ev domain.Paired) {
 		d.endPairingLocked(p, "could not save the paired session", "failure")
 		return
 	}
+	// Record the session before announcing it, so that whoever sees the
+	// device logged in also finds it in the registry.
+	if err := d.svc.cfg.Registry.Put(d.ctx, domain.Slot{ID: d.id, JID: jid, CreatedAt: d.createdAt}); err != nil {
+		// The session is safe on disk and is adopted back into this slot at
+		// the next start (its folder carries the device id).
+		d.svc.log.Error("recording the paired session in the registry", "device_id", d.id, "err", err)
+	}
 	d.mu.Lock()
 	d.pairing = nil
 	d.jid = jid
@@ -261,11 +268,6 @@ func (d *device) onPairedLocked(ev domain.Paired) {
 	d.setStateLocked(domain.StateConnecting, "")
 	d.mu.Unlock()
 	d.svc.observeLogin(p.Method, "success")
-	if err := d.svc.cfg.Registry.Put(d.ctx, domain.Slot{ID: d.id, JID: jid, CreatedAt: d.createdAt}); err != nil {
-		// The session is safe on disk and is adopted back into this slot at
-		// the next start (its folder carries the device id).
-		d.svc.log.Error("recording the paired session in the registry", "device_id", d.id, "err", err)
-	}
 	d.svc.log.Info("device paired", "device_id", d.id, "jid", jid)
 	d.connectLocked(path)
 }
