@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gowa-dev/gowa/domain"
 	"github.com/gowa-dev/gowa/ports"
@@ -101,6 +103,9 @@ func (s *Sessions) recover() error {
 	if err != nil {
 		return fmt.Errorf("read trash: %w", err)
 	}
+	// Newest first: should several sessions set aside for one JID be left
+	// (an earlier trash removal failed), the latest is the one put back.
+	slices.Reverse(trash)
 	for _, e := range trash {
 		dir := filepath.Join(s.trash, e.Name())
 		if jid, ok := setAsideJID(e.Name()); ok && isFile(filepath.Join(dir, SessionFile)) && !exists(filepath.Join(s.root, jid)) {
@@ -157,6 +162,10 @@ func (s *Sessions) NewPairing(deviceID string) (string, error) {
 
 // Promote moves the paired session at pairingPath to jid's folder and
 // returns its new database path. An existing session for jid is replaced.
+//
+// The marker file moves with the folder: it names the slot the session was
+// paired for, so that the device service can adopt the session back into
+// that slot should its registry update be lost.
 //
 // The caller must have closed the session database first: SQLite keeps
 // the -wal and -shm files beside it, and a connection left open would go
@@ -312,17 +321,21 @@ func (s *Sessions) remove(dir string) error {
 	return os.RemoveAll(aside)
 }
 
-// setAsideName names the trash folder of a session Promote replaces; the
-// JID in it lets NewSessions put the session back.
-func setAsideName(jid string) string { return "replaced-" + randomHex() + "-" + jid }
+// setAsideName names the trash folder of a session Promote replaces: the
+// time orders such folders by name, and the JID lets NewSessions put the
+// session back.
+func setAsideName(jid string) string {
+	return fmt.Sprintf("replaced-%020d-%s-%s", time.Now().UnixNano(), randomHex(), jid)
+}
 
 // setAsideJID returns the JID of a trash folder named by setAsideName.
 func setAsideJID(name string) (string, bool) {
 	rest, ok := strings.CutPrefix(name, "replaced-")
-	if !ok || len(rest) < 18 || rest[16] != '-' {
+	const prefix = 20 + 1 + 16 + 1 // time, dash, hex, dash
+	if !ok || len(rest) <= prefix || rest[20] != '-' || rest[prefix-1] != '-' {
 		return "", false
 	}
-	jid := rest[17:]
+	jid := rest[prefix:]
 	return jid, ValidJID(jid)
 }
 

@@ -344,7 +344,7 @@ func TestSessionsCrashRecovery(t *testing.T) {
 		}
 		pending := pair(t, s, "dev", "new")
 		// The old session was set aside; the new one not yet moved in.
-		aside := filepath.Join(root, ".trash", "replaced-0123456789abcdef-"+jid)
+		aside := filepath.Join(root, ".trash", "replaced-01700000000000000000-0123456789abcdef-"+jid)
 		if err := os.Rename(filepath.Dir(old), aside); err != nil {
 			t.Fatal(err)
 		}
@@ -368,6 +368,27 @@ func TestSessionsCrashRecovery(t *testing.T) {
 		}
 	})
 
+	t.Run("several set aside", func(t *testing.T) {
+		t.Parallel()
+		root := t.TempDir()
+		newSessions(t, root)
+		for _, v := range []struct{ name, value string }{
+			{"replaced-01700000000000000000-0123456789abcdef-" + jid, "older"},
+			{"replaced-01700000000000000001-fedcba9876543210-" + jid, "newer"},
+		} {
+			dir := filepath.Join(root, ".trash", v.name)
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			writeSession(t, filepath.Join(dir, sqlite.SessionFile), v.value)
+		}
+		s := newSessions(t, root)
+		if v := readSession(t, s.Path(jid)); v != "newer" {
+			t.Fatalf("put back %q, want the newer session", v)
+		}
+		assertEmptyDir(t, filepath.Join(root, ".trash"))
+	})
+
 	t.Run("after the renames of Promote", func(t *testing.T) {
 		t.Parallel()
 		root := t.TempDir()
@@ -377,7 +398,7 @@ func TestSessionsCrashRecovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The new session is in place; the old one is still in the trash.
-		aside := filepath.Join(root, ".trash", "replaced-0123456789abcdef-"+jid)
+		aside := filepath.Join(root, ".trash", "replaced-01700000000000000000-0123456789abcdef-"+jid)
 		if err := os.MkdirAll(aside, 0o700); err != nil {
 			t.Fatal(err)
 		}
