@@ -228,9 +228,11 @@ func (c *Client) Close() error {
 	c.closed = true
 	c.emitMu.Unlock()
 
-	c.cancel()
+	// Disconnect before cancelling: whatsmeow's read loop runs on c.ctx,
+	// and ending it first would race with the socket's own close.
 	c.op.Lock()
 	c.wa.Disconnect()
+	c.cancel()
 	c.op.Unlock()
 	c.wa.RemoveEventHandler(c.handlerID)
 	c.tasks.Wait()

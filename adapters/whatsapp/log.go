@@ -61,3 +61,24 @@ func (l logger) emit(level slog.Level, msg string, args []any) {
 	}
 	l.log.LogAttrs(ctx, level, fmt.Sprintf(msg, args...), attrs...)
 }
+
+// signalLogger is libsignal's process-wide logger over slog. libsignal's
+// debug lines are dropped; its info lines are debug detail here.
+type signalLogger struct {
+	log   *slog.Logger
+	debug bool
+}
+
+func (l signalLogger) Debug(caller, msg string) {}
+
+func (l signalLogger) Info(caller, msg string) {
+	if l.debug {
+		l.log.Debug(msg, "caller", caller)
+	}
+}
+
+func (l signalLogger) Warning(caller, msg string) { l.log.Warn(msg, "caller", caller) }
+func (l signalLogger) Error(caller, msg string)   { l.log.Error(msg, "caller", caller) }
+
+// Configure is part of libsignal's interface; the level comes from Options.
+func (l signalLogger) Configure(string) {}

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 
+	signalLog "go.mau.fi/libsignal/logger"
 	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/store/sqlstore"
@@ -74,7 +75,8 @@ type WhatsApp struct {
 var globalsMu sync.Mutex
 
 // New returns the adapter. It applies Options.OS and Options.CertRoot to
-// whatsmeow's process-wide settings, so call it before opening sessions.
+// whatsmeow's process-wide settings and routes libsignal's process-wide log
+// to Options.Logger (the first New's), so call it before opening sessions.
 func New(opts Options) *WhatsApp {
 	log := opts.Logger
 	if log == nil {
@@ -86,6 +88,12 @@ func New(opts Options) *WhatsApp {
 	}
 	if opts.CertRoot != nil && whatsmeow.WACertPubKey != *opts.CertRoot {
 		whatsmeow.WACertPubKey = *opts.CertRoot
+	}
+	if signalLog.Logger == nil {
+		// libsignal otherwise installs a stdout logger lazily, on first use,
+		// which races when sessions start concurrently.
+		var l signalLog.Loggable = signalLogger{log: log.With("component", "libsignal"), debug: opts.Debug}
+		signalLog.Setup(&l)
 	}
 	globalsMu.Unlock()
 	return &WhatsApp{opts: opts, log: log}
