@@ -2,13 +2,11 @@ package wasim_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,7 +84,11 @@ func newClient(t *testing.T, srv *wasim.Server, path string) *client {
 		container.Close()
 		t.Fatal(err)
 	}
-	c := &client{t: t, cli: whatsmeow.NewClient(dev, waLog.Noop), container: container, events: newRecorder()}
+	logger := waLog.Noop
+	if os.Getenv("WASIM_DEBUG") != "" {
+		logger = waLog.Stdout("client", "DEBUG", false)
+	}
+	c := &client{t: t, cli: whatsmeow.NewClient(dev, logger), container: container, events: newRecorder()}
 	hc := srv.HTTPClient()
 	c.cli.SetPreLoginHTTPClient(hc)
 	c.cli.SetWebsocketHTTPClient(hc)
@@ -271,7 +273,3 @@ func (c *counter) get(key string) int {
 	defer c.mu.Unlock()
 	return c.n[key]
 }
-
-var _ = errors.Is
-var _ = strings.Contains
-var _ atomic.Int32

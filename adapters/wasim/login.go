@@ -106,14 +106,20 @@ func (c *conn) login(jid types.JID) {
 		c.closeSoon()
 		return
 	}
-	old := c.srv.connsOf(jid.String())
-	c.setDevice(jid.String())
-	for _, o := range old {
-		if o == c {
-			continue
+	// Taking over the device and retiring its older connections is one
+	// step, so that two logins racing each other leave exactly one.
+	var old []*conn
+	c.srv.mu.Lock()
+	for o := range c.srv.conns {
+		if o != c && o.deviceJID() == jid.String() {
+			o.markClosing()
+			old = append(old, o)
 		}
+	}
+	c.setDevice(jid.String())
+	c.srv.mu.Unlock()
+	for _, o := range old {
 		c.log.Info("wasim: replacing older connection", "device", jid.String(), "old", o.id)
-		o.setDevice("")
 		if err := o.send(waBinary.Node{Tag: "stream:error", Content: []waBinary.Node{{Tag: "conflict", Attrs: waBinary.Attrs{"type": "replaced"}}}}); err != nil {
 			o.log.Debug("wasim: send replaced", "err", err)
 		}

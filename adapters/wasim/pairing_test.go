@@ -90,6 +90,18 @@ func TestQRPairingAndReconnect(t *testing.T) {
 		conns, _ := srv.Connections(ctx)
 		return conns.Open == 1 && conns.ByDevice[jid] == 1
 	})
+
+	// A drop with a refusal after it: the first reconnect is refused, a
+	// later one gets through.
+	before, _ := srv.Connections(ctx)
+	if n, err := srv.Disrupt(ctx, domain.NetworkFault{Drop: true, Refuse: time.Second}); err != nil || n != 1 {
+		t.Fatalf("disrupt: %d, %v", n, err)
+	}
+	waitFor[*events.Disconnected](t, again)
+	waitFor[*events.Connected](t, again)
+	if after, _ := srv.Connections(ctx); after.Attempts < before.Attempts+2 || after.ByDevice[jid] != 1 {
+		t.Fatalf("connections before the fault %+v, after %+v", before, after)
+	}
 }
 
 // Pairing by code (checklist #2): the phone enters the code the device

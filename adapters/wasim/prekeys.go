@@ -2,7 +2,9 @@ package wasim
 
 import (
 	"encoding/binary"
+	"time"
 
+	"go.mau.fi/whatsmeow"
 	waBinary "go.mau.fi/whatsmeow/binary"
 	"go.mau.fi/whatsmeow/types"
 )
@@ -66,22 +68,54 @@ func (c *conn) storePreKeys(req *waBinary.Node) {
 // second sender's message undecryptable.
 func (c *conn) answerBundles(req *waBinary.Node, keyNode waBinary.Node) {
 	var users []waBinary.Node
+	var low []types.JID
 	for _, u := range keyNode.GetChildrenByTag("user") {
 		jid, ok := u.Attrs["jid"].(types.JID)
 		if !ok {
 			continue
 		}
-		users = append(users, c.bundle(jid))
+		b, left := c.bundle(jid)
+		users = append(users, b)
+		if left >= 0 && left < whatsmeow.MinPreKeyCount {
+			low = append(low, jid)
+		}
 	}
 	c.reply(req, waBinary.Node{Tag: "list", Content: users})
+	for _, jid := range low {
+		c.srv.askForPreKeys(jid)
+	}
 }
 
-func (c *conn) bundle(jid types.JID) waBinary.Node {
+// askForPreKeys tells the connected device jid that the server is running
+// out of its one-time prekeys, as WhatsApp does; whatsmeow then uploads
+// more (it asks for the count first, which must be low too).
+func (s *Server) askForPreKeys(jid types.JID) {
+	w := s.world
+	w.mu.Lock()
+	n := 0
+	if d := w.devices[jid.String()]; d != nil {
+		n = len(d.prekeys)
+	}
+	w.mu.Unlock()
+	for _, c := range s.connsOf(jid.String()) {
+		if err := c.send(waBinary.Node{
+			Tag:     "notification",
+			Attrs:   waBinary.Attrs{"from": types.ServerJID, "type": "encrypt", "id": c.nextID(), "t": time.Now().Unix()},
+			Content: []waBinary.Node{{Tag: "count", Attrs: waBinary.Attrs{"value": n}}},
+		}); err != nil {
+			c.log.Debug("wasim: send prekey notification", "err", err)
+		}
+	}
+}
+
+// bundle returns the bundle node of jid, and how many one-time prekeys
+// the server has left for it (-1 for a phone, which makes them on demand).
+func (c *conn) bundle(jid types.JID) (waBinary.Node, int) {
 	notFound := waBinary.Node{Tag: "user", Attrs: waBinary.Attrs{"jid": jid}, Content: []waBinary.Node{
 		{Tag: "error", Attrs: waBinary.Attrs{"code": 404, "text": "item-not-found"}},
 	}}
 	if jid.Server != types.DefaultUserServer {
-		return notFound
+		return notFound, -1
 	}
 	w := c.srv.world
 	if jid.Device == 0 {
@@ -89,15 +123,15 @@ func (c *conn) bundle(jid types.JID) waBinary.Node {
 		a := w.accounts[jid.User]
 		w.mu.Unlock()
 		if a == nil {
-			return notFound
+			return notFound, -1
 		}
-		return c.phoneBundle(jid, a)
+		return c.phoneBundle(jid, a), -1
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	d := w.devices[jid.String()]
 	if d == nil || d.removed {
-		return notFound
+		return notFound, -1
 	}
 	b := bundleNode(jid, d.regID, d.identity, d.skeyID, d.skeyPub, d.skeySig)
 	if id, pub, ok := d.popPreKey(); ok {
@@ -106,7 +140,7 @@ func (c *conn) bundle(jid types.JID) waBinary.Node {
 		}
 		b.Content = append(b.Content.([]waBinary.Node), preKeyNode("key", id, pub))
 	}
-	return b
+	return b, len(d.prekeys)
 }
 
 // phoneBundle makes a fresh one-time prekey in the phone's Signal store,

@@ -116,12 +116,12 @@ func (s *Server) Messages(ctx context.Context, phone string) ([]domain.SandboxMe
 }
 
 // Connections counts the websockets open to the server, leaving out those
-// it is closing (after a logout, a removal or a replacement), and the
-// logged-in ones by device JID.
+// it is closing (after a removal, a replacement or a drop), the logged-in
+// ones by device JID, and every connection attempt since New.
 func (s *Server) Connections(ctx context.Context) (domain.SandboxConnections, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := domain.SandboxConnections{ByDevice: map[string]int{}}
+	out := domain.SandboxConnections{ByDevice: map[string]int{}, Attempts: s.attempts}
 	for c := range s.conns {
 		if c.isClosing() {
 			continue
