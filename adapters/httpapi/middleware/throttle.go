@@ -3,6 +3,7 @@ package middleware
 import (
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -108,18 +109,22 @@ func (t *Throttle) sweepLocked(now time.Time) {
 	}
 }
 
-// evictOldestLocked forgets the IP whose latest failure is the oldest, to
-// make room when the map is full of live entries.
+// evictOldestLocked forgets the tenth of the IPs whose latest failures are
+// the oldest, to make room when the map is full of live entries. Evicting a
+// batch keeps the cost per new IP low under a flood.
 func (t *Throttle) evictOldestLocked() {
-	var oldestIP string
-	var oldest time.Time
-	first := true
-	for ip, list := range t.fails {
-		if last := list[len(list)-1]; first || last.Before(oldest) {
-			oldestIP, oldest, first = ip, last, false
-		}
+	type seen struct {
+		ip   string
+		last time.Time
 	}
-	delete(t.fails, oldestIP)
+	all := make([]seen, 0, len(t.fails))
+	for ip, list := range t.fails {
+		all = append(all, seen{ip, list[len(list)-1]})
+	}
+	slices.SortFunc(all, func(a, b seen) int { return a.last.Compare(b.last) })
+	for _, s := range all[:max(len(all)/10, 1)] {
+		delete(t.fails, s.ip)
+	}
 }
 
 // Middleware answers 429 in the envelope, with Retry-After in whole
