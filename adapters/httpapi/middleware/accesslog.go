@@ -32,17 +32,18 @@ func AccessLog(logger *slog.Logger) func(http.Handler) http.Handler {
 				if status == 0 {
 					status = http.StatusOK // nothing written: net/http sends 200
 				}
+				route, rctx := routeOf(r)
 				attrs := []slog.Attr{
 					slog.String("method", r.Method),
 					slog.String("path", r.URL.Path),
-					slog.String("route", routePattern(r)),
+					slog.String("route", route),
 					slog.Int("status", status),
 					slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
 					slog.Int64("bytes", rec.bytes),
 					slog.String("client_ip", ClientIPFrom(r.Context())),
 					slog.String("request_id", chimw.GetReqID(r.Context())),
 				}
-				if id := deviceID(r); id != "" {
+				if id := deviceID(r, rctx); id != "" {
 					attrs = append(attrs, slog.String("device_id", id))
 				}
 				logger.LogAttrs(r.Context(), slog.LevelInfo, "http request", attrs...)
@@ -52,22 +53,35 @@ func AccessLog(logger *slog.Logger) func(http.Handler) http.Handler {
 	}
 }
 
-// routePattern is the chi route that served r, such as
-// "/devices/{device_id}", or "" when none matched. chi fills the route
-// context as it routes, so this is only complete after the handler ran.
-func routePattern(r *http.Request) string {
+// routeOf is the chi route for r, such as "/devices/{device_id}", or ""
+// when none matches, with the routing context holding its URL parameters.
+// chi fills the request's routing context as it routes, so this is only
+// complete after the handler ran. A request answered before routing (a
+// 401, a 413, a 429) is looked up in the router without being served, so
+// it is still logged and counted under its route.
+func routeOf(r *http.Request) (string, *chi.Context) {
 	rctx := chi.RouteContext(r.Context())
 	if rctx == nil {
-		return ""
+		return "", nil
 	}
-	return rctx.RoutePattern()
+	if p := rctx.RoutePattern(); p != "" || rctx.Routes == nil {
+		return p, rctx
+	}
+	path := rctx.RoutePath
+	if path == "" {
+		path = r.URL.RawPath
+	}
+	if path == "" {
+		path = r.URL.Path
+	}
+	probe := chi.NewRouteContext()
+	return rctx.Routes.Find(probe, r.Method, path), probe
 }
 
 // deviceID is the device a request names: the {device_id} path parameter,
-// or else the X-Device-Id header. Like routePattern, it is known only after
-// routing.
-func deviceID(r *http.Request) string {
-	if rctx := chi.RouteContext(r.Context()); rctx != nil {
+// or else the X-Device-Id header.
+func deviceID(r *http.Request, rctx *chi.Context) string {
+	if rctx != nil {
 		if id := rctx.URLParam("device_id"); id != "" {
 			return id
 		}

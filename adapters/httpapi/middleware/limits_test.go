@@ -149,3 +149,22 @@ func TestRecovererOverHTTP(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxBodyOverHTTP checks that a client sending a declared-too-large
+// body gets the 413 rather than a reset connection.
+func TestMaxBodyOverHTTP(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(middleware.MaxBody(0)(ok))
+	defer srv.Close()
+	for range 3 {
+		resp, err := srv.Client().Post(srv.URL+"/send/message", "application/json", strings.NewReader(strings.Repeat("x", 4<<20)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 413 || string(raw) != tooLargeBody {
+			t.Fatalf("%d %q", resp.StatusCode, raw)
+		}
+	}
+}

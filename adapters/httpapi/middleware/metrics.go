@@ -12,8 +12,8 @@ import (
 	"github.com/gowa-dev/gowa/domain"
 )
 
-// unmatchedRoute labels requests no route matched (404s, 405s, requests
-// refused before routing), so that arbitrary paths cannot mint series.
+// unmatchedRoute labels requests no route matches (404s, 405s), so that
+// arbitrary paths cannot mint series.
 const unmatchedRoute = "unmatched"
 
 // deviceStates are reported even when no device is in them, so that a
@@ -91,7 +91,7 @@ func (m *Metrics) Middleware(next http.Handler) http.Handler {
 		start := time.Now()
 		rec := record(w)
 		next.ServeHTTP(rec, r)
-		route := routePattern(r)
+		route, _ := routeOf(r)
 		if route == "" {
 			route = unmatchedRoute
 		}

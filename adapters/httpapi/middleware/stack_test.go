@@ -255,3 +255,25 @@ func TestMetricsWithoutDevices(t *testing.T) {
 		}
 	}
 }
+
+func TestRefusedRequestsKeepTheirRoute(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "admin:secret123", "")
+	req, _ := http.NewRequest("GET", s.url+"/devices/refused-dev", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("%d", resp.StatusCode)
+	}
+	line := s.logLine(t, "/devices/refused-dev")
+	if line["route"] != "/devices/{device_id}" || line["device_id"] != "refused-dev" || line["status"] != 401.0 {
+		t.Errorf("401 line %v", line)
+	}
+	_, body := s.do(t, "GET", "/metrics", "")
+	if want := `gowa_http_requests_total{method="GET",route="/devices/{device_id}",status="401"} 1`; !strings.Contains(body, want) {
+		t.Errorf("/metrics lacks %s", want)
+	}
+}
