@@ -44,8 +44,8 @@ fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 bench: ## benchmarks against the simulator, as a Markdown table
 	$(GO) run ./cmd/bench
 
-chaos: ## the fault-injection suite against the real binary (CHAOS=short for CI)
-	$(GO) test -count=1 -timeout 30m -run 'Chaos' ./cmd/chaos/...
+chaos: ## the fault-injection suite against the real binary, full sizes (go test ./... runs a short one)
+	CHAOS=full $(GO) test -count=1 -timeout 30m -run 'Chaos' ./cmd/chaos/...
 
 clean:
 	rm -rf bin

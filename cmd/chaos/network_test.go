@@ -65,8 +65,23 @@ func TestChaosNetwork(t *testing.T) {
 		if dropped < devices {
 			t.Errorf("cycle %d: dropped %d connections, %d devices are online", cycle, dropped, devices)
 		}
-		// The refusal lasts until faultAt+refuse; only then can anyone be back.
-		time.Sleep(time.Until(faultAt.Add(refuse)))
+		// The refusal lasts until faultAt+refuse; only then can anyone be
+		// back. Meanwhile every device must notice that it is offline.
+		offline := map[string]bool{}
+		for time.Now().Before(faultAt.Add(refuse)) {
+			ds, err := g.Devices()
+			if err == nil {
+				for _, d := range ds {
+					if d.State != "connected" {
+						offline[d.DeviceID] = true
+					}
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if len(offline) < devices {
+			t.Errorf("cycle %d: only %d of %d devices ever left `connected` during the outage", cycle, len(offline), devices)
+		}
 		waitRestored(t, g, want, refuse*4+30*time.Second)
 		back := time.Since(faultAt)
 		after, err := g.Connections()
@@ -79,6 +94,9 @@ func TestChaosNetwork(t *testing.T) {
 		limit := devices * (3 + int(refuse/time.Second))
 		t.Logf("cycle %d: refused %s, %d devices back after %s, %d attempts (%.2f per device per refused second)",
 			cycle, refuse, devices, back.Round(time.Millisecond), attempts, float64(attempts)/float64(devices)/refuse.Seconds())
+		if attempts < devices {
+			t.Errorf("cycle %d: %d devices reconnected with %d connection attempts counted: the simulator does not count attempts", cycle, devices, attempts)
+		}
 		if attempts > limit {
 			t.Errorf("cycle %d: %d connection attempts by %d devices for a %s outage: a reconnect storm (limit %d)", cycle, attempts, devices, refuse, limit)
 		}
