@@ -33,8 +33,9 @@ type qrLogin struct {
 // StartQR connects the unpaired session and starts QR pairing. The QR codes
 // and the outcome arrive as events: QRCode each time whatsmeow rotates the
 // code, then Paired, PairingFailed or PairingExpired. Calling it again
-// while the pairing runs does nothing. The connection and the pairing live
-// on the session's context, not on ctx.
+// while the pairing runs does nothing; once it has ended, the client cannot
+// pair again (ECONFLICT) and a new one must be opened. The connection and
+// the pairing live on the session's context, not on ctx.
 func (c *Client) StartQR(ctx context.Context) error {
 	_, err := c.startQR()
 	return err
@@ -44,12 +45,10 @@ func (c *Client) startQR() (*qrLogin, error) {
 	c.op.Lock()
 	defer c.op.Unlock()
 	if q := c.pairing(); q != nil {
-		select {
-		case <-q.done:
-			return nil, domain.Errorf(domain.ECONFLICT, "the pairing on this session has ended")
-		default:
-			return q, nil
+		if q.ctx.Err() != nil {
+			return nil, domain.Errorf(domain.ECONFLICT, "the pairing on this session has ended; open the session again to retry")
 		}
+		return q, nil
 	}
 	if c.linked() {
 		return nil, domain.Errorf(domain.ECONFLICT, "the session is already paired")
@@ -76,6 +75,12 @@ func (c *Client) startQR() (*qrLogin, error) {
 		cancel()
 		return nil, domain.Errorf(domain.ECONFLICT, "the session is closed")
 	}
+	// One pairing per client, even a failed one: whatsmeow keeps a QR
+	// channel's handler until an event ends it, and a stale channel would
+	// disconnect a later pairing when its own codes run out.
+	c.mu.Lock()
+	c.qr = q
+	c.mu.Unlock()
 	// A pairing has no stored session to retry with: a failed first
 	// connection is the caller's error, not a background retry.
 	c.wa.InitialAutoReconnect = false
@@ -83,9 +88,6 @@ func (c *Client) startQR() (*qrLogin, error) {
 		cancel()
 		return nil, connectError(err)
 	}
-	c.mu.Lock()
-	c.qr = q
-	c.mu.Unlock()
 	return q, nil
 }
 
@@ -131,11 +133,23 @@ func (c *Client) forwardQR(q *qrLogin, ch <-chan whatsmeow.QRChannelItem) {
 			c.Disconnect()
 			c.emit(domain.PairingFailed{Reason: pairErrorReason(item.Error)})
 			return
-		default: // err-unexpected-state, err-client-outdated
+		default:
 			c.Disconnect()
-			c.emit(domain.PairingFailed{Reason: item.Event})
+			c.emit(domain.PairingFailed{Reason: channelFailure(item.Event)})
 			return
 		}
+	}
+}
+
+// channelFailure words the QR channel's other final items.
+func channelFailure(event string) string {
+	switch event {
+	case whatsmeow.QRChannelClientOutdated.Event:
+		return "WhatsApp says this client version is outdated"
+	case whatsmeow.QRChannelErrUnexpectedEvent.Event:
+		return "WhatsApp answered as if the device were already linked"
+	default:
+		return event
 	}
 }
 

@@ -96,3 +96,37 @@ func TestRestartRequestOnALoggedInSession(t *testing.T) {
 		t.Fatalf("the hook never sent the 515")
 	}
 }
+
+func TestStartQRWhileUnreachable(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	if _, err := e.sim.Disrupt(ctxFor(t), domain.NetworkFault{Refuse: time.Minute}); err != nil {
+		t.Fatalf("Disrupt: %v", err)
+	}
+	c, _ := e.open(filepath.Join(e.dir, "session.db"))
+	if err := c.StartQR(ctxFor(t)); domain.ErrorCode(err) != domain.EUNAVAILABLE {
+		t.Errorf("StartQR while WhatsApp is unreachable: %v, want %s", err, domain.EUNAVAILABLE)
+	}
+	if err := c.StartQR(ctxFor(t)); domain.ErrorCode(err) != domain.ECONFLICT {
+		t.Errorf("StartQR again on the same client: %v, want %s", err, domain.ECONFLICT)
+	}
+}
+
+func TestPairingEndsWhenTheConnectionDrops(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c, rec := e.open(filepath.Join(e.dir, "session.db"))
+	if err := c.StartQR(ctxFor(t)); err != nil {
+		t.Fatalf("StartQR: %v", err)
+	}
+	waitEvent[domain.QRCode](t, rec)
+	if _, err := e.sim.Disrupt(ctxFor(t), domain.NetworkFault{Drop: true}); err != nil {
+		t.Fatalf("Disrupt: %v", err)
+	}
+	waitEvent[domain.PairingExpired](t, rec)
+	for _, ev := range rec.all() {
+		if _, ok := ev.(domain.Disconnected); ok {
+			t.Errorf("an unpaired session reported Disconnected")
+		}
+	}
+}
