@@ -81,7 +81,14 @@ func TestCredentialRotationBySIGHUPAndFileChange(t *testing.T) {
 	if err := os.WriteFile(file, []byte("third:pass-3\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, func() bool { return tg.get("/devices", "third", "pass-3") == 200 }, "file change picked up")
+	// Wait for the watcher's log line rather than polling with the new
+	// credentials: every failed try counts towards the login throttle.
+	eventually(t, 15*time.Second, func() bool {
+		return strings.Contains(tg.logs.String(), "credentials reloaded after the file changed")
+	}, "file change picked up")
+	if got := tg.get("/devices", "third", "pass-3"); got != 200 {
+		t.Fatalf("credentials from the changed file: %d", got)
+	}
 	if got := tg.get("/devices", "new", "pass-2"); got != 401 {
 		t.Fatalf("replaced credentials still work: %d", got)
 	}

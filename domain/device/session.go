@@ -226,7 +226,8 @@ func (d *device) handle(gen uint64, ev domain.Event) {
 		if ev.Reason != "" {
 			reason += " (" + ev.Reason + ")"
 		}
-		d.ifCurrent(gen, func() { d.setStateLocked(domain.StateLoggedOut, reason) })
+		// The state changes only together with the session's removal, so
+		// that nobody sees logged_out while logged_in is still true.
 		d.withOp(gen, func() { d.dropSessionLocked(d.ctx, domain.StateLoggedOut, reason) })
 	case domain.StreamReplaced:
 		log.Warn("stream replaced: another connection uses this session; staying offline")
