@@ -126,6 +126,9 @@ func (g *Gateway) WaitState(id string, state api.DeviceState, within time.Durati
 		if err == nil && d.State == state {
 			return d, nil
 		}
+		if done, _ := g.Exited(); done {
+			return d, fmt.Errorf("device %s: the gateway exited before it was %s", id, state)
+		}
 		if time.Now().After(deadline) {
 			return d, fmt.Errorf("device %s not %s within %s (state %s, err %v)", id, state, within, d.State, err)
 		}
