@@ -30,6 +30,17 @@ func (c *conn) handleIQ(node *waBinary.Node) {
 		c.logout(node, child)
 	case xmlns == "md" && hasChild && child.Tag == "link_code_companion_reg":
 		c.handleLinkCode(node, child)
+	case xmlns == "passive" && hasChild && child.Tag == "active":
+		c.reply(node)
+		// Nothing is ever queued for an offline device here, so the
+		// offline sync is complete at once; some applications wait for
+		// this marker (OfflineSyncCompleted) before they call themselves
+		// ready.
+		if err := c.send(waBinary.Node{Tag: "ib", Content: []waBinary.Node{
+			{Tag: "offline", Attrs: waBinary.Attrs{"count": 0}},
+		}}); err != nil {
+			c.log.Debug("wasim: send offline marker", "err", err)
+		}
 	default:
 		// keepalive (w:p), passive and everything this simulator does not
 		// model: an empty result is a good enough answer.

@@ -47,6 +47,7 @@ func TestQRPairingAndReconnect(t *testing.T) {
 		t.Fatalf("QR channel after pairing: %+v", item)
 	}
 	waitFor[*events.Connected](t, c)
+	waitFor[*events.OfflineSyncCompleted](t, c)
 	if !c.cli.IsLoggedIn() || c.cli.Store.ID == nil || c.cli.Store.ID.String() != jid {
 		t.Fatalf("after login: logged in %v, ID %v", c.cli.IsLoggedIn(), c.cli.Store.ID)
 	}

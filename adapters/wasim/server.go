@@ -114,7 +114,9 @@ func (s *Server) HTTPClient() *http.Client {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", s.addr)
 	}
-	return &http.Client{Transport: &http.Transport{DialContext: dial, DialTLSContext: dial}}
+	// No keep-alive: a refused upgrade would otherwise leave an idle
+	// connection (and its two goroutines) in the pool for good.
+	return &http.Client{Transport: &http.Transport{DialContext: dial, DialTLSContext: dial, DisableKeepAlives: true}}
 }
 
 // Close closes every connection, waits for every goroutine the server
@@ -168,6 +170,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	if closed || refuse {
+		w.Header().Set("Connection", "close")
 		http.Error(w, "refused by the simulator", http.StatusServiceUnavailable)
 		return
 	}
