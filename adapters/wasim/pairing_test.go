@@ -7,9 +7,11 @@ import (
 	"time"
 
 	"go.mau.fi/whatsmeow"
+	waBinary "go.mau.fi/whatsmeow/binary"
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
 
+	"github.com/gowa-dev/gowa/adapters/wasim"
 	"github.com/gowa-dev/gowa/domain"
 )
 
@@ -155,4 +157,25 @@ func wrongCode(code string) string {
 		b[0] = 'A'
 	}
 	return string(b)
+}
+
+// A device that never confirms the link makes Scan fail with ETIMEOUT
+// when the caller's deadline passes, and nothing is linked.
+func TestScanTimesOut(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, "")
+	createPhone(t, srv, alice, "Alice")
+	srv.SetHook(func(_ wasim.ConnInfo, node *waBinary.Node) bool {
+		_, confirms := node.GetOptionalChildByTag("pair-device-sign")
+		return node.Tag == "iq" && confirms // swallow the device's answer
+	})
+	c := newClient(t, srv, dbPath(t))
+	_, first := startPairing(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := srv.Scan(ctx, alice, first.Code)
+	wantCode(t, err, domain.ETIMEOUT)
+	if devs, _ := srv.Devices(context.Background(), alice); len(devs) != 0 {
+		t.Fatalf("devices after a failed link %+v", devs)
+	}
 }

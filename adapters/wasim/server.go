@@ -1,9 +1,16 @@
 // Package wasim is an in-process fake of the WhatsApp multi-device server,
 // with the simulated phones (accounts) around it. An unmodified whatsmeow
-// Client talks to it over loopback: give it HTTPClient and trust
-// RootPublicKey. It links devices by QR or pairing code, logs them in,
-// serves prekeys and device lists, decrypts what they send to the simulated
-// phones, and lets tests break connections on purpose.
+// Client talks to it over loopback, pointed at it with the library's own
+// setters:
+//
+//	whatsmeow.WACertPubKey = wasim.RootPublicKey() // once per process, before any Connect
+//	cli.SetPreLoginHTTPClient(srv.HTTPClient())
+//	cli.SetWebsocketHTTPClient(srv.HTTPClient())
+//
+// It links devices by QR or pairing code, logs them in, serves prekeys and
+// device lists, decrypts what they send to the simulated phones into the
+// phones' inboxes, logs devices out the ways WhatsApp does, and lets tests
+// break connections on purpose. Server implements ports.Sandbox.
 package wasim
 
 import (
