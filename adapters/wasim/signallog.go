@@ -21,12 +21,22 @@ func init() {
 // logger at debug level, and drops the rest.
 type quietSignalLog struct{}
 
+// Debug drops libsignal's debug messages.
 func (quietSignalLog) Debug(string, string) {}
-func (quietSignalLog) Info(string, string)  {}
+
+// Info drops libsignal's informational messages.
+func (quietSignalLog) Info(string, string) {}
+
+// Warning logs a libsignal warning at debug level.
 func (quietSignalLog) Warning(caller, msg string) {
 	slog.Debug("libsignal: "+msg, "caller", caller)
 }
+
+// Error logs a libsignal error at debug level: the simulator reports the
+// failures that matter itself.
 func (quietSignalLog) Error(caller, msg string) {
 	slog.Debug("libsignal: "+msg, "caller", caller, "level", "error")
 }
+
+// Configure ignores libsignal's namespace settings.
 func (quietSignalLog) Configure(string) {}
