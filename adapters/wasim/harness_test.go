@@ -85,6 +85,8 @@ func newClient(t *testing.T, srv *wasim.Server, path string) *client {
 		t.Fatal(err)
 	}
 	logger := waLog.Noop
+	// WASIM_DEBUG=1 shows whatsmeow's own debug log, secrets and all: for
+	// a developer's terminal only.
 	if os.Getenv("WASIM_DEBUG") != "" {
 		logger = waLog.Stdout("client", "DEBUG", false)
 	}
