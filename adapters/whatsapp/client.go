@@ -27,7 +27,9 @@ type Client struct {
 	// background task of whatsmeow runs on it, and Close cancels it.
 	ctx    context.Context
 	cancel context.CancelFunc
-	tasks  sync.WaitGroup // the adapter's own goroutines
+	// unwatch stops the watch on Open's context (see newClient).
+	unwatch func() bool
+	tasks   sync.WaitGroup // the adapter's own goroutines
 
 	// op serialises the lifecycle calls with the adapter's own reconnect
 	// after a 515 restart and with Close.
@@ -45,7 +47,13 @@ type Client struct {
 }
 
 func newClient(ctx context.Context, wa *whatsmeow.Client, container *sqlstore.Container, log *slog.Logger, events func(domain.Event)) *Client {
-	ctx, cancel := context.WithCancel(ctx)
+	// whatsmeow's frame reader reads its "closed" flag without a lock when
+	// a read fails; a read failing because its context ended, while
+	// Disconnect sets that flag, is a data race inside whatsmeow. So the
+	// session's context ends only after the socket is closed: when Open's
+	// context ends, disconnect first, then cancel.
+	parent := ctx
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 	c := &Client{
 		wa:        wa,
 		container: container,
@@ -54,6 +62,10 @@ func newClient(ctx context.Context, wa *whatsmeow.Client, container *sqlstore.Co
 		cancel:    cancel,
 		events:    events,
 	}
+	c.unwatch = context.AfterFunc(parent, func() {
+		wa.Disconnect()
+		cancel()
+	})
 	if id := wa.Store.ID; id != nil {
 		c.identity = domain.Identity{
 			JID:      id.String(),
@@ -230,6 +242,7 @@ func (c *Client) Close() error {
 
 	// Disconnect before cancelling: whatsmeow's read loop runs on c.ctx,
 	// and ending it first would race with the socket's own close.
+	c.unwatch()
 	c.op.Lock()
 	c.wa.Disconnect()
 	c.cancel()
