@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"sync"
 
 	qrcode "github.com/yeqown/go-qrcode/v2"
 	"github.com/yeqown/go-qrcode/writer/standard"
@@ -29,18 +30,53 @@ const (
 	maxSide = 512
 )
 
-// Renderer is the ports.QRRenderer that makes PNG images. It holds no state
-// and is safe for concurrent use.
-type Renderer struct{}
+// cached is how many recent images a Renderer keeps. A login call repeated
+// while pairing is under way asks for the same code again; drawing it takes
+// tens of milliseconds, remembering it a few kilobytes.
+const cached = 64
+
+// Renderer is the ports.QRRenderer that makes PNG images. It remembers the
+// last images it drew, and is safe for concurrent use.
+type Renderer struct {
+	mu    sync.Mutex
+	cache map[string][]byte
+	order []string // oldest first
+}
 
 // New returns a Renderer.
-func New() *Renderer { return &Renderer{} }
+func New() *Renderer { return &Renderer{cache: make(map[string][]byte, cached)} }
 
-// PNG returns text as a black-on-white QR code in a PNG image, with a quiet
-// zone of four modules. Error correction is level M (15%), enough for a
+// PNG returns text as a black-on-white QR code in a PNG image (see draw).
+// The same text gives the same bytes, which callers must not modify.
+func (r *Renderer) PNG(text string) ([]byte, error) {
+	r.mu.Lock()
+	b, ok := r.cache[text]
+	r.mu.Unlock()
+	if ok {
+		return b, nil
+	}
+	b, err := draw(text)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.cache[text]; !ok {
+		if len(r.order) == cached {
+			delete(r.cache, r.order[0])
+			r.order = r.order[1:]
+		}
+		r.cache[text] = b
+		r.order = append(r.order, text)
+	}
+	return b, nil
+}
+
+// draw renders text as a black-on-white QR code in a PNG image, with a
+// quiet zone of four modules. Error correction is level M (15%), enough for a
 // code read off a screen, and keeps a WhatsApp login QR (about 240 bytes)
 // at version 11: a 61-module code drawn at 7 px, 483 px square.
-func (*Renderer) PNG(text string) ([]byte, error) {
+func draw(text string) ([]byte, error) {
 	qr, err := qrcode.NewWith(text, qrcode.WithErrorCorrectionLevel(qrcode.ErrorCorrectionMedium))
 	if err != nil {
 		return nil, fmt.Errorf("encode QR code: %w", err)

@@ -107,3 +107,25 @@ func BenchmarkPNG(b *testing.B) {
 		}
 	}
 }
+
+func TestPNGRemembersRecentCodes(t *testing.T) {
+	t.Parallel()
+	r := qrpng.New()
+	first, err := r.PNG(whatsAppQR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := r.PNG(whatsAppQR)
+	if &first[0] != &again[0] {
+		t.Error("the same text was drawn twice")
+	}
+	for i := range 100 { // push it out of the cache
+		if _, err := r.PNG(strings.Repeat("x", i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later, _ := r.PNG(whatsAppQR)
+	if &later[0] == &first[0] || !bytes.Equal(later, first) {
+		t.Error("an evicted text should be drawn again, identically")
+	}
+}
