@@ -163,15 +163,11 @@ func (s *Service) Create(ctx context.Context, id string) (domain.Status, error) 
 // is still deleted here, and the returned warning says the phone may still
 // list it.
 func (s *Service) Delete(ctx context.Context, id string) (warning string, err error) {
-	d, err := s.lookup(id)
+	d, err := s.acquire(id)
 	if err != nil {
 		return "", err
 	}
-	d.op.Lock()
 	defer d.op.Unlock()
-	if err := d.goneErr(); err != nil {
-		return "", err // deleted by a concurrent call
-	}
 	d.cancelPairingLocked("device deleted")
 	if d.snapshot().loggedIn {
 		if err := d.unlinkLocked(ctx); err != nil {
@@ -268,3 +264,19 @@ func randomHex(n int) string {
 
 // errShutdown is returned to waits cut short by Close.
 var errShutdown = errors.New("service closed")
+
+// acquire looks device id up and takes its d.op, which the caller must
+// release. A device deleted while the caller waited for d.op is reported as
+// not found (or the service as shutting down), and d.op is not held.
+func (s *Service) acquire(id string) (*device, error) {
+	d, err := s.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	d.op.Lock()
+	if err := d.goneErr(); err != nil {
+		d.op.Unlock()
+		return nil, err
+	}
+	return d, nil
+}

@@ -14,15 +14,11 @@ import (
 // ECONFLICT; when WhatsApp cannot be reached the session is kept and the
 // error is EUNAVAILABLE.
 func (s *Service) Logout(ctx context.Context, id string) (domain.Status, error) {
-	d, err := s.lookup(id)
+	d, err := s.acquire(id)
 	if err != nil {
 		return domain.Status{}, err
 	}
-	d.op.Lock()
 	defer d.op.Unlock()
-	if err := d.goneErr(); err != nil {
-		return domain.Status{}, err
-	}
 	v := d.snapshot()
 	switch {
 	case v.pairing != nil:
@@ -40,15 +36,11 @@ func (s *Service) Logout(ctx context.Context, id string) (domain.Status, error) 
 // Reconnect closes the device's connection and connects again with its
 // stored session.
 func (s *Service) Reconnect(ctx context.Context, id string) (domain.Status, error) {
-	d, err := s.lookup(id)
+	d, err := s.acquire(id)
 	if err != nil {
 		return domain.Status{}, err
 	}
-	d.op.Lock()
 	defer d.op.Unlock()
-	if err := d.goneErr(); err != nil {
-		return domain.Status{}, err
-	}
 	v := d.snapshot()
 	switch {
 	case v.pairing != nil:
