@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -98,7 +102,7 @@ func (b *bench) statusAPI(g *proc.Gateway) error {
 	}
 	gw := hammer(apiClients, b.cfg.loadTime, req(g.URL))
 
-	floorURL, closeFloor, err := bareServer(body, ctype)
+	floorURL, closeFloor, err := bareServerProcess(body, ctype)
 	if err != nil {
 		return err
 	}
@@ -135,6 +139,52 @@ func fetch(g *proc.Gateway, path string) ([]byte, string, error) {
 		return nil, "", fmt.Errorf("GET %s: %d %v", path, resp.StatusCode, err)
 	}
 	return body, resp.Header.Get("Content-Type"), nil
+}
+
+// bareServerProcess runs bareServer in a child process (this binary,
+// re-executed with the hidden subcommand "floor-http"), so that it has its
+// own runtime and cores to share with the load generator, as the gateway
+// does. It returns the child's URL and a function that stops it.
+func bareServerProcess(body []byte, ctype string) (string, func(), error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(self, "floor-http", ctype)
+	cmd.Stdin = bytes.NewReader(body)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		stop()
+		return "", nil, fmt.Errorf("bare handler child: %w", err)
+	}
+	return strings.TrimSpace(line), stop, nil
+}
+
+// floorHTTPMain is the child of bareServerProcess: it serves the body read
+// from stdin, prints its URL and runs until killed.
+func floorHTTPMain(args []string) error {
+	if len(args) != 1 {
+		return errors.New("usage: floor-http <content type> < body")
+	}
+	body, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		return err
+	}
+	url, _, err := bareServer(body, args[0])
+	if err != nil {
+		return err
+	}
+	fmt.Println(url)
+	select {}
 }
 
 // bareServer serves body on every path to callers with the bench

@@ -28,6 +28,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "floor-http" {
+		if err := floorHTTPMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench floor-http:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "floor" {
 		if err := floorMain(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "bench floor:", err)

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -51,7 +52,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		g, err := openGateway(ctx, cfg, cmd == "sandbox", stderr)
+		logs := newLogWriter(stderr, 100*time.Millisecond)
+		defer logs.Close()
+		g, err := openGateway(ctx, cfg, cmd == "sandbox", logs)
 		if err != nil {
 			return err
 		}
