@@ -168,6 +168,8 @@ func (s *Service) Delete(ctx context.Context, id string) (warning string, err er
 		return "", err
 	}
 	defer d.op.Unlock()
+	ctx, cancel := s.unlinkContext(ctx)
+	defer cancel()
 	d.cancelPairingLocked("device deleted")
 	if d.snapshot().loggedIn {
 		if err := d.unlinkLocked(ctx); err != nil {
@@ -279,4 +281,12 @@ func (s *Service) acquire(id string) (*device, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// unlinkContext is the context of a logout or delete once it has begun: it
+// goes on if the caller hangs up, so that no device is left half unlinked,
+// and is bounded instead by twice UnlinkWait (reaching WhatsApp, then its
+// answer).
+func (s *Service) unlinkContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 2*s.cfg.UnlinkWait)
 }

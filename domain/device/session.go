@@ -26,6 +26,8 @@ func (s *Service) Logout(ctx context.Context, id string) (domain.Status, error) 
 	case !v.loggedIn:
 		return domain.Status{}, domain.Errorf(domain.ECONFLICT, "device %s is not logged in", id)
 	default:
+		ctx, cancel := s.unlinkContext(ctx)
+		defer cancel()
 		if err := d.unlinkLocked(ctx); err != nil {
 			return domain.Status{}, err
 		}
