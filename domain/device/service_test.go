@@ -1,6 +1,7 @@
 package device
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"testing"
@@ -74,6 +75,28 @@ func TestDeleteLinkedDeviceUnlinks(t *testing.T) {
 	wantCode(t, err, domain.ENOTFOUND)
 	if _, open, _ := h.wa.counts(); open != 0 {
 		t.Errorf("%d clients left open", open)
+	}
+}
+
+// A caller that hangs up does not leave a device half deleted: the unlink
+// and the removal finish anyway.
+func TestDeleteFinishesWhenTheCallerHangsUp(t *testing.T) {
+	t.Parallel()
+	h := startedHarness(t)
+	c := h.link("d", jid1)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := h.svc.Delete(ctx, "d"); err != nil {
+		t.Fatalf("Delete with a cancelled request: %v", err)
+	}
+	if _, _, l, _ := c.calls(); l != 1 {
+		t.Errorf("Logout called %d times", l)
+	}
+	if _, ok := h.reg.get("d"); ok {
+		t.Error("slot still in the registry")
+	}
+	if paths := h.disk.paths(); len(paths) != 0 {
+		t.Errorf("sessions left: %v", paths)
 	}
 }
 
