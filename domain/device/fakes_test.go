@@ -343,6 +343,9 @@ func (c *fakeClient) Logout(ctx context.Context) error {
 	c.mu.Lock()
 	c.logouts++
 	c.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err // as whatsmeow's request would
+	}
 	if c.w.logoutErr != nil {
 		return c.w.logoutErr
 	}
@@ -441,6 +444,9 @@ func (r *fakeRegistry) Put(ctx context.Context, slot domain.Slot) error {
 }
 
 func (r *fakeRegistry) Delete(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err // as database/sql would
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.slots, id)
