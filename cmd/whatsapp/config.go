@@ -51,8 +51,8 @@ func loadConfig(cmd string, args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.Storages, "storages", cfg.Storages, "folder for sessions and the device registry (APP_STORAGES)")
 	fs.StringVar(&cfg.OS, "os", cfg.OS, "the name phones show for linked devices (APP_OS)")
 	fs.BoolVar(&cfg.Debug, "debug", cfg.Debug, "debug logs, including whatsmeow's (APP_DEBUG)")
-	fs.StringVar(&cfg.BasicAuth, "basic-auth", cfg.BasicAuth, "user:pass pairs, comma-separated (APP_BASIC_AUTH)")
-	fs.StringVar(&cfg.BasicAuth, "b", cfg.BasicAuth, "short for --basic-auth")
+	fs.Var(secret{&cfg.BasicAuth}, "basic-auth", "user:pass pairs, comma-separated (APP_BASIC_AUTH)")
+	fs.Var(secret{&cfg.BasicAuth}, "b", "short for --basic-auth")
 	fs.StringVar(&cfg.BasicAuthFile, "basic-auth-file", cfg.BasicAuthFile, "file of user:pass lines, re-read on SIGHUP and on change (APP_BASIC_AUTH_FILE)")
 	fs.StringVar(&cfg.TrustedProxies, "trusted-proxies", cfg.TrustedProxies, "IPs and CIDRs of reverse proxies whose X-Forwarded-For is believed (APP_TRUSTED_PROXIES)")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "how long in-flight requests may take to finish at shutdown (APP_SHUTDOWN_GRACE)")
@@ -66,4 +66,15 @@ func loadConfig(cmd string, args []string, stderr io.Writer) (Config, error) {
 		return Config{}, errors.New("port must be between 1 and 65535 (0 picks a free one)")
 	}
 	return cfg, nil
+}
+
+// secret is a flag.Value that never shows its value, so that `-h` does not
+// print credentials taken from the environment as the flag's default.
+type secret struct{ p *string }
+
+func (s secret) String() string { return "" }
+
+func (s secret) Set(v string) error {
+	*s.p = v
+	return nil
 }

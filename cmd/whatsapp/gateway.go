@@ -52,9 +52,10 @@ func openGateway(ctx context.Context, cfg Config, sandbox bool, logOut io.Writer
 	}
 	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: level}))
 	g = &gateway{cfg: cfg, log: log}
+	opened := g // the early returns below set g to nil
 	defer func() {
 		if err != nil {
-			g.close()
+			opened.close()
 		}
 	}()
 
