@@ -202,12 +202,16 @@ func (d *device) endPairingLocked(p *pairing, reason, outcome string) {
 		return
 	}
 	d.pairing = nil
-	d.setStateLocked(domain.StateDisconnected, reason)
 	d.mu.Unlock()
 	d.closeClientLocked()
 	if err := d.svc.cfg.Sessions.Discard(p.path); err != nil {
 		d.svc.log.Warn("discarding pairing session", "device_id", d.id, "err", err)
 	}
+	// Announced only now, so that whoever sees disconnected also finds the
+	// temporary session gone.
+	d.mu.Lock()
+	d.setStateLocked(domain.StateDisconnected, reason)
+	d.mu.Unlock()
 	d.svc.observeLogin(p.Method, outcome)
 }
 

@@ -81,7 +81,8 @@ func (d *device) connectLocked(path string) {
 }
 
 // unlinkLocked logs the device out on WhatsApp and deletes its session,
-// connecting first if it is offline. d.op must be held.
+// connecting first if it is offline. ctx comes from Service.unlinkContext.
+// d.op must be held.
 func (d *device) unlinkLocked(ctx context.Context) error {
 	v := d.snapshot()
 	if v.state != domain.StateConnected {
@@ -97,9 +98,9 @@ func (d *device) unlinkLocked(ctx context.Context) error {
 		switch {
 		case errors.Is(err, errShutdown):
 			return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
-		case err != nil && ctx.Err() != nil:
-			return ctx.Err()
 		case err != nil:
+			// ctx is the caller's unlinkContext, which only its own
+			// deadline ends: either way WhatsApp was not reached in time.
 			return domain.Errorf(domain.EUNAVAILABLE, "WhatsApp could not be reached to unlink device %s; the session is kept", d.id)
 		case v.state == domain.StateLoggedOut || !v.loggedIn:
 			// Already unlinked from the phone; only the local part is left.
