@@ -10,24 +10,19 @@ import (
 
 // handle translates whatsmeow's events into domain events. whatsmeow calls
 // it on its node-handling goroutine (and, for a few events, on goroutines of
-// their own), so it never blocks. The QR codes and the outcome of a pairing
-// come through the QR channel instead (see forwardQR), so that they leave in
-// the order whatsmeow produced them.
+// their own), so it never blocks. While a pairing runs, the events that
+// concern it go to handlePairing.
 func (c *Client) handle(evt any) {
+	if c.handlePairing(evt) {
+		return
+	}
 	switch e := evt.(type) {
-	case *events.PairSuccess:
-		// Runs before the QR channel hears of it: this handler was added
-		// first. The session is saved by now.
-		c.mu.Lock()
-		c.identity = domain.Identity{JID: e.ID.String(), Phone: e.ID.User, Platform: e.Platform}
-		c.mu.Unlock()
 	case *events.ManualLoginReconnect:
 		c.onRestart()
 	case *events.Connected:
 		c.emit(domain.Connected{})
 	case *events.Disconnected:
-		// Before pairing completes, a drop ends the pairing; the QR channel
-		// reports that.
+		// Before pairing completes, a drop ends the pairing (handlePairing).
 		if c.linked() {
 			c.emit(domain.Disconnected{})
 		}

@@ -3,11 +3,14 @@ package whatsapp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 
 	"go.mau.fi/whatsmeow"
+	"go.mau.fi/whatsmeow/types/events"
 
 	"github.com/gowa-dev/gowa/domain"
 )
@@ -18,24 +21,70 @@ import (
 // WhatsApp took the device's signature, and WhatsApp sends it at once.
 const restartWait = 10 * time.Second
 
-// qrLogin is a pairing under way on a client: its QR channel and what has
-// been seen of it.
+// qrLogin is a pairing under way on a client and what has been seen of
+// it.
+//
+// The adapter follows the pairing through whatsmeow's events rather than
+// its QR channel (GetQRChannel): the channel's code emitter sends on the
+// channel while the event handler may close it, a data race in whatsmeow
+// that can even panic with "send on closed channel" when a connection
+// drops just as a code rotates.
 type qrLogin struct {
-	ctx     context.Context // ends the QR channel; cancelled by Close
-	cancel  context.CancelFunc
 	first   chan struct{} // closed at the first QR code: PairPhone may run
 	done    chan struct{} // closed when the pairing has ended either way
 	restart chan struct{} // closed when WhatsApp's 515 restart arrives
 
 	firstOnce, restartOnce sync.Once
+
+	// mu orders the codes before the outcome: no QRCode leaves after the
+	// pairing has ended.
+	mu      sync.Mutex
+	ended   bool
+	rotates bool // the code rotation has started
+}
+
+// isEnded tells whether the pairing has ended.
+func (q *qrLogin) isEnded() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.ended
+}
+
+// showCode reports code unless the pairing has ended, and tells whether it
+// did.
+func (q *qrLogin) showCode(c *Client, code string, timeout time.Duration) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.ended {
+		return false
+	}
+	c.emit(domain.QRCode{Code: code, Timeout: timeout})
+	q.firstOnce.Do(func() { close(q.first) })
+	return true
+}
+
+// finish ends the pairing and reports outcome (nil: nothing yet), unless
+// it had ended already. It tells whether this call ended it.
+func (q *qrLogin) finish(c *Client, outcome domain.Event) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.ended {
+		return false
+	}
+	q.ended = true
+	close(q.done)
+	if outcome != nil {
+		c.emit(outcome)
+	}
+	return true
 }
 
 // StartQR connects the unpaired session and starts QR pairing. The QR codes
-// and the outcome arrive as events: QRCode each time whatsmeow rotates the
-// code, then Paired, PairingFailed or PairingExpired. Calling it again
-// while the pairing runs does nothing; once it has ended, the client cannot
-// pair again (ECONFLICT) and a new one must be opened. The connection and
-// the pairing live on the session's context, not on ctx.
+// and the outcome arrive as events: QRCode each time the code rotates,
+// then Paired, PairingFailed or PairingExpired. Calling it again while the
+// pairing runs does nothing; once it has ended, the client cannot pair again
+// (ECONFLICT) and a new one must be opened. The connection and the pairing
+// live on the session's context, not on ctx.
 func (c *Client) StartQR(ctx context.Context) error {
 	_, err := c.startQR()
 	return err
@@ -45,7 +94,7 @@ func (c *Client) startQR() (*qrLogin, error) {
 	c.op.Lock()
 	defer c.op.Unlock()
 	if q := c.pairing(); q != nil {
-		if q.ctx.Err() != nil {
+		if q.isEnded() {
 			return nil, domain.Errorf(domain.ECONFLICT, "the pairing on this session has ended; open the session again to retry")
 		}
 		return q, nil
@@ -56,28 +105,13 @@ func (c *Client) startQR() (*qrLogin, error) {
 	if c.isClosed() {
 		return nil, domain.Errorf(domain.ECONFLICT, "the session is closed")
 	}
-	qctx, cancel := context.WithCancel(c.ctx)
-	// whatsmeow requires the channel before Connect: it listens for the
-	// pair-device answer that the connection brings.
-	ch, err := c.wa.GetQRChannel(qctx)
-	if err != nil {
-		cancel()
-		return nil, domain.Wrap(domain.ECONFLICT, err, "QR pairing cannot start on this session")
-	}
 	q := &qrLogin{
-		ctx:     qctx,
-		cancel:  cancel,
 		first:   make(chan struct{}),
 		done:    make(chan struct{}),
 		restart: make(chan struct{}),
 	}
-	if !c.goTask(func() { c.forwardQR(q, ch) }) {
-		cancel()
-		return nil, domain.Errorf(domain.ECONFLICT, "the session is closed")
-	}
-	// One pairing per client, even a failed one: whatsmeow keeps a QR
-	// channel's handler until an event ends it, and a stale channel would
-	// disconnect a later pairing when its own codes run out.
+	// One pairing per client, even a failed one: a client whose pairing
+	// ended is closed and a new one opened.
 	c.mu.Lock()
 	c.qr = q
 	c.mu.Unlock()
@@ -85,7 +119,7 @@ func (c *Client) startQR() (*qrLogin, error) {
 	// connection is the caller's error, not a background retry.
 	c.wa.InitialAutoReconnect = false
 	if err := c.wa.ConnectContext(c.ctx); err != nil {
-		cancel()
+		q.finish(c, nil)
 		return nil, connectError(err)
 	}
 	return q, nil
@@ -98,58 +132,87 @@ func (c *Client) pairing() *qrLogin {
 	return c.qr
 }
 
-// forwardQR reports what the QR channel says, in its order, until the
-// pairing ends or the client closes.
-func (c *Client) forwardQR(q *qrLogin, ch <-chan whatsmeow.QRChannelItem) {
-	defer close(q.done)
-	defer q.cancel()
-	for {
-		var item whatsmeow.QRChannelItem
-		var ok bool
+// Code lifetimes, as WhatsApp's web client shows them: the first code of a
+// series for a minute, each later one for 20 seconds.
+const (
+	firstCodeLife = 60 * time.Second
+	codeLife      = 20 * time.Second
+)
+
+// handlePairing takes the whatsmeow events that concern a pairing under
+// way, and tells whether it did. It runs on whatsmeow's event goroutine, so
+// it never blocks and disconnects on a task.
+func (c *Client) handlePairing(evt any) bool {
+	q := c.pairing()
+	if q == nil || q.isEnded() {
+		return false
+	}
+	failed := func(reason string) {
+		if q.finish(c, domain.PairingFailed{Reason: reason}) {
+			c.goTask(c.wa.Disconnect)
+		}
+	}
+	switch e := evt.(type) {
+	case *events.QR:
+		q.mu.Lock()
+		start := !q.rotates && !q.ended
+		q.rotates = true
+		q.mu.Unlock()
+		if start {
+			codes := slices.Clone(e.Codes)
+			c.goTask(func() { c.rotateQR(q, codes) })
+		}
+	case *events.PairSuccess:
+		// whatsmeow has saved the session by now.
+		c.mu.Lock()
+		c.identity = domain.Identity{JID: e.ID.String(), Phone: e.ID.User, Platform: e.Platform}
+		c.mu.Unlock()
+		if q.finish(c, nil) {
+			c.goTask(func() { c.completePairing(q) })
+		}
+	case *events.PairError:
+		failed(pairErrorReason(e.Error))
+	case *events.Disconnected:
+		// The pairing connection dropped before a scan.
+		q.finish(c, domain.PairingExpired{})
+	case *events.ClientOutdated:
+		failed("WhatsApp says this client version is outdated")
+	case *events.Connected, *events.ConnectFailure, *events.LoggedOut, *events.TemporaryBan:
+		failed(fmt.Sprintf("WhatsApp answered the pairing with %T", evt))
+	case *events.QRScannedWithoutMultidevice:
+		// The phone may scan again.
+		c.log.Info("a QR code was scanned by a phone without multi-device support")
+	default:
+		return false
+	}
+	return true
+}
+
+// rotateQR shows the codes WhatsApp gave, one after the other, each for its
+// lifetime, until the pairing ends; when they run out unscanned it
+// disconnects and reports PairingExpired.
+func (c *Client) rotateQR(q *qrLogin, codes []string) {
+	for i, code := range codes {
+		life := codeLife
+		if i == 0 {
+			life = firstCodeLife
+		}
+		if !q.showCode(c, code, life) {
+			return
+		}
+		timer := time.NewTimer(life)
 		select {
-		case item, ok = <-ch:
-		case <-q.ctx.Done():
+		case <-timer.C:
+		case <-q.done:
+			timer.Stop()
 			return
-		}
-		if !ok {
-			return // only when q.ctx ended
-		}
-		switch item.Event {
-		case whatsmeow.QRChannelEventCode:
-			c.emit(domain.QRCode{Code: item.Code, Timeout: item.Timeout})
-			q.firstOnce.Do(func() { close(q.first) })
-		case whatsmeow.QRChannelSuccess.Event:
-			c.completePairing(q)
-			return
-		case whatsmeow.QRChannelTimeout.Event:
-			// The codes ran out, or the connection closed before a scan;
-			// whatsmeow has disconnected.
-			c.emit(domain.PairingExpired{})
-			return
-		case whatsmeow.QRChannelScannedWithoutMultidevice.Event:
-			// The channel stays open: the phone may scan again.
-			c.log.Info("a QR code was scanned by a phone without multi-device support")
-		case whatsmeow.QRChannelEventError:
-			c.Disconnect()
-			c.emit(domain.PairingFailed{Reason: pairErrorReason(item.Error)})
-			return
-		default:
-			c.Disconnect()
-			c.emit(domain.PairingFailed{Reason: channelFailure(item.Event)})
+		case <-c.ctx.Done():
+			timer.Stop()
 			return
 		}
 	}
-}
-
-// channelFailure words the QR channel's other final items.
-func channelFailure(event string) string {
-	switch event {
-	case whatsmeow.QRChannelClientOutdated.Event:
-		return "WhatsApp says this client version is outdated"
-	case whatsmeow.QRChannelErrUnexpectedEvent.Event:
-		return "WhatsApp answered as if the device were already linked"
-	default:
-		return event
+	if q.finish(c, domain.PairingExpired{}) {
+		c.wa.Disconnect()
 	}
 }
 
@@ -184,7 +247,7 @@ func (c *Client) completePairing(q *qrLogin) {
 	case <-q.restart:
 	case <-timer.C:
 		c.log.Warn("WhatsApp sent no restart after pairing; treating the pairing as complete")
-	case <-q.ctx.Done():
+	case <-c.ctx.Done():
 		return
 	}
 	id, ok := c.Identity()
