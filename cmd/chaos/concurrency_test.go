@@ -2,10 +2,12 @@ package chaos
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -128,18 +130,33 @@ func raceOp(g *proc.Gateway, id string, op int, scan bool) (int, error) {
 	return code, nil
 }
 
-// settle waits until no device is connecting any more.
+// settle waits until no device is connecting any more and the states have
+// stayed the same for a while: a scan that won its race links its device a
+// moment after the phone answered, so a device can still move from pairing
+// to connecting after the last request returned.
 func settle(t *testing.T, g *proc.Gateway, ids []string) {
 	t.Helper()
+	var last string
+	stable := 0
 	eventually(t, 60*time.Second, "devices settled", func() error {
+		var now strings.Builder
 		for _, id := range ids {
 			d, err := g.Status(id)
 			if err != nil {
 				return err
 			}
 			if d.State == api.Connecting {
+				stable = 0
 				return fmt.Errorf("%s still connecting", id)
 			}
+			fmt.Fprintf(&now, "%s=%s/%v;", id, d.State, d.LoggedIn)
+		}
+		if now.String() != last {
+			last, stable = now.String(), 0
+			return errors.New("states still changing")
+		}
+		if stable++; stable < 10 {
+			return errors.New("states not stable long enough")
 		}
 		return nil
 	})
