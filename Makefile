@@ -3,7 +3,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: run sandbox build test check generate check-generate vet fmt fuzz bench chaos clean
+.PHONY: run sandbox build test check generate check-generate vet fmt tidy fuzz bench chaos clean
 
 run: ## the gateway, on ./storages
 	$(GO) run ./cmd/whatsapp rest
@@ -17,7 +17,10 @@ build: ## a static binary, as the Dockerfile builds it
 test: check ## vet, format, generated-code drift, then every test under -race
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
-check: vet fmt check-generate
+check: vet fmt tidy check-generate
+
+tidy: ## fail when go.mod or go.sum would change
+	$(GO) mod tidy -diff
 
 vet:
 	$(GO) vet $(PKGS)
