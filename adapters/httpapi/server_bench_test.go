@@ -15,12 +15,22 @@ import (
 	"github.com/gowa-dev/gowa/domain/device"
 )
 
-// oneDevice is a Devices with one connected device, for measuring the HTTP
-// layer alone.
-type oneDevice struct{ st domain.Status }
+// oneDevice is a Devices with one connected device, for testing the HTTP
+// layer alone. Get answers err when it is set, and panics when id is
+// "panic".
+type oneDevice struct {
+	st  domain.Status
+	err error
+}
 
 func (d oneDevice) List(context.Context) []domain.Status { return []domain.Status{d.st} }
 func (d oneDevice) Get(_ context.Context, id string) (domain.Status, error) {
+	if id == "panic" {
+		panic("a handler bug")
+	}
+	if d.err != nil {
+		return domain.Status{}, d.err
+	}
 	if id != d.st.DeviceID {
 		return domain.Status{}, domain.Errorf(domain.ENOTFOUND, "device %s not found", id)
 	}
@@ -56,7 +66,7 @@ func BenchmarkStatus(b *testing.B) {
 	st := domain.Status{DeviceID: "d1", State: domain.StateConnected, Since: now, CreatedAt: now, LoggedIn: true, Connected: true,
 		Identity: domain.Identity{JID: "628123456789:1@s.whatsapp.net", Phone: "628123456789", PushName: "Alice", Platform: "android"}}
 	h := httpapi.NewHandler(httpapi.Config{
-		Devices:  oneDevice{st},
+		Devices:  oneDevice{st: st},
 		Logger:   slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Ready:    func() bool { return true },
 		Auth:     auth,
