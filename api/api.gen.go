@@ -812,8 +812,13 @@ type ClientInterface interface {
 	//
 	// Sends a text from the device named by `X-Device-Id`. The header may be
 	// left out when exactly one device is logged in. 400 when it is needed
-	// but missing, 404 for an unknown device, 409 when the device is not
-	// connected.
+	// but missing, 404 for an unknown device or a phone number that is not
+	// on WhatsApp, 409 when the device is not connected.
+	//
+	// A phone number is looked up on WhatsApp before the first message to
+	// it (the answer is remembered for a day, a "not on WhatsApp" for a
+	// minute), and the message goes to the JID WhatsApp registered it
+	// under, which for some countries differs from the number dialled.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -824,8 +829,13 @@ type ClientInterface interface {
 	//
 	// Sends a text from the device named by `X-Device-Id`. The header may be
 	// left out when exactly one device is logged in. 400 when it is needed
-	// but missing, 404 for an unknown device, 409 when the device is not
-	// connected.
+	// but missing, 404 for an unknown device or a phone number that is not
+	// on WhatsApp, 409 when the device is not connected.
+	//
+	// A phone number is looked up on WhatsApp before the first message to
+	// it (the answer is remembered for a day, a "not on WhatsApp" for a
+	// minute), and the message goes to the JID WhatsApp registered it
+	// under, which for some countries differs from the number dialled.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1334,8 +1344,13 @@ func (c *Client) SandboxScan(ctx context.Context, phone Phone, body SandboxScanJ
 //
 // Sends a text from the device named by `X-Device-Id`. The header may be
 // left out when exactly one device is logged in. 400 when it is needed
-// but missing, 404 for an unknown device, 409 when the device is not
-// connected.
+// but missing, 404 for an unknown device or a phone number that is not
+// on WhatsApp, 409 when the device is not connected.
+//
+// A phone number is looked up on WhatsApp before the first message to
+// it (the answer is remembered for a day, a "not on WhatsApp" for a
+// minute), and the message goes to the JID WhatsApp registered it
+// under, which for some countries differs from the number dialled.
 //
 // Takes any type of body and a specified content type.
 //
@@ -1356,8 +1371,13 @@ func (c *Client) SendMessageWithBody(ctx context.Context, params *SendMessagePar
 //
 // Sends a text from the device named by `X-Device-Id`. The header may be
 // left out when exactly one device is logged in. 400 when it is needed
-// but missing, 404 for an unknown device, 409 when the device is not
-// connected.
+// but missing, 404 for an unknown device or a phone number that is not
+// on WhatsApp, 409 when the device is not connected.
+//
+// A phone number is looked up on WhatsApp before the first message to
+// it (the answer is remembered for a day, a "not on WhatsApp" for a
+// minute), and the message goes to the JID WhatsApp registered it
+// under, which for some countries differs from the number dialled.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2497,8 +2517,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Sends a text from the device named by `X-Device-Id`. The header may be
 	// left out when exactly one device is logged in. 400 when it is needed
-	// but missing, 404 for an unknown device, 409 when the device is not
-	// connected.
+	// but missing, 404 for an unknown device or a phone number that is not
+	// on WhatsApp, 409 when the device is not connected.
+	//
+	// A phone number is looked up on WhatsApp before the first message to
+	// it (the answer is remembered for a day, a "not on WhatsApp" for a
+	// minute), and the message goes to the JID WhatsApp registered it
+	// under, which for some countries differs from the number dialled.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -2509,8 +2534,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Sends a text from the device named by `X-Device-Id`. The header may be
 	// left out when exactly one device is logged in. 400 when it is needed
-	// but missing, 404 for an unknown device, 409 when the device is not
-	// connected.
+	// but missing, 404 for an unknown device or a phone number that is not
+	// on WhatsApp, 409 when the device is not connected.
+	//
+	// A phone number is looked up on WhatsApp before the first message to
+	// it (the answer is remembered for a day, a "not on WhatsApp" for a
+	// minute), and the message goes to the JID WhatsApp registered it
+	// under, which for some countries differs from the number dialled.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -4228,8 +4258,13 @@ func (c *ClientWithResponses) SandboxScanWithResponse(ctx context.Context, phone
 //
 // Sends a text from the device named by `X-Device-Id`. The header may be
 // left out when exactly one device is logged in. 400 when it is needed
-// but missing, 404 for an unknown device, 409 when the device is not
-// connected.
+// but missing, 404 for an unknown device or a phone number that is not
+// on WhatsApp, 409 when the device is not connected.
+//
+// A phone number is looked up on WhatsApp before the first message to
+// it (the answer is remembered for a day, a "not on WhatsApp" for a
+// minute), and the message goes to the JID WhatsApp registered it
+// under, which for some countries differs from the number dialled.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -4246,8 +4281,13 @@ func (c *ClientWithResponses) SendMessageWithBodyWithResponse(ctx context.Contex
 //
 // Sends a text from the device named by `X-Device-Id`. The header may be
 // left out when exactly one device is logged in. 400 when it is needed
-// but missing, 404 for an unknown device, 409 when the device is not
-// connected.
+// but missing, 404 for an unknown device or a phone number that is not
+// on WhatsApp, 409 when the device is not connected.
+//
+// A phone number is looked up on WhatsApp before the first message to
+// it (the answer is remembered for a day, a "not on WhatsApp" for a
+// minute), and the message goes to the JID WhatsApp registered it
+// under, which for some countries differs from the number dialled.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -8117,90 +8157,92 @@ func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, par
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7D3tctvGdq9yBr0ztqcQRVmy7g3vnyvLruN7nViRlKbTUBWXwCG5NrAL7y5EMx7N5FcfoNNnyIP5STpn",
-	"d/FFAiIlWbTbaWYykaDF7vk+Z88H8imIZJpJgcLoYPApyJhiKRpU9rcXeMUjfP2Cfo5RR4pnhksRDILz",
-	"GUJs//pIA49DiGZSo4DxAhYy7wVhwGlZxswsCAPBUgwGgXvhksdBGCj8kHOFcTAwKscw0NEMU0YH4UeW",
-	"ZgmtTxc77pUgpJ0MKtrzP3492vl3tvNbf+e7i+rH3uXOxad+eLh//acgDMwiow20UVxMg+vrMDiZSYHt",
-	"eGie5gkzGAOLIpkL80hDRstB5OkYVQgxn3KjO7CySzfE6PDpX/ae7h88O/zzX75rAfOadtGZFBot/V8q",
-	"JRX9EElhUBj6kWVZwiNG8O++04RE7QBaGWMwOOgfhEHMDAsGIk+SMEhRazatmAAlbUFIAxOZizi4rgP9",
-	"J4WTYBD8024lILvur3rXwvVSXGEiM3RwN8l6JABpTQhcgJkhoF/cs8zw+9AxxwqZQSdop/ghR22xzJTM",
-	"UBnu6FAJzgoDX6FAZZk3n6EANtYoDHGqXYxWBcM/keN3GBkigYNlFYhICoGRwRYg3sjpFGPClYkYpEi4",
-	"wF512ljKBJmgzSOLbnzJLJYTqVL6iViFO4anLSCGTew3QisM3rXRioQ94eI9xkBMZYJLAX9//aJJrrqM",
-	"Dvae/k335jNmNMuynkBDcp8nCRvTWifoK4cnTJtLLGS3CcMvs4UVCC98tBQSnBhgMJUyBm2YwSZA2ihk",
-	"KSjMEhZhTDaGCWlmqMDzhLbeBC7LpksuVsE6KgijUWsiC37k2qn8KhMzxu2WpI1J8nYSDH69WV9O3Auv",
-	"xUQG1xfLkNKOhXXqNBVrkcsSZkiemrswEStpDe76DXI9u3Q2rb7DUeJEbO37mol4LD/e5Csg4VeoQTqb",
-	"4F94pGsWWKCZS/W+ne5WNtbZJqe+Z3Zp8c6l5iLCNmFEB0qUK4XCOOmDMU6ZIBA20c/ruuX/teHjHLxO",
-	"GcPST1R0rjGtLpxhzdQ0EWioViWHDbNSMeKi07iVprvFyMVN/j/t98ttuDA4RWVtkvUtm3CCVpfepy5Y",
-	"b/+xlpgWmup1f2w3Xm+4Nl8ON24w1Zsj6TdiSrHFNpE+K7SiKdujmOtSjkYDELJmLeHxqJS3ERhMEk3+",
-	"09pUVtjAoXBG8EkPRl7URgNg8NMpSAX+CRC4wDXI3PRgVBxBS4ei+g3m3MxoayNVZWWrFyyISZsbHYoC",
-	"VJmb0QB+IWd0lGUEA6mui9RQxBg7q+K3HpIiochTq5U1WjQVp4RwSe2qM2ukr4zdyzQziy8nakvOKJmz",
-	"hQayuL1uy1vJwcNLWjPg60R31e5/f35+Yq1qrhtO3Qao3fRgccxpF5ac1A5y6DcP+ZHCW5KFGA3jiQad",
-	"RzNg2sqCnExQxCR+E45JfHdi3hA0fzkif48sMbNV6jryNQGS79ce7F/rPmk7XsBjtRUxfSOnXBx74DcR",
-	"0ZfCIJkRXgYl1pw048+j58cvdigWaw3Oc8XcZst7n2EkRaxddGskoD2LNy8ne4cthG3HvzzpRsy3w9SK",
-	"0Nvla+cNMWu/3v+ZCL/3zF/gQ2ACZOYMCyTIrGn45+7rz2YXRgvdT6erQH1Ql92W8adT5zqZBgYnP74C",
-	"wh5+Pn3TBIeeDnjKpribielfx0zj4UHI//X529N5/x+vpvLz73+0yeUHdbmhaE68I7XQ6JmciwYEh61C",
-	"8kFd+rNakTP40dhNCywjphTHpg8Inv7t8+9/hLV/14pMQdEmfnVwLroZtEXV+Ol0O4pRv1iuYIUfM65Q",
-	"+1zDmpuP476RmYYxklpcsYTHm16CCFgzky5D4WOuD8qGVDG2BFBLCPuXwzrIbeieuZvNcRnH6lWsmTGY",
-	"Zkav4ly9BsUisPeq+m2UghVlMA5B4STXSHEoauAiSvIY44YA77fJyHhxGZcZpPY45lObaLUklHa4qMXs",
-	"GsaL4h7tkzYrBLohw3E+kxrrITbZHbdd0yO1ISUzbNnybYYC5jjWMnqPpg7quh2X+G+3b16BKzKGFUs3",
-	"k4nt6HmLLG5F5f25XVnKd8tpwmY6bzWbt5ols4mwW2Uo3VWtJthl0mYJTZcJqU4oX12L6Ve42jcp/VVu",
-	"+B6EN1y872R1Z463rM+sSfGulYkWJq4B9sZYbYVZN0XYbaRbc/hW9d+yZpuy8EN10BJys3ZHL310J65Q",
-	"aRswAdc2H9Nr0+WJkmlHnQxFjOqRXnJCTbEq/tnI1NBZlym2peMjmS1AToCBJw35YXpAyFR1OjkXTXHX",
-	"UBSAVvPHy6Zx/+Xz/vHB/t7x08Ojve/2Dl8+fbHXBiZFs803v8ckka1LeYrasDTb1HguiYOlvoW0vpcH",
-	"IXQ8rui2Xky+ntks5PRr2s0fXTXhX1ietFUVlcxWRe+FkhngFaoFUFhST5oKOW8IfCODVJMzFzleanfL",
-	"Wj3i1P4dBM4b4Z27iHENKRML8G83DnwWBin7yFMKsPcPiVcpF+7X9jTCJoTZqrmsH3yKmvjytQTCH98q",
-	"FllblbcW6oFf1ODO07VxbrH1DRCWfQq3COs2sLTrC4y3rQfezJm2YteauMFivlVhdLTepvzZE9cnsbbK",
-	"pBvAPYuY6IT2g+pMbJG3GkCZlHF+PJFTLnobpHjaIUIRe5eyJRlBYWo+bAsiUmHYSfMaFHtgJBw+e7Z/",
-	"CNGMKRYZVLpX9Pu0p+Qa0VpnDNORSz1qNEWBVMAg16goDoTHN9ijJ7dMsLbZkQLxDsKZzqj4Ls0z/rDL",
-	"O8eL9wwCa+c3o8AKmVU6XIeBxihX3CzOSIQd+mOmeXSUu7KSFW0bq9DTCoyZMZnr4uI+kdjk/FTOmY2y",
-	"dVV99SG4BqZhGDRD8GEAj8eLMvcrFfxlp5TRoahXjp/YUm+sbF+ImWEK8gqVLRv2hmIoXtpA7O9nb38E",
-	"JvQcVegay6qMXEi3GSbKDrPBUIw+Da3eDYMBDPN+fz+qlSHtAwxhWJDZrgo+//7HMKCnpJ/06PPvf1yP",
-	"evBWFAeO6C8j4HooSMcgFwlqXdYdZ5hk8Ji5vKm7ZtkXgayzK0faIuQTi9dRkgCKOJOcaIgfI8xcwnxm",
-	"y2WQKTlGDQIxdjXU58QyYLmZuUY3M8Oh0KiIWlwXWUtXZo8UxigMZ4mGx6OdHcvuHXp3BLswOjo5uXx+",
-	"dPb6+PLo5/PvRwTQEaRca2uqFcyVJO6Um8AULYwsMsmiQd2D/l5Yp+Mw+FnQMVLx3zAeBmFJTqLY9cii",
-	"7vIpwGMNTGGzcXQAzqwdQIKGDFpYlm5GvVEIo8sRQTjaGYVDYXGu9Ra4V2wtmN5xHQDkCIW2hsH3a/7w",
-	"+twpqbFKbYX78+//XYl2mieGF4Xe05dn5zBlBudsEYQB3aGdUvR7e71+kRtlGSf70Ov39l2v6sxq365X",
-	"CPp5itaek22y0vE6DgYBXc9e+DVLvZ9P+/0NOj8369dsSaG1NG06XXMghyBVjMp12/G4R4ge9Pe6Dioh",
-	"d62hzhrlacrUwmNZ2AayOmyqq1YpHVyQz5G6JXnhmkOdeqeZWYBOpOnBL9zMZG5gVNrDkS3t8ZhUYVp0",
-	"hJLbaZK73mzqO3ZRm+cyXtyuybbmVGqeZOP22bae1+vV7t+njt5fUAJu4j7FCHQjLUoCluH9jRl+O/Gg",
-	"1d/dTZgc8crahRWJVqG6Dkv92/1Ucuza8S/Btp6pn4XzcrUGVSkqw8AnwA2JmHd3j7mBmFOYg0xpmCiZ",
-	"Ortso5ZHGt64dV7Dn4TgDtbAjS47TSc8sSIeg8JUej/oJN1asKYIv7A71ET4gUxGs8GpQ148jUjpbNfE",
-	"HaTg4Barn/X37yYzjmilzHTYoFYL/QrNwxN7M+1saOZDUblBt1do1hGtPjDS0QVdLdktB0quLzrUc9de",
-	"E2sOc6lzgXy+ptCyiCJJcSLvJwrF8ZoaSwqhpHHN3D2g66xTUBuX2rChaies9f/A4zM0FFpo+Pyf/1Wo",
-	"sYfWBXC/zHiCJRBcQy5iVDBnixAmuXLd6SxJNCg0uRJVi4WvuFMoZbstLAZkEBSmjAvajmL+v9IbCxBI",
-	"EZ7NRLKljGEPjiY2oC5xUNKUdKCzQvuTwI/GwuJB0f7pHEhp4Zd6OMlRg8qFbeeEXOiICeEbK72yT4mo",
-	"Yxa9p0Ct2WRKmAxF80jtGMYmCvWsBwf974jSpfU2M2YtKksUsnhR1afbbF/RWvGAmrjcKtKhimVbS8HL",
-	"onHmG/Ka97CXb+QUuI3JPaI15Xf6+XCqv1skce68fVc0eaTrF9iJVBQz1m6mzZbmSaO/2CU9ekPxtmYm",
-	"BkuWoTQWzrQ00iVcaIMsthophgJ946HT0x6clyelbAFjhCm/QlFMT41lvLAJF6e6I7tyNBQfcorYSyr0",
-	"4HgjQ9ilWseO00uEX5X+rjE5PrGHrIBeDs5ZeFcn5+4wKXdxj+jd57eaR2wcvK/0IrZG7l/YIjU6Ozts",
-	"UkN6y37TZlvr/zXzVMe5xUbdYGhkbh7EyKy5QnRcGaB5YyiSJNqnx7puDc5uWEXXhi10CM6LWttGHn4o",
-	"XNbd+t0ib1TANWNkFIod/wrP+vtuTQkteX9pYIxDoZBFM4oEJOQWRbIrj2sDF+TFybbBe8zMkw4bI/Nv",
-	"LJoGRiGUDTts9is3D36L2aKSkJDf4mq8q9AHcw+iGseJ1FjXjEe6Xl23gbz7VQObMi6cG7VSb8eGKEK1",
-	"shZaCfcm3bOQgZ8TnTNdzoq2Cv5QNCW/TVZPC0p8W+IagpDVFUBMvylhbYhfScBbCWA16tJ6+7PWjqUI",
-	"sYzyFIWhiGj06uU5tO02Wk0Alrf5M3fQN8LWR7qckfo6l/sSgIe45c/KuaZWpp7k44RHPXja78Pc3qqt",
-	"Q1QyQk3+Tl2hdgWhNnb68aIHZOTSsFRX9OXhtXdZflV86MBX5ILBrxfNjPgVClpu6zw1ouuFNph6DUnR",
-	"KB51q4MPEigQslPCoaux2weupd4NUuYmkimGrpDkw2a7SMncoF1TjeitUPgHD8VaEhv8aHazhPEl4rZ8",
-	"5aKJhz+huDKcKEnQY67dHImroN6vBFHbMy3xaSW6L+f0FixNOus2r9C8zVAcnby+neQVm96COCRc/qzK",
-	"7Lm4yxb/yN2Nc54YG0zej0rnM67LQ7oIZEPM3zZSZ1kOV5D/dvU+l8qy2W56SlGX98OaItKhGOM0L6NR",
-	"Mgd6lttkHMRy3uqsX6E5JaC+rhU4LUNvo9hkwqPeXeK3DoNxaofV1loMP8SyGzUnZFpluGWA4QHpd8OY",
-	"Rgst3zY7L7fqF49lLhrDLHTnMY3vBDnVqzOh+ORCgwv+YxY2mG6NiF8omemOZtOOQ+GxjWZHsZKZa0Yw",
-	"KscnLq/kZ5Z0a2vpqNmWOuqVl82qcxrttdFCDRPGk1yh11W/m88ncGU7ryk+H4oxi97LyWQAuUa6FRLk",
-	"qA3M5BwWMldgO6+c5EEkM3Td5+SX2BR1m0a39e/ep15rO31du+5yc+6zjTM/bUBdN3t3/OdcHlqLWtt3",
-	"O3zHhBZZL2GPxXgLWaA7at5zhez9ktQX0igFZLnKpMa1amdzKbpb68qugtoxy31NPXgdY5pJ44cJ2k2n",
-	"3eik9v2vL5ePbLR2+n7O20pqo9v060hqs6m3Q0RXPsD27Ypo2X1QwVxksTcRyt1P9r/XaxuDyumirfQH",
-	"dU/adXCs+nxY4Tt8S4T3Wk0+boUztslohS+P9NJ4UCujbnvB9Y3jF+sZvPvp3ZqeEyKn7y8jB6zdCIid",
-	"znVp6qUkcac1OrXdI99cZ4jLFmO8TVlwpADW5L0j5Gaqe0eJCG8xjtnyKcl3G38a87YTnDeJKsG3c7eq",
-	"a6EIXSnf89oHmugFYEtlqhmrklBFagJjG69yo4uya5fIF6Om9/G+DvHaCOptvezyvOvXcbSNwde1StlQ",
-	"yW/Dzd4j1+y+4rMkWrbL5J5e2nc2b+SmfyjWPjyv22Y7O1heleoLXEKQSUzXswlXevseeu40fokxdMFE",
-	"fmW/vLYV96wjJh7S3NH+uvgCjs1iPh6V81Cj2kCUq/AWNWNmap/kaBW1MwL8tubuVtJVH/r6f1u2bVtm",
-	"exRZ2WBWfDZxUzuGIt6tDYm1i+kZiphcscuuF9Fl8WU7lrqu/9G/7bhgcud1PHKdBjNkMSrfojQU9vNR",
-	"FKHalJQfELFz+jXulA19cGALPCh8E7VAjDEeinFuiumTEA76B0VnVi7eCzkXZeWzrYWB27am8kOTGLcm",
-	"k6rBuk26m+qdiUTP6rvfDv0qXKsRKFj/BfMv2cJUfc67mOK7X1NTy+zhtlW/Zb6zRfXreRrMjG9N9eT4",
-	"X2wD7tHoQZQrlLkaMy3tA4qYjEOzttAYDPz1gmTRpZfblIKV91Ob/LUfKIhm3JqhXCV+gHCwu5vIiCUz",
-	"qc1gv9/vWz/pwWivXNrOJTf64HLKJXeLilBv+X8eoFvuWOQubCd4obrN2cN6VFjbz/WIre525r8YWsRL",
-	"tVcsLVff+L4+shcW9UWPVq2gVt/JFW1W93orkgVwAaPiPld8l2w0WEqMlrTyGdKiG1Pbcb7l+Iq8im64",
-	"ltA3CDbD5hASm0cR8VC4cZSl/EnoysUzOXehHDdl7NaD13XAFWozsu3gGmuzjm6Mkwy9s9UFRbwfu764",
-	"/p8AAAD//w==",
+	"7F3vchu3dn+VM9s7Y3u6oihL9r3h/XJl2XV0rxMrktJ0GqoiuHtIwt4F1gBWNOPRTD71ATp9hjyYn6Rz",
+	"AOw/clekJIt2O81MJtIKCxyc/zj4nc2nIJJpJgUKo4PBpyBjiqVoUNnfXuIVj/D4Jf0co44UzwyXIhgE",
+	"5zOE2P71kQYehxDNpEYB4wUsZN4LwoDTsIyZWRAGgqUYDAL3wiWPgzBQ+CHnCuNgYFSOYaCjGaaMFsKP",
+	"LM0SGp8udtwrQUgzGVQ053/8erjz72znt/7OdxfVj73LnYtP/fD5/vWfgjAwi4wm0EZxMQ2ur8PgZCYF",
+	"tu9D8zRPmMEYWBTJXJhHGjIaDiJPx6hCiPmUG92xKzt0wx09f/qXvaf7B8+e//kv37WQeU2z6EwKjZb/",
+	"r5SSin6IpDAoDP3IsizhESP6d99p2kRtARoZYzA46B+EQcwMCwYiT5IwSFFrNq2EACVvQUgDE5mLOLiu",
+	"E/0nhZNgEPzTbqUgu+6vetfS9UpcYSIzdHQ32XooAGlMCFyAmSGgH9yzwvDz0DJHCplBp2in+CFHbXeZ",
+	"KZmhMtzxoVKcFQG+RoHKCm8+QwFsrFEYklS7Gq0qhn8ix+8wMsQCR8sqEZEUAiODLUS8kdMpxrRXJmKQ",
+	"IuECe9VqYykTZIImj+x240tmdzmRKqWfSFS4Y3jaQmLY3P1G2wqDd228ImVPuHiPMZBQmeBSwN+PXzbZ",
+	"VdfRwd7Tv+nefMaMZlnWE2hI7/MkYWMa6xR9ZfGEaXOJhe42afhltrAK4ZWPhkKCEwMMplLGoA0z2CRI",
+	"G4UsBYVZwiKMyccwIc0MFXiZ0NSb0GXFdMnFKlmHBWM0ak1swY9cO5NfFWLGuJ2SrDFJ3k6Cwa8328uJ",
+	"e+FYTGRwfbFMKc1YeKdOV7F2c1nCDOlTcxYmYiWtw10/Qa5nl86n1Wc4TJyKrX1fMxGP5cebYgUk/Ao1",
+	"SOcT/AuPdM0DCzRzqd63893qxjrf5Mz3zA4t3rnUXETYpozoSIlypVAYp30wxikTRMIm9nld9/y/NmKc",
+	"o9cZY1jGiYrPNaHVlTOsuZrmBhqmVelhw61UgrjodG6l625xcnFT/k/7/XIaLgxOUVmfZGPLJpKg0WX0",
+	"qSvW23+sZaalpnrdL9u9rzdcmy+3N24w1Ztv0k/ElGKLbW76rLCKpm6PYq5LPRoNQMiat4THo1LfRmAw",
+	"STTFT+tTWeEDh8I5wSc9GHlVGw2AwU+nIBX4J0DkAtcgc9ODUbEEDR2K6jeYczOjqY1UlZetXrAkJm1h",
+	"dCgKUmVuRgP4hYLRYZYRDWS6LlNDEWPsvIqfekiGhCJPrVXWeNE0nJLCJbOr1qyxvnJ2r9LMLL6cqi0F",
+	"o2TOFhrI4/a6PW+lBw+vac2Er3O7q37/+/PzE+tVc90I6jZB7eYHi2NOs7DkpLaQ235zkR8pvSVdiNEw",
+	"nmjQeTQDpq0uyMkERUzqN+GYxHdn5g1J85dj8vfIEjNb5a5jX5Mg+X7twv617pW2EwX8rraipm/klIsj",
+	"T/wmKvpKGCQ3wsukxLqTZv55+OLo5Q7lYq3Jea6Ym2x57jOMpIi1y26NBLRr8ebhZO95C2Pb91+udOPO",
+	"tyPUitHblWvnCTFrP97/mRi/98wf4ENgAmTmHAskyKxr+Ofu489mB0ZL3U+nq0R9UJfdnvGnUxc6mQYG",
+	"Jz++Bto9/Hz6pkkOPR3wlE1xNxPTv46ZxucHIf/XF29P5/1/vJ7Kz7//0aaXH9Tlhqo58YHUUqNnci4a",
+	"FDxvVZIP6tKv1bo5gx+NnbTYZcSU4tiMAcHTv33+/Y+w9u9alSk42txfnZyLbgFt0TR+Ot2OYdQPliu7",
+	"wo8ZV6h9rWHNycdJ38hMwxjJLK5YwuNND0FErJlJV6HwOdcHZVOqGFsSqKUN+5fDOslt2z1zJ5ujMo/V",
+	"q7tmxmCaGb265+o1KAaBPVfVT6OUrCiDcQgKJ7lGykNRAxdRkscYNxR4v01HxovLuKwgtecxn9pUq6Wg",
+	"tMNFLWfXMF4U52hftFlh0A0VjvOZ1FhPscnvuOmaEaltUzLDlinfZihgjmMto/do6qSum3FJ/nb65hG4",
+	"YmNYiXQzndiOnbfo4lZM3q/bVaV8t1wmbJbzVqt5q1UyWwi7VYXSHdVqil0WbZa26Soh1Qrlq2t3+hWO",
+	"9k1Of5UTvifhDRfvO0XdWeMt72fWlHjX6kSLENcQe2OutiKsmzLsNtatWXyr9m9Fs01d+KFaaGlzs/ZA",
+	"L312J65QaZswAde2HtNrs+WJkmnHPRmKGNUjvRSEmmpV/LORq6G1LlNsK8dHMluAnAADzxqKw/SANlPd",
+	"08m5aKq7huICaLV+vOwa91+96B8d7O8dPX1+uPfd3vNXT1/utZFJ2Wzzze8xSWTrUJ6iNizNNnWeS+pg",
+	"uW8prc/lSQidjCu+rVeTr+c2Cz39mn7zR3eb8C8sT9puFZXMVlXvpZIZ4BWqBVBaUi+aCjlvKHyjglTT",
+	"M5c5Xmp3ylpd4tT+HQTOG+mdO4hxDSkTC/BvNxZ8FgYp+8hTSrD3n5OsUi7cr+1lhE0Ys1V3WV/4FDXJ",
+	"5WsphF++VS2ytlveWqoHflBDOk/X5rnF1DdQWOIUbpHWbeBp118w3vY+8GbJtF12rckb7M63qoyO19vU",
+	"P7vi+iLWVoV0A7lnEROd1H5QnYUtilYDKIsyLo4ncspFb4MSTztFKGIfUrakIyhMLYZtQUWqHXbyvEbF",
+	"HhgJz589238O0YwpFhlUulfgfdpLco1srTOH6ailHjZAUSAVMMg1KsoD4fEN/ujJLQusbX6k2HgH40xn",
+	"VnwX8Ixf7PLO+eI9k8Da+s0ssNrMKh+uw0BjlCtuFmekwm77Y6Z5dJi7ayWr2jZXoacVGTNjMofi4r6Q",
+	"2JT8VM6ZzbJ1dfvqU3ANTMMwaKbgwwAejxdl7Vcq+MtOqaNDUb85fmKvemNlcSFmhinIK1T22rA3FEPx",
+	"yiZifz97+yMwoeeoQgcsqypyIZ1mmCgRZoOhGH0aWrsbBgMY5v3+flS7hrQPMIRhwWY7Kvj8+x/DgJ6S",
+	"fdKjz7//cT3qwVtRLDiiv4yA66EgG4NcJKh1ee84wySDx8zVTd0xy74I5J3ddaS9hHxi93WYJIAiziQn",
+	"HuLHCDNXMJ/Z6zLIlByjBoEYuzvUFyQyYLmZOaCbmeFQaFTELa6LqqW7Zo8UxigMZ4mGx6OdHSvuHXp3",
+	"BLswOjw5uXxxeHZ8dHn48/n3IyLoEFKutXXVCuZKknTKSWCKlkYWmWTR4O5Bfy+s83EY/CxoGan4bxgP",
+	"g7BkJ3HsemS37uopwGMNTGETODoA59YOIEFDDi0sr25GvVEIo8sRUTjaGYVDYfdcwxa4V+xdML3jEAAU",
+	"CIW2jsHjNX84PndGaqxRW+X+/Pt/V6qd5onhxUXv6auzc5gyg3O2CMKAztDOKPq9vV6/qI2yjJN/6PV7",
+	"+w6rOrPWt+sNgn6eovXn5JusdhzHwSCg49lLP2YJ+/m0398A+bkZXrOlhNYC2nS25kgOQaoYlUPb8bhH",
+	"Gz3o73UtVFLuoKHOG+VpytTC77LwDeR12FRXUCkdXFDMkbqleOHAoc6808wsQCfS9OAXbmYyNzAq/eHI",
+	"Xu3xmExhWiBCKew02V0Hm3rELmrzQsaL24Fsa0GlFkk2hs+2YV6vV9G/Tx2/v6AG3CR9yhHoRFpcCViB",
+	"9zcW+O3Ug0Z/dzdlcswr7y6sSrQq1XVY2t/up1Ji105+CbZhpn4WLsrVAKpSVI6BT4AbUjEf7h5zAzGn",
+	"NAeZ0jBRMnV+2WYtjzS8ceO8hT8JwS2sgRtdIk0nPLEqHoPCVPo46DTderCmCr+0M9RU+IFcRhPg1KEv",
+	"nkdkdBY1cQctOLjF6Gf9/bvpjGNaqTMdPqjVQ79G8/DM3sw6G5b5UFxu8O01mnVMqzeMdKCgqyG7ZUPJ",
+	"9UWHee7aY2ItYC4hFyjma0otiyySDCfycaIwHG+psaQUShoH5u4BHWedgdq81KYNFZywhv+Bx2doKLXQ",
+	"8Pk//6swY0+tS+B+mfEESyK4hlzEqGDOFiFMcuXQ6SxJNCg0uRIVxMLfuFMqZdEWdgfkEBSmjAuajnL+",
+	"v9IbCxBIGZ6tRLKlimEPDic2oS73oKQp+UBrhfYngR+NpcWTov3TOZDRwi/1dJKjBpULC+eEXOiICeGB",
+	"ld7Yp8TUMYveU6LWBJnSToaiuaR2AmMThXrWg4P+d8Tp0nubGbMelSUKWbyo7qfbfF8BrXhAS1yGinSY",
+	"YglrKWRZAGe+oah5D3/5Rk6B25zcb7Rm/M4+H870d4sizp2n78omD3X9ADuRinLG2sm0CWmeNPDFrujR",
+	"G4q3NTcxWPIMpbNwrqVRLuFCG2SxtUgxFOiBh85Oe3BerpSyBYwRpvwKRdE9NZbxwhZcnOmO7MjRUHzI",
+	"KWMvudCDo40cYZdpHTlJLzF+Vfu72uT4xC6yQnrZOGfpXe2cu0On3MU9sndf32ousXHyvoJFbM3cv7BH",
+	"aiA7O3xSQ3tLvGkT1vp/zT3V99zio25wNDI3D+Jk1hwhOo4M0DwxFEUS7ctjXacG5zesoWvDFjoEF0Wt",
+	"b6MIPxSu6m7jblE3KuiaMXIKxYx/hWf9fTempJaivzQwxqFQyKIZZQIScrtF8iuPaw0XFMXJt8F7zMyT",
+	"Dh8j828smwZGKZRNO2z1KzcPforZopGQkt/iaLyr0CdzD2IaR4nUWLeMR7p+u24TeferBjZlXLgwarXe",
+	"tg1Rhmp1LbQa7l26FyED3yc6Z7rsFW1V/KFoan6brp4WnPi21DUEIasjgJh+U8raUL+SgbdSwKrVpfX0",
+	"Z70dSxFiGeUpCkMZ0ej1q3Nom220WgAsT/NnbqFvRKyPdNkj9XUO9yUBD3HKn5V9Ta1CPcnHCY968LTf",
+	"h7k9VduAqGSEmuKdukLtLoTaxOnbix5QkEvNUl3Zl6fXnmX5VfGhA38jFwx+vWhWxK9Q0HB7z1Njul5o",
+	"g6m3kBSN4lG3OfgkgRIh2yUcujt2+8BB6l0jZW4imWLoLpJ82mwHKZkbtGOqFr0VDv/gqVjLYoMfzW6W",
+	"ML7E3JavXDT34VcojgwnShL1mGvXR+JuUO93BVGbMy3308p0f53TW7A06by3eY3mbYbi8OT4dppXTHoL",
+	"5pBy+bUqt+fyLnv5R+FunPPE2GTyflw6n3FdLtLFIJti/raROcuyuYLit7vvc6UsW+2mp5R1+TisKSMd",
+	"ijFO8zIbJXegZ7ktxkEs563B+jWaUyLq63qB0zL1NopNJjzq3SV/63AYp7ZZba3H8E0su1GzQ6ZVh1sa",
+	"GB6Qfze0abTw8m0TebnVuHgkc9FoZqEzj2l8J8iZXl0IxScXGlLwH7OwyXRrRvxSyUx3gE07FoXHNpsd",
+	"xUpmDoxgVI5PXF3J9yzpVmjpqAlLHfXKw2aFnEZ7bLRUw4TxJFfobdXP5usJXFnkNeXnQzFm0Xs5mQwg",
+	"10inQqIctYGZnMNC5gos8sppHkQyQ4c+p7jEpqjbLLoNv3uf+1qL9HVw3WVw7rONKz9tRF03sTv+cy4P",
+	"bUWt8N2O2DGhQTZK2GUx3kIV6I6W90Ihe7+k9YU2SgFZrjKpca3Z2VqK7ra6ElVQW2YZ19SD4xjTTBrf",
+	"TNDuOu1EJ7Xvf325emQD2unxnLfV1Aba9OtoahPU26GiKx9g+3ZVtEQfVDQXVexNlHL3k/3v9VpgUNld",
+	"tBV8UHenXYfEqs+HFbHDQyJ81GrKcSuSsSCjFbk80kvtQa2Cuu0B1wPHL9YLePfTuzWYE2Knx5dRANau",
+	"BcR257oy9VKRuNMbnVr0yDeHDHHVYoy3qQuOFcCasneM3Mx076gR4S3aMVs+Jflu409j3raD8yZVJfp2",
+	"7nbrWhhCV8n3vPaBJnoB2NI11YxVRaiiNIGxzVe50cW1a5fKF62m94m+buO1FtTbRtnlftevE2gbja9r",
+	"jbJhkt9GmL1Hrdl9xWdJtSzK5J5R2iObNwrTPxRjH17Wbb2dHSKvruqLvYQgk5iOZxOu9PYj9NxZ/JJg",
+	"6ICJ/Mp+eW0r4VlHTDyku6P5dfEFHFvFfDwq+6FGtYYod8Nb3BkzU/skR6uqnRHht3V3t9KuetPX//uy",
+	"bfsyi1FkJcCs+Gzipn4MRbxbaxJrV9MzFDGFYlddL7LL4st2LHWo/9G/7bhkcuc4HjmkwQxZjMpDlIbC",
+	"fj6KMlRbkvINIrZPvyadEtAHB/aCB4UHUQvEGOOhGOem6D4J4aB/UCCzcvFeyLkoURTWw9chVQV2UEgz",
+	"FDWQRdiKdnADoUQrujacJZAW0SspWcuzBmxjjBOp0DfxKG3KjxIYORQFEMI1KNEkClOkCX0mwyBmixAY",
+	"DAMioTbxMHADhiLlIjf4JLTugGYrVrB4S3+s+vvxy4omhVOujV2Em6Gw+NMQ5jMezeykWqZ0UMuFsajO",
+	"mE8mWIec+D3HnCWJZceqy6k6EjeBhdUhnaSI1QfTnd5UeW5Ns4L1n37/ktiv6jvoRfvj/dBgLU2b2/aZ",
+	"LY2xLT6zXuDCzGBDyf4XO897IGSIc4UXrPpzS8eKIiav2ryUaXRU/npBuujq8m1GwcqDva2a2y87RDNu",
+	"/XeuEt95OdjdTWTEkpnUZrDf7/dtguHJaL/ytZAvXbgKriqnUFyl9Zb/rwu65XBKcdZC6AvTbTZt1tPp",
+	"2nwOXLc625n/1GqRaNZesbxcfeP7eq9jWFzM+m3VbiLrM7nbrtW53opkAVzAqDgIFx90Gw2WKsolr3xp",
+	"uYCxatsHuZyYUjjWjZgcemRl87wRQmILUCIeCtfHs1R4cp5dz+Tc5cDclElvD47rhCvUZmRx9BprTaI+",
+	"vBz0D5yvLjjiE4Dri+v/CQAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -41,6 +41,8 @@ type Client struct {
 	events func(domain.Event)
 	closed bool
 
+	recipients recipients
+
 	mu       sync.Mutex
 	identity domain.Identity // JID "" while unpaired
 	qr       *qrLogin        // the pairing started on this client, nil if none
@@ -62,6 +64,7 @@ func newClient(ctx context.Context, wa *whatsmeow.Client, container *sqlstore.Co
 		cancel:    cancel,
 		events:    events,
 	}
+	c.recipients.known = make(map[string]recipient)
 	c.unwatch = context.AfterFunc(parent, func() {
 		wa.Disconnect()
 		cancel()
@@ -194,8 +197,9 @@ func (c *Client) forget() {
 }
 
 // SendText sends a text message to a user JID ("628123456789@s.whatsapp.net")
-// and returns WhatsApp's id and timestamp for it. A session that is not
-// logged in gets ECONFLICT.
+// and returns WhatsApp's id and timestamp for it. A phone number is first
+// looked up on WhatsApp (see resolve): one that is not on WhatsApp gets
+// ENOTFOUND. A session that is not logged in gets ECONFLICT.
 func (c *Client) SendText(ctx context.Context, to, text string) (domain.SentMessage, error) {
 	jid, err := types.ParseJID(to)
 	if err != nil || jid.User == "" || jid.Server == "" {
@@ -203,6 +207,9 @@ func (c *Client) SendText(ctx context.Context, to, text string) (domain.SentMess
 	}
 	if !c.wa.IsLoggedIn() {
 		return domain.SentMessage{}, domain.Errorf(domain.ECONFLICT, "the session is not connected")
+	}
+	if jid, err = c.resolve(ctx, jid); err != nil {
+		return domain.SentMessage{}, err
 	}
 	resp, err := c.wa.SendMessage(ctx, jid, &waE2E.Message{Conversation: &text})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	waBinary "go.mau.fi/whatsmeow/binary"
 	"go.uber.org/goleak"
 
 	"github.com/gowa-dev/gowa/adapters/wasim"
@@ -351,12 +352,44 @@ func TestSendText(t *testing.T) {
 		}
 	}
 
+	// A number with no WhatsApp account is refused before anything is sent.
+	if _, err := c.SendText(ctx, "629999999999@s.whatsapp.net", "x"); domain.ErrorCode(err) != domain.ENOTFOUND {
+		t.Errorf("SendText to a number not on WhatsApp: %v, want %s", err, domain.ENOTFOUND)
+	}
 	if _, err := c.SendText(ctx, "not a jid", "x"); domain.ErrorCode(err) != domain.EINVALID {
 		t.Errorf("SendText to a bad JID: %v, want %s", err, domain.EINVALID)
 	}
 	c.Disconnect()
 	if _, err := c.SendText(ctx, carol.Phone+"@s.whatsapp.net", "x"); domain.ErrorCode(err) != domain.ECONFLICT {
 		t.Errorf("SendText while disconnected: %v, want %s", err, domain.ECONFLICT)
+	}
+}
+
+// A phone number is looked up on WhatsApp once, then remembered.
+func TestSendLooksUpANumberOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	alice, carol := e.phone("Alice"), e.phone("Carol")
+	path := filepath.Join(e.dir, "session.db")
+	e.pairQR(path, alice)
+	c, _ := e.connect(path)
+	ctx := ctxFor(t)
+	var lookups atomic.Int32
+	e.sim.SetHook(func(_ wasim.ConnInfo, n *waBinary.Node) bool {
+		if usync, ok := n.GetOptionalChildByTag("usync"); ok {
+			if _, ok := usync.GetOptionalChildByTag("query", "contact"); ok {
+				lookups.Add(1)
+			}
+		}
+		return false
+	})
+	for range 3 {
+		if _, err := c.SendText(ctx, carol.Phone+"@s.whatsapp.net", "hi"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := lookups.Load(); n != 1 {
+		t.Errorf("%d lookups for three sends to one number, want 1", n)
 	}
 }
 

@@ -145,6 +145,10 @@ func TestQRLoginSendRestartLogout(t *testing.T) {
 	if code, env := tg.do("POST", "/send/message", `{"phone":"`+bob+`@s.whatsapp.net","message":"Again"}`); code != 200 {
 		t.Fatalf("send without X-Device-Id: %d %s", code, env.raw)
 	}
+	// A number nobody uses on WhatsApp is a 404, not a message lost.
+	if code, env := tg.do("POST", "/send/message", `{"phone":"+6299900001111","message":"anyone?"}`); code != 404 || !strings.Contains(env.Message, "not on WhatsApp") {
+		t.Fatalf("send to a number not on WhatsApp: %d %s", code, env.raw)
+	}
 
 	// Restart: the device comes back without scanning.
 	tg.stop()
