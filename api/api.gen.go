@@ -813,7 +813,9 @@ type ClientInterface interface {
 	// Sends a text from the device named by `X-Device-Id`. The header may be
 	// left out when exactly one device is logged in. 400 when it is needed
 	// but missing, 404 for an unknown device or a phone number that is not
-	// on WhatsApp, 409 when the device is not connected.
+	// on WhatsApp, 409 when the device is not connected. A device that is
+	// reconnecting (after a restart or a dropped connection) is waited for,
+	// up to 10 seconds, before that 409.
 	//
 	// A phone number is looked up on WhatsApp before the first message to
 	// it (the answer is remembered for a day, a "not on WhatsApp" for a
@@ -830,7 +832,9 @@ type ClientInterface interface {
 	// Sends a text from the device named by `X-Device-Id`. The header may be
 	// left out when exactly one device is logged in. 400 when it is needed
 	// but missing, 404 for an unknown device or a phone number that is not
-	// on WhatsApp, 409 when the device is not connected.
+	// on WhatsApp, 409 when the device is not connected. A device that is
+	// reconnecting (after a restart or a dropped connection) is waited for,
+	// up to 10 seconds, before that 409.
 	//
 	// A phone number is looked up on WhatsApp before the first message to
 	// it (the answer is remembered for a day, a "not on WhatsApp" for a
@@ -1345,7 +1349,9 @@ func (c *Client) SandboxScan(ctx context.Context, phone Phone, body SandboxScanJ
 // Sends a text from the device named by `X-Device-Id`. The header may be
 // left out when exactly one device is logged in. 400 when it is needed
 // but missing, 404 for an unknown device or a phone number that is not
-// on WhatsApp, 409 when the device is not connected.
+// on WhatsApp, 409 when the device is not connected. A device that is
+// reconnecting (after a restart or a dropped connection) is waited for,
+// up to 10 seconds, before that 409.
 //
 // A phone number is looked up on WhatsApp before the first message to
 // it (the answer is remembered for a day, a "not on WhatsApp" for a
@@ -1372,7 +1378,9 @@ func (c *Client) SendMessageWithBody(ctx context.Context, params *SendMessagePar
 // Sends a text from the device named by `X-Device-Id`. The header may be
 // left out when exactly one device is logged in. 400 when it is needed
 // but missing, 404 for an unknown device or a phone number that is not
-// on WhatsApp, 409 when the device is not connected.
+// on WhatsApp, 409 when the device is not connected. A device that is
+// reconnecting (after a restart or a dropped connection) is waited for,
+// up to 10 seconds, before that 409.
 //
 // A phone number is looked up on WhatsApp before the first message to
 // it (the answer is remembered for a day, a "not on WhatsApp" for a
@@ -2518,7 +2526,9 @@ type ClientWithResponsesInterface interface {
 	// Sends a text from the device named by `X-Device-Id`. The header may be
 	// left out when exactly one device is logged in. 400 when it is needed
 	// but missing, 404 for an unknown device or a phone number that is not
-	// on WhatsApp, 409 when the device is not connected.
+	// on WhatsApp, 409 when the device is not connected. A device that is
+	// reconnecting (after a restart or a dropped connection) is waited for,
+	// up to 10 seconds, before that 409.
 	//
 	// A phone number is looked up on WhatsApp before the first message to
 	// it (the answer is remembered for a day, a "not on WhatsApp" for a
@@ -2535,7 +2545,9 @@ type ClientWithResponsesInterface interface {
 	// Sends a text from the device named by `X-Device-Id`. The header may be
 	// left out when exactly one device is logged in. 400 when it is needed
 	// but missing, 404 for an unknown device or a phone number that is not
-	// on WhatsApp, 409 when the device is not connected.
+	// on WhatsApp, 409 when the device is not connected. A device that is
+	// reconnecting (after a restart or a dropped connection) is waited for,
+	// up to 10 seconds, before that 409.
 	//
 	// A phone number is looked up on WhatsApp before the first message to
 	// it (the answer is remembered for a day, a "not on WhatsApp" for a
@@ -4259,7 +4271,9 @@ func (c *ClientWithResponses) SandboxScanWithResponse(ctx context.Context, phone
 // Sends a text from the device named by `X-Device-Id`. The header may be
 // left out when exactly one device is logged in. 400 when it is needed
 // but missing, 404 for an unknown device or a phone number that is not
-// on WhatsApp, 409 when the device is not connected.
+// on WhatsApp, 409 when the device is not connected. A device that is
+// reconnecting (after a restart or a dropped connection) is waited for,
+// up to 10 seconds, before that 409.
 //
 // A phone number is looked up on WhatsApp before the first message to
 // it (the answer is remembered for a day, a "not on WhatsApp" for a
@@ -4282,7 +4296,9 @@ func (c *ClientWithResponses) SendMessageWithBodyWithResponse(ctx context.Contex
 // Sends a text from the device named by `X-Device-Id`. The header may be
 // left out when exactly one device is logged in. 400 when it is needed
 // but missing, 404 for an unknown device or a phone number that is not
-// on WhatsApp, 409 when the device is not connected.
+// on WhatsApp, 409 when the device is not connected. A device that is
+// reconnecting (after a restart or a dropped connection) is waited for,
+// up to 10 seconds, before that 409.
 //
 // A phone number is looked up on WhatsApp before the first message to
 // it (the answer is remembered for a day, a "not on WhatsApp" for a
@@ -8157,92 +8173,93 @@ func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, par
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7F3vchu3dn+VM9s7Y3u6oihL9r3h/XJl2XV0rxMrktJ0GqoiuHtIwt4F1gBWNOPRTD71ATp9hjyYn6Rz",
-	"AOw/clekJIt2O81MJtIKCxyc/zj4nc2nIJJpJgUKo4PBpyBjiqVoUNnfXuIVj/D4Jf0co44UzwyXIhgE",
-	"5zOE2P71kQYehxDNpEYB4wUsZN4LwoDTsIyZWRAGgqUYDAL3wiWPgzBQ+CHnCuNgYFSOYaCjGaaMFsKP",
-	"LM0SGp8udtwrQUgzGVQ053/8erjz72znt/7OdxfVj73LnYtP/fD5/vWfgjAwi4wm0EZxMQ2ur8PgZCYF",
-	"tu9D8zRPmMEYWBTJXJhHGjIaDiJPx6hCiPmUG92xKzt0wx09f/qXvaf7B8+e//kv37WQeU2z6EwKjZb/",
-	"r5SSin6IpDAoDP3IsizhESP6d99p2kRtARoZYzA46B+EQcwMCwYiT5IwSFFrNq2EACVvQUgDE5mLOLiu",
-	"E/0nhZNgEPzTbqUgu+6vetfS9UpcYSIzdHQ32XooAGlMCFyAmSGgH9yzwvDz0DJHCplBp2in+CFHbXeZ",
-	"KZmhMtzxoVKcFQG+RoHKCm8+QwFsrFEYklS7Gq0qhn8ix+8wMsQCR8sqEZEUAiODLUS8kdMpxrRXJmKQ",
-	"IuECe9VqYykTZIImj+x240tmdzmRKqWfSFS4Y3jaQmLY3P1G2wqDd228ImVPuHiPMZBQmeBSwN+PXzbZ",
-	"VdfRwd7Tv+nefMaMZlnWE2hI7/MkYWMa6xR9ZfGEaXOJhe42afhltrAK4ZWPhkKCEwMMplLGoA0z2CRI",
-	"G4UsBYVZwiKMyccwIc0MFXiZ0NSb0GXFdMnFKlmHBWM0ak1swY9cO5NfFWLGuJ2SrDFJ3k6Cwa8328uJ",
-	"e+FYTGRwfbFMKc1YeKdOV7F2c1nCDOlTcxYmYiWtw10/Qa5nl86n1Wc4TJyKrX1fMxGP5cebYgUk/Ao1",
-	"SOcT/AuPdM0DCzRzqd63893qxjrf5Mz3zA4t3rnUXETYpozoSIlypVAYp30wxikTRMIm9nld9/y/NmKc",
-	"o9cZY1jGiYrPNaHVlTOsuZrmBhqmVelhw61UgrjodG6l625xcnFT/k/7/XIaLgxOUVmfZGPLJpKg0WX0",
-	"qSvW23+sZaalpnrdL9u9rzdcmy+3N24w1Ztv0k/ElGKLbW76rLCKpm6PYq5LPRoNQMiat4THo1LfRmAw",
-	"STTFT+tTWeEDh8I5wSc9GHlVGw2AwU+nIBX4J0DkAtcgc9ODUbEEDR2K6jeYczOjqY1UlZetXrAkJm1h",
-	"dCgKUmVuRgP4hYLRYZYRDWS6LlNDEWPsvIqfekiGhCJPrVXWeNE0nJLCJbOr1qyxvnJ2r9LMLL6cqi0F",
-	"o2TOFhrI4/a6PW+lBw+vac2Er3O7q37/+/PzE+tVc90I6jZB7eYHi2NOs7DkpLaQ235zkR8pvSVdiNEw",
-	"nmjQeTQDpq0uyMkERUzqN+GYxHdn5g1J85dj8vfIEjNb5a5jX5Mg+X7twv617pW2EwX8rraipm/klIsj",
-	"T/wmKvpKGCQ3wsukxLqTZv55+OLo5Q7lYq3Jea6Ym2x57jOMpIi1y26NBLRr8ebhZO95C2Pb91+udOPO",
-	"tyPUitHblWvnCTFrP97/mRi/98wf4ENgAmTmHAskyKxr+Ofu489mB0ZL3U+nq0R9UJfdnvGnUxc6mQYG",
-	"Jz++Bto9/Hz6pkkOPR3wlE1xNxPTv46ZxucHIf/XF29P5/1/vJ7Kz7//0aaXH9Tlhqo58YHUUqNnci4a",
-	"FDxvVZIP6tKv1bo5gx+NnbTYZcSU4tiMAcHTv33+/Y+w9u9alSk42txfnZyLbgFt0TR+Ot2OYdQPliu7",
-	"wo8ZV6h9rWHNycdJ38hMwxjJLK5YwuNND0FErJlJV6HwOdcHZVOqGFsSqKUN+5fDOslt2z1zJ5ujMo/V",
-	"q7tmxmCaGb265+o1KAaBPVfVT6OUrCiDcQgKJ7lGykNRAxdRkscYNxR4v01HxovLuKwgtecxn9pUq6Wg",
-	"tMNFLWfXMF4U52hftFlh0A0VjvOZ1FhPscnvuOmaEaltUzLDlinfZihgjmMto/do6qSum3FJ/nb65hG4",
-	"YmNYiXQzndiOnbfo4lZM3q/bVaV8t1wmbJbzVqt5q1UyWwi7VYXSHdVqil0WbZa26Soh1Qrlq2t3+hWO",
-	"9k1Of5UTvifhDRfvO0XdWeMt72fWlHjX6kSLENcQe2OutiKsmzLsNtatWXyr9m9Fs01d+KFaaGlzs/ZA",
-	"L312J65QaZswAde2HtNrs+WJkmnHPRmKGNUjvRSEmmpV/LORq6G1LlNsK8dHMluAnAADzxqKw/SANlPd",
-	"08m5aKq7huICaLV+vOwa91+96B8d7O8dPX1+uPfd3vNXT1/utZFJ2Wzzze8xSWTrUJ6iNizNNnWeS+pg",
-	"uW8prc/lSQidjCu+rVeTr+c2Cz39mn7zR3eb8C8sT9puFZXMVlXvpZIZ4BWqBVBaUi+aCjlvKHyjglTT",
-	"M5c5Xmp3ylpd4tT+HQTOG+mdO4hxDSkTC/BvNxZ8FgYp+8hTSrD3n5OsUi7cr+1lhE0Ys1V3WV/4FDXJ",
-	"5WsphF++VS2ytlveWqoHflBDOk/X5rnF1DdQWOIUbpHWbeBp118w3vY+8GbJtF12rckb7M63qoyO19vU",
-	"P7vi+iLWVoV0A7lnEROd1H5QnYUtilYDKIsyLo4ncspFb4MSTztFKGIfUrakIyhMLYZtQUWqHXbyvEbF",
-	"HhgJz589238O0YwpFhlUulfgfdpLco1srTOH6ailHjZAUSAVMMg1KsoD4fEN/ujJLQusbX6k2HgH40xn",
-	"VnwX8Ixf7PLO+eI9k8Da+s0ssNrMKh+uw0BjlCtuFmekwm77Y6Z5dJi7ayWr2jZXoacVGTNjMofi4r6Q",
-	"2JT8VM6ZzbJ1dfvqU3ANTMMwaKbgwwAejxdl7Vcq+MtOqaNDUb85fmKvemNlcSFmhinIK1T22rA3FEPx",
-	"yiZifz97+yMwoeeoQgcsqypyIZ1mmCgRZoOhGH0aWrsbBgMY5v3+flS7hrQPMIRhwWY7Kvj8+x/DgJ6S",
-	"fdKjz7//cT3qwVtRLDiiv4yA66EgG4NcJKh1ee84wySDx8zVTd0xy74I5J3ddaS9hHxi93WYJIAiziQn",
-	"HuLHCDNXMJ/Z6zLIlByjBoEYuzvUFyQyYLmZOaCbmeFQaFTELa6LqqW7Zo8UxigMZ4mGx6OdHSvuHXp3",
-	"BLswOjw5uXxxeHZ8dHn48/n3IyLoEFKutXXVCuZKknTKSWCKlkYWmWTR4O5Bfy+s83EY/CxoGan4bxgP",
-	"g7BkJ3HsemS37uopwGMNTGETODoA59YOIEFDDi0sr25GvVEIo8sRUTjaGYVDYfdcwxa4V+xdML3jEAAU",
-	"CIW2jsHjNX84PndGaqxRW+X+/Pt/V6qd5onhxUXv6auzc5gyg3O2CMKAztDOKPq9vV6/qI2yjJN/6PV7",
-	"+w6rOrPWt+sNgn6eovXn5JusdhzHwSCg49lLP2YJ+/m0398A+bkZXrOlhNYC2nS25kgOQaoYlUPb8bhH",
-	"Gz3o73UtVFLuoKHOG+VpytTC77LwDeR12FRXUCkdXFDMkbqleOHAoc6808wsQCfS9OAXbmYyNzAq/eHI",
-	"Xu3xmExhWiBCKew02V0Hm3rELmrzQsaL24Fsa0GlFkk2hs+2YV6vV9G/Tx2/v6AG3CR9yhHoRFpcCViB",
-	"9zcW+O3Ug0Z/dzdlcswr7y6sSrQq1XVY2t/up1Ji105+CbZhpn4WLsrVAKpSVI6BT4AbUjEf7h5zAzGn",
-	"NAeZ0jBRMnV+2WYtjzS8ceO8hT8JwS2sgRtdIk0nPLEqHoPCVPo46DTderCmCr+0M9RU+IFcRhPg1KEv",
-	"nkdkdBY1cQctOLjF6Gf9/bvpjGNaqTMdPqjVQ79G8/DM3sw6G5b5UFxu8O01mnVMqzeMdKCgqyG7ZUPJ",
-	"9UWHee7aY2ItYC4hFyjma0otiyySDCfycaIwHG+psaQUShoH5u4BHWedgdq81KYNFZywhv+Bx2doKLXQ",
-	"8Pk//6swY0+tS+B+mfEESyK4hlzEqGDOFiFMcuXQ6SxJNCg0uRIVxMLfuFMqZdEWdgfkEBSmjAuajnL+",
-	"v9IbCxBIGZ6tRLKlimEPDic2oS73oKQp+UBrhfYngR+NpcWTov3TOZDRwi/1dJKjBpULC+eEXOiICeGB",
-	"ld7Yp8TUMYveU6LWBJnSToaiuaR2AmMThXrWg4P+d8Tp0nubGbMelSUKWbyo7qfbfF8BrXhAS1yGinSY",
-	"YglrKWRZAGe+oah5D3/5Rk6B25zcb7Rm/M4+H870d4sizp2n78omD3X9ADuRinLG2sm0CWmeNPDFrujR",
-	"G4q3NTcxWPIMpbNwrqVRLuFCG2SxtUgxFOiBh85Oe3BerpSyBYwRpvwKRdE9NZbxwhZcnOmO7MjRUHzI",
-	"KWMvudCDo40cYZdpHTlJLzF+Vfu72uT4xC6yQnrZOGfpXe2cu0On3MU9sndf32ousXHyvoJFbM3cv7BH",
-	"aiA7O3xSQ3tLvGkT1vp/zT3V99zio25wNDI3D+Jk1hwhOo4M0DwxFEUS7ctjXacG5zesoWvDFjoEF0Wt",
-	"b6MIPxSu6m7jblE3KuiaMXIKxYx/hWf9fTempJaivzQwxqFQyKIZZQIScrtF8iuPaw0XFMXJt8F7zMyT",
-	"Dh8j828smwZGKZRNO2z1KzcPforZopGQkt/iaLyr0CdzD2IaR4nUWLeMR7p+u24TeferBjZlXLgwarXe",
-	"tg1Rhmp1LbQa7l26FyED3yc6Z7rsFW1V/KFoan6brp4WnPi21DUEIasjgJh+U8raUL+SgbdSwKrVpfX0",
-	"Z70dSxFiGeUpCkMZ0ej1q3Nom220WgAsT/NnbqFvRKyPdNkj9XUO9yUBD3HKn5V9Ta1CPcnHCY968LTf",
-	"h7k9VduAqGSEmuKdukLtLoTaxOnbix5QkEvNUl3Zl6fXnmX5VfGhA38jFwx+vWhWxK9Q0HB7z1Njul5o",
-	"g6m3kBSN4lG3OfgkgRIh2yUcujt2+8BB6l0jZW4imWLoLpJ82mwHKZkbtGOqFr0VDv/gqVjLYoMfzW6W",
-	"ML7E3JavXDT34VcojgwnShL1mGvXR+JuUO93BVGbMy3308p0f53TW7A06by3eY3mbYbi8OT4dppXTHoL",
-	"5pBy+bUqt+fyLnv5R+FunPPE2GTyflw6n3FdLtLFIJti/raROcuyuYLit7vvc6UsW+2mp5R1+TisKSMd",
-	"ijFO8zIbJXegZ7ktxkEs563B+jWaUyLq63qB0zL1NopNJjzq3SV/63AYp7ZZba3H8E0su1GzQ6ZVh1sa",
-	"GB6Qfze0abTw8m0TebnVuHgkc9FoZqEzj2l8J8iZXl0IxScXGlLwH7OwyXRrRvxSyUx3gE07FoXHNpsd",
-	"xUpmDoxgVI5PXF3J9yzpVmjpqAlLHfXKw2aFnEZ7bLRUw4TxJFfobdXP5usJXFnkNeXnQzFm0Xs5mQwg",
-	"10inQqIctYGZnMNC5gos8sppHkQyQ4c+p7jEpqjbLLoNv3uf+1qL9HVw3WVw7rONKz9tRF03sTv+cy4P",
-	"bUWt8N2O2DGhQTZK2GUx3kIV6I6W90Ihe7+k9YU2SgFZrjKpca3Z2VqK7ra6ElVQW2YZ19SD4xjTTBrf",
-	"TNDuOu1EJ7Xvf325emQD2unxnLfV1Aba9OtoahPU26GiKx9g+3ZVtEQfVDQXVexNlHL3k/3v9VpgUNld",
-	"tBV8UHenXYfEqs+HFbHDQyJ81GrKcSuSsSCjFbk80kvtQa2Cuu0B1wPHL9YLePfTuzWYE2Knx5dRANau",
-	"BcR257oy9VKRuNMbnVr0yDeHDHHVYoy3qQuOFcCasneM3Mx076gR4S3aMVs+Jflu409j3raD8yZVJfp2",
-	"7nbrWhhCV8n3vPaBJnoB2NI11YxVRaiiNIGxzVe50cW1a5fKF62m94m+buO1FtTbRtnlftevE2gbja9r",
-	"jbJhkt9GmL1Hrdl9xWdJtSzK5J5R2iObNwrTPxRjH17Wbb2dHSKvruqLvYQgk5iOZxOu9PYj9NxZ/JJg",
-	"6ICJ/Mp+eW0r4VlHTDyku6P5dfEFHFvFfDwq+6FGtYYod8Nb3BkzU/skR6uqnRHht3V3t9KuetPX//uy",
-	"bfsyi1FkJcCs+Gzipn4MRbxbaxJrV9MzFDGFYlddL7LL4st2LHWo/9G/7bhkcuc4HjmkwQxZjMpDlIbC",
-	"fj6KMlRbkvINIrZPvyadEtAHB/aCB4UHUQvEGOOhGOem6D4J4aB/UCCzcvFeyLkoURTWw9chVQV2UEgz",
-	"FDWQRdiKdnADoUQrujacJZAW0SspWcuzBmxjjBOp0DfxKG3KjxIYORQFEMI1KNEkClOkCX0mwyBmixAY",
-	"DAMioTbxMHADhiLlIjf4JLTugGYrVrB4S3+s+vvxy4omhVOujV2Em6Gw+NMQ5jMezeykWqZ0UMuFsajO",
-	"mE8mWIec+D3HnCWJZceqy6k6EjeBhdUhnaSI1QfTnd5UeW5Ns4L1n37/ktiv6jvoRfvj/dBgLU2b2/aZ",
-	"LY2xLT6zXuDCzGBDyf4XO897IGSIc4UXrPpzS8eKIiav2ryUaXRU/npBuujq8m1GwcqDva2a2y87RDNu",
-	"/XeuEt95OdjdTWTEkpnUZrDf7/dtguHJaL/ytZAvXbgKriqnUFyl9Zb/rwu65XBKcdZC6AvTbTZt1tPp",
-	"2nwOXLc625n/1GqRaNZesbxcfeP7eq9jWFzM+m3VbiLrM7nbrtW53opkAVzAqDgIFx90Gw2WKsolr3xp",
-	"uYCxatsHuZyYUjjWjZgcemRl87wRQmILUCIeCtfHs1R4cp5dz+Tc5cDclElvD47rhCvUZmRx9BprTaI+",
-	"vBz0D5yvLjjiE4Dri+v/CQAA//8=",
+	"7F39chu3dn+VM9s7Y3u6oihL9r1m/rnyRx3lOrEiKU2noSqCu4ck7F1gDWBFMx7N5K8+QKfPkAfzk3QO",
+	"gP0id0VKsmi308xkIq2wwMH5xsHvbD4FkUwzKVAYHQw+BRlTLEWDyv72Ei95hEcv6ecYdaR4ZrgUwSA4",
+	"myHE9q8PNPA4hGgmNQoYL2Ah814QBpyGZczMgjAQLMVgELgXLngchIHCDzlXGAcDo3IMAx3NMGW0EH5k",
+	"aZbQ+HSx414JQprJoKI5/+O3w51/Zzu/93eenVc/9i52zj/1w6f7V38JwsAsMppAG8XFNLi6CoPjmRTY",
+	"vg/N0zxhBmNgUSRzYR5oyGg4iDwdowoh5lNudMeu7NANd/T08d/2Hu8fPHn61789ayHzimbRmRQaLf9f",
+	"KSUV/RBJYVAY+pFlWcIjRvTvvtO0idoCNDLGYHDQPwiDmBkWDESeJGGQotZsWgkBSt6CkAYmMhdxcFUn",
+	"+i8KJ8Eg+KfdSkF23V/1rqXrlbjERGbo6G6y9VAA0pgQuAAzQ0A/uGeF4eehZV4oZAadop3ghxy13WWm",
+	"ZIbKcMeHSnFWBPgaBSorvPkMBbCxRmFIUu1qtKoY/okcv8PIEAscLatERFIIjAy2EPFGTqcY016ZiEGK",
+	"hAvsVauNpUyQCZo8stuNL5jd5USqlH4iUeGO4WkLiWFz9xttKwzetfGKlD3h4j3GQEJlgksBPxy9bLKr",
+	"rqODvcd/1735jBnNsqwn0JDe50nCxjTWKfrK4gnT5gIL3W3S8OtsYRXCKx8NhQQnBhhMpYxBG2awSZA2",
+	"ClkKCrOERRiTj2FCmhkq8DKhqTehy4rpgotVsg4LxmjUmtiCH7l2Jr8qxIxxOyVZY5K8nQSD3663l2P3",
+	"wpGYyODqfJlSmrHwTp2uYu3msoQZ0qfmLEzESlqHu36CXM8unE+rz3CYOBVb+75mIh7Lj9fFCkj4JWqQ",
+	"zif4Fx7omgcWaOZSvW/nu9WNdb7Jme+pHVq8c6G5iLBNGdGREuVKoTBO+2CMUyaIhE3s86ru+X9rxDhH",
+	"rzPGsIwTFZ9rQqsrZ1hzNc0NNEyr0sOGW6kEcd7p3ErX3eLk4qb8H/f75TRcGJyisj7JxpZNJEGjy+hT",
+	"V6y3/1jLTEtN9bpftntfb7g2X25v3GCqN9+kn4gpxRbb3PRpYRVN3R7FXJd6NBqAkDVvCQ9Hpb6NwGCS",
+	"aIqf1qeywgcOhXOCj3ow8qo2GgCDn09AKvBPgMgFrkHmpgejYgkaOhTVbzDnZkZTG6kqL1u9YElM2sLo",
+	"UBSkytyMBvArBaPDLCMayHRdpoYixth5FT/1kAwJRZ5aq6zxomk4JYVLZletWWN95exepZlZfDlVWwpG",
+	"yZwtNJDH7XV73koP7l/Tmglf53ZX/f73Z2fH1qvmuhHUbYLazQ8Wx5xmYclxbSG3/eYiP1F6S7oQo2E8",
+	"0aDzaAZMW12QkwmKmNRvwjGJb8/Ma5LmL8fk75ElZrbKXce+JkHy/dqF/WvdK20nCvhdbUVN38gpFy88",
+	"8Zuo6CthkNwIL5MS606a+efh8xcvdygXa03Oc8XcZMtzn2IkRaxddmskoF2LNw8ne09bGNu+/3Kla3e+",
+	"HaFWjN6uXDtPiFn78f6vxPi9J/4AHwITIDPnWCBBZl3DP3cffzY7MFrqfj5ZJeqDuuj2jD+fuNDJNDA4",
+	"/uk10O7hl5M3TXLo6YCnbIq7mZh+N2Yanx6E/F+fvz2Z9//xeio///Fnm15+UBcbqubEB1JLjZ7JuWhQ",
+	"8LRVST6oC79W6+YMfjR20mKXEVOKYzMGBI///vmPP8Pav2tVpuBoc391cs67BbRF0/j5ZDuGUT9YruwK",
+	"P2Zcofa1hjUnHyd9IzMNYySzuGQJjzc9BBGxZiZdhcLnXB+UTalibEmgljbsXw7rJLdt99SdbF6Ueaxe",
+	"3TUzBtPM6NU9V69BMQjsuap+GqVkRRmMQ1A4yTVSHooauIiSPMa4ocD7bToyXlzEZQWpPY/51KZaLQWl",
+	"HS5qObuG8aI4R/uizQqDrqlwnM2kxnqKTX7HTdeMSG2bkhm2TPk2QwFzHGsZvUdTJ3XdjEvyt9M3j8AV",
+	"G8NKpJvpxHbsvEUXt2Lyft2uKuW75TJhs5y3Ws1brZLZQtiNKpTuqFZT7LJos7RNVwmpVihfXbvTr3C0",
+	"b3L6q5zwPQlvuHjfKerOGm95P7OmxLtWJ1qEuIbYa3O1FWFdl2G3sW7N4lu1fyuaberCj9VCS5ubtQd6",
+	"6bM7cYlK24QJuLb1mF6bLU+UTDvuyVDEqB7opSDUVKvin41cDa11kWJbOT6S2QLkBBh41lAcpge0meqe",
+	"Ts5FU901FBdAq/XjZde4/+p5/8XB/t6Lx08P957tPX31+OVeG5mUzTbf/B6TRLYO5Slqw9JsU+e5pA6W",
+	"+5bS+lyehNDJuOLbejX5em6z0NOv6Td/crcJ/8LypO1WUclsVfVeKpkBXqJaAKUl9aKpkPOGwjcqSDU9",
+	"c5njhXanrNUlTuzfQeC8kd65gxjXkDKxAP92Y8EnYZCyjzylBHv/Kckq5cL92l5G2IQxW3WX9YVPUJNc",
+	"vpZC+OVb1SJru+WtpXrgBzWk83htnltMfQ2FJU7hBmndBp52/QXjTe8Dr5dM22XXmrzB7nyryuh4vU39",
+	"syuuL2JtVUjXkHsaMdFJ7QfVWdiiaDWAsijj4ngip1z0NijxtFOEIvYhZUs6gsLUYtgWVKTaYSfPa1Ts",
+	"gZHw9MmT/acQzZhikUGlewXep70k18jWOnOYjlrqYQMUBVIBg1yjojwQHl7jjx7dsMDa5keKjXcwznRm",
+	"xbcBz/jFLm6dL94xCayt38wCq82s8uEqDDRGueJmcUoq7LY/ZppHh7m7VrKqbXMVelqRMTMmcygu7guJ",
+	"TclP5ZzZLFtXt68+BdfANAyDZgo+DODheFHWfqWCv+2UOjoU9ZvjR/aqN1YWF2JmmIK8RGWvDXtDMRSv",
+	"bCL2w+nbn4AJPUcVOmBZVZEL6TTDRIkwGwzF6NPQ2t0wGMAw7/f3o9o1pH2AIQwLNttRwec//hwG9JTs",
+	"kx59/uPPq1EP3opiwRH9ZQRcDwXZGOQiQa3Le8cZJhk8ZK5u6o5Z9kUg7+yuI+0l5CO7r8MkARRxJjnx",
+	"ED9GmLmC+cxel0Gm5Bg1CMTY3aE+J5EBy83MAd3MDIdCoyJucV1ULd01e6QwRmE4SzQ8HO3sWHHv0Lsj",
+	"2IXR4fHxxfPD06MXF4e/nH0/IoIOIeVaW1etYK4kSaecBKZoaWSRSRYN7h7098I6H4fBL4KWkYr/jvEw",
+	"CEt2EseuRnbrrp4CPNbAFDaBowNwbu0AEjTk0MLy6mbUG4UwuhgRhaOdUTgUds81bIF7xd4F0zsOAUCB",
+	"UGjrGDxe88ejM2ekxhq1Ve7Pf/x3pdppnhheXPSevDo9gykzOGeLIAzoDO2Mot/b6/WL2ijLOPmHXr+3",
+	"77CqM2t9u94g6OcpWn9Ovslqx1EcDAI6nr30Y5awn4/7/Q2Qn5vhNVtKaC2gTWdrjuQQpIpRObQdj3u0",
+	"0YP+XtdCJeUOGuq8UZ6mTC38LgvfQF6HTXUFldLBOcUcqVuKFw4c6sw7zcwCdCJND37lZiZzA6PSH47s",
+	"1R6PyRSmBSKUwk6T3XWwqUfsojbPZby4Gci2FlRqkWRj+Gwb5vVqFf372PH7C2rAddKnHIFOpMWVgBV4",
+	"f2OB30w9aPSz2ymTY155d2FVolWprsLS/nY/lRK7cvJLsA0z9YtwUa4GUJWicgx8AtyQivlw95AbiDml",
+	"OciUhomSqfPLNmt5oOGNG+ct/FEIbmEN3OgSaTrhiVXxGBSm0sdBp+nWgzVV+KWdoabC9+QymgCnDn3x",
+	"PCKjs6iJW2jBwQ1GP+nv305nHNNKnenwQa0e+jWa+2f2ZtbZsMz74nKDb6/RrGNavWGkAwVdDdktG0qu",
+	"zjvMc9ceE2sBcwm5QDFfU2pZZJFkOJGPE4XheEuNJaVQ0jgwdw/oOOsM1OalNm2o4IQ1/A88PEVDqYWG",
+	"z//5X4UZe2pdAvfrjCdYEsE15CJGBXO2CGGSK4dOZ0miQaHJlaggFv7GnVIpi7awOyCHoDBlXNB0lPN/",
+	"R28sQCBleLYSyZYqhj04nNiEutyDkqbkA60V2p8EfjSWFk+K9k/nQEYLv9bTSY4aVC4snBNyoSMmhAdW",
+	"emOfElPHLHpPiVoTZEo7GYrmktoJjE0U6lkPDvrPiNOl9zYzZj0qSxSyeFHdT7f5vgJacY+WuAwV6TDF",
+	"EtZSyLIAznxDUfMO/vKNnAK3ObnfaM34nX3en+nvFkWcW0/flU0e6voBdiIV5Yy1k2kT0jxp4Itd0aM3",
+	"FG9rbmKw5BlKZ+FcS6NcwoU2yGJrkWIo0AMPnZ324KxcKWULGCNM+SWKontqLOOFLbg40x3ZkaOh+JBT",
+	"xl5yoQcvNnKEXab1wkl6ifGr2t/VJscndpEV0svGOUvvaufcLTrlzu+Qvfv6VnOJjZP3FSxia+b+hT1S",
+	"A9nZ4ZMa2lviTZuw1v9r7qm+5xYfdY2jkbm5Fyez5gjRcWSA5omhKJJoXx7rOjU4v2ENXRu20CG4KGp9",
+	"G0X4oXBVdxt3i7pRQdeMkVMoZvwOnvT33ZiSWor+0sAYh0Ihi2aUCUjI7RbJrzysNVxQFCffBu8xM486",
+	"fIzMv7FsGhilUDbtsNWv3Nz7KWaLRkJKfoOj8a5Cn8zdi2m8SKTGumU80PXbdZvIu181sCnjwoVRq/W2",
+	"bYgyVKtrodVw79K9CBn4PtE502WvaKviD0VT89t09aTgxLelriEIWR0BxPSbUtaG+pUMvJECVq0urac/",
+	"6+1YihDLKE9RGMqIRq9fnUHbbKPVAmB5mj91C30jYn2gyx6pr3O4Lwm4j1P+rOxrahXqcT5OeNSDx/0+",
+	"zO2p2gZEJSPUFO/UJWp3IdQmTt9edI+CXGqW6sq+PL32LMsviw8d+Bu5YPDbebMifomChtt7nhrT9UIb",
+	"TL2FpGgUj7rNwScJlAjZLuHQ3bHbBw5S7xopcxPJFEN3keTTZjtIydygHVO16K1w+EdPxVoWG/xodrOE",
+	"8SXmtnzlorkPv0JxZDhWkqjHXLs+EneDercriNqcabmfVqb765zegqVJ573NazRvMxSHx0c307xi0hsw",
+	"h5TLr1W5PZd32cs/CnfjnCfGJpN349LZjOtykS4G2RTz943MWZbNFRS/3X2fK2XZajc9pazLx2FNGelQ",
+	"jHGal9kouQM9y20xDmI5bw3Wr9GcEFFf1wuclKm3UWwy4VHvNvlbh8M4sc1qaz2Gb2LZjZodMq063NLA",
+	"cI/8u6ZNo4WXb5vIy63GxRcyF41mFjrzmMZ3gpzp1YVQfHKhIQX/MQubTLdmxC+VzHQH2LRjUXhos9lR",
+	"rGTmwAhG5fjI1ZV8z5JuhZaOmrDUUa88bFbIabTHRks1TBhPcoXeVv1svp7AlUVeU34+FGMWvZeTyQBy",
+	"jXQqJMpRG5jJOSxkrsAir5zmQSQzdOhziktsirrNotvwu3e5r7VIXwfXXQbnPtm48tNG1FUTu+M/53Lf",
+	"VtQK3+2IHRMaZKOEXRbjLVSBbml5zxWy90taX2ijFJDlKpMa15qdraXobqsrUQW1ZZZxTT04ijHNpPHN",
+	"BO2u0050XPv+15erRzagnR7PeVNNbaBNv46mNkG9HSq68gG2b1dFS/RBRXNRxd5EKXc/2f9erQUGld1F",
+	"W8EHdXfadUis+nxYETs8JMJHraYctyIZCzJakcsDvdQe1Cqomx5wPXD8fL2Adz+9W4M5IXZ6fBkFYO1a",
+	"QGx3ritTLxWJO73RiUWPfHPIEFctxnibuuBYAawpe8fIzUz3lhoR3qAds+VTku82/jTmTTs4r1NVom/n",
+	"dreuhSF0lXzPah9ooheALV1TzVhVhCpKExjbfJUbXVy7dql80Wp6l+jrNl5rQb1plF3ud/06gbbR+LrW",
+	"KBsm+W2E2TvUmt1XfJZUy6JM7hilPbJ5ozD9YzH2/mXd1tvZIfLqqr7YSwgyiel4NuFKbz9Cz53FLwmG",
+	"DpjIL+2X17YSnnXExH26O5pfF1/AsVXMh6OyH2pUa4hyN7zFnTEztU9ytKraKRF+U3d3I+2qN339vy/b",
+	"ti+zGEVWAsyKzyZu6sdQxLu1JrF2NT1FEVModtX1IrssvmzHUof6H/3bjksmd47ikUMazJDFqDxEaSjs",
+	"56MoQ7UlKd8gYvv0a9IpAX1wYC94UHgQtUCMMR6KcW6K7pMQDvoHBTIrF++FnIsSRWE9fB1SVWAHhTRD",
+	"UQNZhK1oBzcQSrRiDw6XQIhDUZa5KIo8LO6VFVoQo6PAt/DWqmuP7OcUGPd5SzgUeWY/O9YverhDGONE",
+	"Kr/QQf+ZawFaAogRryQlinnWgIyU76Jz2eUHEYwcigKE4ZqjaBKFKdKEPotiELNFCAyGAW2/NvEwcAOG",
+	"IuUiN/gotK6IZitWsFhPf6T74ehlRZPCKdfGLsLNUFjsawjzGY9mdlItUzok5sJYRGnMJxOsw138nmPO",
+	"kgTj1gpg1Q25CSStLkkygupj7U5nqxy7ptXB+s/Of0ncWfUN9qL18m5ItJaG0W3765am3BZ/XS+uYWaw",
+	"oWT/ix33HdA5xLnCA1e9waVTRxGTR29eCDW6OX87J110dwJtRsHKooKt2NuvSkQzbmNHrhLf9TnY3U1k",
+	"xJKZ1Gaw3+/3bXLjyWi/brZwM124Cq4qp1Bc4/WW/48PuuVgTDHewvcL0202jNZT+dp8Dti3Otup/8xr",
+	"keTWXrG8XH3j+3qfZVhcCvtt1W5B6zO5m7bVud6KZAFcwKg4hBcfkxsNlqrZJa98WbuA0Grbg7mcFFMq",
+	"oBv5QOhRnc2zTgiJLX6JmEKYLX00i17Os+uZnLv8m5sy4e7BUZ1winUji+HXWGtQ9eHloH/gfHXBEZ98",
+	"XJ1f/U8AAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

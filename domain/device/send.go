@@ -12,7 +12,9 @@ const MaxTextLength = 65536
 
 // Send sends text to a phone number or user JID from device id. An empty
 // id means the one device that is logged in; it is EINVALID when several
-// are. It returns the message and the id of the device that sent it.
+// are. A device that is connecting is waited for, up to SendWait; one that
+// is not connected then is ECONFLICT. It returns the message and the id of
+// the device that sent it.
 func (s *Service) Send(ctx context.Context, id, to, text string) (domain.SentMessage, string, error) {
 	jid, err := domain.ParseRecipient(to)
 	if err != nil {
@@ -29,6 +31,13 @@ func (s *Service) Send(ctx context.Context, id, to, text string) (domain.SentMes
 		return domain.SentMessage{}, "", err
 	}
 	v := d.snapshot()
+	if v.state == domain.StateConnecting {
+		// Coming back after a restart or a dropped connection: worth a
+		// short wait rather than a refusal.
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.SendWait)
+		v, _ = d.waitFor(wctx, func(v view) bool { return v.state != domain.StateConnecting })
+		cancel()
+	}
 	if v.state != domain.StateConnected || v.client == nil {
 		return domain.SentMessage{}, d.id, domain.Errorf(domain.ECONFLICT, "device %s is not connected (state %s)", d.id, v.state)
 	}

@@ -3,6 +3,7 @@ package device
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gowa-dev/gowa/domain"
 )
@@ -36,7 +37,7 @@ func TestSendPicksTheOnlyLoggedInDevice(t *testing.T) {
 
 func TestSendErrors(t *testing.T) {
 	t.Parallel()
-	h := startedHarness(t)
+	h := startedHarness(t, func(c *Config) { c.SendWait = 50 * time.Millisecond })
 
 	_, _, err := h.svc.Send(t.Context(), "", "628111111111", "hi")
 	wantCode(t, err, domain.ECONFLICT) // no device logged in
@@ -72,9 +73,38 @@ func TestSendErrors(t *testing.T) {
 		t.Errorf("text of MaxTextLength characters: %v", err)
 	}
 
-	// A linked device that is not online is a conflict too.
+	// A linked device that does not come back within SendWait is a
+	// conflict too.
 	c.emit(domain.Disconnected{})
 	h.waitState("b", domain.StateConnecting)
 	_, _, err = h.svc.Send(t.Context(), "b", "628111111111", "hi")
 	wantCode(t, err, domain.ECONFLICT)
+}
+
+// A send to a device that is reconnecting waits for it instead of failing.
+func TestSendWaitsForAReconnectingDevice(t *testing.T) {
+	t.Parallel()
+	h := startedHarness(t)
+	c := h.link("a", jid1)
+	c.emit(domain.Disconnected{})
+	h.waitState("a", domain.StateConnecting)
+	sent := make(chan error, 1)
+	go func() {
+		_, _, err := h.svc.Send(t.Context(), "a", "628111111111", "hi")
+		sent <- err
+	}()
+	select {
+	case err := <-sent:
+		t.Fatalf("Send returned while the device was still connecting: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	c.emit(domain.Connected{})
+	select {
+	case err := <-sent:
+		if err != nil {
+			t.Fatalf("Send after the device came back: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Send still waiting after the device connected")
+	}
 }

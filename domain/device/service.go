@@ -40,6 +40,10 @@ type Config struct {
 	// UnlinkWait bounds how long logout waits for an offline device to come
 	// online so that it can be unlinked on WhatsApp. Default 15 s.
 	UnlinkWait time.Duration
+	// SendWait bounds how long a send waits for a device that is
+	// connecting (after a restart or a dropped connection) to come online,
+	// rather than failing at once. Default 10 s.
+	SendWait time.Duration
 	// CodeValidity is how long a pairing code stays usable: whatsmeow keeps
 	// the pairing connection open for its whole QR series (60 s + 5 × 20 s).
 	CodeValidity time.Duration
@@ -78,6 +82,7 @@ func New(cfg Config) *Service {
 	cfg.RestoreConcurrency = cmp.Or(cfg.RestoreConcurrency, 16)
 	cfg.LoginWait = cmp.Or(cfg.LoginWait, 30*time.Second)
 	cfg.UnlinkWait = cmp.Or(cfg.UnlinkWait, 15*time.Second)
+	cfg.SendWait = cmp.Or(cfg.SendWait, 10*time.Second)
 	cfg.CodeValidity = cmp.Or(cfg.CodeValidity, 160*time.Second)
 	cfg.DisplayName = cmp.Or(cfg.DisplayName, "gowa")
 	ctx, cancel := context.WithCancel(context.Background())
