@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	chimw "github.com/go-chi/chi/v5/middleware"
 
 	"github.com/gowa-dev/gowa/adapters/httpapi/envelope"
 	"github.com/gowa-dev/gowa/adapters/httpapi/middleware"
@@ -67,7 +66,7 @@ func NewHandler(cfg Config) http.Handler {
 	log := cfg.Logger
 
 	r := chi.NewRouter()
-	r.Use(chimw.RequestID)
+	r.Use(middleware.RequestID())
 	r.Use(middleware.ClientIP(cfg.Proxies))
 	r.Use(middleware.AccessLog(log))
 	r.Use(middleware.Recoverer(log))
