@@ -67,10 +67,12 @@ func (c *conn) logout(req *waBinary.Node, child waBinary.Node) {
 	}
 	if _, err := c.srv.world.markRemoved(c.ctx, jid); err != nil {
 		c.log.Error("wasim: mark device removed", "device", own, "err", err)
+		c.replyError(req, 500, "internal-server-error")
+		return
 	}
 	c.log.Info("wasim: device logged out", "device", own)
-	c.reply(req)
 	c.setDevice("")
+	c.reply(req)
 }
 
 // content returns a node's content as bytes: content that happens to be a

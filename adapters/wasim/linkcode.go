@@ -64,7 +64,7 @@ func (c *conn) companionHello(req *waBinary.Node, reg waBinary.Node) {
 		c.replyError(req, 401, "not-authorized")
 		return
 	}
-	phone, err := normalizePhone(jid.User)
+	phone, err := domain.NormalizePhone(jid.User)
 	if err != nil {
 		c.replyError(req, 400, "bad-request")
 		return
@@ -107,11 +107,12 @@ func (c *conn) companionFinish(req *waBinary.Node, reg waBinary.Node) {
 	}
 }
 
-// enterCode is the phone typing a pairing code that a device requested for
-// its number. It exchanges ephemeral keys with the device through the
-// server, opens the device's key bundle (which only the right code allows),
-// and links the device as a QR scan would.
-func (s *Server) enterCode(ctx context.Context, phone, code string) (string, error) {
+// EnterCode makes phone enter a pairing code that a device requested for
+// its number, and links that device. It returns once the device has
+// accepted the link, with its JID. A malformed or wrong code is EINVALID
+// (a wrong one may be retried); a number no device asked a code for is
+// ECONFLICT.
+func (s *Server) EnterCode(ctx context.Context, phone, code string) (string, error) {
 	a, err := s.world.account(phone)
 	if err != nil {
 		return "", err

@@ -99,17 +99,23 @@ func (c *conn) login(jid types.JID) {
 	}
 	w.mu.Unlock()
 	if !ok {
-		c.log.Info("wasim: login refused", "device", jid.String())
-		if err := c.send(waBinary.Node{Tag: "failure", Attrs: waBinary.Attrs{"reason": 401, "location": "sim"}}); err != nil {
-			c.log.Debug("wasim: send failure", "err", err)
-		}
-		c.closeSoon()
+		c.refuseLogin(jid)
 		return
 	}
 	// Taking over the device and retiring its older connections is one
-	// step, so that two logins racing each other leave exactly one.
+	// step, so that two logins racing each other leave exactly one. The
+	// device is checked again inside it: a RemoveDevice that ran since
+	// would otherwise find no connection to close.
 	var old []*conn
 	c.srv.mu.Lock()
+	w.mu.Lock()
+	removed := d.removed
+	w.mu.Unlock()
+	if removed {
+		c.srv.mu.Unlock()
+		c.refuseLogin(jid)
+		return
+	}
 	for o := range c.srv.conns {
 		if o != c && o.deviceJID() == jid.String() {
 			o.markClosing()
@@ -132,4 +138,14 @@ func (c *conn) login(jid types.JID) {
 	}}); err != nil {
 		c.log.Debug("wasim: send success", "err", err)
 	}
+}
+
+// refuseLogin answers a login with failure 401, which makes whatsmeow
+// delete its session, and closes the connection.
+func (c *conn) refuseLogin(jid types.JID) {
+	c.log.Info("wasim: login refused", "device", jid.String())
+	if err := c.send(waBinary.Node{Tag: "failure", Attrs: waBinary.Attrs{"reason": 401, "location": "sim"}}); err != nil {
+		c.log.Debug("wasim: send failure", "err", err)
+	}
+	c.closeSoon()
 }

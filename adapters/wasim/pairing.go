@@ -19,10 +19,12 @@ import (
 	"github.com/gowa-dev/gowa/domain"
 )
 
-// scan is the phone scanning a QR code: it reads the ref and the device's
-// keys from the text, checks that the connection showing that ref proved
-// the same Noise key, and links the device.
-func (s *Server) scan(ctx context.Context, phone, qr string) (string, error) {
+// Scan makes phone scan the text of a QR code a device shows, and links
+// that device to the account. It returns once the device has accepted the
+// link (before it logs in), with the device's JID. A text that is not a
+// WhatsApp QR code is EINVALID; a code no connection shows (any more) is
+// ECONFLICT.
+func (s *Server) Scan(ctx context.Context, phone, qr string) (string, error) {
 	a, err := s.world.account(phone)
 	if err != nil {
 		return "", err

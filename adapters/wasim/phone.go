@@ -1,12 +1,13 @@
 package wasim
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"database/sql"
 	"fmt"
 	"math/big"
-	"strings"
+	"slices"
 	"sync"
 	"time"
 
@@ -68,18 +69,9 @@ func newWorld(db *sql.DB, signal *sqlstore.Container) *world {
 	return &world{db: db, signal: signal, accounts: map[string]*account{}, devices: map[string]*device{}}
 }
 
-// normalizePhone accepts 7 to 15 digits with an optional leading +.
-func normalizePhone(phone string) (string, error) {
-	p := strings.TrimPrefix(strings.TrimSpace(phone), "+")
-	if len(p) < 7 || len(p) > 15 || strings.Trim(p, "0123456789") != "" {
-		return "", domain.Errorf(domain.EINVALID, "phone must be 7 to 15 digits, optionally after a +")
-	}
-	return p, nil
-}
-
 // account returns the account of phone (digits, +, or malformed).
 func (w *world) account(phone string) (*account, error) {
-	p, err := normalizePhone(phone)
+	p, err := domain.NormalizePhone(phone)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +87,7 @@ func (w *world) account(phone string) (*account, error) {
 // createAccount creates phone's account, or renames the existing one when
 // pushName is given.
 func (w *world) createAccount(ctx context.Context, phone, pushName string) (*account, error) {
-	p, err := normalizePhone(phone)
+	p, err := domain.NormalizePhone(phone)
 	if err != nil {
 		return nil, err
 	}
@@ -163,16 +155,8 @@ func (w *world) companions(phone string) []*device {
 			out = append(out, d)
 		}
 	}
-	sortDevices(out)
+	slices.SortFunc(out, func(a, b *device) int { return cmp.Compare(a.jid.Device, b.jid.Device) })
 	return out
-}
-
-func sortDevices(ds []*device) {
-	for i := 1; i < len(ds); i++ {
-		for j := i; j > 0 && ds[j].jid.Device < ds[j-1].jid.Device; j-- {
-			ds[j], ds[j-1] = ds[j-1], ds[j]
-		}
-	}
 }
 
 // liveDevice returns the non-removed device with that JID, or nil.

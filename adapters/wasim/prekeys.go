@@ -41,24 +41,37 @@ func (c *conn) storePreKeys(req *waBinary.Node) {
 		}
 		uploaded[uint24(id)] = [32]byte(pub)
 	}
+	// Answered after the world's lock is released: a slow socket must not
+	// hold up every other phone and connection.
+	switch code, stored := c.savePreKeys(jid, uploaded); code {
+	case 0:
+		c.log.Debug("wasim: prekeys uploaded", "device", jid, "count", len(uploaded), "stored", stored)
+		c.reply(req)
+	case 404:
+		c.replyError(req, 404, "item-not-found")
+	default:
+		c.replyError(req, 500, "internal-server-error")
+	}
+}
+
+// savePreKeys stores uploaded for device jid and returns 0 and how many it
+// now holds, or the error status to answer.
+func (c *conn) savePreKeys(jid string, uploaded map[uint32][32]byte) (status, stored int) {
 	w := c.srv.world
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	d := w.devices[jid]
 	if d == nil || d.removed {
-		c.replyError(req, 404, "item-not-found")
-		return
+		return 404, 0
 	}
 	if err := w.savePreKeys(c.ctx, d.jid, uploaded); err != nil {
 		c.log.Error("wasim: save prekeys", "device", jid, "err", err)
-		c.replyError(req, 500, "internal-server-error")
-		return
+		return 500, 0
 	}
 	for id, pub := range uploaded {
 		d.prekeys[id] = pub
 	}
-	c.log.Debug("wasim: prekeys uploaded", "device", jid, "count", len(uploaded), "stored", len(d.prekeys))
-	c.reply(req)
+	return 0, len(d.prekeys)
 }
 
 // answerBundles serves a prekey bundle for each requested device: a

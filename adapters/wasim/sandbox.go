@@ -23,24 +23,6 @@ func (s *Server) CreatePhone(ctx context.Context, phone, pushName string) (domai
 	return domain.SandboxPhone{Phone: a.phone, PushName: a.pushName, JID: a.jid().String()}, nil
 }
 
-// Scan makes phone scan the text of a QR code a device shows, and links
-// that device to the account. It returns once the device has accepted the
-// link (before it logs in), with the device's JID. A text that is not a
-// WhatsApp QR code is EINVALID; a code no connection shows (any more) is
-// ECONFLICT.
-func (s *Server) Scan(ctx context.Context, phone, qr string) (string, error) {
-	return s.scan(ctx, phone, qr)
-}
-
-// EnterCode makes phone enter a pairing code that a device requested for
-// its number, and links that device. It returns once the device has
-// accepted the link, with its JID. A malformed or wrong code is EINVALID
-// (a wrong one may be retried); a number no device asked a code for is
-// ECONFLICT.
-func (s *Server) EnterCode(ctx context.Context, phone, code string) (string, error) {
-	return s.enterCode(ctx, phone, code)
-}
-
 // Devices lists the companion devices linked to phone, oldest first.
 func (s *Server) Devices(ctx context.Context, phone string) ([]domain.SandboxDevice, error) {
 	a, err := s.world.account(phone)

@@ -232,7 +232,8 @@ func (s *Server) dropConn(c *conn) {
 
 // DropConnections closes the sockets of every connection logged in as jid,
 // or of every connection when jid is "", without a goodbye: whatsmeow sees a
-// network drop and reconnects. It returns how many it closed.
+// network drop and reconnects. It returns how many it closed that were not
+// already closing.
 func (s *Server) DropConnections(jid string) int {
 	var victims []*conn
 	s.mu.Lock()
@@ -242,11 +243,15 @@ func (s *Server) DropConnections(jid string) int {
 		}
 	}
 	s.mu.Unlock()
+	dropped := 0
 	for _, c := range victims {
+		if !c.isClosing() { // as Connections counts them
+			dropped++
+		}
 		c.closeNow()
 	}
-	s.log.Info("wasim: dropped connections", "count", len(victims))
-	return len(victims)
+	s.log.Info("wasim: dropped connections", "count", dropped)
+	return dropped
 }
 
 // RefuseConnections answers every websocket upgrade in the next d with HTTP
@@ -255,14 +260,6 @@ func (s *Server) RefuseConnections(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.refuseUntil = time.Now().Add(d)
-}
-
-// ConnectAttempts counts the websocket upgrades attempted so far, refused
-// ones included.
-func (s *Server) ConnectAttempts() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.attempts
 }
 
 // SetHook installs h, which sees every node a client sends before the

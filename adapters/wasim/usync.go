@@ -5,6 +5,8 @@ import (
 
 	waBinary "go.mau.fi/whatsmeow/binary"
 	"go.mau.fi/whatsmeow/types"
+
+	"github.com/gowa-dev/gowa/domain"
 )
 
 // answerUsync answers a user-sync query for the protocols this simulator
@@ -41,7 +43,7 @@ func (c *conn) usyncUser(u waBinary.Node, want map[string]bool) (waBinary.Node, 
 	if contact, found := u.GetOptionalChildByTag("contact"); found {
 		query = content(contact)
 		digits := strings.TrimPrefix(strings.TrimSuffix(string(query), "@"+types.LegacyUserServer), "+")
-		if phone, err := normalizePhone(digits); err == nil {
+		if phone, err := domain.NormalizePhone(digits); err == nil {
 			jid, ok = types.NewJID(phone, types.DefaultUserServer), true
 		}
 	}

@@ -72,7 +72,10 @@ type WhatsApp struct {
 // globalsMu guards the whatsmeow package variables New sets. whatsmeow reads
 // them without a lock, so New writes them only when they change: in
 // practice once per process, before any client exists.
-var globalsMu sync.Mutex
+var (
+	globalsMu          sync.Mutex
+	signalLogInstalled bool // by the first New
+)
 
 // New returns the adapter. It applies Options.OS and Options.CertRoot to
 // whatsmeow's process-wide settings and routes libsignal's process-wide log
@@ -89,11 +92,14 @@ func New(opts Options) *WhatsApp {
 	if opts.CertRoot != nil && whatsmeow.WACertPubKey != *opts.CertRoot {
 		whatsmeow.WACertPubKey = *opts.CertRoot
 	}
-	if signalLog.Logger == nil {
+	if !signalLogInstalled {
 		// libsignal otherwise installs a stdout logger lazily, on first use,
-		// which races when sessions start concurrently.
+		// which races when sessions start concurrently. This replaces any
+		// logger installed before (the simulator's quiet one, when it is
+		// linked in), so that the gateway's log gets libsignal's warnings.
 		var l signalLog.Loggable = signalLogger{log: log.With("component", "libsignal"), debug: opts.Debug}
 		signalLog.Setup(&l)
+		signalLogInstalled = true
 	}
 	globalsMu.Unlock()
 	return &WhatsApp{opts: opts, log: log}
