@@ -189,8 +189,10 @@ func (s *Sessions) Promote(pairingPath, jid string) (string, error) {
 	if !isFile(filepath.Join(src, SessionFile)) {
 		return "", fmt.Errorf("promote %s: no session database in %s", jid, src)
 	}
-	// SQLite creates its files with the process umask (usually 0644); the
-	// folder is 0700 already, but a session's keys deserve 0600 as well.
+	// SQLite gives its -wal and -shm files the database file's mode, and
+	// the WhatsApp adapter creates that file 0600. This is a safety net for
+	// a database made some other way: the folder is 0700 already, but a
+	// session's keys deserve 0600 as well.
 	if err := chmodFiles(src, 0o600); err != nil {
 		return "", fmt.Errorf("promote %s: %w", jid, err)
 	}

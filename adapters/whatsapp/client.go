@@ -213,12 +213,15 @@ func (c *Client) SendText(ctx context.Context, to, text string) (domain.SentMess
 	}
 	resp, err := c.wa.SendMessage(ctx, jid, &waE2E.Message{Conversation: &text})
 	if err != nil {
-		return domain.SentMessage{}, sendError(err)
+		return domain.SentMessage{}, sendError(err, "acknowledge the message")
 	}
 	return domain.SentMessage{ID: resp.ID, Timestamp: resp.Timestamp}, nil
 }
 
-func sendError(err error) error {
+// sendError maps a failed send, or a failed question before it, to a
+// domain error; what says what WhatsApp did not do ("acknowledge the
+// message").
+func sendError(err error, what string) error {
 	switch {
 	case errors.Is(err, whatsmeow.ErrRecipientADJID), errors.Is(err, whatsmeow.ErrUnknownServer),
 		errors.Is(err, whatsmeow.ErrBroadcastListUnsupported):
@@ -227,11 +230,11 @@ func sendError(err error) error {
 		return domain.Wrap(domain.ECONFLICT, err, "the session is not connected")
 	case errors.Is(err, whatsmeow.ErrMessageTimedOut), errors.Is(err, whatsmeow.ErrIQTimedOut),
 		errors.Is(err, context.DeadlineExceeded):
-		return domain.Wrap(domain.ETIMEOUT, err, "WhatsApp did not acknowledge the message in time")
+		return domain.Wrap(domain.ETIMEOUT, err, "WhatsApp did not "+what+" in time")
 	case errors.Is(err, context.Canceled):
 		return err
 	default:
-		return domain.Wrap(domain.EUNAVAILABLE, err, "WhatsApp did not accept the message")
+		return domain.Wrap(domain.EUNAVAILABLE, err, "WhatsApp did not "+what)
 	}
 }
 

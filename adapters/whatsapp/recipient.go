@@ -2,7 +2,6 @@ package whatsapp
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -48,7 +47,7 @@ func (c *Client) resolve(ctx context.Context, to types.JID) (types.JID, error) {
 	if !ok || now.After(r.until) {
 		answers, err := c.wa.IsOnWhatsApp(ctx, []string{"+" + to.User})
 		if err != nil {
-			return types.JID{}, lookupError(err)
+			return types.JID{}, sendError(err, "say whether the number is on WhatsApp")
 		}
 		r = recipient{until: now.Add(offWhatsAppFor)}
 		for _, a := range answers {
@@ -68,12 +67,4 @@ func (c *Client) resolve(ctx context.Context, to types.JID) (types.JID, error) {
 		return types.JID{}, domain.Errorf(domain.ENOTFOUND, "+%s is not on WhatsApp", to.User)
 	}
 	return r.jid, nil
-}
-
-// lookupError words a failed "is it on WhatsApp" question as sending would.
-func lookupError(err error) error {
-	if errors.Is(err, context.Canceled) {
-		return err
-	}
-	return sendError(err)
 }

@@ -136,13 +136,6 @@ func (w *WhatsApp) open(ctx context.Context, path string, events func(domain.Eve
 		_ = container.Close()
 		return nil, fmt.Errorf("prepare session database: %w", err)
 	}
-	// WAL mode has made the -wal and -shm files by now; the session keys
-	// pass through them too.
-	for _, suffix := range []string{"-wal", "-shm"} {
-		if err := os.Chmod(path+suffix, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
-			log.Warn("restricting session database file", "err", err)
-		}
-	}
 	dev, err := container.GetFirstDevice(ctx)
 	if err != nil {
 		_ = container.Close()

@@ -203,17 +203,18 @@ func TestQRPairingThenRestore(t *testing.T) {
 	if id.Phone != alice.Phone || id.Platform == "" {
 		t.Errorf("identity %+v, want phone %s and a platform", id, alice.Phone)
 	}
+	c, rec := e.connect(path)
+	// While the session is open its WAL files exist, and SQLite gives them
+	// the database's mode.
 	for _, name := range []string{path, path + "-wal", path + "-shm"} {
 		fi, err := os.Stat(name)
 		if err != nil {
-			continue // WAL files are gone after a clean close
+			t.Fatalf("session file: %v", err)
 		}
 		if mode := fi.Mode().Perm(); mode != 0o600 {
 			t.Errorf("%s has mode %o, want 600", filepath.Base(name), mode)
 		}
 	}
-
-	c, rec := e.connect(path)
 	got, ok := c.Identity()
 	if !ok || got.JID != id.JID {
 		t.Errorf("restored identity %+v, %v; want JID %s", got, ok, id.JID)

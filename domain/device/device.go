@@ -145,14 +145,6 @@ func (d *device) waitFor(ctx context.Context, ok func(view) bool) (view, error) 
 	}
 }
 
-// setClientLocked makes c the device's client and returns the generation
-// its events must carry. d.mu must be held.
-func (d *device) setClientLocked(c ports.Client) uint64 {
-	d.client = c
-	d.gen++
-	return d.gen
-}
-
 // open opens a client on the session database at path, closing the
 // current one first, so that a device never has two. Its events are queued
 // for the device's event loop, tagged with the client's generation. A

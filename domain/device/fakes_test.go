@@ -623,6 +623,9 @@ func wantCode(t *testing.T, err error, code string) {
 	}
 }
 
-var errBoom = errors.New("boom")
+var (
+	errBoom        = errors.New("boom") // a fault in the adapter itself
+	errUnreachable = domain.Errorf(domain.EUNAVAILABLE, "could not reach WhatsApp")
+)
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -2,6 +2,7 @@ package device
 
 import (
 	"context"
+	"errors"
 	"unicode/utf8"
 
 	"github.com/gowa-dev/gowa/domain"
@@ -35,8 +36,15 @@ func (s *Service) Send(ctx context.Context, id, to, text string) (domain.SentMes
 		// Coming back after a restart or a dropped connection: worth a
 		// short wait rather than a refusal.
 		wctx, cancel := context.WithTimeout(ctx, s.cfg.SendWait)
-		v, _ = d.waitFor(wctx, func(v view) bool { return v.state != domain.StateConnecting })
+		v, err = d.waitFor(wctx, func(v view) bool { return v.state != domain.StateConnecting })
 		cancel()
+		switch {
+		case errors.Is(err, errShutdown):
+			return domain.SentMessage{}, d.id, domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
+		case err != nil && ctx.Err() != nil:
+			return domain.SentMessage{}, d.id, ctx.Err() // the caller gave up
+		}
+		// SendWait ran out: not connected, said below.
 	}
 	if v.state != domain.StateConnected || v.client == nil {
 		return domain.SentMessage{}, d.id, domain.Errorf(domain.ECONFLICT, "device %s is not connected (state %s)", d.id, v.state)

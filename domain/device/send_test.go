@@ -3,6 +3,7 @@ package device
 import (
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/gowa-dev/gowa/domain"
@@ -84,27 +85,25 @@ func TestSendErrors(t *testing.T) {
 // A send to a device that is reconnecting waits for it instead of failing.
 func TestSendWaitsForAReconnectingDevice(t *testing.T) {
 	t.Parallel()
-	h := startedHarness(t)
-	c := h.link("a", jid1)
-	c.emit(domain.Disconnected{})
-	h.waitState("a", domain.StateConnecting)
-	sent := make(chan error, 1)
-	go func() {
-		_, _, err := h.svc.Send(t.Context(), "a", "628111111111", "hi")
-		sent <- err
-	}()
-	select {
-	case err := <-sent:
-		t.Fatalf("Send returned while the device was still connecting: %v", err)
-	case <-time.After(50 * time.Millisecond):
-	}
-	c.emit(domain.Connected{})
-	select {
-	case err := <-sent:
-		if err != nil {
+	synctest.Test(t, func(t *testing.T) {
+		h := startedHarness(t)
+		c := h.link("a", jid1)
+		c.emit(domain.Disconnected{})
+		h.waitState("a", domain.StateConnecting)
+		sent := make(chan error, 1)
+		go func() {
+			_, _, err := h.svc.Send(t.Context(), "a", "628111111111", "hi")
+			sent <- err
+		}()
+		synctest.Wait() // Send is blocked now, or it has answered
+		select {
+		case err := <-sent:
+			t.Fatalf("Send returned while the device was still connecting: %v", err)
+		default:
+		}
+		c.emit(domain.Connected{})
+		if err := <-sent; err != nil {
 			t.Fatalf("Send after the device came back: %v", err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Send still waiting after the device connected")
-	}
+	})
 }

@@ -106,7 +106,7 @@ func TestDeleteUnlinksBestEffort(t *testing.T) {
 	t.Parallel()
 	h := startedHarness(t)
 	h.link("d", jid1)
-	h.wa.logoutErr = errBoom
+	h.wa.logoutErr = errUnreachable
 	warning, err := h.svc.Delete(t.Context(), "d")
 	if err != nil {
 		t.Fatal(err)

@@ -110,7 +110,11 @@ func (d *device) unlinkLocked(ctx context.Context) error {
 	}
 	c := d.snapshot().client
 	if err := c.Logout(ctx); err != nil {
-		if domain.ErrorCode(err) != domain.ECONFLICT {
+		switch domain.ErrorCode(err) {
+		case domain.ECONFLICT:
+		case domain.EINTERNAL:
+			return err // a fault here, not WhatsApp's
+		default:
 			return domain.Wrap(domain.EUNAVAILABLE, err, "WhatsApp did not confirm the logout; the session is kept")
 		}
 		d.svc.log.Warn("logout found no session on WhatsApp; deleting it here", "device_id", d.id, "err", err)

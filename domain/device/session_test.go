@@ -165,7 +165,7 @@ func TestLogoutWhatsAppUnreachableKeepsSession(t *testing.T) {
 	t.Parallel()
 	h := startedHarness(t)
 	h.link("d", jid1)
-	h.wa.logoutErr = errBoom
+	h.wa.logoutErr = errUnreachable
 	_, err := h.svc.Logout(t.Context(), "d")
 	wantCode(t, err, domain.EUNAVAILABLE)
 	if st := h.status("d"); !st.LoggedIn {
@@ -173,6 +173,19 @@ func TestLogoutWhatsAppUnreachableKeepsSession(t *testing.T) {
 	}
 	if !h.disk.has(h.disk.Path(jid1)) {
 		t.Error("session files deleted")
+	}
+}
+
+// A fault in the adapter itself is not reported as WhatsApp being away.
+func TestLogoutInternalFaultStaysInternal(t *testing.T) {
+	t.Parallel()
+	h := startedHarness(t)
+	h.link("d", jid1)
+	h.wa.logoutErr = errBoom
+	_, err := h.svc.Logout(t.Context(), "d")
+	wantCode(t, err, domain.EINTERNAL)
+	if st := h.status("d"); !st.LoggedIn {
+		t.Errorf("session dropped after a failed logout: %+v", st)
 	}
 }
 
