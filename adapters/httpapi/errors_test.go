@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/gowa-dev/gowa/adapters/httpapi"
+	"github.com/gowa-dev/gowa/adapters/httpapi/middleware"
 	"github.com/gowa-dev/gowa/domain"
 )
 
@@ -62,6 +63,7 @@ func TestRoutingErrorsAndPanicsAreEnvelopes(t *testing.T) {
 		Devices: oneDevice{},
 		Logger:  slog.New(slog.NewJSONHandler(&logs, nil)),
 		Ready:   func() bool { return true },
+		Metrics: middleware.NewMetrics(nil),
 	})
 	for _, tc := range []struct {
 		method, path string
@@ -80,5 +82,11 @@ func TestRoutingErrorsAndPanicsAreEnvelopes(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "a handler bug") {
 		t.Errorf("the panic was not logged:\n%s", logs.String())
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	panicked := `gowa_http_requests_total{method="GET",route="/devices/{device_id}/status",status="500"} 1`
+	if !strings.Contains(w.Body.String(), panicked) {
+		t.Errorf("the panicked request is not counted as a 500:\n%s", w.Body)
 	}
 }

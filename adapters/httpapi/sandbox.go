@@ -147,11 +147,13 @@ func (s *server) SandboxNetworkFault(ctx context.Context, req api.SandboxNetwork
 	if req.Body.Drop != nil {
 		fault.Drop = *req.Body.Drop
 	}
-	if req.Body.RefuseSeconds != nil {
-		fault.Refuse = time.Duration(*req.Body.RefuseSeconds) * time.Second
-		if fault.Refuse < 0 || fault.Refuse > maxRefuse {
+	if secs := req.Body.RefuseSeconds; secs != nil {
+		// Checked before converting: a huge number would overflow into a
+		// short, valid-looking duration.
+		if *secs < 0 || *secs > int(maxRefuse/time.Second) {
 			return nil, invalid("refuse_seconds", "must be between 0 and 3600")
 		}
+		fault.Refuse = time.Duration(*secs) * time.Second
 	}
 	n, err := sb.Disrupt(ctx, fault)
 	if err != nil {

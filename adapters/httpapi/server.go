@@ -46,9 +46,6 @@ func NewHandler(cfg Config) http.Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.MaxBody == 0 {
-		cfg.MaxBody = 1 << 20
-	}
 	if cfg.Clock == nil {
 		cfg.Clock = timeNow{}
 	}
@@ -69,10 +66,10 @@ func NewHandler(cfg Config) http.Handler {
 	r.Use(middleware.RequestID())
 	r.Use(middleware.ClientIP(cfg.Proxies))
 	r.Use(middleware.AccessLog(log))
-	r.Use(middleware.Recoverer(log))
 	if cfg.Metrics != nil {
 		r.Use(cfg.Metrics.Middleware)
 	}
+	r.Use(middleware.Recoverer(log))
 	r.Use(middleware.MaxBody(cfg.MaxBody))
 	if cfg.Throttle != nil {
 		r.Use(public(cfg.Throttle.Middleware))

@@ -52,6 +52,8 @@ func TestBadInputGetsClear4xx(t *testing.T) {
 		{"wrong method", "PUT", "/devices", "", nil, 405},
 		{"sandbox unknown phone", "GET", "/sandbox/phones/628999999999/messages", "", nil, 404},
 		{"sandbox scan garbage", "POST", "/sandbox/phones/" + alice + "/scan", `{"qr":"garbage"}`, nil, 400},
+		{"sandbox refusal overflowing a duration", "POST", "/sandbox/network", `{"refuse_seconds":18446744074}`, nil, 400},
+		{"sandbox negative refusal", "POST", "/sandbox/network", `{"refuse_seconds":-1}`, nil, 400},
 		{"sandbox bad code", "POST", "/sandbox/phones/" + alice + "/link-code", `{"code":"AAAA-AAAA"}`, nil, 409},
 	}
 	for _, c := range cases {

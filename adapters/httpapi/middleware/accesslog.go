@@ -28,11 +28,8 @@ func AccessLog(logger *slog.Logger) func(http.Handler) http.Handler {
 			defer func() {
 				// Deferred, so that a request whose handler aborts with a
 				// panic is logged too (as the panic unwinds).
-				status := rec.Status()
-				if status == 0 {
-					status = http.StatusOK // nothing written: net/http sends 200
-				}
-				route, rctx := routeOf(r)
+				status := rec.finalStatus()
+				route, rctx := rec.routeFor(r)
 				attrs := []slog.Attr{
 					slog.String("method", r.Method),
 					slog.String("path", r.URL.Path),

@@ -335,6 +335,13 @@ func TestAuthRotationUnderLoad(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+	// The last file (i = 49) named only b: the swaps ended on that set.
+	if got := try(h, "b", "pass-b").Code; got != 200 {
+		t.Errorf("the last set's credentials: %d", got)
+	}
+	if got := try(h, "a", "pass-a").Code; got != 401 {
+		t.Errorf("a rotated-away credential: %d", got)
+	}
 }
 
 // eventually polls cond until it holds or the deadline passes.

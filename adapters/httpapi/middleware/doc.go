@@ -6,7 +6,9 @@
 // Every answer it writes itself goes through package envelope, so clients
 // see the same JSON shape whether a handler or a middleware answered.
 //
-// A suggested order, outermost first: chi's RequestID, ClientIP, AccessLog,
-// Recoverer, Metrics, MaxBody, Throttle, Auth. ClientIP must run before
-// anything that calls ClientIPFrom (the access log, the throttle).
+// The order adapters/httpapi uses, outermost first: RequestID, ClientIP,
+// AccessLog, Metrics, Recoverer, MaxBody, Throttle, Auth. ClientIP must run
+// before anything that calls ClientIPFrom (the access log, the throttle),
+// and AccessLog and Metrics outside Recoverer, so that they see a panic's
+// 500.
 package middleware

@@ -85,20 +85,18 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 // Middleware counts and times requests by chi route pattern, never by raw
-// path, so the number of series stays bounded.
+// path, so the number of series stays bounded. Place it outside Recoverer,
+// so that a request whose handler panicked is counted with its 500.
 func (m *Metrics) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := record(w)
 		next.ServeHTTP(rec, r)
-		route, _ := routeOf(r)
+		route, _ := rec.routeFor(r)
 		if route == "" {
 			route = unmatchedRoute
 		}
-		status := rec.Status()
-		if status == 0 {
-			status = http.StatusOK
-		}
+		status := rec.finalStatus()
 		method := normalMethod(r.Method)
 		m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
 		m.duration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())

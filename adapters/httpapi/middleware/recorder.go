@@ -2,6 +2,8 @@ package middleware
 
 import (
 	"net/http"
+
+	"github.com/go-chi/chi/v5"
 )
 
 // recorder is the ResponseWriter that AccessLog and Metrics share: it
@@ -11,6 +13,11 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+
+	// The request's route, looked up once for both (see routeFor).
+	routed bool
+	route  string
+	rctx   *chi.Context
 }
 
 // record returns w as a recorder, reusing w when it already is one.
@@ -55,6 +62,24 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 // Status is the status sent so far: 200 once a body was written without an
 // explicit status, 0 when nothing was sent yet.
 func (r *recorder) Status() int { return r.status }
+
+// finalStatus is the status the client got once the handler returned: 200
+// when nothing was written, as net/http sends then.
+func (r *recorder) finalStatus() int {
+	if r.status == 0 {
+		return http.StatusOK
+	}
+	return r.status
+}
+
+// routeFor is routeOf(req), computed once per request.
+func (r *recorder) routeFor(req *http.Request) (string, *chi.Context) {
+	if !r.routed {
+		r.route, r.rctx = routeOf(req)
+		r.routed = true
+	}
+	return r.route, r.rctx
+}
 
 // wroteHeader tells whether the status line has gone out.
 func (r *recorder) wroteHeader() bool { return r.status != 0 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	chimw "github.com/go-chi/chi/v5/middleware"
 
 	"github.com/gowa-dev/gowa/adapters/httpapi/envelope"
 	"github.com/gowa-dev/gowa/adapters/httpapi/middleware"
@@ -42,11 +41,11 @@ func newStack(t *testing.T, creds, proxies string) *stack {
 	throttle := middleware.NewThrottle(3, time.Minute, nil)
 
 	r := chi.NewRouter()
-	r.Use(chimw.RequestID)
+	r.Use(middleware.RequestID())
 	r.Use(middleware.ClientIP(tp))
 	r.Use(middleware.AccessLog(log))
-	r.Use(middleware.Recoverer(log))
 	r.Use(metrics.Middleware)
+	r.Use(middleware.Recoverer(log))
 	r.Use(middleware.MaxBody(0))
 	r.Use(throttle.Middleware)
 	r.Use(auth.Middleware("gowa", func(r *http.Request) { throttle.Fail(middleware.ClientIPFrom(r.Context())) }))

@@ -73,7 +73,11 @@ func (t *Throttle) retryAfter(ip string) time.Duration {
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	list := t.liveLocked(t.fails[ip], now)
+	list, known := t.fails[ip]
+	if !known {
+		return 0 // the common case: a client that never failed
+	}
+	list = t.liveLocked(list, now)
 	if len(list) == 0 {
 		delete(t.fails, ip)
 		return 0
@@ -96,9 +100,10 @@ func (t *Throttle) liveLocked(list []time.Time, now time.Time) []time.Time {
 }
 
 // sweepLocked forgets IPs whose failures all left the window, at most once
-// a window.
+// a window. A full map is evictOldestLocked's to make room in: sweeping it
+// on every failure would cost a scan per request under a flood.
 func (t *Throttle) sweepLocked(now time.Time) {
-	if now.Sub(t.lastSweep) < t.window && len(t.fails) < maxThrottled {
+	if now.Sub(t.lastSweep) < t.window {
 		return
 	}
 	t.lastSweep = now
