@@ -120,7 +120,16 @@ func TestChaosShutdownUnderLoad(t *testing.T) {
 		}
 	}()
 
-	time.Sleep(time.Second)
+	// About a second of load: wait for the answers themselves, not the
+	// clock, so that a slow machine still has load to shut down under.
+	eventually(t, 30*time.Second, "200 answers before SIGTERM", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(outcomes) < 200 {
+			return fmt.Errorf("%d answers so far", len(outcomes))
+		}
+		return nil
+	})
 	if err := g.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

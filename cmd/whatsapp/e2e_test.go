@@ -390,7 +390,6 @@ func TestQRCodeRotates(t *testing.T) {
 	attempts := tg.connections().Attempts
 	var next api.LoginQR
 	eventually(t, 90*time.Second, func() bool {
-		time.Sleep(250 * time.Millisecond)
 		next = tg.loginQR("rotating")
 		return next.QrString != first.QrString
 	}, "a new QR code")
