@@ -1,9 +1,9 @@
-# gowa's tasks. Everything runs through the go command; nothing else needs
-# installing.
+# gowa's tasks. Everything but lint-api runs through the go command and
+# needs nothing else installed; lint-api needs node (>= 20.19) and npm.
 GO ?= go
 PKGS := ./...
 
-.PHONY: run sandbox build test check generate check-generate vet fmt tidy fuzz bench chaos clean
+.PHONY: run sandbox build test check generate check-generate lint-api vet fmt tidy fuzz bench chaos clean
 
 run: ## the gateway, on ./storages
 	$(GO) run ./cmd/whatsapp rest
@@ -38,6 +38,19 @@ check-generate: ## fail when api/ is stale
 	if ! cmp -s api/api.gen.go $$tmp/api.gen.go || ! cmp -s api/openapi.yaml $$tmp/openapi.yaml; then \
 		echo "api/ is stale: run 'make generate' and commit"; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
 
+# The OpenAPI linters, pinned in .ci/openapi/package-lock.json and installed
+# there once (again only when the pins change).
+API_LINT := .ci/openapi
+
+$(API_LINT)/node_modules/.installed: $(API_LINT)/package.json $(API_LINT)/package-lock.json
+	npm ci --prefix $(API_LINT) --no-audit --no-fund --loglevel=error
+	@touch $@
+
+lint-api: $(API_LINT)/node_modules/.installed ## openapi.yaml against Redocly's recommended rules and swagger-parser's validator
+	cd $(API_LINT) && REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true \
+		./node_modules/.bin/redocly lint --config redocly.yaml ../../openapi.yaml
+	node $(API_LINT)/validate.mjs openapi.yaml
+
 fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	@for pkg in $$($(GO) list ./...); do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
@@ -51,4 +64,4 @@ chaos: ## the fault-injection suite against the real binary, full sizes (go test
 	CHAOS=full $(GO) test -count=1 -timeout 30m -run 'Chaos' ./cmd/chaos/...
 
 clean:
-	rm -rf bin
+	rm -rf bin $(API_LINT)/node_modules

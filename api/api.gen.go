@@ -98,8 +98,10 @@ type Device struct {
 	LastError *string `json:"last_error"`
 
 	// LoggedIn A linked session exists.
-	LoggedIn bool         `json:"logged_in"`
-	Pairing  *PairingInfo `json:"pairing"`
+	LoggedIn bool `json:"logged_in"`
+
+	// Pairing The pairing under way, or null when there is none.
+	Pairing *PairingInfo `json:"pairing"`
 
 	// Phone Example: 628123456789
 	Phone *string `json:"phone"`
@@ -250,7 +252,7 @@ type LoginQREnvelope struct {
 	Message string `json:"message"`
 }
 
-// PairingInfo defines model for PairingInfo.
+// PairingInfo The pairing under way, or null when there is none.
 type PairingInfo struct {
 	// ExpiresAt When the current code stops being valid.
 	ExpiresAt time.Time         `json:"expires_at"`
@@ -444,7 +446,7 @@ type SendMessageEnvelope struct {
 
 // SendMessageRequest defines model for SendMessageRequest.
 type SendMessageRequest struct {
-	// Message The text
+	// Message The text, 1 to 65536 characters.
 	//
 	// Example: Hello
 	Message string `json:"message"`
@@ -471,8 +473,41 @@ type DeviceID = string
 // Phone Example: 628123456789
 type Phone = string
 
-// Error defines model for Error.
-type Error = ErrorEnvelope
+// BadRequest defines model for BadRequest.
+type BadRequest = ErrorEnvelope
+
+// Conflict defines model for Conflict.
+type Conflict = ErrorEnvelope
+
+// Forbidden defines model for Forbidden.
+type Forbidden = ErrorEnvelope
+
+// GatewayTimeout defines model for GatewayTimeout.
+type GatewayTimeout = ErrorEnvelope
+
+// HeadersTooLarge defines model for HeadersTooLarge.
+type HeadersTooLarge = ErrorEnvelope
+
+// InternalError defines model for InternalError.
+type InternalError = ErrorEnvelope
+
+// NotFound defines model for NotFound.
+type NotFound = ErrorEnvelope
+
+// PayloadTooLarge defines model for PayloadTooLarge.
+type PayloadTooLarge = ErrorEnvelope
+
+// TooManyRequests defines model for TooManyRequests.
+type TooManyRequests = ErrorEnvelope
+
+// Unauthorized defines model for Unauthorized.
+type Unauthorized = ErrorEnvelope
+
+// Unavailable defines model for Unavailable.
+type Unavailable = ErrorEnvelope
+
+// UnsupportedMediaType defines model for UnsupportedMediaType.
+type UnsupportedMediaType = ErrorEnvelope
 
 // LoginCodeParams defines parameters for LoginCode.
 type LoginCodeParams struct {
@@ -2566,7 +2601,15 @@ type ListDevicesResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *DeviceListEnvelope
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -2575,8 +2618,28 @@ func (r ListDevicesResponse) GetJSON200() *DeviceListEnvelope {
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r ListDevicesResponse) GetJSON401() *Error {
+func (r ListDevicesResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r ListDevicesResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r ListDevicesResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r ListDevicesResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r ListDevicesResponse) GetJSON500() *InternalError {
+	return r.JSON500
 }
 
 // GetBody returns the raw response body bytes
@@ -2614,11 +2677,25 @@ type CreateDeviceResponse struct {
 	// JSON201 the response for an HTTP 201 `application/json` response
 	JSON201 *DeviceEnvelope
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
@@ -2627,18 +2704,53 @@ func (r CreateDeviceResponse) GetJSON201() *DeviceEnvelope {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r CreateDeviceResponse) GetJSON400() *Error {
+func (r CreateDeviceResponse) GetJSON400() *BadRequest {
 	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r CreateDeviceResponse) GetJSON401() *Error {
+func (r CreateDeviceResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r CreateDeviceResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r CreateDeviceResponse) GetJSON409() *Error {
+func (r CreateDeviceResponse) GetJSON409() *Conflict {
 	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r CreateDeviceResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r CreateDeviceResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r CreateDeviceResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r CreateDeviceResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r CreateDeviceResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r CreateDeviceResponse) GetJSON503() *Unavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -2675,12 +2787,24 @@ type DeleteDeviceResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *EmptyEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 	// JSON503 the response for an HTTP 503 `application/json` response
-	JSON503 *Error
+	JSON503 *Unavailable
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *GatewayTimeout
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -2688,19 +2812,49 @@ func (r DeleteDeviceResponse) GetJSON200() *EmptyEnvelope {
 	return r.JSON200
 }
 
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r DeleteDeviceResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r DeleteDeviceResponse) GetJSON401() *Error {
+func (r DeleteDeviceResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r DeleteDeviceResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r DeleteDeviceResponse) GetJSON404() *Error {
+func (r DeleteDeviceResponse) GetJSON404() *NotFound {
 	return r.JSON404
 }
 
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r DeleteDeviceResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r DeleteDeviceResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r DeleteDeviceResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
-func (r DeleteDeviceResponse) GetJSON503() *Error {
+func (r DeleteDeviceResponse) GetJSON503() *Unavailable {
 	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r DeleteDeviceResponse) GetJSON504() *GatewayTimeout {
+	return r.JSON504
 }
 
 // GetBody returns the raw response body bytes
@@ -2737,10 +2891,20 @@ type GetDeviceResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *DeviceEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -2748,14 +2912,39 @@ func (r GetDeviceResponse) GetJSON200() *DeviceEnvelope {
 	return r.JSON200
 }
 
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetDeviceResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r GetDeviceResponse) GetJSON401() *Error {
+func (r GetDeviceResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetDeviceResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r GetDeviceResponse) GetJSON404() *Error {
+func (r GetDeviceResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetDeviceResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r GetDeviceResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetDeviceResponse) GetJSON500() *InternalError {
+	return r.JSON500
 }
 
 // GetBody returns the raw response body bytes
@@ -2793,13 +2982,25 @@ type LoginQRResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *LoginQREnvelope
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *Conflict
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 	// JSON503 the response for an HTTP 503 `application/json` response
-	JSON503 *Error
+	JSON503 *Unavailable
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *GatewayTimeout
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -2808,23 +3009,53 @@ func (r LoginQRResponse) GetJSON200() *LoginQREnvelope {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r LoginQRResponse) GetJSON400() *Error {
+func (r LoginQRResponse) GetJSON400() *BadRequest {
 	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r LoginQRResponse) GetJSON401() *Error {
+func (r LoginQRResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r LoginQRResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r LoginQRResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r LoginQRResponse) GetJSON409() *Error {
+func (r LoginQRResponse) GetJSON409() *Conflict {
 	return r.JSON409
 }
 
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r LoginQRResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r LoginQRResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r LoginQRResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
-func (r LoginQRResponse) GetJSON503() *Error {
+func (r LoginQRResponse) GetJSON503() *Unavailable {
 	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r LoginQRResponse) GetJSON504() *GatewayTimeout {
+	return r.JSON504
 }
 
 // GetBody returns the raw response body bytes
@@ -2862,13 +3093,29 @@ type LoginCodeResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *LoginCodeEnvelope
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 	// JSON503 the response for an HTTP 503 `application/json` response
-	JSON503 *Error
+	JSON503 *Unavailable
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *GatewayTimeout
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -2877,23 +3124,63 @@ func (r LoginCodeResponse) GetJSON200() *LoginCodeEnvelope {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r LoginCodeResponse) GetJSON400() *Error {
+func (r LoginCodeResponse) GetJSON400() *BadRequest {
 	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r LoginCodeResponse) GetJSON401() *Error {
+func (r LoginCodeResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r LoginCodeResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r LoginCodeResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r LoginCodeResponse) GetJSON409() *Error {
+func (r LoginCodeResponse) GetJSON409() *Conflict {
 	return r.JSON409
 }
 
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r LoginCodeResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r LoginCodeResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r LoginCodeResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r LoginCodeResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r LoginCodeResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
-func (r LoginCodeResponse) GetJSON503() *Error {
+func (r LoginCodeResponse) GetJSON503() *Unavailable {
 	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r LoginCodeResponse) GetJSON504() *GatewayTimeout {
+	return r.JSON504
 }
 
 // GetBody returns the raw response body bytes
@@ -2930,14 +3217,26 @@ type LogoutDeviceResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *DeviceEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *Conflict
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 	// JSON503 the response for an HTTP 503 `application/json` response
-	JSON503 *Error
+	JSON503 *Unavailable
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *GatewayTimeout
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -2945,24 +3244,54 @@ func (r LogoutDeviceResponse) GetJSON200() *DeviceEnvelope {
 	return r.JSON200
 }
 
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r LogoutDeviceResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r LogoutDeviceResponse) GetJSON401() *Error {
+func (r LogoutDeviceResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r LogoutDeviceResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r LogoutDeviceResponse) GetJSON404() *Error {
+func (r LogoutDeviceResponse) GetJSON404() *NotFound {
 	return r.JSON404
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r LogoutDeviceResponse) GetJSON409() *Error {
+func (r LogoutDeviceResponse) GetJSON409() *Conflict {
 	return r.JSON409
 }
 
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r LogoutDeviceResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r LogoutDeviceResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r LogoutDeviceResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
-func (r LogoutDeviceResponse) GetJSON503() *Error {
+func (r LogoutDeviceResponse) GetJSON503() *Unavailable {
 	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r LogoutDeviceResponse) GetJSON504() *GatewayTimeout {
+	return r.JSON504
 }
 
 // GetBody returns the raw response body bytes
@@ -2999,12 +3328,24 @@ type ReconnectDeviceResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *DeviceEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *Conflict
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3012,19 +3353,49 @@ func (r ReconnectDeviceResponse) GetJSON200() *DeviceEnvelope {
 	return r.JSON200
 }
 
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r ReconnectDeviceResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r ReconnectDeviceResponse) GetJSON401() *Error {
+func (r ReconnectDeviceResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r ReconnectDeviceResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r ReconnectDeviceResponse) GetJSON404() *Error {
+func (r ReconnectDeviceResponse) GetJSON404() *NotFound {
 	return r.JSON404
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r ReconnectDeviceResponse) GetJSON409() *Error {
+func (r ReconnectDeviceResponse) GetJSON409() *Conflict {
 	return r.JSON409
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r ReconnectDeviceResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r ReconnectDeviceResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r ReconnectDeviceResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ReconnectDeviceResponse) GetJSON503() *Unavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3061,10 +3432,20 @@ type GetDeviceStatusResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *DeviceEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3072,14 +3453,39 @@ func (r GetDeviceStatusResponse) GetJSON200() *DeviceEnvelope {
 	return r.JSON200
 }
 
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetDeviceStatusResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r GetDeviceStatusResponse) GetJSON401() *Error {
+func (r GetDeviceStatusResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetDeviceStatusResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r GetDeviceStatusResponse) GetJSON404() *Error {
+func (r GetDeviceStatusResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetDeviceStatusResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r GetDeviceStatusResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetDeviceStatusResponse) GetJSON500() *InternalError {
+	return r.JSON500
 }
 
 // GetBody returns the raw response body bytes
@@ -3116,11 +3522,32 @@ type GetHealthResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *HealthEnvelope
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r GetHealthResponse) GetJSON200() *HealthEnvelope {
 	return r.JSON200
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetHealthResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r GetHealthResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetHealthResponse) GetJSON500() *InternalError {
+	return r.JSON500
 }
 
 // GetBody returns the raw response body bytes
@@ -3156,12 +3583,47 @@ type GetMetricsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r GetMetricsResponse) GetJSON401() *Error {
+func (r GetMetricsResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetMetricsResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetMetricsResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetMetricsResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r GetMetricsResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetMetricsResponse) GetJSON500() *InternalError {
+	return r.JSON500
 }
 
 // GetBody returns the raw response body bytes
@@ -3199,7 +3661,15 @@ type GetOpenAPIResponse struct {
 	// YAML200 the response for an HTTP 200 `application/yaml` response
 	YAML200 *string
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 }
 
 // GetYAML200 returns the response for an HTTP 200 `application/yaml` response
@@ -3208,8 +3678,28 @@ func (r GetOpenAPIResponse) GetYAML200() *string {
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r GetOpenAPIResponse) GetJSON401() *Error {
+func (r GetOpenAPIResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetOpenAPIResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetOpenAPIResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r GetOpenAPIResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetOpenAPIResponse) GetJSON500() *InternalError {
+	return r.JSON500
 }
 
 // GetBody returns the raw response body bytes
@@ -3246,8 +3736,14 @@ type GetReadyResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *HealthEnvelope
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 	// JSON503 the response for an HTTP 503 `application/json` response
-	JSON503 *Error
+	JSON503 *Unavailable
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3255,8 +3751,23 @@ func (r GetReadyResponse) GetJSON200() *HealthEnvelope {
 	return r.JSON200
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetReadyResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r GetReadyResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetReadyResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
-func (r GetReadyResponse) GetJSON503() *Error {
+func (r GetReadyResponse) GetJSON503() *Unavailable {
 	return r.JSON503
 }
 
@@ -3295,9 +3806,17 @@ type SandboxConnectionsResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *SandboxConnectionsEnvelope
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3306,13 +3825,33 @@ func (r SandboxConnectionsResponse) GetJSON200() *SandboxConnectionsEnvelope {
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r SandboxConnectionsResponse) GetJSON401() *Error {
+func (r SandboxConnectionsResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SandboxConnectionsResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r SandboxConnectionsResponse) GetJSON404() *Error {
+func (r SandboxConnectionsResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SandboxConnectionsResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r SandboxConnectionsResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SandboxConnectionsResponse) GetJSON500() *InternalError {
+	return r.JSON500
 }
 
 // GetBody returns the raw response body bytes
@@ -3350,11 +3889,23 @@ type SandboxNetworkFaultResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *SandboxNetworkFaultEnvelope
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3363,18 +3914,48 @@ func (r SandboxNetworkFaultResponse) GetJSON200() *SandboxNetworkFaultEnvelope {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r SandboxNetworkFaultResponse) GetJSON400() *Error {
+func (r SandboxNetworkFaultResponse) GetJSON400() *BadRequest {
 	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r SandboxNetworkFaultResponse) GetJSON401() *Error {
+func (r SandboxNetworkFaultResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SandboxNetworkFaultResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r SandboxNetworkFaultResponse) GetJSON404() *Error {
+func (r SandboxNetworkFaultResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SandboxNetworkFaultResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r SandboxNetworkFaultResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SandboxNetworkFaultResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r SandboxNetworkFaultResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SandboxNetworkFaultResponse) GetJSON500() *InternalError {
+	return r.JSON500
 }
 
 // GetBody returns the raw response body bytes
@@ -3412,11 +3993,23 @@ type SandboxCreatePhoneResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *SandboxPhoneEnvelope
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3425,18 +4018,48 @@ func (r SandboxCreatePhoneResponse) GetJSON200() *SandboxPhoneEnvelope {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r SandboxCreatePhoneResponse) GetJSON400() *Error {
+func (r SandboxCreatePhoneResponse) GetJSON400() *BadRequest {
 	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r SandboxCreatePhoneResponse) GetJSON401() *Error {
+func (r SandboxCreatePhoneResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SandboxCreatePhoneResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r SandboxCreatePhoneResponse) GetJSON404() *Error {
+func (r SandboxCreatePhoneResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SandboxCreatePhoneResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r SandboxCreatePhoneResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SandboxCreatePhoneResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r SandboxCreatePhoneResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SandboxCreatePhoneResponse) GetJSON500() *InternalError {
+	return r.JSON500
 }
 
 // GetBody returns the raw response body bytes
@@ -3473,10 +4096,20 @@ type SandboxListDevicesResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *SandboxDeviceListEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3484,14 +4117,39 @@ func (r SandboxListDevicesResponse) GetJSON200() *SandboxDeviceListEnvelope {
 	return r.JSON200
 }
 
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r SandboxListDevicesResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r SandboxListDevicesResponse) GetJSON401() *Error {
+func (r SandboxListDevicesResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SandboxListDevicesResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r SandboxListDevicesResponse) GetJSON404() *Error {
+func (r SandboxListDevicesResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SandboxListDevicesResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r SandboxListDevicesResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SandboxListDevicesResponse) GetJSON500() *InternalError {
+	return r.JSON500
 }
 
 // GetBody returns the raw response body bytes
@@ -3528,10 +4186,20 @@ type SandboxRemoveDeviceResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *EmptyEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3539,14 +4207,39 @@ func (r SandboxRemoveDeviceResponse) GetJSON200() *EmptyEnvelope {
 	return r.JSON200
 }
 
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r SandboxRemoveDeviceResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r SandboxRemoveDeviceResponse) GetJSON401() *Error {
+func (r SandboxRemoveDeviceResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SandboxRemoveDeviceResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r SandboxRemoveDeviceResponse) GetJSON404() *Error {
+func (r SandboxRemoveDeviceResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SandboxRemoveDeviceResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r SandboxRemoveDeviceResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SandboxRemoveDeviceResponse) GetJSON500() *InternalError {
+	return r.JSON500
 }
 
 // GetBody returns the raw response body bytes
@@ -3584,13 +4277,27 @@ type SandboxLinkCodeResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *SandboxLinkEnvelope
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *GatewayTimeout
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3599,23 +4306,58 @@ func (r SandboxLinkCodeResponse) GetJSON200() *SandboxLinkEnvelope {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r SandboxLinkCodeResponse) GetJSON400() *Error {
+func (r SandboxLinkCodeResponse) GetJSON400() *BadRequest {
 	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r SandboxLinkCodeResponse) GetJSON401() *Error {
+func (r SandboxLinkCodeResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SandboxLinkCodeResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r SandboxLinkCodeResponse) GetJSON404() *Error {
+func (r SandboxLinkCodeResponse) GetJSON404() *NotFound {
 	return r.JSON404
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r SandboxLinkCodeResponse) GetJSON409() *Error {
+func (r SandboxLinkCodeResponse) GetJSON409() *Conflict {
 	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SandboxLinkCodeResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r SandboxLinkCodeResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SandboxLinkCodeResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r SandboxLinkCodeResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SandboxLinkCodeResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r SandboxLinkCodeResponse) GetJSON504() *GatewayTimeout {
+	return r.JSON504
 }
 
 // GetBody returns the raw response body bytes
@@ -3652,10 +4394,20 @@ type SandboxListMessagesResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *SandboxMessageListEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3663,14 +4415,39 @@ func (r SandboxListMessagesResponse) GetJSON200() *SandboxMessageListEnvelope {
 	return r.JSON200
 }
 
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r SandboxListMessagesResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r SandboxListMessagesResponse) GetJSON401() *Error {
+func (r SandboxListMessagesResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SandboxListMessagesResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r SandboxListMessagesResponse) GetJSON404() *Error {
+func (r SandboxListMessagesResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SandboxListMessagesResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r SandboxListMessagesResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SandboxListMessagesResponse) GetJSON500() *InternalError {
+	return r.JSON500
 }
 
 // GetBody returns the raw response body bytes
@@ -3708,13 +4485,27 @@ type SandboxScanResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *SandboxLinkEnvelope
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *GatewayTimeout
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3723,23 +4514,58 @@ func (r SandboxScanResponse) GetJSON200() *SandboxLinkEnvelope {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r SandboxScanResponse) GetJSON400() *Error {
+func (r SandboxScanResponse) GetJSON400() *BadRequest {
 	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r SandboxScanResponse) GetJSON401() *Error {
+func (r SandboxScanResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SandboxScanResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r SandboxScanResponse) GetJSON404() *Error {
+func (r SandboxScanResponse) GetJSON404() *NotFound {
 	return r.JSON404
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r SandboxScanResponse) GetJSON409() *Error {
+func (r SandboxScanResponse) GetJSON409() *Conflict {
 	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SandboxScanResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r SandboxScanResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SandboxScanResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r SandboxScanResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SandboxScanResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r SandboxScanResponse) GetJSON504() *GatewayTimeout {
+	return r.JSON504
 }
 
 // GetBody returns the raw response body bytes
@@ -3777,15 +4603,29 @@ type SendMessageResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *SendMessageEnvelope
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
 	// JSON503 the response for an HTTP 503 `application/json` response
-	JSON503 *Error
+	JSON503 *Unavailable
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *GatewayTimeout
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3794,28 +4634,63 @@ func (r SendMessageResponse) GetJSON200() *SendMessageEnvelope {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r SendMessageResponse) GetJSON400() *Error {
+func (r SendMessageResponse) GetJSON400() *BadRequest {
 	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r SendMessageResponse) GetJSON401() *Error {
+func (r SendMessageResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SendMessageResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r SendMessageResponse) GetJSON404() *Error {
+func (r SendMessageResponse) GetJSON404() *NotFound {
 	return r.JSON404
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r SendMessageResponse) GetJSON409() *Error {
+func (r SendMessageResponse) GetJSON409() *Conflict {
 	return r.JSON409
 }
 
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SendMessageResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r SendMessageResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SendMessageResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r SendMessageResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SendMessageResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
-func (r SendMessageResponse) GetJSON503() *Error {
+func (r SendMessageResponse) GetJSON503() *Unavailable {
 	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r SendMessageResponse) GetJSON504() *GatewayTimeout {
+	return r.JSON504
 }
 
 // GetBody returns the raw response body bytes
@@ -4338,11 +5213,39 @@ func ParseListDevicesResponse(rsp *http.Response) (*ListDevicesResponse, error) 
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
 
 	}
 
@@ -4371,25 +5274,74 @@ func ParseCreateDeviceResponse(rsp *http.Response) (*CreateDeviceResponse, error
 		response.JSON201 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest BadRequest
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest Conflict
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -4417,26 +5369,68 @@ func ParseDeleteDeviceResponse(rsp *http.Response) (*DeleteDeviceResponse, error
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Error
+		var dest Unavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
 
 	}
 
@@ -4464,19 +5458,54 @@ func ParseGetDeviceResponse(rsp *http.Response) (*GetDeviceResponse, error) {
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
 
 	}
 
@@ -4505,32 +5534,74 @@ func ParseLoginQRResponse(rsp *http.Response) (*LoginQRResponse, error) {
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest BadRequest
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest Conflict
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Error
+		var dest Unavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
 
 	}
 
@@ -4559,32 +5630,88 @@ func ParseLoginCodeResponse(rsp *http.Response) (*LoginCodeResponse, error) {
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest BadRequest
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest Conflict
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Error
+		var dest Unavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
 
 	}
 
@@ -4612,33 +5739,75 @@ func ParseLogoutDeviceResponse(rsp *http.Response) (*LogoutDeviceResponse, error
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest Conflict
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Error
+		var dest Unavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
 
 	}
 
@@ -4666,26 +5835,68 @@ func ParseReconnectDeviceResponse(rsp *http.Response) (*ReconnectDeviceResponse,
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest Conflict
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -4713,19 +5924,54 @@ func ParseGetDeviceStatusResponse(rsp *http.Response) (*GetDeviceStatusResponse,
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
 
 	}
 
@@ -4753,6 +5999,27 @@ func ParseGetHealthResponse(rsp *http.Response) (*GetHealthResponse, error) {
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
 	}
 
 	return response, nil
@@ -4773,11 +6040,46 @@ func ParseGetMetricsResponse(rsp *http.Response) (*GetMetricsResponse, error) {
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
 
 	}
 
@@ -4806,11 +6108,39 @@ func ParseGetOpenAPIResponse(rsp *http.Response) (*GetOpenAPIResponse, error) {
 		response.YAML200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
 
 	}
 
@@ -4838,8 +6168,29 @@ func ParseGetReadyResponse(rsp *http.Response) (*GetReadyResponse, error) {
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Error
+		var dest Unavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -4872,18 +6223,46 @@ func ParseSandboxConnectionsResponse(rsp *http.Response) (*SandboxConnectionsRes
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
 
 	}
 
@@ -4912,25 +6291,67 @@ func ParseSandboxNetworkFaultResponse(rsp *http.Response) (*SandboxNetworkFaultR
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest BadRequest
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
 
 	}
 
@@ -4959,25 +6380,67 @@ func ParseSandboxCreatePhoneResponse(rsp *http.Response) (*SandboxCreatePhoneRes
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest BadRequest
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
 
 	}
 
@@ -5005,19 +6468,54 @@ func ParseSandboxListDevicesResponse(rsp *http.Response) (*SandboxListDevicesRes
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
 
 	}
 
@@ -5045,19 +6543,54 @@ func ParseSandboxRemoveDeviceResponse(rsp *http.Response) (*SandboxRemoveDeviceR
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
 
 	}
 
@@ -5086,32 +6619,81 @@ func ParseSandboxLinkCodeResponse(rsp *http.Response) (*SandboxLinkCodeResponse,
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest BadRequest
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest Conflict
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
 
 	}
 
@@ -5139,19 +6721,54 @@ func ParseSandboxListMessagesResponse(rsp *http.Response) (*SandboxListMessagesR
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
 
 	}
 
@@ -5180,32 +6797,81 @@ func ParseSandboxScanResponse(rsp *http.Response) (*SandboxScanResponse, error) 
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest BadRequest
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest Conflict
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
 
 	}
 
@@ -5234,39 +6900,88 @@ func ParseSendMessageResponse(rsp *http.Response) (*SendMessageResponse, error) 
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest BadRequest
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest Conflict
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Error
+		var dest Unavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
 
 	}
 
@@ -6106,18 +7821,6 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	}
 
 	r.Group(func(r chi.Router) {
-		r.Get(options.BaseURL+"/health", wrapper.GetHealth)
-	})
-	r.Group(func(r chi.Router) {
-		r.Get(options.BaseURL+"/readyz", wrapper.GetReady)
-	})
-	r.Group(func(r chi.Router) {
-		r.Get(options.BaseURL+"/openapi.yaml", wrapper.GetOpenAPI)
-	})
-	r.Group(func(r chi.Router) {
-		r.Get(options.BaseURL+"/metrics", wrapper.GetMetrics)
-	})
-	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/devices", wrapper.ListDevices)
 	})
 	r.Group(func(r chi.Router) {
@@ -6128,9 +7831,6 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/devices/{device_id}", wrapper.GetDevice)
-	})
-	r.Group(func(r chi.Router) {
-		r.Get(options.BaseURL+"/devices/{device_id}/status", wrapper.GetDeviceStatus)
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/devices/{device_id}/login", wrapper.LoginQR)
@@ -6145,16 +7845,28 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 		r.Post(options.BaseURL+"/devices/{device_id}/reconnect", wrapper.ReconnectDevice)
 	})
 	r.Group(func(r chi.Router) {
-		r.Post(options.BaseURL+"/send/message", wrapper.SendMessage)
+		r.Get(options.BaseURL+"/devices/{device_id}/status", wrapper.GetDeviceStatus)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/health", wrapper.GetHealth)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/metrics", wrapper.GetMetrics)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/openapi.yaml", wrapper.GetOpenAPI)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/readyz", wrapper.GetReady)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/sandbox/connections", wrapper.SandboxConnections)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/sandbox/network", wrapper.SandboxNetworkFault)
 	})
 	r.Group(func(r chi.Router) {
 		r.Post(options.BaseURL+"/sandbox/phones", wrapper.SandboxCreatePhone)
-	})
-	r.Group(func(r chi.Router) {
-		r.Post(options.BaseURL+"/sandbox/phones/{phone}/scan", wrapper.SandboxScan)
-	})
-	r.Group(func(r chi.Router) {
-		r.Post(options.BaseURL+"/sandbox/phones/{phone}/link-code", wrapper.SandboxLinkCode)
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/sandbox/phones/{phone}/devices", wrapper.SandboxListDevices)
@@ -6163,19 +7875,44 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 		r.Delete(options.BaseURL+"/sandbox/phones/{phone}/devices/{jid}", wrapper.SandboxRemoveDevice)
 	})
 	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/sandbox/phones/{phone}/link-code", wrapper.SandboxLinkCode)
+	})
+	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/sandbox/phones/{phone}/messages", wrapper.SandboxListMessages)
 	})
 	r.Group(func(r chi.Router) {
-		r.Get(options.BaseURL+"/sandbox/connections", wrapper.SandboxConnections)
+		r.Post(options.BaseURL+"/sandbox/phones/{phone}/scan", wrapper.SandboxScan)
 	})
 	r.Group(func(r chi.Router) {
-		r.Post(options.BaseURL+"/sandbox/network", wrapper.SandboxNetworkFault)
+		r.Post(options.BaseURL+"/send/message", wrapper.SendMessage)
 	})
 
 	return r
 }
 
-type ErrorJSONResponse ErrorEnvelope
+type BadRequestJSONResponse ErrorEnvelope
+
+type ConflictJSONResponse ErrorEnvelope
+
+type ForbiddenJSONResponse ErrorEnvelope
+
+type GatewayTimeoutJSONResponse ErrorEnvelope
+
+type HeadersTooLargeJSONResponse ErrorEnvelope
+
+type InternalErrorJSONResponse ErrorEnvelope
+
+type NotFoundJSONResponse ErrorEnvelope
+
+type PayloadTooLargeJSONResponse ErrorEnvelope
+
+type TooManyRequestsJSONResponse ErrorEnvelope
+
+type UnauthorizedJSONResponse ErrorEnvelope
+
+type UnavailableJSONResponse ErrorEnvelope
+
+type UnsupportedMediaTypeJSONResponse ErrorEnvelope
 
 type ListDevicesRequestObject struct {
 }
@@ -6198,7 +7935,7 @@ func (response ListDevices200JSONResponse) VisitListDevicesResponse(w http.Respo
 	return err
 }
 
-type ListDevices401JSONResponse struct{ ErrorJSONResponse }
+type ListDevices401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response ListDevices401JSONResponse) VisitListDevicesResponse(w http.ResponseWriter) error {
 
@@ -6208,6 +7945,62 @@ func (response ListDevices401JSONResponse) VisitListDevicesResponse(w http.Respo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDevices403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response ListDevices403JSONResponse) VisitListDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDevices429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response ListDevices429JSONResponse) VisitListDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDevices431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response ListDevices431JSONResponse) VisitListDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDevices500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response ListDevices500JSONResponse) VisitListDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -6234,7 +8027,7 @@ func (response CreateDevice201JSONResponse) VisitCreateDeviceResponse(w http.Res
 	return err
 }
 
-type CreateDevice400JSONResponse struct{ ErrorJSONResponse }
+type CreateDevice400JSONResponse struct{ BadRequestJSONResponse }
 
 func (response CreateDevice400JSONResponse) VisitCreateDeviceResponse(w http.ResponseWriter) error {
 
@@ -6248,7 +8041,7 @@ func (response CreateDevice400JSONResponse) VisitCreateDeviceResponse(w http.Res
 	return err
 }
 
-type CreateDevice401JSONResponse ErrorEnvelope
+type CreateDevice401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response CreateDevice401JSONResponse) VisitCreateDeviceResponse(w http.ResponseWriter) error {
 
@@ -6262,7 +8055,21 @@ func (response CreateDevice401JSONResponse) VisitCreateDeviceResponse(w http.Res
 	return err
 }
 
-type CreateDevice409JSONResponse ErrorEnvelope
+type CreateDevice403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response CreateDevice403JSONResponse) VisitCreateDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDevice409JSONResponse struct{ ConflictJSONResponse }
 
 func (response CreateDevice409JSONResponse) VisitCreateDeviceResponse(w http.ResponseWriter) error {
 
@@ -6272,6 +8079,92 @@ func (response CreateDevice409JSONResponse) VisitCreateDeviceResponse(w http.Res
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDevice413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response CreateDevice413JSONResponse) VisitCreateDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDevice415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response CreateDevice415JSONResponse) VisitCreateDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDevice429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response CreateDevice429JSONResponse) VisitCreateDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDevice431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response CreateDevice431JSONResponse) VisitCreateDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDevice500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response CreateDevice500JSONResponse) VisitCreateDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDevice503JSONResponse struct{ UnavailableJSONResponse }
+
+func (response CreateDevice503JSONResponse) VisitCreateDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -6298,7 +8191,21 @@ func (response DeleteDevice200JSONResponse) VisitDeleteDeviceResponse(w http.Res
 	return err
 }
 
-type DeleteDevice401JSONResponse struct{ ErrorJSONResponse }
+type DeleteDevice400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response DeleteDevice400JSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDevice401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response DeleteDevice401JSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
 
@@ -6312,7 +8219,21 @@ func (response DeleteDevice401JSONResponse) VisitDeleteDeviceResponse(w http.Res
 	return err
 }
 
-type DeleteDevice404JSONResponse ErrorEnvelope
+type DeleteDevice403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response DeleteDevice403JSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDevice404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response DeleteDevice404JSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
 
@@ -6326,7 +8247,49 @@ func (response DeleteDevice404JSONResponse) VisitDeleteDeviceResponse(w http.Res
 	return err
 }
 
-type DeleteDevice503JSONResponse ErrorEnvelope
+type DeleteDevice429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response DeleteDevice429JSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDevice431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response DeleteDevice431JSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDevice500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response DeleteDevice500JSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDevice503JSONResponse struct{ UnavailableJSONResponse }
 
 func (response DeleteDevice503JSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
 
@@ -6336,6 +8299,20 @@ func (response DeleteDevice503JSONResponse) VisitDeleteDeviceResponse(w http.Res
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDevice504JSONResponse struct{ GatewayTimeoutJSONResponse }
+
+func (response DeleteDevice504JSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(504)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -6362,7 +8339,21 @@ func (response GetDevice200JSONResponse) VisitGetDeviceResponse(w http.ResponseW
 	return err
 }
 
-type GetDevice401JSONResponse struct{ ErrorJSONResponse }
+type GetDevice400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response GetDevice400JSONResponse) VisitGetDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDevice401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response GetDevice401JSONResponse) VisitGetDeviceResponse(w http.ResponseWriter) error {
 
@@ -6376,7 +8367,21 @@ func (response GetDevice401JSONResponse) VisitGetDeviceResponse(w http.ResponseW
 	return err
 }
 
-type GetDevice404JSONResponse ErrorEnvelope
+type GetDevice403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response GetDevice403JSONResponse) VisitGetDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDevice404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response GetDevice404JSONResponse) VisitGetDeviceResponse(w http.ResponseWriter) error {
 
@@ -6386,6 +8391,48 @@ func (response GetDevice404JSONResponse) VisitGetDeviceResponse(w http.ResponseW
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDevice429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response GetDevice429JSONResponse) VisitGetDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDevice431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response GetDevice431JSONResponse) VisitGetDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDevice500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response GetDevice500JSONResponse) VisitGetDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -6412,7 +8459,7 @@ func (response LoginQR200JSONResponse) VisitLoginQRResponse(w http.ResponseWrite
 	return err
 }
 
-type LoginQR400JSONResponse struct{ ErrorJSONResponse }
+type LoginQR400JSONResponse struct{ BadRequestJSONResponse }
 
 func (response LoginQR400JSONResponse) VisitLoginQRResponse(w http.ResponseWriter) error {
 
@@ -6426,7 +8473,7 @@ func (response LoginQR400JSONResponse) VisitLoginQRResponse(w http.ResponseWrite
 	return err
 }
 
-type LoginQR401JSONResponse ErrorEnvelope
+type LoginQR401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response LoginQR401JSONResponse) VisitLoginQRResponse(w http.ResponseWriter) error {
 
@@ -6440,7 +8487,35 @@ func (response LoginQR401JSONResponse) VisitLoginQRResponse(w http.ResponseWrite
 	return err
 }
 
-type LoginQR409JSONResponse ErrorEnvelope
+type LoginQR403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response LoginQR403JSONResponse) VisitLoginQRResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LoginQR404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response LoginQR404JSONResponse) VisitLoginQRResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LoginQR409JSONResponse struct{ ConflictJSONResponse }
 
 func (response LoginQR409JSONResponse) VisitLoginQRResponse(w http.ResponseWriter) error {
 
@@ -6454,7 +8529,49 @@ func (response LoginQR409JSONResponse) VisitLoginQRResponse(w http.ResponseWrite
 	return err
 }
 
-type LoginQR503JSONResponse ErrorEnvelope
+type LoginQR429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response LoginQR429JSONResponse) VisitLoginQRResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LoginQR431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response LoginQR431JSONResponse) VisitLoginQRResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LoginQR500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response LoginQR500JSONResponse) VisitLoginQRResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LoginQR503JSONResponse struct{ UnavailableJSONResponse }
 
 func (response LoginQR503JSONResponse) VisitLoginQRResponse(w http.ResponseWriter) error {
 
@@ -6464,6 +8581,20 @@ func (response LoginQR503JSONResponse) VisitLoginQRResponse(w http.ResponseWrite
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LoginQR504JSONResponse struct{ GatewayTimeoutJSONResponse }
+
+func (response LoginQR504JSONResponse) VisitLoginQRResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(504)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -6492,7 +8623,7 @@ func (response LoginCode200JSONResponse) VisitLoginCodeResponse(w http.ResponseW
 	return err
 }
 
-type LoginCode400JSONResponse struct{ ErrorJSONResponse }
+type LoginCode400JSONResponse struct{ BadRequestJSONResponse }
 
 func (response LoginCode400JSONResponse) VisitLoginCodeResponse(w http.ResponseWriter) error {
 
@@ -6506,7 +8637,7 @@ func (response LoginCode400JSONResponse) VisitLoginCodeResponse(w http.ResponseW
 	return err
 }
 
-type LoginCode401JSONResponse ErrorEnvelope
+type LoginCode401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response LoginCode401JSONResponse) VisitLoginCodeResponse(w http.ResponseWriter) error {
 
@@ -6520,7 +8651,35 @@ func (response LoginCode401JSONResponse) VisitLoginCodeResponse(w http.ResponseW
 	return err
 }
 
-type LoginCode409JSONResponse ErrorEnvelope
+type LoginCode403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response LoginCode403JSONResponse) VisitLoginCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LoginCode404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response LoginCode404JSONResponse) VisitLoginCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LoginCode409JSONResponse struct{ ConflictJSONResponse }
 
 func (response LoginCode409JSONResponse) VisitLoginCodeResponse(w http.ResponseWriter) error {
 
@@ -6534,7 +8693,79 @@ func (response LoginCode409JSONResponse) VisitLoginCodeResponse(w http.ResponseW
 	return err
 }
 
-type LoginCode503JSONResponse ErrorEnvelope
+type LoginCode413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response LoginCode413JSONResponse) VisitLoginCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LoginCode415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response LoginCode415JSONResponse) VisitLoginCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LoginCode429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response LoginCode429JSONResponse) VisitLoginCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LoginCode431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response LoginCode431JSONResponse) VisitLoginCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LoginCode500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response LoginCode500JSONResponse) VisitLoginCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LoginCode503JSONResponse struct{ UnavailableJSONResponse }
 
 func (response LoginCode503JSONResponse) VisitLoginCodeResponse(w http.ResponseWriter) error {
 
@@ -6544,6 +8775,20 @@ func (response LoginCode503JSONResponse) VisitLoginCodeResponse(w http.ResponseW
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LoginCode504JSONResponse struct{ GatewayTimeoutJSONResponse }
+
+func (response LoginCode504JSONResponse) VisitLoginCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(504)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -6570,7 +8815,21 @@ func (response LogoutDevice200JSONResponse) VisitLogoutDeviceResponse(w http.Res
 	return err
 }
 
-type LogoutDevice401JSONResponse struct{ ErrorJSONResponse }
+type LogoutDevice400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response LogoutDevice400JSONResponse) VisitLogoutDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LogoutDevice401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response LogoutDevice401JSONResponse) VisitLogoutDeviceResponse(w http.ResponseWriter) error {
 
@@ -6584,7 +8843,21 @@ func (response LogoutDevice401JSONResponse) VisitLogoutDeviceResponse(w http.Res
 	return err
 }
 
-type LogoutDevice404JSONResponse ErrorEnvelope
+type LogoutDevice403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response LogoutDevice403JSONResponse) VisitLogoutDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LogoutDevice404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response LogoutDevice404JSONResponse) VisitLogoutDeviceResponse(w http.ResponseWriter) error {
 
@@ -6598,7 +8871,7 @@ func (response LogoutDevice404JSONResponse) VisitLogoutDeviceResponse(w http.Res
 	return err
 }
 
-type LogoutDevice409JSONResponse ErrorEnvelope
+type LogoutDevice409JSONResponse struct{ ConflictJSONResponse }
 
 func (response LogoutDevice409JSONResponse) VisitLogoutDeviceResponse(w http.ResponseWriter) error {
 
@@ -6612,7 +8885,49 @@ func (response LogoutDevice409JSONResponse) VisitLogoutDeviceResponse(w http.Res
 	return err
 }
 
-type LogoutDevice503JSONResponse ErrorEnvelope
+type LogoutDevice429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response LogoutDevice429JSONResponse) VisitLogoutDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LogoutDevice431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response LogoutDevice431JSONResponse) VisitLogoutDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LogoutDevice500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response LogoutDevice500JSONResponse) VisitLogoutDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LogoutDevice503JSONResponse struct{ UnavailableJSONResponse }
 
 func (response LogoutDevice503JSONResponse) VisitLogoutDeviceResponse(w http.ResponseWriter) error {
 
@@ -6622,6 +8937,20 @@ func (response LogoutDevice503JSONResponse) VisitLogoutDeviceResponse(w http.Res
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LogoutDevice504JSONResponse struct{ GatewayTimeoutJSONResponse }
+
+func (response LogoutDevice504JSONResponse) VisitLogoutDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(504)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -6648,7 +8977,21 @@ func (response ReconnectDevice200JSONResponse) VisitReconnectDeviceResponse(w ht
 	return err
 }
 
-type ReconnectDevice401JSONResponse struct{ ErrorJSONResponse }
+type ReconnectDevice400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response ReconnectDevice400JSONResponse) VisitReconnectDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReconnectDevice401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response ReconnectDevice401JSONResponse) VisitReconnectDeviceResponse(w http.ResponseWriter) error {
 
@@ -6662,7 +9005,21 @@ func (response ReconnectDevice401JSONResponse) VisitReconnectDeviceResponse(w ht
 	return err
 }
 
-type ReconnectDevice404JSONResponse ErrorEnvelope
+type ReconnectDevice403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response ReconnectDevice403JSONResponse) VisitReconnectDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReconnectDevice404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response ReconnectDevice404JSONResponse) VisitReconnectDeviceResponse(w http.ResponseWriter) error {
 
@@ -6676,7 +9033,7 @@ func (response ReconnectDevice404JSONResponse) VisitReconnectDeviceResponse(w ht
 	return err
 }
 
-type ReconnectDevice409JSONResponse ErrorEnvelope
+type ReconnectDevice409JSONResponse struct{ ConflictJSONResponse }
 
 func (response ReconnectDevice409JSONResponse) VisitReconnectDeviceResponse(w http.ResponseWriter) error {
 
@@ -6686,6 +9043,62 @@ func (response ReconnectDevice409JSONResponse) VisitReconnectDeviceResponse(w ht
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReconnectDevice429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response ReconnectDevice429JSONResponse) VisitReconnectDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReconnectDevice431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response ReconnectDevice431JSONResponse) VisitReconnectDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReconnectDevice500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response ReconnectDevice500JSONResponse) VisitReconnectDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReconnectDevice503JSONResponse struct{ UnavailableJSONResponse }
+
+func (response ReconnectDevice503JSONResponse) VisitReconnectDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -6712,7 +9125,21 @@ func (response GetDeviceStatus200JSONResponse) VisitGetDeviceStatusResponse(w ht
 	return err
 }
 
-type GetDeviceStatus401JSONResponse struct{ ErrorJSONResponse }
+type GetDeviceStatus400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response GetDeviceStatus400JSONResponse) VisitGetDeviceStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceStatus401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response GetDeviceStatus401JSONResponse) VisitGetDeviceStatusResponse(w http.ResponseWriter) error {
 
@@ -6726,7 +9153,21 @@ func (response GetDeviceStatus401JSONResponse) VisitGetDeviceStatusResponse(w ht
 	return err
 }
 
-type GetDeviceStatus404JSONResponse ErrorEnvelope
+type GetDeviceStatus403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response GetDeviceStatus403JSONResponse) VisitGetDeviceStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceStatus404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response GetDeviceStatus404JSONResponse) VisitGetDeviceStatusResponse(w http.ResponseWriter) error {
 
@@ -6736,6 +9177,48 @@ func (response GetDeviceStatus404JSONResponse) VisitGetDeviceStatusResponse(w ht
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceStatus429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response GetDeviceStatus429JSONResponse) VisitGetDeviceStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceStatus431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response GetDeviceStatus431JSONResponse) VisitGetDeviceStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceStatus500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response GetDeviceStatus500JSONResponse) VisitGetDeviceStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -6761,6 +9244,48 @@ func (response GetHealth200JSONResponse) VisitGetHealthResponse(w http.ResponseW
 	return err
 }
 
+type GetHealth403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response GetHealth403JSONResponse) VisitGetHealthResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetHealth431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response GetHealth431JSONResponse) VisitGetHealthResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetHealth500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response GetHealth500JSONResponse) VisitGetHealthResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetMetricsRequestObject struct {
 }
 
@@ -6779,7 +9304,7 @@ func (response GetMetrics200TextResponse) VisitGetMetricsResponse(w http.Respons
 	return err
 }
 
-type GetMetrics401JSONResponse struct{ ErrorJSONResponse }
+type GetMetrics401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response GetMetrics401JSONResponse) VisitGetMetricsResponse(w http.ResponseWriter) error {
 
@@ -6789,6 +9314,76 @@ func (response GetMetrics401JSONResponse) VisitGetMetricsResponse(w http.Respons
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetMetrics403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response GetMetrics403JSONResponse) VisitGetMetricsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetMetrics404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response GetMetrics404JSONResponse) VisitGetMetricsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetMetrics429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response GetMetrics429JSONResponse) VisitGetMetricsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetMetrics431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response GetMetrics431JSONResponse) VisitGetMetricsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetMetrics500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response GetMetrics500JSONResponse) VisitGetMetricsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -6820,7 +9415,7 @@ func (response GetOpenAPI200ApplicationYamlResponse) VisitGetOpenAPIResponse(w h
 	return err
 }
 
-type GetOpenAPI401JSONResponse struct{ ErrorJSONResponse }
+type GetOpenAPI401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response GetOpenAPI401JSONResponse) VisitGetOpenAPIResponse(w http.ResponseWriter) error {
 
@@ -6830,6 +9425,62 @@ func (response GetOpenAPI401JSONResponse) VisitGetOpenAPIResponse(w http.Respons
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOpenAPI403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response GetOpenAPI403JSONResponse) VisitGetOpenAPIResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOpenAPI429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response GetOpenAPI429JSONResponse) VisitGetOpenAPIResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOpenAPI431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response GetOpenAPI431JSONResponse) VisitGetOpenAPIResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOpenAPI500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response GetOpenAPI500JSONResponse) VisitGetOpenAPIResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -6855,7 +9506,49 @@ func (response GetReady200JSONResponse) VisitGetReadyResponse(w http.ResponseWri
 	return err
 }
 
-type GetReady503JSONResponse struct{ ErrorJSONResponse }
+type GetReady403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response GetReady403JSONResponse) VisitGetReadyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetReady431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response GetReady431JSONResponse) VisitGetReadyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetReady500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response GetReady500JSONResponse) VisitGetReadyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetReady503JSONResponse struct{ UnavailableJSONResponse }
 
 func (response GetReady503JSONResponse) VisitGetReadyResponse(w http.ResponseWriter) error {
 
@@ -6890,7 +9583,7 @@ func (response SandboxConnections200JSONResponse) VisitSandboxConnectionsRespons
 	return err
 }
 
-type SandboxConnections401JSONResponse struct{ ErrorJSONResponse }
+type SandboxConnections401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response SandboxConnections401JSONResponse) VisitSandboxConnectionsResponse(w http.ResponseWriter) error {
 
@@ -6904,7 +9597,21 @@ func (response SandboxConnections401JSONResponse) VisitSandboxConnectionsRespons
 	return err
 }
 
-type SandboxConnections404JSONResponse ErrorEnvelope
+type SandboxConnections403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response SandboxConnections403JSONResponse) VisitSandboxConnectionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxConnections404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response SandboxConnections404JSONResponse) VisitSandboxConnectionsResponse(w http.ResponseWriter) error {
 
@@ -6914,6 +9621,48 @@ func (response SandboxConnections404JSONResponse) VisitSandboxConnectionsRespons
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxConnections429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SandboxConnections429JSONResponse) VisitSandboxConnectionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxConnections431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response SandboxConnections431JSONResponse) VisitSandboxConnectionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxConnections500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SandboxConnections500JSONResponse) VisitSandboxConnectionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -6940,7 +9689,7 @@ func (response SandboxNetworkFault200JSONResponse) VisitSandboxNetworkFaultRespo
 	return err
 }
 
-type SandboxNetworkFault400JSONResponse struct{ ErrorJSONResponse }
+type SandboxNetworkFault400JSONResponse struct{ BadRequestJSONResponse }
 
 func (response SandboxNetworkFault400JSONResponse) VisitSandboxNetworkFaultResponse(w http.ResponseWriter) error {
 
@@ -6954,7 +9703,7 @@ func (response SandboxNetworkFault400JSONResponse) VisitSandboxNetworkFaultRespo
 	return err
 }
 
-type SandboxNetworkFault401JSONResponse ErrorEnvelope
+type SandboxNetworkFault401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response SandboxNetworkFault401JSONResponse) VisitSandboxNetworkFaultResponse(w http.ResponseWriter) error {
 
@@ -6968,7 +9717,21 @@ func (response SandboxNetworkFault401JSONResponse) VisitSandboxNetworkFaultRespo
 	return err
 }
 
-type SandboxNetworkFault404JSONResponse ErrorEnvelope
+type SandboxNetworkFault403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response SandboxNetworkFault403JSONResponse) VisitSandboxNetworkFaultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxNetworkFault404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response SandboxNetworkFault404JSONResponse) VisitSandboxNetworkFaultResponse(w http.ResponseWriter) error {
 
@@ -6978,6 +9741,78 @@ func (response SandboxNetworkFault404JSONResponse) VisitSandboxNetworkFaultRespo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxNetworkFault413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SandboxNetworkFault413JSONResponse) VisitSandboxNetworkFaultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxNetworkFault415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response SandboxNetworkFault415JSONResponse) VisitSandboxNetworkFaultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxNetworkFault429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SandboxNetworkFault429JSONResponse) VisitSandboxNetworkFaultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxNetworkFault431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response SandboxNetworkFault431JSONResponse) VisitSandboxNetworkFaultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxNetworkFault500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SandboxNetworkFault500JSONResponse) VisitSandboxNetworkFaultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -7004,7 +9839,7 @@ func (response SandboxCreatePhone200JSONResponse) VisitSandboxCreatePhoneRespons
 	return err
 }
 
-type SandboxCreatePhone400JSONResponse struct{ ErrorJSONResponse }
+type SandboxCreatePhone400JSONResponse struct{ BadRequestJSONResponse }
 
 func (response SandboxCreatePhone400JSONResponse) VisitSandboxCreatePhoneResponse(w http.ResponseWriter) error {
 
@@ -7018,7 +9853,7 @@ func (response SandboxCreatePhone400JSONResponse) VisitSandboxCreatePhoneRespons
 	return err
 }
 
-type SandboxCreatePhone401JSONResponse ErrorEnvelope
+type SandboxCreatePhone401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response SandboxCreatePhone401JSONResponse) VisitSandboxCreatePhoneResponse(w http.ResponseWriter) error {
 
@@ -7032,7 +9867,21 @@ func (response SandboxCreatePhone401JSONResponse) VisitSandboxCreatePhoneRespons
 	return err
 }
 
-type SandboxCreatePhone404JSONResponse ErrorEnvelope
+type SandboxCreatePhone403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response SandboxCreatePhone403JSONResponse) VisitSandboxCreatePhoneResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCreatePhone404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response SandboxCreatePhone404JSONResponse) VisitSandboxCreatePhoneResponse(w http.ResponseWriter) error {
 
@@ -7042,6 +9891,78 @@ func (response SandboxCreatePhone404JSONResponse) VisitSandboxCreatePhoneRespons
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCreatePhone413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SandboxCreatePhone413JSONResponse) VisitSandboxCreatePhoneResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCreatePhone415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response SandboxCreatePhone415JSONResponse) VisitSandboxCreatePhoneResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCreatePhone429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SandboxCreatePhone429JSONResponse) VisitSandboxCreatePhoneResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCreatePhone431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response SandboxCreatePhone431JSONResponse) VisitSandboxCreatePhoneResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCreatePhone500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SandboxCreatePhone500JSONResponse) VisitSandboxCreatePhoneResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -7068,7 +9989,21 @@ func (response SandboxListDevices200JSONResponse) VisitSandboxListDevicesRespons
 	return err
 }
 
-type SandboxListDevices401JSONResponse struct{ ErrorJSONResponse }
+type SandboxListDevices400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response SandboxListDevices400JSONResponse) VisitSandboxListDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxListDevices401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response SandboxListDevices401JSONResponse) VisitSandboxListDevicesResponse(w http.ResponseWriter) error {
 
@@ -7082,7 +10017,21 @@ func (response SandboxListDevices401JSONResponse) VisitSandboxListDevicesRespons
 	return err
 }
 
-type SandboxListDevices404JSONResponse ErrorEnvelope
+type SandboxListDevices403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response SandboxListDevices403JSONResponse) VisitSandboxListDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxListDevices404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response SandboxListDevices404JSONResponse) VisitSandboxListDevicesResponse(w http.ResponseWriter) error {
 
@@ -7092,6 +10041,48 @@ func (response SandboxListDevices404JSONResponse) VisitSandboxListDevicesRespons
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxListDevices429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SandboxListDevices429JSONResponse) VisitSandboxListDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxListDevices431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response SandboxListDevices431JSONResponse) VisitSandboxListDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxListDevices500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SandboxListDevices500JSONResponse) VisitSandboxListDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -7119,7 +10110,21 @@ func (response SandboxRemoveDevice200JSONResponse) VisitSandboxRemoveDeviceRespo
 	return err
 }
 
-type SandboxRemoveDevice401JSONResponse struct{ ErrorJSONResponse }
+type SandboxRemoveDevice400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response SandboxRemoveDevice400JSONResponse) VisitSandboxRemoveDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxRemoveDevice401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response SandboxRemoveDevice401JSONResponse) VisitSandboxRemoveDeviceResponse(w http.ResponseWriter) error {
 
@@ -7133,7 +10138,21 @@ func (response SandboxRemoveDevice401JSONResponse) VisitSandboxRemoveDeviceRespo
 	return err
 }
 
-type SandboxRemoveDevice404JSONResponse ErrorEnvelope
+type SandboxRemoveDevice403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response SandboxRemoveDevice403JSONResponse) VisitSandboxRemoveDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxRemoveDevice404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response SandboxRemoveDevice404JSONResponse) VisitSandboxRemoveDeviceResponse(w http.ResponseWriter) error {
 
@@ -7143,6 +10162,48 @@ func (response SandboxRemoveDevice404JSONResponse) VisitSandboxRemoveDeviceRespo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxRemoveDevice429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SandboxRemoveDevice429JSONResponse) VisitSandboxRemoveDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxRemoveDevice431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response SandboxRemoveDevice431JSONResponse) VisitSandboxRemoveDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxRemoveDevice500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SandboxRemoveDevice500JSONResponse) VisitSandboxRemoveDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -7170,7 +10231,7 @@ func (response SandboxLinkCode200JSONResponse) VisitSandboxLinkCodeResponse(w ht
 	return err
 }
 
-type SandboxLinkCode400JSONResponse struct{ ErrorJSONResponse }
+type SandboxLinkCode400JSONResponse struct{ BadRequestJSONResponse }
 
 func (response SandboxLinkCode400JSONResponse) VisitSandboxLinkCodeResponse(w http.ResponseWriter) error {
 
@@ -7184,7 +10245,7 @@ func (response SandboxLinkCode400JSONResponse) VisitSandboxLinkCodeResponse(w ht
 	return err
 }
 
-type SandboxLinkCode401JSONResponse ErrorEnvelope
+type SandboxLinkCode401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response SandboxLinkCode401JSONResponse) VisitSandboxLinkCodeResponse(w http.ResponseWriter) error {
 
@@ -7198,7 +10259,21 @@ func (response SandboxLinkCode401JSONResponse) VisitSandboxLinkCodeResponse(w ht
 	return err
 }
 
-type SandboxLinkCode404JSONResponse ErrorEnvelope
+type SandboxLinkCode403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response SandboxLinkCode403JSONResponse) VisitSandboxLinkCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxLinkCode404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response SandboxLinkCode404JSONResponse) VisitSandboxLinkCodeResponse(w http.ResponseWriter) error {
 
@@ -7212,7 +10287,7 @@ func (response SandboxLinkCode404JSONResponse) VisitSandboxLinkCodeResponse(w ht
 	return err
 }
 
-type SandboxLinkCode409JSONResponse ErrorEnvelope
+type SandboxLinkCode409JSONResponse struct{ ConflictJSONResponse }
 
 func (response SandboxLinkCode409JSONResponse) VisitSandboxLinkCodeResponse(w http.ResponseWriter) error {
 
@@ -7222,6 +10297,92 @@ func (response SandboxLinkCode409JSONResponse) VisitSandboxLinkCodeResponse(w ht
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxLinkCode413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SandboxLinkCode413JSONResponse) VisitSandboxLinkCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxLinkCode415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response SandboxLinkCode415JSONResponse) VisitSandboxLinkCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxLinkCode429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SandboxLinkCode429JSONResponse) VisitSandboxLinkCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxLinkCode431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response SandboxLinkCode431JSONResponse) VisitSandboxLinkCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxLinkCode500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SandboxLinkCode500JSONResponse) VisitSandboxLinkCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxLinkCode504JSONResponse struct{ GatewayTimeoutJSONResponse }
+
+func (response SandboxLinkCode504JSONResponse) VisitSandboxLinkCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(504)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -7248,7 +10409,21 @@ func (response SandboxListMessages200JSONResponse) VisitSandboxListMessagesRespo
 	return err
 }
 
-type SandboxListMessages401JSONResponse struct{ ErrorJSONResponse }
+type SandboxListMessages400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response SandboxListMessages400JSONResponse) VisitSandboxListMessagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxListMessages401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response SandboxListMessages401JSONResponse) VisitSandboxListMessagesResponse(w http.ResponseWriter) error {
 
@@ -7262,7 +10437,21 @@ func (response SandboxListMessages401JSONResponse) VisitSandboxListMessagesRespo
 	return err
 }
 
-type SandboxListMessages404JSONResponse ErrorEnvelope
+type SandboxListMessages403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response SandboxListMessages403JSONResponse) VisitSandboxListMessagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxListMessages404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response SandboxListMessages404JSONResponse) VisitSandboxListMessagesResponse(w http.ResponseWriter) error {
 
@@ -7272,6 +10461,48 @@ func (response SandboxListMessages404JSONResponse) VisitSandboxListMessagesRespo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxListMessages429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SandboxListMessages429JSONResponse) VisitSandboxListMessagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxListMessages431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response SandboxListMessages431JSONResponse) VisitSandboxListMessagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxListMessages500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SandboxListMessages500JSONResponse) VisitSandboxListMessagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -7299,7 +10530,7 @@ func (response SandboxScan200JSONResponse) VisitSandboxScanResponse(w http.Respo
 	return err
 }
 
-type SandboxScan400JSONResponse struct{ ErrorJSONResponse }
+type SandboxScan400JSONResponse struct{ BadRequestJSONResponse }
 
 func (response SandboxScan400JSONResponse) VisitSandboxScanResponse(w http.ResponseWriter) error {
 
@@ -7313,7 +10544,7 @@ func (response SandboxScan400JSONResponse) VisitSandboxScanResponse(w http.Respo
 	return err
 }
 
-type SandboxScan401JSONResponse ErrorEnvelope
+type SandboxScan401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response SandboxScan401JSONResponse) VisitSandboxScanResponse(w http.ResponseWriter) error {
 
@@ -7327,7 +10558,21 @@ func (response SandboxScan401JSONResponse) VisitSandboxScanResponse(w http.Respo
 	return err
 }
 
-type SandboxScan404JSONResponse ErrorEnvelope
+type SandboxScan403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response SandboxScan403JSONResponse) VisitSandboxScanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxScan404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response SandboxScan404JSONResponse) VisitSandboxScanResponse(w http.ResponseWriter) error {
 
@@ -7341,7 +10586,7 @@ func (response SandboxScan404JSONResponse) VisitSandboxScanResponse(w http.Respo
 	return err
 }
 
-type SandboxScan409JSONResponse ErrorEnvelope
+type SandboxScan409JSONResponse struct{ ConflictJSONResponse }
 
 func (response SandboxScan409JSONResponse) VisitSandboxScanResponse(w http.ResponseWriter) error {
 
@@ -7351,6 +10596,92 @@ func (response SandboxScan409JSONResponse) VisitSandboxScanResponse(w http.Respo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxScan413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SandboxScan413JSONResponse) VisitSandboxScanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxScan415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response SandboxScan415JSONResponse) VisitSandboxScanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxScan429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SandboxScan429JSONResponse) VisitSandboxScanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxScan431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response SandboxScan431JSONResponse) VisitSandboxScanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxScan500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SandboxScan500JSONResponse) VisitSandboxScanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxScan504JSONResponse struct{ GatewayTimeoutJSONResponse }
+
+func (response SandboxScan504JSONResponse) VisitSandboxScanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(504)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -7378,7 +10709,7 @@ func (response SendMessage200JSONResponse) VisitSendMessageResponse(w http.Respo
 	return err
 }
 
-type SendMessage400JSONResponse struct{ ErrorJSONResponse }
+type SendMessage400JSONResponse struct{ BadRequestJSONResponse }
 
 func (response SendMessage400JSONResponse) VisitSendMessageResponse(w http.ResponseWriter) error {
 
@@ -7392,7 +10723,7 @@ func (response SendMessage400JSONResponse) VisitSendMessageResponse(w http.Respo
 	return err
 }
 
-type SendMessage401JSONResponse ErrorEnvelope
+type SendMessage401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response SendMessage401JSONResponse) VisitSendMessageResponse(w http.ResponseWriter) error {
 
@@ -7406,7 +10737,21 @@ func (response SendMessage401JSONResponse) VisitSendMessageResponse(w http.Respo
 	return err
 }
 
-type SendMessage404JSONResponse ErrorEnvelope
+type SendMessage403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response SendMessage403JSONResponse) VisitSendMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendMessage404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response SendMessage404JSONResponse) VisitSendMessageResponse(w http.ResponseWriter) error {
 
@@ -7420,7 +10765,7 @@ func (response SendMessage404JSONResponse) VisitSendMessageResponse(w http.Respo
 	return err
 }
 
-type SendMessage409JSONResponse ErrorEnvelope
+type SendMessage409JSONResponse struct{ ConflictJSONResponse }
 
 func (response SendMessage409JSONResponse) VisitSendMessageResponse(w http.ResponseWriter) error {
 
@@ -7434,7 +10779,79 @@ func (response SendMessage409JSONResponse) VisitSendMessageResponse(w http.Respo
 	return err
 }
 
-type SendMessage503JSONResponse ErrorEnvelope
+type SendMessage413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SendMessage413JSONResponse) VisitSendMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendMessage415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response SendMessage415JSONResponse) VisitSendMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendMessage429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SendMessage429JSONResponse) VisitSendMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendMessage431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response SendMessage431JSONResponse) VisitSendMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendMessage500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SendMessage500JSONResponse) VisitSendMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendMessage503JSONResponse struct{ UnavailableJSONResponse }
 
 func (response SendMessage503JSONResponse) VisitSendMessageResponse(w http.ResponseWriter) error {
 
@@ -7444,6 +10861,20 @@ func (response SendMessage503JSONResponse) VisitSendMessageResponse(w http.Respo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SendMessage504JSONResponse struct{ GatewayTimeoutJSONResponse }
+
+func (response SendMessage504JSONResponse) VisitSendMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(504)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -8173,93 +11604,115 @@ func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, par
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7F39chu3dn+VM9s7Y3u6oihL9r1m/rnyRx3lOrEiKU2noSqCu4ck7F1gDWBFMx7N5K8+QKfPkAfzk3QO",
-	"gP0id0VKsmi308xkIq2wwMH5xsHvbD4FkUwzKVAYHQw+BRlTLEWDyv72Ei95hEcv6ecYdaR4ZrgUwSA4",
-	"myHE9q8PNPA4hGgmNQoYL2Ah814QBpyGZczMgjAQLMVgELgXLngchIHCDzlXGAcDo3IMAx3NMGW0EH5k",
-	"aZbQ+HSx414JQprJoKI5/+O3w51/Zzu/93eenVc/9i52zj/1w6f7V38JwsAsMppAG8XFNLi6CoPjmRTY",
-	"vg/N0zxhBmNgUSRzYR5oyGg4iDwdowoh5lNudMeu7NANd/T08d/2Hu8fPHn61789ayHzimbRmRQaLf9f",
-	"KSUV/RBJYVAY+pFlWcIjRvTvvtO0idoCNDLGYHDQPwiDmBkWDESeJGGQotZsWgkBSt6CkAYmMhdxcFUn",
-	"+i8KJ8Eg+KfdSkF23V/1rqXrlbjERGbo6G6y9VAA0pgQuAAzQ0A/uGeF4eehZV4oZAadop3ghxy13WWm",
-	"ZIbKcMeHSnFWBPgaBSorvPkMBbCxRmFIUu1qtKoY/okcv8PIEAscLatERFIIjAy2EPFGTqcY016ZiEGK",
-	"hAvsVauNpUyQCZo8stuNL5jd5USqlH4iUeGO4WkLiWFz9xttKwzetfGKlD3h4j3GQEJlgksBPxy9bLKr",
-	"rqODvcd/1735jBnNsqwn0JDe50nCxjTWKfrK4gnT5gIL3W3S8OtsYRXCKx8NhQQnBhhMpYxBG2awSZA2",
-	"ClkKCrOERRiTj2FCmhkq8DKhqTehy4rpgotVsg4LxmjUmtiCH7l2Jr8qxIxxOyVZY5K8nQSD3663l2P3",
-	"wpGYyODqfJlSmrHwTp2uYu3msoQZ0qfmLEzESlqHu36CXM8unE+rz3CYOBVb+75mIh7Lj9fFCkj4JWqQ",
-	"zif4Fx7omgcWaOZSvW/nu9WNdb7Jme+pHVq8c6G5iLBNGdGREuVKoTBO+2CMUyaIhE3s86ru+X9rxDhH",
-	"rzPGsIwTFZ9rQqsrZ1hzNc0NNEyr0sOGW6kEcd7p3ErX3eLk4qb8H/f75TRcGJyisj7JxpZNJEGjy+hT",
-	"V6y3/1jLTEtN9bpftntfb7g2X25v3GCqN9+kn4gpxRbb3PRpYRVN3R7FXJd6NBqAkDVvCQ9Hpb6NwGCS",
-	"aIqf1qeywgcOhXOCj3ow8qo2GgCDn09AKvBPgMgFrkHmpgejYgkaOhTVbzDnZkZTG6kqL1u9YElM2sLo",
-	"UBSkytyMBvArBaPDLCMayHRdpoYixth5FT/1kAwJRZ5aq6zxomk4JYVLZletWWN95exepZlZfDlVWwpG",
-	"yZwtNJDH7XV73koP7l/Tmglf53ZX/f73Z2fH1qvmuhHUbYLazQ8Wx5xmYclxbSG3/eYiP1F6S7oQo2E8",
-	"0aDzaAZMW12QkwmKmNRvwjGJb8/Ma5LmL8fk75ElZrbKXce+JkHy/dqF/WvdK20nCvhdbUVN38gpFy88",
-	"8Zuo6CthkNwIL5MS606a+efh8xcvdygXa03Oc8XcZMtzn2IkRaxddmskoF2LNw8ne09bGNu+/3Kla3e+",
-	"HaFWjN6uXDtPiFn78f6vxPi9J/4AHwITIDPnWCBBZl3DP3cffzY7MFrqfj5ZJeqDuuj2jD+fuNDJNDA4",
-	"/uk10O7hl5M3TXLo6YCnbIq7mZh+N2Yanx6E/F+fvz2Z9//xeio///Fnm15+UBcbqubEB1JLjZ7JuWhQ",
-	"8LRVST6oC79W6+YMfjR20mKXEVOKYzMGBI///vmPP8Pav2tVpuBoc391cs67BbRF0/j5ZDuGUT9YruwK",
-	"P2Zcofa1hjUnHyd9IzMNYySzuGQJjzc9BBGxZiZdhcLnXB+UTalibEmgljbsXw7rJLdt99SdbF6Ueaxe",
-	"3TUzBtPM6NU9V69BMQjsuap+GqVkRRmMQ1A4yTVSHooauIiSPMa4ocD7bToyXlzEZQWpPY/51KZaLQWl",
-	"HS5qObuG8aI4R/uizQqDrqlwnM2kxnqKTX7HTdeMSG2bkhm2TPk2QwFzHGsZvUdTJ3XdjEvyt9M3j8AV",
-	"G8NKpJvpxHbsvEUXt2Lyft2uKuW75TJhs5y3Ws1brZLZQtiNKpTuqFZT7LJos7RNVwmpVihfXbvTr3C0",
-	"b3L6q5zwPQlvuHjfKerOGm95P7OmxLtWJ1qEuIbYa3O1FWFdl2G3sW7N4lu1fyuaberCj9VCS5ubtQd6",
-	"6bM7cYlK24QJuLb1mF6bLU+UTDvuyVDEqB7opSDUVKvin41cDa11kWJbOT6S2QLkBBh41lAcpge0meqe",
-	"Ts5FU901FBdAq/XjZde4/+p5/8XB/t6Lx08P957tPX31+OVeG5mUzTbf/B6TRLYO5Slqw9JsU+e5pA6W",
-	"+5bS+lyehNDJuOLbejX5em6z0NOv6Td/crcJ/8LypO1WUclsVfVeKpkBXqJaAKUl9aKpkPOGwjcqSDU9",
-	"c5njhXanrNUlTuzfQeC8kd65gxjXkDKxAP92Y8EnYZCyjzylBHv/Kckq5cL92l5G2IQxW3WX9YVPUJNc",
-	"vpZC+OVb1SJru+WtpXrgBzWk83htnltMfQ2FJU7hBmndBp52/QXjTe8Dr5dM22XXmrzB7nyryuh4vU39",
-	"syuuL2JtVUjXkHsaMdFJ7QfVWdiiaDWAsijj4ngip1z0NijxtFOEIvYhZUs6gsLUYtgWVKTaYSfPa1Ts",
-	"gZHw9MmT/acQzZhikUGlewXep70k18jWOnOYjlrqYQMUBVIBg1yjojwQHl7jjx7dsMDa5keKjXcwznRm",
-	"xbcBz/jFLm6dL94xCayt38wCq82s8uEqDDRGueJmcUoq7LY/ZppHh7m7VrKqbXMVelqRMTMmcygu7guJ",
-	"TclP5ZzZLFtXt68+BdfANAyDZgo+DODheFHWfqWCv+2UOjoU9ZvjR/aqN1YWF2JmmIK8RGWvDXtDMRSv",
-	"bCL2w+nbn4AJPUcVOmBZVZEL6TTDRIkwGwzF6NPQ2t0wGMAw7/f3o9o1pH2AIQwLNttRwec//hwG9JTs",
-	"kx59/uPPq1EP3opiwRH9ZQRcDwXZGOQiQa3Le8cZJhk8ZK5u6o5Z9kUg7+yuI+0l5CO7r8MkARRxJjnx",
-	"ED9GmLmC+cxel0Gm5Bg1CMTY3aE+J5EBy83MAd3MDIdCoyJucV1ULd01e6QwRmE4SzQ8HO3sWHHv0Lsj",
-	"2IXR4fHxxfPD06MXF4e/nH0/IoIOIeVaW1etYK4kSaecBKZoaWSRSRYN7h7098I6H4fBL4KWkYr/jvEw",
-	"CEt2EseuRnbrrp4CPNbAFDaBowNwbu0AEjTk0MLy6mbUG4UwuhgRhaOdUTgUds81bIF7xd4F0zsOAUCB",
-	"UGjrGDxe88ejM2ekxhq1Ve7Pf/x3pdppnhheXPSevDo9gykzOGeLIAzoDO2Mot/b6/WL2ijLOPmHXr+3",
-	"77CqM2t9u94g6OcpWn9Ovslqx1EcDAI6nr30Y5awn4/7/Q2Qn5vhNVtKaC2gTWdrjuQQpIpRObQdj3u0",
-	"0YP+XtdCJeUOGuq8UZ6mTC38LgvfQF6HTXUFldLBOcUcqVuKFw4c6sw7zcwCdCJND37lZiZzA6PSH47s",
-	"1R6PyRSmBSKUwk6T3XWwqUfsojbPZby4Gci2FlRqkWRj+Gwb5vVqFf372PH7C2rAddKnHIFOpMWVgBV4",
-	"f2OB30w9aPSz2ymTY155d2FVolWprsLS/nY/lRK7cvJLsA0z9YtwUa4GUJWicgx8AtyQivlw95AbiDml",
-	"OciUhomSqfPLNmt5oOGNG+ct/FEIbmEN3OgSaTrhiVXxGBSm0sdBp+nWgzVV+KWdoabC9+QymgCnDn3x",
-	"PCKjs6iJW2jBwQ1GP+nv305nHNNKnenwQa0e+jWa+2f2ZtbZsMz74nKDb6/RrGNavWGkAwVdDdktG0qu",
-	"zjvMc9ceE2sBcwm5QDFfU2pZZJFkOJGPE4XheEuNJaVQ0jgwdw/oOOsM1OalNm2o4IQ1/A88PEVDqYWG",
-	"z//5X4UZe2pdAvfrjCdYEsE15CJGBXO2CGGSK4dOZ0miQaHJlaggFv7GnVIpi7awOyCHoDBlXNB0lPN/",
-	"R28sQCBleLYSyZYqhj04nNiEutyDkqbkA60V2p8EfjSWFk+K9k/nQEYLv9bTSY4aVC4snBNyoSMmhAdW",
-	"emOfElPHLHpPiVoTZEo7GYrmktoJjE0U6lkPDvrPiNOl9zYzZj0qSxSyeFHdT7f5vgJacY+WuAwV6TDF",
-	"EtZSyLIAznxDUfMO/vKNnAK3ObnfaM34nX3en+nvFkWcW0/flU0e6voBdiIV5Yy1k2kT0jxp4Itd0aM3",
-	"FG9rbmKw5BlKZ+FcS6NcwoU2yGJrkWIo0AMPnZ324KxcKWULGCNM+SWKontqLOOFLbg40x3ZkaOh+JBT",
-	"xl5yoQcvNnKEXab1wkl6ifGr2t/VJscndpEV0svGOUvvaufcLTrlzu+Qvfv6VnOJjZP3FSxia+b+hT1S",
-	"A9nZ4ZMa2lviTZuw1v9r7qm+5xYfdY2jkbm5Fyez5gjRcWSA5omhKJJoXx7rOjU4v2ENXRu20CG4KGp9",
-	"G0X4oXBVdxt3i7pRQdeMkVMoZvwOnvT33ZiSWor+0sAYh0Ihi2aUCUjI7RbJrzysNVxQFCffBu8xM486",
-	"fIzMv7FsGhilUDbtsNWv3Nz7KWaLRkJKfoOj8a5Cn8zdi2m8SKTGumU80PXbdZvIu181sCnjwoVRq/W2",
-	"bYgyVKtrodVw79K9CBn4PtE502WvaKviD0VT89t09aTgxLelriEIWR0BxPSbUtaG+pUMvJECVq0urac/",
-	"6+1YihDLKE9RGMqIRq9fnUHbbKPVAmB5mj91C30jYn2gyx6pr3O4Lwm4j1P+rOxrahXqcT5OeNSDx/0+",
-	"zO2p2gZEJSPUFO/UJWp3IdQmTt9edI+CXGqW6sq+PL32LMsviw8d+Bu5YPDbebMifomChtt7nhrT9UIb",
-	"TL2FpGgUj7rNwScJlAjZLuHQ3bHbBw5S7xopcxPJFEN3keTTZjtIydygHVO16K1w+EdPxVoWG/xodrOE",
-	"8SXmtnzlorkPv0JxZDhWkqjHXLs+EneDercriNqcabmfVqb765zegqVJ573NazRvMxSHx0c307xi0hsw",
-	"h5TLr1W5PZd32cs/CnfjnCfGJpN349LZjOtykS4G2RTz943MWZbNFRS/3X2fK2XZajc9pazLx2FNGelQ",
-	"jHGal9kouQM9y20xDmI5bw3Wr9GcEFFf1wuclKm3UWwy4VHvNvlbh8M4sc1qaz2Gb2LZjZodMq063NLA",
-	"cI/8u6ZNo4WXb5vIy63GxRcyF41mFjrzmMZ3gpzp1YVQfHKhIQX/MQubTLdmxC+VzHQH2LRjUXhos9lR",
-	"rGTmwAhG5fjI1ZV8z5JuhZaOmrDUUa88bFbIabTHRks1TBhPcoXeVv1svp7AlUVeU34+FGMWvZeTyQBy",
-	"jXQqJMpRG5jJOSxkrsAir5zmQSQzdOhziktsirrNotvwu3e5r7VIXwfXXQbnPtm48tNG1FUTu+M/53Lf",
-	"VtQK3+2IHRMaZKOEXRbjLVSBbml5zxWy90taX2ijFJDlKpMa15qdraXobqsrUQW1ZZZxTT04ijHNpPHN",
-	"BO2u0050XPv+15erRzagnR7PeVNNbaBNv46mNkG9HSq68gG2b1dFS/RBRXNRxd5EKXc/2f9erQUGld1F",
-	"W8EHdXfadUis+nxYETs8JMJHraYctyIZCzJakcsDvdQe1Cqomx5wPXD8fL2Adz+9W4M5IXZ6fBkFYO1a",
-	"QGx3ritTLxWJO73RiUWPfHPIEFctxnibuuBYAawpe8fIzUz3lhoR3qAds+VTku82/jTmTTs4r1NVom/n",
-	"dreuhSF0lXzPah9ooheALV1TzVhVhCpKExjbfJUbXVy7dql80Wp6l+jrNl5rQb1plF3ud/06gbbR+LrW",
-	"KBsm+W2E2TvUmt1XfJZUy6JM7hilPbJ5ozD9YzH2/mXd1tvZIfLqqr7YSwgyiel4NuFKbz9Cz53FLwmG",
-	"DpjIL+2X17YSnnXExH26O5pfF1/AsVXMh6OyH2pUa4hyN7zFnTEztU9ytKraKRF+U3d3I+2qN339vy/b",
-	"ti+zGEVWAsyKzyZu6sdQxLu1JrF2NT1FEVModtX1IrssvmzHUof6H/3bjksmd47ikUMazJDFqDxEaSjs",
-	"56MoQ7UlKd8gYvv0a9IpAX1wYC94UHgQtUCMMR6KcW6K7pMQDvoHBTIrF++FnIsSRWE9fB1SVWAHhTRD",
-	"UQNZhK1oBzcQSrRiDw6XQIhDUZa5KIo8LO6VFVoQo6PAt/DWqmuP7OcUGPd5SzgUeWY/O9YverhDGONE",
-	"Kr/QQf+ZawFaAogRryQlinnWgIyU76Jz2eUHEYwcigKE4ZqjaBKFKdKEPotiELNFCAyGAW2/NvEwcAOG",
-	"IuUiN/gotK6IZitWsFhPf6T74ehlRZPCKdfGLsLNUFjsawjzGY9mdlItUzok5sJYRGnMJxOsw138nmPO",
-	"kgTj1gpg1Q25CSStLkkygupj7U5nqxy7ptXB+s/Of0ncWfUN9qL18m5ItJaG0W3765am3BZ/XS+uYWaw",
-	"oWT/ix33HdA5xLnCA1e9waVTRxGTR29eCDW6OX87J110dwJtRsHKooKt2NuvSkQzbmNHrhLf9TnY3U1k",
-	"xJKZ1Gaw3+/3bXLjyWi/brZwM124Cq4qp1Bc4/WW/48PuuVgTDHewvcL0202jNZT+dp8Dti3Otup/8xr",
-	"keTWXrG8XH3j+3qfZVhcCvtt1W5B6zO5m7bVud6KZAFcwKg4hBcfkxsNlqrZJa98WbuA0Grbg7mcFFMq",
-	"oBv5QOhRnc2zTgiJLX6JmEKYLX00i17Os+uZnLv8m5sy4e7BUZ1winUji+HXWGtQ9eHloH/gfHXBEZ98",
-	"XJ1f/U8AAAD//w==",
+	"7H3tchs3suirdPFulaW6I4r68q7pPyvLjqNdJ1Yk5Wbrhr4acKZJIh4CYwAjmutSVX7dBzh1niEPlic5",
+	"hQbmi5wRKVmSnaxO1amVmQHQaPQ3uhufOpGcplKgMLrT/9RJmWJTNKjoXy/xkkd4/NL+HaOOFE8Nl6LT",
+	"75xPEGL6r0808DiAaCI1ChjOYS6zbifocPtZysykE3QEm2Kn33EDLnjcCToKP2RcYdzpG5Vh0NHRBKfM",
+	"LoQf2TRN7PfT+ZYb0gnsTAaVnfP//Xy49X/Z1r97W8/elX92L7befeoFT/eu/tIJOmae2gm0UVyMO1dX",
+	"QedkIgU270PzaZYwgzGwKJKZME80pPZzENl0iCqAmI+50S27ok/X3NHT3b/t7O7tHzz969+eNYB5ZWfR",
+	"qRQaCf8vWHyKHzLUxv4rksKgoD9ZmiY8YnYT279ou5PKKvbLGDv9/V4v6MTMsE5fZEkSdKaoNRvXTgKm",
+	"mTYwZSaawGrEXlV39ReFo06/87+2Swradv9Vb79SSqpX4hITmaLb2DLeldsacA1TloykmmLcBwYWvVAQ",
+	"YgAfMlTz6g8TZDGqgZAKhjKeg5kwA0OF7L0GbjSoLEHYMBMEv2OwR6VhNuHRBJiIYTaZbwYgFbCBKKfg",
+	"GoQ0gB9ZZJI5WAr4x9nb70EOf8HIgByBnTOWUTZFYellxDGJdXcgLGaOpBglPLrlUT27/qig4IUcykgK",
+	"gZHB+I5Ppb4KF8BAG2bQoYgliZxpMBOu6xjWbO4RvNm1EH0j1ZDHMYrboWOvDR2RklpvaW5K+lE4yvSd",
+	"4uHUzQhMA4OGFTcYDJWcaVQwZeo9xsBN9bsZN5OBCM8w2voGTTTZOuMGQyI4S5/hW8XHXIQ5kgmbGtUl",
+	"qs3yo2+lNuFA+G8sMdJ3Y2ZwxubAhJ6h0mAkbGhECLe26HAw3ppIbXS46enytRtwzqcos1tR50Fvv+04",
+	"fpowow/TFGIeE5wOLEs3hk/xDs9kxUrPoYEaLU8bmNlj1O8xJsL8loSHPpfyDVNjvBV57u204SOnECei",
+	"7OlISGide5GdT3SxElPoVlKWUwWhw9GUVWuYWv11FXSOhVWjLKFVbkcMrVqF+7kBafK72/EhjFiWkDSy",
+	"28pZwLJhNnZyHLSRygupEeMJxptdOC9JYiCIJqRI5jBYgHTQcdSTyDFMmHZSHg3jiYZMxIRRS1NTHIhC",
+	"acWevb6X5huZifh2cm5/bbFvSX5EC90dXr+XoLNo4mV+4K0eqUChlpmK8HoZf8LmiWTxZ7HSzt4qVnL6",
+	"+X75yC3C9QoOgo0d+I6/cLs/l/I7JubeQNO32v1uq9q3G54yMffEbGmTC/0cFBo1B2uu3iWDnTeuBiMl",
+	"p07rRAlHYRWfgOOTy31gcaxQa8d79NvTgdh+ur/5HPDSmms5YmkKTraV19OQCcMTCE/tTrYORwZVCCnT",
+	"GnNL6kfBMjORiv8bb8lWrfK5NvXd4e9IYYzCcJY4QRxJMeLjTFkbQsRESYVmYFahCyTUzZQUY6vb7dYt",
+	"PeZ0yJKZZbbcFKUzkAJLBF0ynrBhgrcT4a1MV6F5a5NMMmO4GEMsZ+KOOS8X4ovLEF4KZR/JLHHqfmhR",
+	"yKIJxiSsB2JZKnXhe2kmdiKr8qMJE2OMA9CydgBTNochSXKjOMYFSnWWplIZjL/DmLNzcs1uI9AOrsNt",
+	"Td6Q7zVEWJr4LjVnXYxW3BxtGZppCI/cFrfslvtLwIRd8p/9ihagI4XMoIsNVNzTVMkUleHOdS19/SWf",
+	"+zUKVORvzyYogA0tJNa5vh/P3//inDiLWgf5MsilR7UE8hs5HlsrXxA7S5Fwgd1ytaGUCTI6t4iQE18w",
+	"wol1au1fliJwiyziJRCDOq6akbA05pcmzFq+SriwDoklFia4FPCP45d15FaDEP2d3b/rrrWUNUvTrkDT",
+	"CTqWcJ1scZGMpcUTps0F5hbkop0+9wYUmS32U0hwZIDBWMrYOZN1gLRRyKagME1YhDEMrXcjzQRV7uXa",
+	"qdeBi47pgotlsA5zxGjU2qIFP3LtYjrLh5gyTlOu4L4T99mxGEkalYeYWuM9KzeQJsxYmqnPwkSsJEXN",
+	"Vk+Q6cmFC0xVZzhMHBmtHK+ZiIfy43UBP0j4JVpt5K1iGvBEV8JoAs1MqvfNuKXzX4VZx6Jn9Gk+5kJz",
+	"EWETwaEDJcqUsjLNhSuGOGbCgrAOD15Vw3c/1wKVDl7HcEER7CvxXDm0KgEGFXFS30CNfUpaq4mO8iDe",
+	"tQqwQuw3CLK4fv671mfz01jXZ+yMR6em1jkJ+3WhyKqE9fafK5FJ0JTD/bLt+3rDtbm7vXGDU73+Jv1E",
+	"TCk2f8hNn+VcUaftMOa6oKOwD0JWJCJshAW9hWAwSawdhCQ3WS7nBsIJus0uhJ7Uwj4w+OHU2ln+F7Dg",
+	"WrtAZqYLYb6E/XQgyn9RXCt3tQtJWg4gEJMmVTkQOagyM2G/tO+k862d44kixti7XW7qgWUkFNmUuLKC",
+	"izrjFBAusF25ZgX1pbB7NU3N/O5IbUHhOAveStxuu+Qt6eD+Ka1uLLZud1nuf3t+fkJSNdM1xU3hi3Z8",
+	"sDjmdhaWnFQWcttfiENYS9nSQh51oaiEj8TI0QhFbMmPwu23R+Y1IZW7Q/K3yBIzWcauQ18dIPl+5cJ+",
+	"WPtKD6MF/K4ehEzfyDEXRx74dUj0lTAUsuGFUULipG5jHr44erllbbFGAzxTzE22OPcZRlLE2lmwRgLS",
+	"Wrzuruw8bUBs8/6Lla7d+cMcaonohz3XVp8xbb6j/atF/M6Bv4UNgAmQqRMskCAj0fC/212c9ZxCgu6H",
+	"02WgPqiLdsn4w6lTnXRRdPL9a7C7hx9P39TBsb/2+ZSNcTsV4+dDpvHpfsD/z4u3p7PeP1+P5e+//tZE",
+	"lx/UxZqkOfKKlKDREzkTNQieNhLJB3Xh12rcnMGPhibNdxkxpTjWdUBn9++///pbUPn/lSSTY7S+vyo4",
+	"79oP6AFZ44fTh2GMqhvZeBC5lebuImZsTrrSKkEXQbEWn7+xdWJvUT/WEYUfU65Q+xDFCmfKEZSRqYYh",
+	"WiAuWcLjdf0qu38zkS6w4c24D4qstBgbbLIFHPrBQRXkJgyeOWfpqDCN9TJ5MGNwmhq9vOdyGOQfAblq",
+	"VQfX2j/KYBwUYWwpUAMXUZLFGNd4Yq+J7Ibzi7gIPDWbRp+aqLUhDrXFRcUN0DCc5665j/UsIeiawMj5",
+	"RGqsWu1WlLnp6kquaVMyxYYp36YoYIZDLaP3aKqgrppx4fxp+rpXXaIxKI90PZp4GNHRQIsPIkX8um3B",
+	"zV8Wo4v1KOByEHA5uEbxsxsFNp33VyHsIg60sE0XXClXKIau3OkXiBbUMf1FggYehDdcvG896tbQcJG3",
+	"tyIyvJImGg5xBbDXmn9Lh3Wd0d6EuhWLPyj/09E8JC18Vy60sLlJs6KX3mAUl6g02WDWhJhxM+k28fJI",
+	"yWlL/iRau+SJXlBCdbLK/28tUWPXuphiUxQ/kukc5AhYkZVAKQsuNa/M35QzUSd3Dfkt03JIelE07r16",
+	"0Tva39s52n16uPNs5+mr3Zc7TWBaA7k+8ltMEtn4KZ+iNmyaris8F8iBsE+QVufyIATujEu8rSaTLyc2",
+	"czr9knLze3dB8Q3LkqarSyXTZdJ7qWTqcxusWVKNwwo5qxF8LShVoTNnOV5o57gtL+HSDkHgrGbeOd+O",
+	"smTFHPzo2oIHQWfKPvKpNbD3ntqzmnLh/tkcmVgHMQ8qLqsLn6K25/KlCMIv30gWadPlcMXUA/9R7XR2",
+	"V9q5+dTXQFjkr9/ArFtD0q6+s7zpFeP1J9N0f7bCbqCdPygxOlw/JP3RiqvjYg96SNeAexYx0QrtB9Ua",
+	"K7Paqg9FnMfpcco1664RNWqGCEXsVcoD0QgKU9FhD0Ai5Q5bcV6BojmOF8AOGAlPDw72nkI0YYpFBtVC",
+	"KC+3Xqbs4xsUYzPp9GkAqZP8l53rpMiitVYto3FpuplGZS1E2LhGUm3eMJrbJGFylLSg1LTay7fJxvGL",
+	"XdzakvxM87Cyft0+LDezjIeroKMxyhQ38zNL3G77Q6Z5dJi5OywierJi7K8lGBNjUpduxhujlmM5Y2R/",
+	"6/Kq1xvnGpiGQadunA86sDGcF4FmqeBvWwWVDkT1mnqT7pVjRUkoZoJTkJeo6I6yOxAD8YpMNKrbcRUC",
+	"gUvyLmN1ASVYCkAvL/oDEX4aEEcOOn0YZL3eXlS586QfMIBBjmb6qvP7r78NOvZXy7n2p99//e0q7MJb",
+	"kS8Y2v8SAtcDQcHaTCSodXHJOcEkhQ3mIqrOAaOBvlrJOjR047lJ+zpMEkARp5JbHOLHCFMXnZ/Q3Ryk",
+	"Sg5Rg0CM3YXtC3tkwDIzKaLEA1HJ7XTxTHenH1XyVzfCrS067i07NoRtCA9PTi5eHJ4dH10c/nj+LVWW",
+	"HMKUa01CPE9jLSeBMZoiebWG3f3eTlDF46CWkTvoBAU6LcauQtr6S1+SFPvk2mqpYd8Ltn1I0FiRFhT3",
+	"RGE3DCC8CC2E4VYYDATtuZLI4IbQxbMdU6EfX1zibzwg/NeWl71bx3EYEN55nPuc9lATOQaFkVSxdpjO",
+	"8y4paN+FVyyaWMfB3XZAwrXFEK3lqIxKiJjwKz8HLgZCT6Qyfdjv9cgJYGWd3KoiOfC1cc9hv7czEBu0",
+	"4fCnn37asqxtTyliBsNNwoTMjCPCKh3YkXtu2YFoqIEieFyRUq0oI5aoq/U5Rj6H/Z09y7UDsb9z4HdS",
+	"z+qn+wxpIFzKPn0O+7vPYMNXVFVzxjeBjejityVTfn9vh9ay4kFb6spLZZ4PxEGB0abCkudw0COA4aC3",
+	"75inTEhmwmUj2xOmdGQin4VN+6KkLpT5tzOKs0csSVDBhImxhiwdiCGOXN0K5mOJd4QsCKGFyDgl7+4/",
+	"e+aSZKxhJzSpM1+X+t3xeSfoZCrx8lr3t7et5+oqO7pSjbf9oO0pN04LGdJaJL1///W/y11Ps8TwPG3i",
+	"9NXZeY6qTtAh9JLU73V3ur38WoCl3CrAbq+755J4J6Retr3Et3+PkUyZgiuO406/84Zr89J/s1AOu9vr",
+	"rZGSvV7mdEP0uCF92gmDvDxGqhiVy0/lrphsv7fTtlAB+fZizcF+b2/1oLJ+0o7YfbZ6xGI9ih23twZ4",
+	"iwVxV0HnwCH6+nH1SjKyJrLplKm5P8Rct1urgY11mVepO++szSh1Q1jS5ZY79TxNzRx0Ik0XfvJSKizs",
+	"mZDyAHhsVdk4Tyi3ZmOdmqq56r5GG7V5IeP5zZL7K0ZhxRJcO0+/KWX+arnee9eR0x0S+KoqDIGz4rKP",
+	"SHONg69UpT8gC/TWYIGiBNsO2FljicUKNhp3sM5+GqpF/iCMakftrXVkRY1RnbkdMRe3xMSijUx+FRTi",
+	"fvtTwUFXjp8SbEp4/VE4r6FSQSAr2pePfC2Zdx82uIGYW7cRmSrq1XAgyAt8ouGN+84rlM0A3MKuT0Be",
+	"CjDiCYmcGBROpfcrnOQh3VoXKS9phopIuScNVc9OXVmtP6bcj6+ch/dXjyjqaf/E7GTHrIGKhcr9Ohc6",
+	"Miy4sEXLNppYr9HcP/mup3/+ILrnT0i3NWJ6jWYVJVU7A/3cvFb5yXbROejqXYsW2CY/reIGLGQ3Wldd",
+	"ww+nRfablc+RNw9z+ewVQuF+Ua1DF84i5uMdFE4i57csOajkCMPGGVLpqYbf//9/5drCQ+viLj9NeFKm",
+	"4HFdzcIbZcpVqbEk0aDQZEqUaZg+hS6ZkyM/cwUR1J8Gp4wLO13RuWIOAi+t256iALZwBdgF8ngtLH4P",
+	"SpoCD3YtF5EQ+NEQLB4U7X+dUekw/FSNAnHUoDJBJR+QCW39Wl984XXK2CJ1yKL3YCTUC1GcM19fUrsD",
+	"YyOFetKF/d4zi+nCSMgrT1mikMXzMuGsScXm6Zf3KJ4W00lb5FOR+pqfZZ5c+ycTWDe2rh81c6tmfiPH",
+	"wCk+6amnIlGd0Ls/ebqdX3Xdevo2z/xQV4P5I9f3oRKlr9eSjWqFXe4CqDsQbyuyt78gbgsJ7OR17eqI",
+	"C22QxSTmxECgr/hwws/1eXHfu+J+GPNLFHlUj0KNFl4nD0P6MhyIhZBpF47W0i5t8urInfQC4pdFSluT",
+	"OT6iRZZAL9rOEbzLfedu0Wfu3WdEQvxdX32JtQMhS0UgjVGQOxbztZKaFkFfo96i0KdeT/SfLvMfIypf",
+	"q6KpUm+DtrlGZfiWcHeuLlYEcloCN1CP2+RXf9pf+rbFbpwGIJGtDZvrAJyR6a54BM4GwmWZkFma34bm",
+	"cLmOPPmM7vJn5aWPkZDRFq2G2KjULFsj12opeI+p2WzRFjL7yjxwf5dmrXK6083Mo7h7lDzXSh776w2i",
+	"vtsKvQN5L/LmKJEaq+Lmia6m6FLwwP1TAxszLpyVSaKE2hlYr5gYOCCx4S0ezxcMfI+aGdNFn5pGaTIQ",
+	"dXHSJABOc0x8XTIgACHLsIMYP0qA/4TbnIIYb8TMZTuDxujdue+XWTRLpkZjr1+dQ9Ns4fK9bRGiPnML",
+	"fSUs8kQXfTAeI9ZfTcS6OJX7CF1PioYejZR+kg0THnVht9eDGYWKyYxVkhJ2KN1Ou+TEJhr3fTXukboX",
+	"uoS0eb8eXgrQ8svc170x2T0wNfjs1U7/53f17JNLFHY7lBNZIQo91wanXqxN0Sgetcsw73pY94radwV5",
+	"V9ThHFxhuutwlJlITjFwSZc+rEIfKZkZpG/K3jlLFPCdh2IlCRj8aLbThPGFw294Q6C+D79CHlI6UdJC",
+	"j5l2DR5ctnH3UTjdoXCq4HhanG8jEfpMue6cTZPWlLjXaN6mKA5Pjm8mKfJJb0AsVhj4tUrdXWkKa+3f",
+	"YcYT19j3MQfuGiI4n3Bd4LDt/ClO8e+1tIssOlJYf8WlQrvrQkpcsb9a1937HRomTA/EEMdZEdKw2qnW",
+	"a7fJOXmN5tQC9WWV0mkRvzGKjUY8+gNopNua4i1a7JRaG61UY74/yXZUb37SKEgaelPc4ylf04Gj4cTf",
+	"1otq9aNGukthdCQzUevEAsbV/5ddW52Er5JZ3oK0Rme+uSsFcRojMS+VTHVLpXTLorBBUZQwVjJ19TJG",
+	"Zbjprvt8wx3dWBcd1muqw24ROS7L/pFiwAQ11QhkCr3M9LP5ax6uqG2AKzUYsui9HI36kGkETr3fDLVv",
+	"lzOYy0wBlQ36ao5IpuhaJ1hzkI1dJ/ugmftqxeefk5JMZequ1nyxsvxg7Qu5JqCu6uVldomr+5cTjbXn",
+	"LSaKq9qgh13sshj/6fzxx7u2NaTaC4Xs/YJEyTldCkgzlUqNK0UaXTrpdolWFCVUllksa+zCcYzTVBrf",
+	"ZaRZ8dJEJ5UH4+7uCr5W8+0LvW8qBWpl6F9GCtSr/VvYf+nFvkf2/09k/6IQoaSHPClmHYbf/kT/e7Wy",
+	"JK1o6fQglWnt7c1auKF86iG3eXx1hLe2/qw88ocsilsi1id6oVFVI/XeNIjtW5i8W031259+WVGTU32t",
+	"RyP61x+pT6RLIFlI32hVf6dUXfPVVc64PI4/oQ35R2MQRx/A6gzhqGs9IX9LNglu0C2x4QXgX9Z+0fim",
+	"DRav418L39bt0n1z6dCWTHFeeZLB0OOSC/mR9BRsfj7ejsWYPHJudJ7v2yYH8k6Qn2MDu41XOkTe1NZd",
+	"bEf5ZczdWl/KlZLqTyqnHhNR7zAC/bmpXe41hQWGp0qez7SyfdOXtczs7/Jv758DmxpitjBimbmf7yUA",
+	"mcT0zCVX+tHC/ios7JlTTgvUCgoj5Jf0LNCDmNc6YuI+NbOdX+fPM9BN/kZYdNYLK631XO50no3NTKW5",
+	"eyP/nVnAb6qZb8Ry1faBj2r3Ue0+qt1+h0qWWVFvmr+0tq7KRRFvV5pANguPMxSxteVd3k/us+ePYbGp",
+	"a20U/mvLuehbx3HoKitc46zi5Vx6ccb6/XRrl79RbIVShWeK+l5qX0ZfutYdAjHGeCCGmcl7yAWw39vP",
+	"awoz8V7ImSiqRsgYqRYDVh6xHYhKUUnQWN3hX7stipe7cLhQkzwQxU2gNXg28pRvhVTT7CDwLXorF5Cb",
+	"1C6dce/4BAORpfRSUS/v0RxA0d2LGQuca+S3UNpocSWtp5mltRKZSmcwsi6KhudGDkRedJL3G6OicrQT",
+	"ejeMQczmATAYdOz2KxMPOnlXtykXmcHNoHijOl+BSr999PAfxy9LmBSOuTa0CDcDQaXwgXt8mSbVcopA",
+	"RhIVmMd8NMJqeY/fc8xZkrinl5eUUNntdJ1iyupJWibQhYvuaLZ00itU3VI0eU2Hz8+qmCxfgM4brH5e",
+	"DWVDQ9iH1qINTXcbtGj1jgxTgzUie1Snj+r06ypqslSda8eyL3OhcFHEVtvWM7Zq/XJ/fmflhEtpaRJY",
+	"h2WDSXqyyWUx0PsVIu/wH0380+Jl48b+9vanidTmqv/JnuhVJ+hcMsXtxomzJ4WyH7kHDTqJjFhCP1/z",
+	"8v4TDfYTUvyk4+JYoXZ5V3ad+pR7vV5vabZjo8F+Sj1j7R9h4JrFnrw9PQ83u1YovCtQ2JxgTWWbOldB",
+	"vPL2f57J2C2FeH5FshyxtRY9dYnJVUK9nXA1mlGZzxXILs925l8czf38yhCig+UR31a78AZ52q/fViUR",
+	"tDqTS+NbnuutSObABYR5dDh/hCzsLyQ7FLjyWQ95UwFNHXoXXWBrYuqanRn4Ovd6uCeg9rSuyYvriLZw",
+	"ReUsBj2RM+dtc1O41104rgJubaiQWsVorLQv9mbLfm/f2QA5RrxRe/Xu6n8CAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

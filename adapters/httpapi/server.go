@@ -140,7 +140,7 @@ func (s *server) GetHealth(context.Context, api.GetHealthRequestObject) (api.Get
 
 func (s *server) GetReady(context.Context, api.GetReadyRequestObject) (api.GetReadyResponseObject, error) {
 	if !s.ready() {
-		return api.GetReady503JSONResponse{ErrorJSONResponse: api.ErrorJSONResponse{
+		return api.GetReady503JSONResponse{UnavailableJSONResponse: api.UnavailableJSONResponse{
 			Code: http.StatusServiceUnavailable, Message: "not ready",
 		}}, nil
 	}
