@@ -66,6 +66,7 @@ func startGateway(t *testing.T, dir string, opts ...gatewayOption) *testGateway 
 		cancel()
 		t.Fatalf("open gateway: %v", err)
 	}
+	g.http.Handler = checkContract(t, g.http.Handler) // every answer is held to openapi.yaml
 	tg := &testGateway{t: t, g: g, url: "http://" + g.Addr(), dir: dir, cancel: cancel, done: make(chan error, 1), logs: logs}
 	if cfg.BasicAuth != "" {
 		tg.user, tg.pass, _ = strings.Cut(strings.Split(cfg.BasicAuth, ",")[0], ":")
