@@ -11,8 +11,12 @@ run: ## the gateway, on ./storages
 sandbox: ## the gateway on a simulated WhatsApp network, on ./storages-sandbox
 	$(GO) run ./cmd/whatsapp sandbox
 
-build: ## a static binary, as the Dockerfile builds it
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o bin/whatsapp ./cmd/whatsapp
+# `whatsapp version` shows the commit when git can tell it; elsewhere (no git,
+# a tarball, a checkout git refuses to read) the build goes on without it.
+BUILDVCS := $(shell git rev-parse HEAD >/dev/null 2>&1 && echo true || echo false)
+
+build: ## bin/whatsapp: a static binary, as the Dockerfile builds it
+	CGO_ENABLED=0 $(GO) build -buildvcs=$(BUILDVCS) -trimpath -ldflags="-s -w" -o bin/whatsapp ./cmd/whatsapp
 
 test: check ## vet, format, generated-code drift, then every test under -race
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)

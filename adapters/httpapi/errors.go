@@ -4,6 +4,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
+
+	chimw "github.com/go-chi/chi/v5/middleware"
 
 	"github.com/gowa-dev/gowa/adapters/httpapi/envelope"
 	"github.com/gowa-dev/gowa/domain"
@@ -34,9 +37,32 @@ func writeError(log *slog.Logger, w http.ResponseWriter, r *http.Request, err er
 		status = http.StatusInternalServerError
 	}
 	if status >= 500 {
-		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+		log.ErrorContext(r.Context(), "request failed", "request_id", chimw.GetReqID(r.Context()),
+			"method", r.Method, "path", r.URL.Path, "status", status, "code", code, "err", logText(err))
 	}
 	envelope.Error(w, status, domain.ErrorMessage(err))
+}
+
+// logText is err for the log: the messages along its chain, each once.
+// A domain error's Error() starts with its code, so a chain of them reads
+// "unavailable: … : unavailable: …"; the code is logged once, apart.
+func logText(err error) string {
+	var e *domain.Error
+	if !errors.As(err, &e) {
+		return err.Error()
+	}
+	text := err.Error()
+	if whole := e.Error(); text != whole {
+		// Something wrapped the domain error; keep what it said.
+		text = strings.TrimSuffix(text, whole)
+	} else {
+		text = ""
+	}
+	text += e.Message
+	if e.Err != nil {
+		text += ": " + logText(e.Err)
+	}
+	return text
 }
 
 // badRequest answers a request the generated code could not decode: broken

@@ -61,15 +61,15 @@ func openGateway(ctx context.Context, cfg Config, sandbox bool, logOut io.Writer
 
 	creds, err := middleware.ParseCredentials(cfg.BasicAuth)
 	if err != nil {
-		return nil, fmt.Errorf("--basic-auth: %w", err)
+		return nil, fmt.Errorf("%s: %w", cfg.name("basic-auth"), err)
 	}
 	g.auth, err = middleware.NewAuth(creds, cfg.BasicAuthFile, log)
 	if err != nil {
-		return nil, fmt.Errorf("--basic-auth-file: %w", err)
+		return nil, fmt.Errorf("%s: %w", cfg.name("basic-auth-file"), err)
 	}
 	proxies, err := middleware.ParseTrustedProxies(cfg.TrustedProxies)
 	if err != nil {
-		return nil, fmt.Errorf("--trusted-proxies: %w", err)
+		return nil, fmt.Errorf("%s: %w", cfg.name("trusted-proxies"), err)
 	}
 
 	g.root, err = filepath.Abs(cfg.Storages)

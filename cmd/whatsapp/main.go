@@ -3,9 +3,12 @@
 //	whatsapp rest         serve the API (port 3000)
 //	whatsapp sandbox      serve the same API on a simulated WhatsApp network
 //	whatsapp healthcheck  probe a running gateway's /health (for containers)
+//	whatsapp version      print the version, commit and Go version
 //
-// Each takes the flags listed by `whatsapp rest -h`; every flag has an
-// APP_… environment variable, and the flag wins.
+// `whatsapp <command> -h` lists a command's flags; every flag has an APP_…
+// environment variable, and the flag wins. A mistake in the command line
+// or the environment is one line on stderr and exit status 2; a failure at
+// run time is exit status 1.
 package main
 
 import (
@@ -16,6 +19,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"regexp"
 	"syscall"
 	"time"
 )
@@ -24,31 +28,60 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	os.Exit(report(err, os.Stderr))
+}
+
+// report prints err in one line and returns the exit status: 0 for none
+// (or a help request), 2 for a usage error, 1 for anything else.
+func report(err error, stderr io.Writer) int {
+	var usage *usageError
 	switch {
-	case errors.Is(err, flag.ErrHelp):
-	case err != nil:
-		fmt.Fprintln(os.Stderr, "whatsapp:", err)
-		os.Exit(1)
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errNoCommand):
+		return 2 // the usage is printed already
+	case errors.As(err, &usage):
+		prog := "whatsapp"
+		if usage.cmd != "" {
+			prog += " " + usage.cmd
+		}
+		fmt.Fprintf(stderr, "%s: %s\n", prog, usage.msg)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "whatsapp:", err)
+		return 1
 	}
 }
 
 const usage = `usage: whatsapp <command> [flags]
 
 commands:
-  rest         serve the REST API
-  sandbox      serve the REST API on a simulated WhatsApp network, with no phone needed
-  healthcheck  exit 0 if the gateway on --port answers /health
+  rest         serve the REST API (port 3000, sessions under ./storages)
+  sandbox      serve the same API on a simulated WhatsApp network: no phone needed
+  healthcheck  exit 0 if the gateway on this machine answers /health (for containers)
+  version      print the version, commit and Go version
+
+'whatsapp <command> -h' lists a command's flags.
 `
 
-// run runs one command until ctx ends or it fails.
+// errNoCommand is a command line without a command: the usage is printed
+// and the process exits 2 rather than start an open gateway unasked.
+var errNoCommand = errors.New("no command")
+
+// plainWord is what an unknown command may look like to be repeated in the
+// error; anything else might be a password typed in the wrong place.
+var plainWord = regexp.MustCompile(`^[a-z][a-z0-9-]{0,19}$`)
+
+// run runs the command in args until ctx ends or it fails.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := "rest"
-	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errNoCommand
 	}
+	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "rest", "sandbox":
-		cfg, err := loadConfig(cmd, args, stderr)
+		cfg, err := loadConfig(cmd, args, stdout)
 		if err != nil {
 			return err
 		}
@@ -60,12 +93,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return g.Run(ctx)
 	case "healthcheck":
-		return healthcheck(ctx, args, stderr)
-	case "help", "-h", "--help":
+		return healthcheck(ctx, args, stdout)
+	case "version":
+		if len(args) > 0 {
+			return &usageError{"version", "takes no arguments"}
+		}
+		return printVersion(stdout)
+	case "help", "-h", "-help", "--help":
+		if len(args) > 0 && (args[0] == "rest" || args[0] == "sandbox" || args[0] == "healthcheck") {
+			return run(ctx, []string{args[0], "-h"}, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 		return nil
-	default:
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", cmd)
 	}
+	if cmd != "" && cmd[0] == '-' {
+		return &usageError{"", "the command comes first, then its flags, as in 'whatsapp rest --port 3000'; 'whatsapp -h' lists the commands"}
+	}
+	if plainWord.MatchString(cmd) {
+		return &usageError{"", fmt.Sprintf("unknown command %q; 'whatsapp -h' lists the commands", cmd)}
+	}
+	return &usageError{"", "unknown command (not shown: it may be a secret); 'whatsapp -h' lists the commands"}
 }
