@@ -202,7 +202,11 @@ func (c *conn) handshake() error {
 	if err := n.mixKey(c.srv.static.Priv, clientEph); err != nil {
 		return handshakeErr("se", err)
 	}
-	certCT := n.encrypt(c.srv.cert)
+	cert, err := c.srv.certificate(c.srv.now())
+	if err != nil {
+		return handshakeErr("certificate", err)
+	}
+	certCT := n.encrypt(cert)
 	serverHello, err := proto.Marshal(&waWa6.HandshakeMessage{ServerHello: &waWa6.HandshakeMessage_ServerHello{
 		Ephemeral: eph.Pub[:], Static: staticCT, Payload: certCT,
 	}})

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"go.mau.fi/libsignal/ecc"
 	"go.mau.fi/whatsmeow/proto/waCert"
@@ -29,32 +30,66 @@ var rootKey = sync.OnceValue(keys.NewKeyPair)
 // nothing in this package sets it.
 func RootPublicKey() [32]byte { return *rootKey().Pub }
 
+// Certificate lifetimes. whatsmeow rejects a noise certificate outside its
+// notBefore..notAfter window, so the chain carries real dates: it is valid
+// from a day before it was made (tolerating a client clock running behind)
+// for certLifetime, and the Server renews it certRenewBefore its end, so a
+// long-running sandbox never serves an expired one.
+const (
+	certBackdate    = 24 * time.Hour
+	certLifetime    = 30 * 24 * time.Hour
+	certRenewBefore = 24 * time.Hour
+)
+
 // certChain returns the marshalled certificate chain that binds static to the
-// root: root signs a fresh intermediate key, which signs the static key. This
-// is exactly what whatsmeow's verifyServerCert checks.
-func certChain(static *keys.KeyPair) ([]byte, error) {
+// root, valid from now-certBackdate to the returned expiry: root signs a
+// fresh intermediate key, which signs the static key. This is exactly what
+// whatsmeow's verifyServerCert checks.
+func certChain(static *keys.KeyPair, now time.Time) (chain []byte, notAfter time.Time, err error) {
 	inter := keys.NewKeyPair()
 	const interSerial = 1
+	from := now.Add(-certBackdate).Truncate(time.Second)
+	until := now.Add(certLifetime).Truncate(time.Second)
 	interDetails, err := proto.Marshal(&waCert.CertChain_NoiseCertificate_Details{
 		Serial:       proto.Uint32(interSerial),
 		IssuerSerial: proto.Uint32(0),
 		Key:          inter.Pub[:],
+		NotBefore:    proto.Uint64(uint64(from.Unix())),
+		NotAfter:     proto.Uint64(uint64(until.Unix())),
 	})
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	leafDetails, err := proto.Marshal(&waCert.CertChain_NoiseCertificate_Details{
 		Serial:       proto.Uint32(2),
 		IssuerSerial: proto.Uint32(interSerial),
 		Key:          static.Pub[:],
+		NotBefore:    proto.Uint64(uint64(from.Unix())),
+		NotAfter:     proto.Uint64(uint64(until.Unix())),
 	})
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
-	return proto.Marshal(&waCert.CertChain{
+	chain, err = proto.Marshal(&waCert.CertChain{
 		Intermediate: &waCert.CertChain_NoiseCertificate{Details: interDetails, Signature: sign(rootKey(), interDetails)},
 		Leaf:         &waCert.CertChain_NoiseCertificate{Details: leafDetails, Signature: sign(inter, leafDetails)},
 	})
+	return chain, until, err
+}
+
+// certificate returns the chain to send in a handshake at now, renewing it
+// when it is about to expire.
+func (s *Server) certificate(now time.Time) ([]byte, error) {
+	s.certMu.Lock()
+	defer s.certMu.Unlock()
+	if s.cert == nil || now.After(s.certUntil.Add(-certRenewBefore)) {
+		cert, until, err := certChain(s.static, now)
+		if err != nil {
+			return nil, err
+		}
+		s.cert, s.certUntil = cert, until
+	}
+	return s.cert, nil
 }
 
 // sign makes a Signal Curve25519 signature of msg with kp.

@@ -84,10 +84,11 @@ func messageParts(node *waBinary.Node, to types.JID) []messagePart {
 // deliver decrypts one part if it is for a simulated phone and files the
 // text in that phone's inbox.
 func (c *conn) deliver(to, sender types.JID, id string, ts time.Time, enc waBinary.Node) {
+	w := c.srv.world
+	to = w.toPN(to)
 	if to.Server != types.DefaultUserServer || to.Device != 0 {
 		return
 	}
-	w := c.srv.world
 	w.mu.Lock()
 	a := w.accounts[to.User]
 	w.mu.Unlock()
@@ -111,7 +112,7 @@ func (c *conn) deliver(to, sender types.JID, id string, ts time.Time, enc waBina
 			c.log.Warn("wasim: device-sent copy without a destination", "id", id)
 			return
 		}
-		m.chat, m.fromMe, msg = dest.ToNonAD(), true, dsm.GetMessage()
+		m.chat, m.fromMe, msg = w.toPN(dest.ToNonAD()), true, dsm.GetMessage()
 	}
 	m.text = messageText(msg)
 	if m.text == "" {

@@ -5,9 +5,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/base64"
 	"errors"
-	"strings"
 	"time"
 
 	"go.mau.fi/whatsmeow"
@@ -29,21 +27,13 @@ func (s *Server) Scan(ctx context.Context, phone, qr string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	parts := strings.Split(strings.TrimSpace(qr), ",")
-	if len(parts) != 4 {
-		return "", domain.Errorf(domain.EINVALID, "not a WhatsApp QR code")
+	q, err := parseQR(qr)
+	if err != nil {
+		return "", err
 	}
-	var fields [3][]byte
-	for i, p := range parts[1:] {
-		if fields[i], err = base64.StdEncoding.DecodeString(p); err != nil || len(fields[i]) != 32 {
-			return "", domain.Errorf(domain.EINVALID, "not a WhatsApp QR code")
-		}
-	}
-	noiseKey, identity, advSecret := fields[0], fields[1], fields[2]
-
 	s.mu.Lock()
-	c := s.qrRefs[parts[0]]
-	if c != nil && c.noiseKey != [32]byte(noiseKey) {
+	c := s.qrRefs[q.ref]
+	if c != nil && c.noiseKey != q.noiseKey {
 		s.mu.Unlock()
 		return "", domain.Errorf(domain.EINVALID, "the QR code does not match the device showing it")
 	}
@@ -54,7 +44,10 @@ func (s *Server) Scan(ctx context.Context, phone, qr string) (string, error) {
 	if c == nil {
 		return "", domain.Errorf(domain.ECONFLICT, "the QR code is not (or no longer) waiting to be scanned")
 	}
-	return s.link(ctx, a, c, [32]byte(identity), advSecret)
+	if q.clientType != "" {
+		c.log.Debug("wasim: QR scanned", "client_type", string(q.clientType))
+	}
+	return s.link(ctx, a, c, q.identity, q.advSecret)
 }
 
 // takeRefsLocked withdraws the QR refs and idle pairing-code requests of
@@ -139,7 +132,7 @@ func (s *Server) link(ctx context.Context, a *account, c *conn, identity [32]byt
 		return "", linkErr(err)
 	}
 	if typ, _ := resp.Attrs["type"].(string); typ != "result" {
-		c.log.Info("wasim: device rejected pairing", "answer", resp.XMLString())
+		c.log.Info("wasim: device rejected pairing", "answer", resp.String())
 		return "", domain.Errorf(domain.ECONFLICT, "the device rejected the link")
 	}
 	signedBack, ok := resp.GetOptionalChildByTag("pair-device-sign", "device-identity")

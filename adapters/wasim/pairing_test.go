@@ -26,7 +26,9 @@ func TestQRPairingAndReconnect(t *testing.T) {
 	path := dbPath(t)
 	c := newClient(t, srv, path)
 	qrs, first := startPairing(t, c)
-	if first.Timeout != 60*time.Second || strings.Count(first.Code, ",") != 3 {
+	// whatsmeow's QR text is a wa.me link with five fields since 2026.
+	if first.Timeout != 60*time.Second || !strings.HasPrefix(first.Code, "https://wa.me/settings/linked_devices#") ||
+		strings.Count(first.Code, ",") != 4 {
 		t.Fatalf("first QR item: timeout %v, %d fields", first.Timeout, strings.Count(first.Code, ",")+1)
 	}
 	waitFor[*events.QR](t, c)
@@ -157,6 +159,31 @@ func wrongCode(code string) string {
 		b[0] = 'A'
 	}
 	return string(b)
+}
+
+// The phones still read the QR text of older whatsmeow releases: the four
+// comma-separated fields without the link or the client type.
+func TestQRPairingOldForm(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, "")
+	createPhone(t, srv, alice, "Alice")
+	c := newClient(t, srv, dbPath(t))
+	_, first := startPairing(t, c)
+	fields := strings.Split(strings.TrimPrefix(first.Code, "https://wa.me/settings/linked_devices#"), ",")
+	if len(fields) != 5 {
+		t.Fatalf("QR text with %d fields", len(fields))
+	}
+	_, err := srv.Scan(context.Background(), alice, strings.Join(fields, ","))
+	wantCode(t, err, domain.EINVALID) // five fields need the link
+	old := strings.Join(fields[:4], ",")
+	jid, err := srv.Scan(context.Background(), alice, old)
+	if err != nil {
+		t.Fatalf("scan of the old form: %v", err)
+	}
+	if ps := waitFor[*events.PairSuccess](t, c); ps.ID.String() != jid {
+		t.Fatalf("PairSuccess %+v, scan linked %s", ps, jid)
+	}
+	waitFor[*events.Connected](t, c)
 }
 
 // A device that never confirms the link makes Scan fail with ETIMEOUT

@@ -28,6 +28,7 @@ type world struct {
 	db       *sql.DB
 	signal   *sqlstore.Container
 	accounts map[string]*account // by phone digits
+	byLID    map[string]string   // LID user → phone digits
 	devices  map[string]*device  // by PN AD-JID string, removed ones included
 }
 
@@ -66,7 +67,7 @@ type device struct {
 }
 
 func newWorld(db *sql.DB, signal *sqlstore.Container) *world {
-	return &world{db: db, signal: signal, accounts: map[string]*account{}, devices: map[string]*device{}}
+	return &world{db: db, signal: signal, accounts: map[string]*account{}, byLID: map[string]string{}, devices: map[string]*device{}}
 }
 
 // account returns the account of phone (digits, +, or malformed).
@@ -109,7 +110,7 @@ func (w *world) createAccount(ctx context.Context, phone, pushName string) (*acc
 	if err := w.attachPeer(ctx, a); err != nil {
 		return nil, domain.Wrap(domain.EINTERNAL, err, "creating the phone's Signal state")
 	}
-	w.accounts[p] = a
+	w.addAccountLocked(a)
 	return a, nil
 }
 
@@ -143,6 +144,29 @@ func (w *world) attachPeer(ctx context.Context, a *account) error {
 	}
 	a.peer = dev
 	return nil
+}
+
+// addAccountLocked makes a findable by phone number and by LID.
+func (w *world) addAccountLocked(a *account) {
+	w.accounts[a.phone] = a
+	w.byLID[a.lidUser] = a.phone
+}
+
+// toPN maps a LID address (a user or one of its devices) to the same
+// account's phone-number address; other JIDs come back unchanged. Since
+// 2026 whatsmeow addresses direct messages, their device lists and prekey
+// requests to LIDs; the world keeps everything by phone number.
+func (w *world) toPN(jid types.JID) types.JID {
+	if jid.Server != types.HiddenUserServer {
+		return jid
+	}
+	w.mu.Lock()
+	phone, ok := w.byLID[jid.User]
+	w.mu.Unlock()
+	if !ok {
+		return jid
+	}
+	return types.JID{User: phone, Server: types.DefaultUserServer, Device: jid.Device}
 }
 
 // companions returns the non-removed devices of phone, oldest first.

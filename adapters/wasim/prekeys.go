@@ -127,13 +127,14 @@ func (c *conn) bundle(jid types.JID) (waBinary.Node, int) {
 	notFound := waBinary.Node{Tag: "user", Attrs: waBinary.Attrs{"jid": jid}, Content: []waBinary.Node{
 		{Tag: "error", Attrs: waBinary.Attrs{"code": 404, "text": "item-not-found"}},
 	}}
-	if jid.Server != types.DefaultUserServer {
+	w := c.srv.world
+	pn := w.toPN(jid) // the bundle names the device as asked, PN or LID
+	if pn.Server != types.DefaultUserServer {
 		return notFound, -1
 	}
-	w := c.srv.world
-	if jid.Device == 0 {
+	if pn.Device == 0 {
 		w.mu.Lock()
-		a := w.accounts[jid.User]
+		a := w.accounts[pn.User]
 		w.mu.Unlock()
 		if a == nil {
 			return notFound, -1
@@ -142,7 +143,7 @@ func (c *conn) bundle(jid types.JID) (waBinary.Node, int) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	d := w.devices[jid.String()]
+	d := w.devices[pn.String()]
 	if d == nil || d.removed {
 		return notFound, -1
 	}

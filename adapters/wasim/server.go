@@ -37,6 +37,8 @@ var _ ports.Sandbox = (*Server)(nil)
 type Options struct {
 	Dir    string       // where the simulated world persists; "" keeps it in memory
 	Logger *slog.Logger // nil: discard
+	// Now is the server's clock for certificate dates; nil is time.Now.
+	Now func() time.Time
 }
 
 // Server is the simulated WhatsApp network. Its methods are safe for
@@ -44,7 +46,7 @@ type Options struct {
 type Server struct {
 	log    *slog.Logger
 	static *keys.KeyPair // the server's Noise static key
-	cert   []byte        // marshalled chain from the static key to the root
+	now    func() time.Time
 	addr   string
 	http   *http.Server
 	world  *world
@@ -52,6 +54,10 @@ type Server struct {
 	ctx    context.Context // ends at Close: stops waiters and delayed closes
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the server started
+
+	certMu    sync.Mutex
+	cert      []byte    // marshalled chain from the static key to the root
+	certUntil time.Time // the chain's notAfter
 
 	mu          sync.Mutex
 	closed      bool
@@ -70,8 +76,12 @@ func New(opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
 	static := keys.NewKeyPair()
-	cert, err := certChain(static)
+	cert, certUntil, err := certChain(static, now())
 	if err != nil {
 		return nil, fmt.Errorf("wasim: certificate chain: %w", err)
 	}
@@ -96,7 +106,7 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("wasim: listen: %w", err)
 	}
 	s := &Server{
-		log: log, static: static, cert: cert, addr: ln.Addr().String(), world: w,
+		log: log, static: static, now: now, cert: cert, certUntil: certUntil, addr: ln.Addr().String(), world: w,
 		ctx: ctx, cancel: cancel,
 		conns: map[*conn]struct{}{}, qrRefs: map[string]*conn{}, codeReqs: map[string]*codeRequest{},
 	}

@@ -183,7 +183,7 @@ func (w *world) load(ctx context.Context) error {
 		if err := w.attachPeer(ctx, a); err != nil {
 			return err
 		}
-		w.accounts[a.phone] = a
+		w.addAccountLocked(a)
 	}
 	if err := w.loadDevices(ctx); err != nil {
 		return err

@@ -47,13 +47,17 @@ func (c *conn) usyncUser(u waBinary.Node, want map[string]bool) (waBinary.Node, 
 			jid, ok = types.NewJID(phone, types.DefaultUserServer), true
 		}
 	}
-	if !ok || jid.Server != types.DefaultUserServer {
+	if !ok || (jid.Server != types.DefaultUserServer && jid.Server != types.HiddenUserServer) {
 		return waBinary.Node{}, false
 	}
-	jid = jid.ToNonAD()
+	jid = jid.ToNonAD() // the answer names the user as asked, PN or LID
 	w := c.srv.world
+	pn := w.toPN(jid)
 	w.mu.Lock()
-	a := w.accounts[jid.User]
+	a := w.accounts[pn.User]
+	if pn.Server != types.DefaultUserServer {
+		a = nil
+	}
 	var lid types.JID
 	if a != nil {
 		lid = types.NewJID(a.lidUser, types.HiddenUserServer)
@@ -68,7 +72,7 @@ func (c *conn) usyncUser(u waBinary.Node, want map[string]bool) (waBinary.Node, 
 			// The phone, then every linked companion, the asker included:
 			// whatsmeow skips its own device itself.
 			list = append(list, waBinary.Node{Tag: "device", Attrs: waBinary.Attrs{"id": 0}})
-			for _, d := range w.companions(jid.User) {
+			for _, d := range w.companions(pn.User) {
 				list = append(list, waBinary.Node{Tag: "device", Attrs: waBinary.Attrs{"id": int(d.jid.Device)}})
 			}
 		}

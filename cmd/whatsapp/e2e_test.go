@@ -92,6 +92,11 @@ func decodeQR(t *testing.T, dataURL string) string {
 	}
 	res, err := qrcode.NewQRCodeReader().Decode(bmp, nil)
 	if err != nil {
+		// gozxing's default detector misses a few valid codes that the
+		// pure-barcode path reads.
+		res, err = qrcode.NewQRCodeReader().Decode(bmp, map[gozxing.DecodeHintType]any{gozxing.DecodeHintType_PURE_BARCODE: true})
+	}
+	if err != nil {
 		t.Fatalf("decode QR PNG: %v", err)
 	}
 	return res.GetText()
@@ -107,6 +112,11 @@ func TestQRLoginSendRestartLogout(t *testing.T) {
 	qr := tg.loginQR("my-device")
 	if got := decodeQR(t, qr.QrCode); got != qr.QrString {
 		t.Fatalf("the PNG carries %q, qr_string is %q", got, qr.QrString)
+	}
+	// The current whatsmeow's form: a wa.me link with five fields (checked
+	// by shape only: the text itself is a secret).
+	if !strings.HasPrefix(qr.QrString, qrLinkPrefix) || strings.Count(qr.QrString, ",") != 4 {
+		t.Errorf("qr_string is not a wa.me link with five fields (%d commas)", strings.Count(qr.QrString, ","))
 	}
 	// The first code lives 60 s; a loaded machine may take a few of them
 	// between the QR event and the answer.
@@ -344,6 +354,30 @@ func copySession(t *testing.T, from, to string) {
 	defer db.Close()
 	if _, err := db.Exec(`VACUUM INTO ?`, to); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// qrLinkPrefix starts whatsmeow's QR text since 2026.
+const qrLinkPrefix = "https://wa.me/settings/linked_devices#"
+
+// The sandbox's phones still read the QR text of older whatsmeow releases
+// (four fields, no link).
+func TestSandboxScansOldQRForm(t *testing.T) {
+	t.Parallel()
+	tg := startGateway(t, t.TempDir())
+	tg.createPhone(alice, "Alice")
+	qr := tg.loginQR("old-form")
+	fields := strings.Split(strings.TrimPrefix(qr.QrString, qrLinkPrefix), ",")
+	if len(fields) != 5 {
+		t.Fatalf("qr_string has %d fields", len(fields))
+	}
+	old := strings.Join(fields[:4], ",")
+	scan, err := tg.client.SandboxScanWithResponse(context.Background(), alice, api.SandboxScanJSONRequestBody{Qr: old})
+	if err != nil || scan.JSON200 == nil {
+		t.Fatalf("scan of the old form: %v %d %s", err, scan.StatusCode(), scan.Body)
+	}
+	if dev := tg.waitState("old-form", api.Connected); dev.Jid == nil || *dev.Jid != scan.JSON200.Data.Jid {
+		t.Fatalf("device JID %v, phone linked %s", dev.Jid, scan.JSON200.Data.Jid)
 	}
 }
 

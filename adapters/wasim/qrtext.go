@@ -1,0 +1,63 @@
+package wasim
+
+import (
+	"encoding/base64"
+	"strings"
+
+	"go.mau.fi/whatsmeow"
+
+	"github.com/gowa-dev/gowa/domain"
+)
+
+// qrURLPrefix starts the QR text of whatsmeow since mid-2026: a wa.me link
+// whose fragment holds the fields, so a phone's camera app opens WhatsApp.
+const qrURLPrefix = "https://wa.me/settings/linked_devices#"
+
+// qrText is what a phone reads from a device's QR code.
+type qrText struct {
+	ref                string
+	noiseKey, identity [32]byte
+	advSecret          []byte
+	clientType         whatsmeow.PairClientType // "" in the old form
+}
+
+// knownClientTypes are the fifth field's values whatsmeow defines.
+var knownClientTypes = map[whatsmeow.PairClientType]bool{
+	whatsmeow.PairClientUnknown: true, whatsmeow.PairClientChrome: true, whatsmeow.PairClientEdge: true,
+	whatsmeow.PairClientFirefox: true, whatsmeow.PairClientIE: true, whatsmeow.PairClientOpera: true,
+	whatsmeow.PairClientSafari: true, whatsmeow.PairClientElectron: true, whatsmeow.PairClientUWP: true,
+	whatsmeow.PairClientOtherWebClient: true, whatsmeow.PairClientMacOS: true, whatsmeow.PairClientAndroid: true,
+}
+
+// parseQR reads both forms the phones accept: the old "ref,noise,identity,adv"
+// and the current "https://wa.me/settings/linked_devices#ref,noise,identity,adv,type",
+// whose fifth field is the kind of client (whatsmeow.PairClientType). Any
+// other text is EINVALID.
+func parseQR(text string) (qrText, error) {
+	invalid := domain.Errorf(domain.EINVALID, "not a WhatsApp QR code")
+	text = strings.TrimSpace(text)
+	want := 4
+	if rest, ok := strings.CutPrefix(text, qrURLPrefix); ok {
+		text, want = rest, 5
+	}
+	parts := strings.Split(text, ",")
+	if len(parts) != want || parts[0] == "" {
+		return qrText{}, invalid
+	}
+	var keys [3][]byte
+	for i, p := range parts[1:4] {
+		b, err := base64.StdEncoding.DecodeString(p)
+		if err != nil || len(b) != 32 {
+			return qrText{}, invalid
+		}
+		keys[i] = b
+	}
+	q := qrText{ref: parts[0], noiseKey: [32]byte(keys[0]), identity: [32]byte(keys[1]), advSecret: keys[2]}
+	if want == 5 {
+		q.clientType = whatsmeow.PairClientType(parts[4])
+		if !knownClientTypes[q.clientType] {
+			return qrText{}, invalid
+		}
+	}
+	return q, nil
+}
