@@ -25,13 +25,78 @@ import (
 	"github.com/oapi-codegen/runtime"
 )
 
+// Defines values for DeviceReason.
+const (
+	AccountLocked     DeviceReason = "account_locked"
+	Banned            DeviceReason = "banned"
+	ClientOutdated    DeviceReason = "client_outdated"
+	ConnectFailed     DeviceReason = "connect_failed"
+	ConnectRefused    DeviceReason = "connect_refused"
+	ConnectionLost    DeviceReason = "connection_lost"
+	Logout            DeviceReason = "logout"
+	PairingCancelled  DeviceReason = "pairing_cancelled"
+	PairingExpired    DeviceReason = "pairing_expired"
+	PairingFailed     DeviceReason = "pairing_failed"
+	RemovedOnPhone    DeviceReason = "removed_on_phone"
+	SessionEmpty      DeviceReason = "session_empty"
+	SessionMissing    DeviceReason = "session_missing"
+	SessionUnreadable DeviceReason = "session_unreadable"
+	StreamReplaced    DeviceReason = "stream_replaced"
+	TemporaryBan      DeviceReason = "temporary_ban"
+	WhatsappLogout    DeviceReason = "whatsapp_logout"
+)
+
+// Valid indicates whether the value is a known member of the DeviceReason enum.
+func (e DeviceReason) Valid() bool {
+	switch e {
+	case AccountLocked:
+		return true
+	case Banned:
+		return true
+	case ClientOutdated:
+		return true
+	case ConnectFailed:
+		return true
+	case ConnectRefused:
+		return true
+	case ConnectionLost:
+		return true
+	case Logout:
+		return true
+	case PairingCancelled:
+		return true
+	case PairingExpired:
+		return true
+	case PairingFailed:
+		return true
+	case RemovedOnPhone:
+		return true
+	case SessionEmpty:
+		return true
+	case SessionMissing:
+		return true
+	case SessionUnreadable:
+		return true
+	case StreamReplaced:
+		return true
+	case TemporaryBan:
+		return true
+	case WhatsappLogout:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for DeviceState.
 const (
 	Connected    DeviceState = "connected"
 	Connecting   DeviceState = "connecting"
 	Disconnected DeviceState = "disconnected"
 	LoggedOut    DeviceState = "logged_out"
+	Offline      DeviceState = "offline"
 	Pairing      DeviceState = "pairing"
+	Unlinking    DeviceState = "unlinking"
 )
 
 // Valid indicates whether the value is a known member of the DeviceState enum.
@@ -45,7 +110,11 @@ func (e DeviceState) Valid() bool {
 		return true
 	case LoggedOut:
 		return true
+	case Offline:
+		return true
 	case Pairing:
+		return true
+	case Unlinking:
 		return true
 	default:
 		return false
@@ -110,13 +179,19 @@ type Device struct {
 	// PushName Example: Alice
 	PushName *string `json:"push_name"`
 
+	// Reason Why the device is in its state; null when nothing needs saying.
+	Reason *DeviceReason `json:"reason"`
+
 	// Sandbox The device lives on the sandbox's simulated network.
 	Sandbox bool `json:"sandbox"`
 
-	// State `disconnected`: no connection (`logged_in` tells whether a session
-	// exists). `pairing`: a QR or pairing code is out. `connecting`:
-	// connecting with a stored session. `connected`: logged in and online.
-	// `logged_out`: WhatsApp or the phone ended the session.
+	// State `disconnected`: the slot has no session and no pairing is under way.
+	// `pairing`: a QR or pairing code is out. `connecting`: connecting with
+	// a stored session. `connected`: logged in and online. `offline`: the
+	// session is kept but not connected, and is not retried (see
+	// `reason`). `unlinking`: the session is ending (logout, delete, or
+	// WhatsApp ended it). `logged_out`: the slot had a session and it
+	// ended (see `reason`). The README draws every transition.
 	State DeviceState `json:"state"`
 
 	// StateSince When the current state began.
@@ -143,10 +218,22 @@ type DeviceListEnvelope struct {
 	Message string `json:"message"`
 }
 
-// DeviceState `disconnected`: no connection (`logged_in` tells whether a session
-// exists). `pairing`: a QR or pairing code is out. `connecting`:
-// connecting with a stored session. `connected`: logged in and online.
-// `logged_out`: WhatsApp or the phone ended the session.
+// DeviceReason Why the device is in its state. disconnected: `pairing_expired`,
+// `pairing_failed`, `pairing_cancelled`. connecting:
+// `connection_lost`. offline: `stream_replaced`, `temporary_ban`,
+// `client_outdated`, `connect_refused`, `connect_failed`. unlinking and
+// logged_out: `logout`, `removed_on_phone`, `account_locked`,
+// `banned`, `whatsapp_logout`, `session_unreadable`,
+// `session_missing`, `session_empty`.
+type DeviceReason string
+
+// DeviceState `disconnected`: the slot has no session and no pairing is under way.
+// `pairing`: a QR or pairing code is out. `connecting`: connecting with
+// a stored session. `connected`: logged in and online. `offline`: the
+// session is kept but not connected, and is not retried (see
+// `reason`). `unlinking`: the session is ending (logout, delete, or
+// WhatsApp ended it). `logged_out`: the slot had a session and it
+// ended (see `reason`). The README draws every transition.
 type DeviceState string
 
 // EmptyEnvelope defines model for EmptyEnvelope.
@@ -8173,93 +8260,99 @@ func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, par
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7F39chu3dn+VM9s7Y3u6oihL9r1m/rnyRx3lOrEiKU2noSqCu4ck7F1gDWBFMx7N5K8+QKfPkAfzk3QO",
-	"gP0id0VKsmi308xkIq2wwMH5xsHvbD4FkUwzKVAYHQw+BRlTLEWDyv72Ei95hEcv6ecYdaR4ZrgUwSA4",
-	"myHE9q8PNPA4hGgmNQoYL2Ah814QBpyGZczMgjAQLMVgELgXLngchIHCDzlXGAcDo3IMAx3NMGW0EH5k",
-	"aZbQ+HSx414JQprJoKI5/+O3w51/Zzu/93eenVc/9i52zj/1w6f7V38JwsAsMppAG8XFNLi6CoPjmRTY",
-	"vg/N0zxhBmNgUSRzYR5oyGg4iDwdowoh5lNudMeu7NANd/T08d/2Hu8fPHn61789ayHzimbRmRQaLf9f",
-	"KSUV/RBJYVAY+pFlWcIjRvTvvtO0idoCNDLGYHDQPwiDmBkWDESeJGGQotZsWgkBSt6CkAYmMhdxcFUn",
-	"+i8KJ8Eg+KfdSkF23V/1rqXrlbjERGbo6G6y9VAA0pgQuAAzQ0A/uGeF4eehZV4oZAadop3ghxy13WWm",
-	"ZIbKcMeHSnFWBPgaBSorvPkMBbCxRmFIUu1qtKoY/okcv8PIEAscLatERFIIjAy2EPFGTqcY016ZiEGK",
-	"hAvsVauNpUyQCZo8stuNL5jd5USqlH4iUeGO4WkLiWFz9xttKwzetfGKlD3h4j3GQEJlgksBPxy9bLKr",
-	"rqODvcd/1735jBnNsqwn0JDe50nCxjTWKfrK4gnT5gIL3W3S8OtsYRXCKx8NhQQnBhhMpYxBG2awSZA2",
-	"ClkKCrOERRiTj2FCmhkq8DKhqTehy4rpgotVsg4LxmjUmtiCH7l2Jr8qxIxxOyVZY5K8nQSD3663l2P3",
-	"wpGYyODqfJlSmrHwTp2uYu3msoQZ0qfmLEzESlqHu36CXM8unE+rz3CYOBVb+75mIh7Lj9fFCkj4JWqQ",
-	"zif4Fx7omgcWaOZSvW/nu9WNdb7Jme+pHVq8c6G5iLBNGdGREuVKoTBO+2CMUyaIhE3s86ru+X9rxDhH",
-	"rzPGsIwTFZ9rQqsrZ1hzNc0NNEyr0sOGW6kEcd7p3ErX3eLk4qb8H/f75TRcGJyisj7JxpZNJEGjy+hT",
-	"V6y3/1jLTEtN9bpftntfb7g2X25v3GCqN9+kn4gpxRbb3PRpYRVN3R7FXJd6NBqAkDVvCQ9Hpb6NwGCS",
-	"aIqf1qeywgcOhXOCj3ow8qo2GgCDn09AKvBPgMgFrkHmpgejYgkaOhTVbzDnZkZTG6kqL1u9YElM2sLo",
-	"UBSkytyMBvArBaPDLCMayHRdpoYixth5FT/1kAwJRZ5aq6zxomk4JYVLZletWWN95exepZlZfDlVWwpG",
-	"yZwtNJDH7XV73koP7l/Tmglf53ZX/f73Z2fH1qvmuhHUbYLazQ8Wx5xmYclxbSG3/eYiP1F6S7oQo2E8",
-	"0aDzaAZMW12QkwmKmNRvwjGJb8/Ma5LmL8fk75ElZrbKXce+JkHy/dqF/WvdK20nCvhdbUVN38gpFy88",
-	"8Zuo6CthkNwIL5MS606a+efh8xcvdygXa03Oc8XcZMtzn2IkRaxddmskoF2LNw8ne09bGNu+/3Kla3e+",
-	"HaFWjN6uXDtPiFn78f6vxPi9J/4AHwITIDPnWCBBZl3DP3cffzY7MFrqfj5ZJeqDuuj2jD+fuNDJNDA4",
-	"/uk10O7hl5M3TXLo6YCnbIq7mZh+N2Yanx6E/F+fvz2Z9//xeio///Fnm15+UBcbqubEB1JLjZ7JuWhQ",
-	"8LRVST6oC79W6+YMfjR20mKXEVOKYzMGBI///vmPP8Pav2tVpuBoc391cs67BbRF0/j5ZDuGUT9YruwK",
-	"P2Zcofa1hjUnHyd9IzMNYySzuGQJjzc9BBGxZiZdhcLnXB+UTalibEmgljbsXw7rJLdt99SdbF6Ueaxe",
-	"3TUzBtPM6NU9V69BMQjsuap+GqVkRRmMQ1A4yTVSHooauIiSPMa4ocD7bToyXlzEZQWpPY/51KZaLQWl",
-	"HS5qObuG8aI4R/uizQqDrqlwnM2kxnqKTX7HTdeMSG2bkhm2TPk2QwFzHGsZvUdTJ3XdjEvyt9M3j8AV",
-	"G8NKpJvpxHbsvEUXt2Lyft2uKuW75TJhs5y3Ws1brZLZQtiNKpTuqFZT7LJos7RNVwmpVihfXbvTr3C0",
-	"b3L6q5zwPQlvuHjfKerOGm95P7OmxLtWJ1qEuIbYa3O1FWFdl2G3sW7N4lu1fyuaberCj9VCS5ubtQd6",
-	"6bM7cYlK24QJuLb1mF6bLU+UTDvuyVDEqB7opSDUVKvin41cDa11kWJbOT6S2QLkBBh41lAcpge0meqe",
-	"Ts5FU901FBdAq/XjZde4/+p5/8XB/t6Lx08P957tPX31+OVeG5mUzTbf/B6TRLYO5Slqw9JsU+e5pA6W",
-	"+5bS+lyehNDJuOLbejX5em6z0NOv6Td/crcJ/8LypO1WUclsVfVeKpkBXqJaAKUl9aKpkPOGwjcqSDU9",
-	"c5njhXanrNUlTuzfQeC8kd65gxjXkDKxAP92Y8EnYZCyjzylBHv/Kckq5cL92l5G2IQxW3WX9YVPUJNc",
-	"vpZC+OVb1SJru+WtpXrgBzWk83htnltMfQ2FJU7hBmndBp52/QXjTe8Dr5dM22XXmrzB7nyryuh4vU39",
-	"syuuL2JtVUjXkHsaMdFJ7QfVWdiiaDWAsijj4ngip1z0NijxtFOEIvYhZUs6gsLUYtgWVKTaYSfPa1Ts",
-	"gZHw9MmT/acQzZhikUGlewXep70k18jWOnOYjlrqYQMUBVIBg1yjojwQHl7jjx7dsMDa5keKjXcwznRm",
-	"xbcBz/jFLm6dL94xCayt38wCq82s8uEqDDRGueJmcUoq7LY/ZppHh7m7VrKqbXMVelqRMTMmcygu7guJ",
-	"TclP5ZzZLFtXt68+BdfANAyDZgo+DODheFHWfqWCv+2UOjoU9ZvjR/aqN1YWF2JmmIK8RGWvDXtDMRSv",
-	"bCL2w+nbn4AJPUcVOmBZVZEL6TTDRIkwGwzF6NPQ2t0wGMAw7/f3o9o1pH2AIQwLNttRwec//hwG9JTs",
-	"kx59/uPPq1EP3opiwRH9ZQRcDwXZGOQiQa3Le8cZJhk8ZK5u6o5Z9kUg7+yuI+0l5CO7r8MkARRxJjnx",
-	"ED9GmLmC+cxel0Gm5Bg1CMTY3aE+J5EBy83MAd3MDIdCoyJucV1ULd01e6QwRmE4SzQ8HO3sWHHv0Lsj",
-	"2IXR4fHxxfPD06MXF4e/nH0/IoIOIeVaW1etYK4kSaecBKZoaWSRSRYN7h7098I6H4fBL4KWkYr/jvEw",
-	"CEt2EseuRnbrrp4CPNbAFDaBowNwbu0AEjTk0MLy6mbUG4UwuhgRhaOdUTgUds81bIF7xd4F0zsOAUCB",
-	"UGjrGDxe88ejM2ekxhq1Ve7Pf/x3pdppnhheXPSevDo9gykzOGeLIAzoDO2Mot/b6/WL2ijLOPmHXr+3",
-	"77CqM2t9u94g6OcpWn9Ovslqx1EcDAI6nr30Y5awn4/7/Q2Qn5vhNVtKaC2gTWdrjuQQpIpRObQdj3u0",
-	"0YP+XtdCJeUOGuq8UZ6mTC38LgvfQF6HTXUFldLBOcUcqVuKFw4c6sw7zcwCdCJND37lZiZzA6PSH47s",
-	"1R6PyRSmBSKUwk6T3XWwqUfsojbPZby4Gci2FlRqkWRj+Gwb5vVqFf372PH7C2rAddKnHIFOpMWVgBV4",
-	"f2OB30w9aPSz2ymTY155d2FVolWprsLS/nY/lRK7cvJLsA0z9YtwUa4GUJWicgx8AtyQivlw95AbiDml",
-	"OciUhomSqfPLNmt5oOGNG+ct/FEIbmEN3OgSaTrhiVXxGBSm0sdBp+nWgzVV+KWdoabC9+QymgCnDn3x",
-	"PCKjs6iJW2jBwQ1GP+nv305nHNNKnenwQa0e+jWa+2f2ZtbZsMz74nKDb6/RrGNavWGkAwVdDdktG0qu",
-	"zjvMc9ceE2sBcwm5QDFfU2pZZJFkOJGPE4XheEuNJaVQ0jgwdw/oOOsM1OalNm2o4IQ1/A88PEVDqYWG",
-	"z//5X4UZe2pdAvfrjCdYEsE15CJGBXO2CGGSK4dOZ0miQaHJlaggFv7GnVIpi7awOyCHoDBlXNB0lPN/",
-	"R28sQCBleLYSyZYqhj04nNiEutyDkqbkA60V2p8EfjSWFk+K9k/nQEYLv9bTSY4aVC4snBNyoSMmhAdW",
-	"emOfElPHLHpPiVoTZEo7GYrmktoJjE0U6lkPDvrPiNOl9zYzZj0qSxSyeFHdT7f5vgJacY+WuAwV6TDF",
-	"EtZSyLIAznxDUfMO/vKNnAK3ObnfaM34nX3en+nvFkWcW0/flU0e6voBdiIV5Yy1k2kT0jxp4Itd0aM3",
-	"FG9rbmKw5BlKZ+FcS6NcwoU2yGJrkWIo0AMPnZ324KxcKWULGCNM+SWKontqLOOFLbg40x3ZkaOh+JBT",
-	"xl5yoQcvNnKEXab1wkl6ifGr2t/VJscndpEV0svGOUvvaufcLTrlzu+Qvfv6VnOJjZP3FSxia+b+hT1S",
-	"A9nZ4ZMa2lviTZuw1v9r7qm+5xYfdY2jkbm5Fyez5gjRcWSA5omhKJJoXx7rOjU4v2ENXRu20CG4KGp9",
-	"G0X4oXBVdxt3i7pRQdeMkVMoZvwOnvT33ZiSWor+0sAYh0Ihi2aUCUjI7RbJrzysNVxQFCffBu8xM486",
-	"fIzMv7FsGhilUDbtsNWv3Nz7KWaLRkJKfoOj8a5Cn8zdi2m8SKTGumU80PXbdZvIu181sCnjwoVRq/W2",
-	"bYgyVKtrodVw79K9CBn4PtE502WvaKviD0VT89t09aTgxLelriEIWR0BxPSbUtaG+pUMvJECVq0urac/",
-	"6+1YihDLKE9RGMqIRq9fnUHbbKPVAmB5mj91C30jYn2gyx6pr3O4Lwm4j1P+rOxrahXqcT5OeNSDx/0+",
-	"zO2p2gZEJSPUFO/UJWp3IdQmTt9edI+CXGqW6sq+PL32LMsviw8d+Bu5YPDbebMifomChtt7nhrT9UIb",
-	"TL2FpGgUj7rNwScJlAjZLuHQ3bHbBw5S7xopcxPJFEN3keTTZjtIydygHVO16K1w+EdPxVoWG/xodrOE",
-	"8SXmtnzlorkPv0JxZDhWkqjHXLs+EneDercriNqcabmfVqb765zegqVJ573NazRvMxSHx0c307xi0hsw",
-	"h5TLr1W5PZd32cs/CnfjnCfGJpN349LZjOtykS4G2RTz943MWZbNFRS/3X2fK2XZajc9pazLx2FNGelQ",
-	"jHGal9kouQM9y20xDmI5bw3Wr9GcEFFf1wuclKm3UWwy4VHvNvlbh8M4sc1qaz2Gb2LZjZodMq063NLA",
-	"cI/8u6ZNo4WXb5vIy63GxRcyF41mFjrzmMZ3gpzp1YVQfHKhIQX/MQubTLdmxC+VzHQH2LRjUXhos9lR",
-	"rGTmwAhG5fjI1ZV8z5JuhZaOmrDUUa88bFbIabTHRks1TBhPcoXeVv1svp7AlUVeU34+FGMWvZeTyQBy",
-	"jXQqJMpRG5jJOSxkrsAir5zmQSQzdOhziktsirrNotvwu3e5r7VIXwfXXQbnPtm48tNG1FUTu+M/53Lf",
-	"VtQK3+2IHRMaZKOEXRbjLVSBbml5zxWy90taX2ijFJDlKpMa15qdraXobqsrUQW1ZZZxTT04ijHNpPHN",
-	"BO2u0050XPv+15erRzagnR7PeVNNbaBNv46mNkG9HSq68gG2b1dFS/RBRXNRxd5EKXc/2f9erQUGld1F",
-	"W8EHdXfadUis+nxYETs8JMJHraYctyIZCzJakcsDvdQe1Cqomx5wPXD8fL2Adz+9W4M5IXZ6fBkFYO1a",
-	"QGx3ritTLxWJO73RiUWPfHPIEFctxnibuuBYAawpe8fIzUz3lhoR3qAds+VTku82/jTmTTs4r1NVom/n",
-	"dreuhSF0lXzPah9ooheALV1TzVhVhCpKExjbfJUbXVy7dql80Wp6l+jrNl5rQb1plF3ud/06gbbR+LrW",
-	"KBsm+W2E2TvUmt1XfJZUy6JM7hilPbJ5ozD9YzH2/mXd1tvZIfLqqr7YSwgyiel4NuFKbz9Cz53FLwmG",
-	"DpjIL+2X17YSnnXExH26O5pfF1/AsVXMh6OyH2pUa4hyN7zFnTEztU9ytKraKRF+U3d3I+2qN339vy/b",
-	"ti+zGEVWAsyKzyZu6sdQxLu1JrF2NT1FEVModtX1IrssvmzHUof6H/3bjksmd47ikUMazJDFqDxEaSjs",
-	"56MoQ7UlKd8gYvv0a9IpAX1wYC94UHgQtUCMMR6KcW6K7pMQDvoHBTIrF++FnIsSRWE9fB1SVWAHhTRD",
-	"UQNZhK1oBzcQSrRiDw6XQIhDUZa5KIo8LO6VFVoQo6PAt/DWqmuP7OcUGPd5SzgUeWY/O9YverhDGONE",
-	"Kr/QQf+ZawFaAogRryQlinnWgIyU76Jz2eUHEYwcigKE4ZqjaBKFKdKEPotiELNFCAyGAW2/NvEwcAOG",
-	"IuUiN/gotK6IZitWsFhPf6T74ehlRZPCKdfGLsLNUFjsawjzGY9mdlItUzok5sJYRGnMJxOsw138nmPO",
-	"kgTj1gpg1Q25CSStLkkygupj7U5nqxy7ptXB+s/Of0ncWfUN9qL18m5ItJaG0W3765am3BZ/XS+uYWaw",
-	"oWT/ix33HdA5xLnCA1e9waVTRxGTR29eCDW6OX87J110dwJtRsHKooKt2NuvSkQzbmNHrhLf9TnY3U1k",
-	"xJKZ1Gaw3+/3bXLjyWi/brZwM124Cq4qp1Bc4/WW/48PuuVgTDHewvcL0202jNZT+dp8Dti3Otup/8xr",
-	"keTWXrG8XH3j+3qfZVhcCvtt1W5B6zO5m7bVud6KZAFcwKg4hBcfkxsNlqrZJa98WbuA0Grbg7mcFFMq",
-	"oBv5QOhRnc2zTgiJLX6JmEKYLX00i17Os+uZnLv8m5sy4e7BUZ1winUji+HXWGtQ9eHloH/gfHXBEZ98",
-	"XJ1f/U8AAAD//w==",
+	"7F3vctu4dn8VDHtnkkxpWY6d3Bvtl+vEaTZ7s5usne12unIliDySkJAAA4BWtBnP7Kc+QKfPsA+WJ+kc",
+	"ACQBibRkO1bSTu/MnXVoEDg4/3HwO/SnKBF5IThwraLBp6igkuagQZp/ncAFS+DlCf6cgkokKzQTPBpE",
+	"b+dAUvPbe4qwNCbJXCjgZLIkS1H2ojhiOKygeh7FEac5RIPIvjBiaRRHEj6UTEIaDbQsIY5UMoec4kLw",
+	"keZFhuPz5Z59JYpxJg0S5/yP3473/p3u/d7fe3Le/Ngb7Z1/6sePDy//EsWRXhY4gdKS8Vl0eRlHb+aC",
+	"Q/s+FMvLjGpICU0SUXJ9T5EChxNe5hOQMUnZjGnVsSszdMsdPX74t4OHh0ePHv/1b09ayLzEWVQhuALD",
+	"/+dSCok/JIJr4Bp/pEWRsYQi/fvvFG7CWwBHphANjvpHcZRSTaMBL7MsjnJQis4aIZCat4QLTaai5Gl0",
+	"6RP9FwnTaBD9036jIPv2t2rf0PWcX0AmCrB0h2w95gRwTEwYJ3oOBNzgnhGGmweXeSaBarCKdgofSlBm",
+	"l4UUBUjNLB8axVkT4AvgII3wFnPghE4UcI2SalejdcVwT8TkHSQaWWBpWSciEZxDoqGFiFdiNoMU90p5",
+	"SgTPGIdes9pEiAwox8kTs910RM0up0Lm+BOKCvY0y1tIjMPdb7WtOHrXxitU9ozx95ASFCrlTHDyw8uT",
+	"kF2+jg4OHv5d9RZzqhUtih4HjXpfZhmd4Fir6GuLZ1TpEVS6G9Lw63xpFMIpHw4lGUw1oWQmREqUphpC",
+	"gpSWQHMiochoAin6GMqFnoMkTiY49TZ0GTGNGF8n67hijAKlkC3wkSlr8utCLCgzU6I1ZtnraTT47Wp7",
+	"eWNfeMmnIro8X6UUZ6y8U6er2Li5IqMa9SmchfJUCuNwN09QqvnI+jR/huPMqtjG9yVQ5462Y0pl8+Yt",
+	"5MqVisIUmhfTymrIdwTpsTaPusD4jHCAVBFFl4zPelELlxXl6UR8vCqakYxdgCLCei33wj3lxQgOeiHk",
+	"+3bNMLRt8p5242dmaPXOSDGeQJu5gCUlKaUEru3uyQRmlCMJ23iQSz82/RZEYUtvLTvrN+I6pDUq4emX",
+	"b0ex5xXDnQReoDGZwAM2Ejnv9MN1lGnxx2moqg/7/XoaxjXMQBr3acLgNiLB0XWg9G3g9T82ctVQ07zu",
+	"lu3e1yum9JfbG9OQq+036SaiUtLlLjd9WruI69h6j6RM1Xo2IGOnTCP4WCAl43jI62dTyjJ81IxKKE8g",
+	"w4e9Ol7w2WDIx030GGVC6XGPiOkUY/eAjG3QGVVBByfUkBdCUrkcTSg3iyYZA65HotRofmaQm3MkYVqq",
+	"8JEjrUdKTBDeo8uiPB1yZ06i1AMyzsRMlBpfk5CLC3zOR8Ye8ZlLUEeZSN67jU8o53adKkyPmjlcNBuV",
+	"XAJN0Rmad6rHOVOK8Zk/EvJCL8e9Ido28DJHMa/wuzFntyXvQc3sxjVU7DUOImAq6pfPU3wn5GgzS8VQ",
+	"70m9uN2vcWMhy6I4CjkWxZHlVxRHK+xC8ta45T10vPKeGFZ52t6EQt/Dryn72Nfm8cAGmkxoMqeKcFFn",
+	"IJhKckEcZ9EoSp6CJAu67DUKPx4QSn4+JULWI9Eqcbgoda/WPju0+QdZMD0fckqUFrLJe5oXDG1ZW2JL",
+	"xs5MLPFDXlHMFHkPhSaTUptTRT1TbF5nyjyVoCWDlNxXAEM+tqFn/KBHxrVdVFxp5gWeItH3raxikkIG",
+	"GmIi5JD/ioI8LgochMRqnKsxqpDFKaEBh5kecvse0kM8cjApOH1+fPLjc5JKulAELkAuiZaUK4ayDI3E",
+	"l2oY8Gqer4RLx8UojuqNN8EVNbJNtZ6j0n25wLGSBWcLulQmtep1p3yNV7/7uBGeNDu3u57Off/27RsT",
+	"PkoVnCbMybibHzRNjWxp9sZbyG4/XOQnPFej2aWgKcsUUWUyJ1QZZRPTqdPYKYMsvTkzrzitfzkmfw80",
+	"0/N17lr2hQSJ9xsXdq91r7SbnM7taidq+krMGH/miN9GRZ9zDZLoOavPGiZghQff46fPTvbwENhaFSgl",
+	"tZOtzn0GieCpssdqLQiYtVhYFTl43MLY9v3XK125890ItWH0buXaWZoq2uuKf0XGHzxylUOMf0QU1rGQ",
+	"DKhxDf/cXXfZrlJlqPv5dJ2oD3LU7Rl/PrUZAlWEkjc/vSC4e/LL6auQHHw6YDmdwX7BZ99NqILHRzH7",
+	"16evTxf9f7yYic9//Nmmlx/kaEvVnAppj7ZIjZqLBQ8oeNyqJB/kyK3VujkNH7WZtNplQqVkEMaA6OHf",
+	"P//xZ+z9f6PKVBwN9+eTc94toB2axs+nuzEMv6K1tit7TlCuyLmhoGGlr0WhyATQLC5oxtJtaxtIrJ4L",
+	"Wxp1mdgHaRKtFFoSqJUNu5djn+S27Z7ZOsWz+kSj1ndNNR5mtFrfc/MaqQYRUyXxi0yYrEiTK7uTDhEc",
+	"8CCcZGUKaaDAh206MlmO0rp03Z7HfGpTrZZK9h7jXmlVkcmyOpq7avEag64orb6dCwX+SQL9jp0ujEht",
+	"mxIFtEz5ugBOFjBReKjTPqmbZlyRv5k+LGg1bIwbkW6nE7ux8xZd3InJu3W7rkferd5PhPcI69cI6+V5",
+	"U4G/1tWIPZF6il3XYle2aeuazQr1qxt3+hUKdSGnv0q9zpHwivH3naLuvFyqL4Y33C1t1IkWIW4g9spc",
+	"bU1YV2XYbazbsPhO7d+IZpe68GOz0Mrm5u2BXrjsjl+AVCZhIkyZulOvzZanUuQdF/TAU5D31EoQCtWq",
+	"+t9WrgbXGuXQdg+YiGJJxJRQ4liDcRgf4GYagIBY8FDdFaluntevhVZd4+Hzp/1nR4cHzx4+Pj54cvD4",
+	"+cOTgzYyMZsN3/wesky0DmU5KE3zYlvnuaIOhvuGUn8uR0JsZdzwbbOafD23Wenp1/SbP9lLwn+hZdYG",
+	"Z5CiWFe9EykKV2PEtMTLaggXi0DhgwqSp2c2cxwpe8paX+LU/J5wWATpnT2IMUVyypfEvR0s+CiOcvqR",
+	"5ZhgHz5GWeWM23+2lxG2YcxO3aW/8CkolMvXUgi3fKtaFG3wEi/VI25QIJ2HG/PcauorKKwBUtdI67bw",
+	"tJuRDdcFIlwtmbar6w15g9n5TpXR8nqX+mdW3FzE2qmQriD3LKG8k9oPsrOwhdFqQOqijI3jmZgx3tui",
+	"xNNOEfDUhZQd6Qhw7cWwHahIs8NOnntUHBAtyONHjw4fk2ROJU00SNWrgIbtJbkgW+vMYTpqqccBGpMI",
+	"SSgpFUjMA8n9K/zRg2sWWNv8SLXxDsbpzqz4Jqg9t9joxvniLZNAb/0wC2w2s86HyzhSkJSS6eUZqrDd",
+	"/oQqlhyX9lrJqLbJVfBpQ8Zc68LCR5krJIaSn4kFNVm2IvUlr0vBFaGKDKMwBR9G5P5kWdd+hSR/26t1",
+	"dMj9C/IH5vY3lQbupeeQE3EB0lwb9oZ8yJ+bROyHs9c/EcrVAmRsEa1NRS7G0wzlNbR1MOTjT0Njd8No",
+	"QIZlv3+YeNeQ5gHEZFix2YyKPv/x5zDCp2if+OjzH39ejnvkNa8WHONvxoSpITegt5JnoFR97ziHrCD3",
+	"qa2b2mOWeZGgd7bXkeYS8oHZ13GWEeBpIRjyED4mUNiC+dxcl5FCigkog6Wzd6hPUWSElnpu0Xbuxl8i",
+	"t5iqqpbmWEcSCSlwzWimyP3x3p4R9x6+Oyb7ZHz85s3o6fHZy2ej41/efj9Ggo6Jw1WgsBZSoHTqScgM",
+	"DI000dky4O5R/yD2+TiMfuG4jJDsd0iHUVyzEzl2OTZbP3HoolQRKiFErA+IdWtHJAONDi2ur27GvXFM",
+	"xqMxUjjeG8dDbvZcYSgwwJhXzF0wvmNxARgIuTKOwQHFf3z51hqpNkZtlPvzH//dqHZeZppVF72nz8/e",
+	"khnVsKDLKI7wDG2Not876PWr2igtGPqHXr93aEHyc2N9+84g8OcZGH+Ovslox8s0GkR4PDtxY1ZA5w/7",
+	"/S0g59sBxVtKaC1ocWtrluSYCJmCtDBflvZwo0f9g66FasotJt16ozLPqVy6XVa+Ab0OnakGAamic4w5",
+	"QrUULywq3Zp3XuilQY/0yK9Mz0Wpybj2h2NztccMuGVWQdEx7ITs9lHurlUAlH4q0uX10P1eUPEiyda4",
+	"/Taw/eV628FDy+8vqAFXSR9zBDyRVlcCRuD9rQV+PfXA0U9upkyWefXdhVGJVqW6jGv72/9US+zSyi+D",
+	"NkzYL9xGOQ8EKXjjGNiUMI0q5sLdfaZJyjDNASoVmUqRW79sspZ7iryy45yFP6jwUsqCKh38acoyo+Ip",
+	"sbg5VeOkrAcLVfjEzOCp8B25jBDg1KEvDVB0ZlATN9CCo2uMftQ/vJnOWKbVOtPhg1o99AvQd8/s7awz",
+	"sMy74nLAtxegNzHN71Tr6DRohuzXnWyX5x3muW+OiV7AXEEuYMxXmFpWWSQaTuLiRA0wtJaaCrBYR9NF",
+	"0iN4nLUGavJSkzbUxu3jf8j9M9CYWijy+T//qzJjR61N4H6dswxaUaExmZbStsXQLFNEgi4lbyAW7sYd",
+	"UymDtnD4RxyYU8ZxOsz5v8M3loQDZnimEklXKoY9cjw1CXW9Byl0zQdcKzY/cfioDS2OFOWeLggaLfnV",
+	"TycZKCJLblCrpOQqMTBd3yHOkKkTmrzHRC0E0VocdbiksgKjUwlq3iNH/SfI6dp76zk1HpVmEmi6bO6n",
+	"23xfBa24Q0tchYp0mGINa6lkWQFnvqGoeQt/+UrMCDM5uduoZ/zWPu/O9PerIs6Np+/KJo+Vf4CdCok5",
+	"o3cyDZHbFSzKL3r0hvy15yYGK56hdhbWtQTlEsaVBpoai+RDDg54aO3Uopzt+JwuyQTIjF0Ar9o2JyJd",
+	"moKLNd2xbUQY8g8lZuw1F3rk2VaOsMu0nllJrzB+Xfu7+nPZ1CyyRnrdsWvoXW/ZvUGL7vktsndX3wqX",
+	"2Dp5X8MitmbuX9gjBcjODp8UaG+NNw1hrf/X3JO/5xYfdYWjEaW+Eyez4QjRcWQg4YmhKpIoVx7rOjVY",
+	"v2EMXWm6VDGxUdT4NozwpquJcRt3q7pRRVfY6PIdedQ/tGNqajH6C00mMOQSaDLHTEC4vin0K/dX2kPQ",
+	"t5nekwcdPkaU31g2TSimUCbtMNWvUt/5KWaHRmL7qbY+Gu9LcMncnZjGs0wo8C3jnvJv100ib/+pCJ1R",
+	"xm0YtQ2IQqJZOF2LjYY7l+5ESIlrUF9QVTeptyr+kIea36arpxUnvi11jQkXC6997JtS1kD9agZeSwGb",
+	"VpfW05/xdjQHkoqkzIFrzIjGL56/JW2zjdcLgPVp/swu9I2I9Z6qe6S+zuG+JuAuTvnzuq+pVahvyknG",
+	"kh552O+ThTlVm4AoRQIK4528AGUvhNrE6dqL7lCQK81SXdmXo9ecZdlF9YUVdyMXDX47DyviF8BxuLnn",
+	"8ZiulkpD7iwkBy1Z0m0OLknARMh0aMf2jt08sJB62y9a6kTkENuLJJc2m0FSlBrMmKZFb43DPzoqNrJY",
+	"w0e9X2SUrTC35fM64T7cCtWR4Y0USD2UyvaR2BvU211BeHPm9X5ame6uc3pLmmed9zYvQL8ugB+/eXk9",
+	"zasmvQZzULncWo3bs3mXufzDcDcpWaZNMnk7Lr2dM1Uv0sUgk2L+vpU5i7q5AuO3ve+zpSxT7canmHW5",
+	"OKwwIx3yCczKOhtFd6DmpSnGkVQsWoP1C9CnSNTX9QKndeqtJZ1OWdK7Sf7W4TBOTbPaRo/hmlj2k7BD",
+	"plWHWxoY7pB/V7RptPDydYi83GlcfCZKHjSz4JlHBx8os6bnC6H6gEogBfeNGpNMt2bEJ1IUqgNs2rEo",
+	"uW+y2XEqRWHBCFqW8MDWlVzPkmqFlo5DWOq4Vx82G+Q0mGOjoZpMKctKCc5W3WyunsCkQV7bjxdMaPJe",
+	"TKcDUirAUyFSDkqTuViQpSglMcgrq3kkEQVY9DnGJToD1WbRbfjd29zXGqSvheuugnMfbV35aSPqMsTu",
+	"uC8c3bUVtcJ3O2LHFAeZKGGWhXQHVaAbWt5TCfT9itZX2ig4KUpZCAUbzc7UUlS31dWoAm+ZVVxTj7xM",
+	"IS+Eds0E7a7TTPTG+/Dgl6tHBtBOh+e8rqYGaNOvo6khqLdDRde+/PjtqmiNPmhorqrY2yjl/ifz38uN",
+	"wKC6u2gn+KDuTrsOiTXfLaxih4NEuKgVynEnkjEgozW53FMr7UGtgrruAdcBx883C3j/07sNmBNkp8OX",
+	"YQBWtgXEdOfaMvVKkbjTG50a9Mg3hwyx1WJId6kLlhWEhrK3jNzOdG+oEfE12jFbvmH7butv8l63g/Mq",
+	"VUX69m5261oZQlfJt7nWNLdRqNThNdWcNkWoqjQBqclXmVbVtWuXyletpreJvnbjXgvqdaPsar/r1wm0",
+	"QePrRqMMTPLbCLO3qDXbr/isqJZBmdwySjtk81Zh+sdq7N3Luq23s0PkzVV9tZeYiCzF49mUSbX7CL2w",
+	"Fr8iGDxgAruw3yLcRXhWCeV36e5wflV9AcdUMe+P636osdcQZW94qztjqr1PcrSq2lliPtB4PXd3Le3y",
+	"m77+35ft2pcZjCKtAWautWFrPwY83feaxNrV9Ax4iqHYVter7LL6sh3NLep//G97Npnce5mOLdJgDjQF",
+	"6SBKQ24+H4UZqilJuQYR06fvSacG9JEjc8ED3IGoOUAK6ZBPSl11n8TkqH9UIbNK/p6LBa9RFMbD+5Cq",
+	"CjvIhR5yD2QRt6Id3Gcva7RijxyvgBCHvC5zmY9cVvfKEgyI0VLgWni96toD8zkFylzeEg95WZjPjvWr",
+	"Hu6YTGAqpFvoqP/EtgCtAMSQVwITxbIIICP1u2Bddv1BBC2GvAJh2OYonERCDjihy6IoSekyJpQMI9y+",
+	"N/EwsgOGPGe81PDAfh4UZ6tWMFhPd6T74eVJQ5OEGVPaLML0kBvsa0wWc5bMzaRK5HhILLk2iNKUTafg",
+	"w13cnlNGswzS1gpg0w25DSTNlyQaQfNXIqzONjm2p9XR5r938SVxZ80ff6haL2+HRGtpGN21v25pym3x",
+	"135xDQoNgZL9L3bct0DnIOcqD9z0BtdOHXiKHj28EAq6OX87R120dwJtRkHrooKp2JuvSiRz951bmbmu",
+	"z8H+fiYSms2F0oPDfr9vkhtHRvt1s4GbqcpVMNk4heoar7f6p2ZUy8H4VfXp7cp0w4ZRP5X35rPAvvXZ",
+	"ztxnXqsk13vF8HL9je/9Psu4uhR22/JuQf2Z7E3b+lyvebYkjDef/q4+Jld983i9zOzK2hWEVpkezNWk",
+	"GFMBFeQDsUN1hmedmGSm+MVTDGGm9BEWvaxnV3OxsPk303XC3SMvfcIx1o0Nhl+B16DqwstR/8j66ooj",
+	"Lvm4PL/8nwAAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

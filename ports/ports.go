@@ -20,8 +20,10 @@ type WhatsApp interface {
 }
 
 // Client is one WhatsApp session, paired or not. Its methods may be called
-// from several goroutines, but the device service calls the lifecycle
-// methods (StartQR, PairCode, Connect, Logout, Close) one at a time.
+// from several goroutines at once: the device service closes a client
+// while a Connect, PairCode or Logout call on it may still be waiting, and
+// cancels the context Open got first so that such calls return. Close must
+// wait for them. No event may be reported once Close has returned.
 type Client interface {
 	// Identity returns the linked account, and false while unpaired.
 	Identity() (domain.Identity, bool)
@@ -31,9 +33,10 @@ type Client interface {
 	StartQR(ctx context.Context) error
 	// PairCode asks WhatsApp for an 8-character pairing code for phone
 	// (digits), shown on the phone under displayName. It connects first if
-	// StartQR has not, and waits until WhatsApp allows the request. The
-	// outcome arrives as events, as with StartQR.
-	PairCode(ctx context.Context, phone, displayName string) (string, error)
+	// StartQR has not, and waits until WhatsApp allows the request. It
+	// returns the code and when it stops being usable. The outcome arrives
+	// as events, as with StartQR.
+	PairCode(ctx context.Context, phone, displayName string) (code string, expires time.Time, err error)
 	// Connect connects a paired session. Connected, or a failure event,
 	// follows. Network errors are retried by the client with backoff.
 	Connect(ctx context.Context) error

@@ -162,6 +162,7 @@ func (s *server) toDevice(st domain.Status) api.Device {
 	d := api.Device{
 		DeviceID:   st.DeviceID,
 		State:      api.DeviceState(st.State),
+		Reason:     optionalReason(st.Reason),
 		Jid:        optional(st.Identity.JID),
 		Phone:      optional(st.Identity.Phone),
 		PushName:   optional(st.Identity.PushName),
@@ -177,6 +178,15 @@ func (s *server) toDevice(st domain.Status) api.Device {
 		d.Pairing = &api.PairingInfo{Method: api.PairingInfoMethod(p.Method), ExpiresAt: p.ExpiresAt.UTC()}
 	}
 	return d
+}
+
+// optionalReason returns nil for no reason, so that JSON shows null.
+func optionalReason(r domain.Reason) *api.DeviceReason {
+	if r == domain.ReasonNone {
+		return nil
+	}
+	v := api.DeviceReason(r)
+	return &v
 }
 
 // optional returns nil for "", so that JSON shows null for unknown values.

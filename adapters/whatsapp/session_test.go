@@ -59,7 +59,9 @@ func TestStreamReplaced(t *testing.T) {
 	id := e.pairQR(path, alice)
 	_, first := e.connect(path)
 	e.connect(path) // a second client with the same session
-	waitEvent[domain.StreamReplaced](t, first)
+	if ev := waitEvent[domain.Offline](t, first); ev.Reason != domain.ReasonStreamReplaced {
+		t.Errorf("offline for %s, want stream_replaced", ev.Reason)
+	}
 	conns, err := e.sim.Connections(ctxFor(t))
 	if err != nil {
 		t.Fatalf("Connections: %v", err)

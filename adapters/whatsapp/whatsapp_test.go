@@ -290,9 +290,14 @@ func TestPairCode(t *testing.T) {
 	path := filepath.Join(e.dir, "session.db")
 	c, rec := e.open(path)
 	ctx := ctxFor(t)
-	code, err := c.PairCode(ctx, bob.Phone, "GOWA")
+	asked := time.Now()
+	code, expires, err := c.PairCode(ctx, bob.Phone, "GOWA")
 	if err != nil {
 		t.Fatalf("PairCode: %v", err)
+	}
+	// The code lives as long as the pairing connection: the QR series.
+	if life := expires.Sub(asked); life < time.Minute || life > 3*time.Minute {
+		t.Errorf("pairing code valid for %s, want the QR series' life", life)
 	}
 	if len(code) != 9 || code[4] != '-' {
 		t.Errorf("pairing code %q, want XXXX-XXXX", code)
@@ -315,7 +320,7 @@ func TestPairCodeRejectsALocalNumber(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	c, _ := e.open(filepath.Join(e.dir, "session.db"))
-	_, err := c.PairCode(ctxFor(t), "0812345678", "GOWA")
+	_, _, err := c.PairCode(ctxFor(t), "0812345678", "GOWA")
 	if domain.ErrorCode(err) != domain.EINVALID {
 		t.Errorf("PairCode with a local number: %v, want %s", err, domain.EINVALID)
 	}
@@ -441,8 +446,8 @@ func TestRemovedFromThePhone(t *testing.T) {
 		t.Fatalf("RemoveDevice: %v", err)
 	}
 	out := waitEvent[domain.LoggedOut](t, rec)
-	if out.Reason == "" {
-		t.Errorf("LoggedOut without a reason")
+	if out.Reason != domain.ReasonRemovedOnPhone || out.Detail == "" {
+		t.Errorf("LoggedOut %+v, want removed_on_phone with WhatsApp's words", out)
 	}
 	if _, ok := c.Identity(); ok {
 		t.Errorf("identity kept after LoggedOut")

@@ -175,8 +175,8 @@ func TestQRLoginSendRestartLogout(t *testing.T) {
 	if err != nil || out.JSON200 == nil {
 		t.Fatalf("logout: %v %s", err, out.Body)
 	}
-	if out.JSON200.Data.LoggedIn {
-		t.Error("still logged in after logout")
+	if d := out.JSON200.Data; d.LoggedIn || d.State != api.LoggedOut || d.Reason == nil || *d.Reason != api.Logout {
+		t.Errorf("after logout: state %s, reason %v, logged in %v; want logged_out, logout", d.State, d.Reason, d.LoggedIn)
 	}
 	linked, _ := tg.client.SandboxListDevicesWithResponse(context.Background(), alice)
 	if linked.JSON200 == nil || len(linked.JSON200.Data) != 0 {
@@ -269,7 +269,7 @@ func TestPairingCodeAndRemovalFromPhone(t *testing.T) {
 		t.Fatalf("remove device: %v %s", err, rm.Body)
 	}
 	dev = tg.waitState("by-code", api.LoggedOut)
-	if dev.LoggedIn || dev.LastError == nil {
+	if dev.LoggedIn || dev.LastError == nil || dev.Reason == nil || *dev.Reason != api.RemovedOnPhone {
 		t.Fatalf("after removal: %+v", dev)
 	}
 	eventually(t, 5*time.Second, func() bool {
@@ -321,9 +321,9 @@ func TestStreamReplacedDoesNotFight(t *testing.T) {
 		t.Fatal("the second client did not connect")
 	}
 
-	dev := tg.waitState("dev", api.Disconnected)
-	if dev.LastError == nil || !strings.Contains(*dev.LastError, "replaced") {
-		t.Fatalf("last_error after replacement: %v", dev.LastError)
+	dev := tg.waitState("dev", api.Offline)
+	if dev.LastError == nil || !strings.Contains(*dev.LastError, "replaced") || dev.Reason == nil || *dev.Reason != api.StreamReplaced {
+		t.Fatalf("reason %v, last_error %v after replacement", dev.Reason, dev.LastError)
 	}
 	conns, _ := tg.client.SandboxConnectionsWithResponse(context.Background())
 	if conns.JSON200 == nil || conns.JSON200.Data.ByDevice[jid] != 1 {
