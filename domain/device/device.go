@@ -474,7 +474,7 @@ func (d *device) remove(e remove) {
 				err = fmt.Errorf("record the ended session in the registry: %w", perr)
 			}
 		}
-		d.post(removed{Err: err})
+		d.post(removed{Err: err, At: slot.EndedAt})
 	})
 }
 

@@ -187,7 +187,10 @@ type (
 	// removed: the session files are gone and the registry updated, or
 	// Err says what failed (the files are then kept, and the registry says
 	// so).
-	removed struct{ Err error }
+	removed struct {
+		Err error
+		At  time.Time // when the registry recorded the end: the state's since
+	}
 	// slotDeleted: the slot is gone from the registry (and its files), or
 	// Err; FilesGone tells whether the files went.
 	slotDeleted struct {
@@ -1028,6 +1031,9 @@ func (t *step) removed(in removed) {
 	if in.Err != nil {
 		err := domain.Wrap(domain.EUNAVAILABLE, in.Err, fmt.Sprintf("the session of device %s ended, but its files could not be removed (%s); the device stays logged out with them; fix the storage and log out again", t.m.ID, rootCause(in.Err)))
 		t.set(domain.StateLoggedOut, u.Reason, "the session files could not be removed: "+rootCause(in.Err))
+		if !in.At.IsZero() {
+			t.m.Since = in.At
+		}
 		t.answer(reply{Err: err})
 		return
 	}
@@ -1037,6 +1043,9 @@ func (t *step) removed(in removed) {
 		detail = ""
 	}
 	t.set(domain.StateLoggedOut, u.Reason, detail)
+	if !in.At.IsZero() {
+		t.m.Since = in.At // as the registry has it, so that a restart keeps it
+	}
 	t.answer(reply{})
 }
 
