@@ -137,8 +137,10 @@ func (d *device) run() {
 		m, effs := transition(d.m, in, d.svc.cfg.Clock.Now())
 		old := d.m
 		d.m = m
-		stopped := d.apply(effs)
+		// Published before the replies go out, so that a caller who gets
+		// one reads the state it led to.
 		d.publish(old)
+		stopped := d.apply(effs)
 		if stopped {
 			break
 		}
@@ -396,8 +398,16 @@ func (d *device) connect(e connect) {
 		case d.svc.sem <- struct{}{}:
 		case <-cs.ctx.Done():
 			return
+		case <-d.svc.closing:
+			return
 		}
 		release := func() { <-d.svc.sem }
+		select {
+		case <-d.svc.closing:
+			release()
+			return
+		default:
+		}
 		c, err := d.svc.cfg.WhatsApp.Open(cs.ctx, d.svc.cfg.Sessions.Path(e.JID), d.events(e.Gen))
 		if err != nil {
 			release()

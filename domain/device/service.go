@@ -86,6 +86,8 @@ type Service struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // device owners and their calls in flight
 	sem    chan struct{}  // bounds sessions opening and dialling at once
+	// closing is closed when Close begins: nothing starts dialling after.
+	closing chan struct{}
 
 	mu      sync.Mutex
 	devices map[string]*device
@@ -113,6 +115,7 @@ func New(cfg Config) *Service {
 		ctx:     ctx,
 		cancel:  cancel,
 		sem:     make(chan struct{}, cfg.RestoreConcurrency),
+		closing: make(chan struct{}),
 		devices: make(map[string]*device),
 	}
 }
@@ -126,6 +129,7 @@ func (s *Service) Close() error {
 		return nil
 	}
 	s.closed = true
+	close(s.closing)
 	devs := s.sortedDevices()
 	s.mu.Unlock()
 
