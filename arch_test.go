@@ -24,7 +24,13 @@ import (
 //   - adapters/<name>/... import the standard library, third-party code,
 //     domain, ports and their own sub-packages, never another adapter and
 //     never cmd; only adapters/httpapi translates the generated api types.
-//   - cmd/... wires everything and may import anything.
+//   - cmd/internal/gateway is the one place that wires the gateway: no
+//     other cmd package imports the device service, the WhatsApp, SQLite
+//     or HTTP adapters (cmd/whatsapp, cmd/bench and cmd/chaos get the
+//     gateway from it, or run its binary).
+//   - cmd/internal/proc drives the binary over HTTP: of ours, it imports
+//     the generated api only.
+//   - the rest of cmd/... may import anything.
 //
 // A package of ours outside these folders fails the check, so that a new
 // top-level folder gets a rule before it gets imports.
@@ -126,8 +132,28 @@ func rule(rel string) func(imp string) string {
 			}
 			return "adapters import domain, ports and their own sub-packages only"
 		}
-	case top == "cmd":
+	case rel == "cmd/internal/gateway":
 		return func(string) string { return "" }
+	case rel == "cmd/internal/proc":
+		return func(imp string) string {
+			if r, ours := relPath(imp); ours && r != "api" {
+				return "the process helpers know the gateway by its HTTP contract only"
+			}
+			return ""
+		}
+	case top == "cmd":
+		return func(imp string) string {
+			r, ours := relPath(imp)
+			if !ours {
+				return ""
+			}
+			for _, wired := range []string{"domain/device", "adapters/whatsapp", "adapters/sqlite", "adapters/httpapi"} {
+				if r == wired || strings.HasPrefix(r, wired+"/") {
+					return "only cmd/internal/gateway wires the gateway"
+				}
+			}
+			return ""
+		}
 	case rel == "":
 		return func(imp string) string { return "" } // this test, nothing else
 	}
@@ -215,6 +241,9 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		whatsapp = module + "/adapters/whatsapp"
 		wasim    = module + "/adapters/wasim"
 		cmd      = module + "/cmd/whatsapp"
+		wiring   = module + "/cmd/internal/gateway"
+		proc     = module + "/cmd/internal/proc"
+		bench    = module + "/cmd/bench"
 	)
 	for _, tc := range []struct {
 		name string
@@ -243,7 +272,12 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		{"sub-package on its sibling", pkg{mw, []string{envelope, domain}}, false},
 		{"sub-package on another adapter", pkg{mw, []string{sqlite}}, true},
 		{"http adapter on cmd", pkg{httpapi, []string{cmd}}, true},
-		{"cmd on everything", pkg{cmd, []string{httpapi, sqlite, whatsapp, wasim, device, api}}, false},
+		{"the wiring on everything", pkg{wiring, []string{httpapi, sqlite, whatsapp, wasim, device, api}}, false},
+		{"cmd on the wiring, the simulator and api", pkg{cmd, []string{wiring, wasim, api, domain}}, false},
+		{"cmd wiring its own service", pkg{bench, []string{device, sqlite}}, true},
+		{"cmd on the HTTP adapter", pkg{cmd, []string{mw}}, true},
+		{"process helpers on api", pkg{proc, []string{api, "net/http"}}, false},
+		{"process helpers on the gateway's packages", pkg{proc, []string{domain}}, true},
 		{"an unknown folder", pkg{module + "/internal/util", []string{"fmt"}}, true},
 		{"not ours", pkg{"github.com/other/thing", []string{sqlite}}, false},
 	} {

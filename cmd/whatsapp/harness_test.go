@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gowa-dev/gowa/api"
+	"github.com/gowa-dev/gowa/cmd/internal/gateway"
 )
 
 func TestMain(m *testing.M) {
@@ -35,7 +36,7 @@ func TestMain(m *testing.M) {
 // its storage in a test folder.
 type testGateway struct {
 	t      *testing.T
-	g      *gateway
+	g      *gateway.Gateway
 	url    string
 	dir    string
 	cancel context.CancelFunc
@@ -55,13 +56,19 @@ func withAuth(pairs string) gatewayOption {
 // startGateway runs a sandbox gateway on dir until the test ends.
 func startGateway(t *testing.T, dir string, opts ...gatewayOption) *testGateway {
 	t.Helper()
+	return startTuned(t, dir, gateway.Tuning{}, opts...)
+}
+
+// startTuned is startGateway with lifetimes shortened.
+func startTuned(t *testing.T, dir string, tuning gateway.Tuning, opts ...gatewayOption) *testGateway {
+	t.Helper()
 	cfg := Config{Host: "127.0.0.1", Port: 0, Storages: dir, OS: "gowa-test", ShutdownGrace: 5 * time.Second}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncWriter{}
-	g, err := openGateway(ctx, cfg, true, logs)
+	g, err := openTuned(ctx, cfg, true, logs, tuning)
 	if err != nil {
 		cancel()
 		t.Fatalf("open gateway: %v", err)

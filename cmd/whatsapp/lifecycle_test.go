@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -206,4 +208,29 @@ func TestSessionFilesThatCannotBeRemoved(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, jid)); !os.IsNotExist(err) {
 		t.Errorf("session folder left: %v", err)
 	}
+}
+
+// One gateway per storage folder: a second one on the same folder fails at
+// once with one line that names the folder and the holder's pid.
+func TestSecondGatewayOnOneFolder(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tg := startGateway(t, dir)
+	var stderr strings.Builder
+	err := run(context.Background(), []string{"sandbox", "--storages", dir, "--host", "127.0.0.1", "--port", "0"}, io.Discard, &stderr)
+	if err == nil {
+		t.Fatal("a second gateway started on the same folder")
+	}
+	msg := err.Error()
+	abs, _ := filepath.Abs(dir)
+	if strings.Contains(msg, "\n") || !strings.Contains(msg, abs) || !strings.Contains(msg, fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Errorf("error %q: want one line naming %s and pid %d", msg, abs, os.Getpid())
+	}
+	// The first one is untouched.
+	if code, _ := tg.do("GET", "/devices", ""); code != 200 {
+		t.Errorf("the first gateway answers %d", code)
+	}
+	// Once it stops, the folder is free again.
+	tg.stop()
+	startGateway(t, dir)
 }
