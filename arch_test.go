@@ -24,6 +24,9 @@ import (
 //   - adapters/<name>/... import the standard library, third-party code,
 //     domain, ports and their own sub-packages, never another adapter and
 //     never cmd; only adapters/httpapi translates the generated api types.
+//   - adapters/sandbox is the contract the simulator and the HTTP adapter
+//     share: any adapter may import it, and it imports only the standard
+//     library.
 //   - cmd/internal/gateway is the one place that wires the gateway: no
 //     other cmd package imports the device service, the WhatsApp, SQLite
 //     or HTTP adapters (cmd/whatsapp, cmd/bench and cmd/chaos get the
@@ -103,6 +106,13 @@ func rule(rel string) func(imp string) string {
 			}
 			return ""
 		}
+	case rel == "adapters/sandbox":
+		return func(imp string) string {
+			if isStd(imp) {
+				return ""
+			}
+			return "the sandbox contract depends on the standard library only"
+		}
 	case top == "adapters":
 		own := ownAdapter(rel)
 		return func(imp string) string {
@@ -113,6 +123,8 @@ func rule(rel string) func(imp string) string {
 			case r == "domain" || r == "ports":
 				return ""
 			case r == own || strings.HasPrefix(r, own+"/"):
+				return ""
+			case r == "adapters/sandbox":
 				return ""
 			case r == "api" && own == "adapters/httpapi":
 				return ""
@@ -244,6 +256,7 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		wiring   = module + "/cmd/internal/gateway"
 		proc     = module + "/cmd/internal/proc"
 		bench    = module + "/cmd/bench"
+		sandbox  = module + "/adapters/sandbox"
 	)
 	for _, tc := range []struct {
 		name string
@@ -265,6 +278,9 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		{"api on domain", pkg{api, []string{domain}}, true},
 		{"adapter on ports and its library", pkg{sqlite, []string{domain, ports, "modernc.org/sqlite"}}, false},
 		{"adapter on another adapter", pkg{whatsapp, []string{wasim}}, true},
+		{"adapters on the sandbox contract", pkg{wasim, []string{sandbox, domain}}, false},
+		{"the sandbox contract on the standard library", pkg{sandbox, []string{"context", "time"}}, false},
+		{"the sandbox contract on domain", pkg{sandbox, []string{domain}}, true},
 		{"adapter on cmd", pkg{sqlite, []string{cmd}}, true},
 		{"adapter on api", pkg{sqlite, []string{api}}, true},
 		{"adapter on a service", pkg{whatsapp, []string{device}}, true},

@@ -89,38 +89,7 @@ type Registry interface {
 	Delete(ctx context.Context, id string) error
 }
 
-// QRRenderer draws QR codes.
-type QRRenderer interface {
-	// PNG returns text encoded as a QR code in a PNG image.
-	PNG(text string) ([]byte, error)
-}
-
 // Clock tells the time. Tests use a fake one.
 type Clock interface {
 	Now() time.Time
-}
-
-// Sandbox is the control surface of the simulated WhatsApp network: it
-// plays the phones that link devices and receive messages.
-type Sandbox interface {
-	// CreatePhone creates a simulated account, or returns the existing one.
-	CreatePhone(ctx context.Context, phone, pushName string) (domain.SandboxPhone, error)
-	// Scan makes phone scan a QR text and link the device that shows it. It
-	// returns the JID of the linked device once linking is complete.
-	Scan(ctx context.Context, phone, qr string) (string, error)
-	// EnterCode makes phone enter a pairing code requested for its number,
-	// and returns the linked device's JID once linking is complete.
-	EnterCode(ctx context.Context, phone, code string) (string, error)
-	// Devices lists the companion devices linked to phone.
-	Devices(ctx context.Context, phone string) ([]domain.SandboxDevice, error)
-	// RemoveDevice unlinks a companion device from the phone; a connected
-	// device is logged out at once.
-	RemoveDevice(ctx context.Context, phone, jid string) error
-	// Messages lists what phone received, oldest first.
-	Messages(ctx context.Context, phone string) ([]domain.SandboxMessage, error)
-	// Connections counts the connections open to the simulated server.
-	Connections(ctx context.Context) (domain.SandboxConnections, error)
-	// Disrupt applies a network fault and returns how many connections it
-	// dropped.
-	Disrupt(ctx context.Context, fault domain.NetworkFault) (int, error)
 }

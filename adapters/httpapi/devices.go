@@ -6,6 +6,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/gowa-dev/gowa/adapters/httpapi/qrpng"
 	"github.com/gowa-dev/gowa/api"
 	"github.com/gowa-dev/gowa/domain"
 	"github.com/gowa-dev/gowa/domain/device"
@@ -25,6 +26,14 @@ type Devices interface {
 }
 
 var _ Devices = (*device.Service)(nil)
+
+// QRRenderer draws the login QR codes the device service hands out as text.
+type QRRenderer interface {
+	// PNG returns text encoded as a QR code in a PNG image.
+	PNG(text string) ([]byte, error)
+}
+
+var _ QRRenderer = (*qrpng.Renderer)(nil)
 
 const ok = "OK"
 

@@ -13,6 +13,7 @@ import (
 	waBinary "go.mau.fi/whatsmeow/binary"
 	"go.uber.org/goleak"
 
+	"github.com/gowa-dev/gowa/adapters/sandbox"
 	"github.com/gowa-dev/gowa/adapters/wasim"
 	"github.com/gowa-dev/gowa/adapters/whatsapp"
 	"github.com/gowa-dev/gowa/domain"
@@ -145,7 +146,7 @@ func (e *env) open(path string) (ports.Client, *recorder) {
 var phoneSeq atomic.Int64
 
 // phone creates a simulated account with a number of its own.
-func (e *env) phone(name string) domain.SandboxPhone {
+func (e *env) phone(name string) sandbox.Phone {
 	e.t.Helper()
 	number := fmt.Sprintf("6281%09d", phoneSeq.Add(1))
 	p, err := e.sim.CreatePhone(ctxFor(e.t), number, name)
@@ -157,7 +158,7 @@ func (e *env) phone(name string) domain.SandboxPhone {
 
 // pairQR links a new session at path to phone by QR and returns the closed
 // client's identity; the session is left on disk.
-func (e *env) pairQR(path string, phone domain.SandboxPhone) domain.Identity {
+func (e *env) pairQR(path string, phone sandbox.Phone) domain.Identity {
 	e.t.Helper()
 	c, rec := e.open(path)
 	ctx := ctxFor(e.t)

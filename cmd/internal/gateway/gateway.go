@@ -22,13 +22,13 @@ import (
 
 	"github.com/gowa-dev/gowa/adapters/httpapi"
 	"github.com/gowa-dev/gowa/adapters/httpapi/middleware"
-	"github.com/gowa-dev/gowa/adapters/qrpng"
+	"github.com/gowa-dev/gowa/adapters/httpapi/qrpng"
+	"github.com/gowa-dev/gowa/adapters/sandbox"
 	"github.com/gowa-dev/gowa/adapters/sqlite"
 	"github.com/gowa-dev/gowa/adapters/wasim"
 	"github.com/gowa-dev/gowa/adapters/whatsapp"
 	"github.com/gowa-dev/gowa/domain"
 	"github.com/gowa-dev/gowa/domain/device"
-	"github.com/gowa-dev/gowa/ports"
 )
 
 // Config is what the gateway needs; cmd/whatsapp fills it from its flags
@@ -203,7 +203,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err er
 	if err != nil {
 		return nil, err
 	}
-	var sb ports.Sandbox
+	var sb sandbox.Network
 	if g.Sim != nil {
 		sb = g.Sim
 	}
