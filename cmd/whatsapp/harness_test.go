@@ -87,7 +87,20 @@ func startTuned(t *testing.T, dir string, tuning gateway.Tuning, opts ...gateway
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { tg.stop() })
+	t.Cleanup(func() {
+		tg.stop()
+		if t.Failed() {
+			// The gateway's own account of what happened, without the
+			// access log.
+			var lines []string
+			for _, l := range strings.Split(logs.String(), "\n") {
+				if !strings.Contains(l, `"msg":"http request"`) {
+					lines = append(lines, l)
+				}
+			}
+			t.Logf("gateway log (%s), access log left out:\n%s", dir, strings.Join(lines[max(0, len(lines)-60):], "\n"))
+		}
+	})
 	tg.waitReady()
 	return tg
 }
