@@ -24,7 +24,16 @@ import (
 //   - adapters/<name>/... import the standard library, third-party code,
 //     domain, ports and their own sub-packages, never another adapter and
 //     never cmd; only adapters/httpapi translates the generated api types.
-//   - cmd/... wires everything and may import anything.
+//   - adapters/sandbox is the contract the simulator and the HTTP adapter
+//     share: any adapter may import it, and it imports only the standard
+//     library.
+//   - cmd/internal/gateway is the one place that wires the gateway: no
+//     other cmd package imports the device service, the WhatsApp, SQLite
+//     or HTTP adapters (cmd/whatsapp, cmd/bench and cmd/chaos get the
+//     gateway from it, or run its binary).
+//   - cmd/internal/proc drives the binary over HTTP: of ours, it imports
+//     the generated api only.
+//   - the rest of cmd/... may import anything.
 //
 // A package of ours outside these folders fails the check, so that a new
 // top-level folder gets a rule before it gets imports.
@@ -97,6 +106,13 @@ func rule(rel string) func(imp string) string {
 			}
 			return ""
 		}
+	case rel == "adapters/sandbox":
+		return func(imp string) string {
+			if isStd(imp) {
+				return ""
+			}
+			return "the sandbox contract depends on the standard library only"
+		}
 	case top == "adapters":
 		own := ownAdapter(rel)
 		return func(imp string) string {
@@ -107,6 +123,8 @@ func rule(rel string) func(imp string) string {
 			case r == "domain" || r == "ports":
 				return ""
 			case r == own || strings.HasPrefix(r, own+"/"):
+				return ""
+			case r == "adapters/sandbox":
 				return ""
 			case r == "api" && own == "adapters/httpapi":
 				return ""
@@ -126,8 +144,28 @@ func rule(rel string) func(imp string) string {
 			}
 			return "adapters import domain, ports and their own sub-packages only"
 		}
-	case top == "cmd":
+	case rel == "cmd/internal/gateway":
 		return func(string) string { return "" }
+	case rel == "cmd/internal/proc":
+		return func(imp string) string {
+			if r, ours := relPath(imp); ours && r != "api" {
+				return "the process helpers know the gateway by its HTTP contract only"
+			}
+			return ""
+		}
+	case top == "cmd":
+		return func(imp string) string {
+			r, ours := relPath(imp)
+			if !ours {
+				return ""
+			}
+			for _, wired := range []string{"domain/device", "adapters/whatsapp", "adapters/sqlite", "adapters/httpapi"} {
+				if r == wired || strings.HasPrefix(r, wired+"/") {
+					return "only cmd/internal/gateway wires the gateway"
+				}
+			}
+			return ""
+		}
 	case rel == "":
 		return func(imp string) string { return "" } // this test, nothing else
 	}
@@ -215,6 +253,10 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		whatsapp = module + "/adapters/whatsapp"
 		wasim    = module + "/adapters/wasim"
 		cmd      = module + "/cmd/whatsapp"
+		wiring   = module + "/cmd/internal/gateway"
+		proc     = module + "/cmd/internal/proc"
+		bench    = module + "/cmd/bench"
+		sandbox  = module + "/adapters/sandbox"
 	)
 	for _, tc := range []struct {
 		name string
@@ -236,6 +278,9 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		{"api on domain", pkg{api, []string{domain}}, true},
 		{"adapter on ports and its library", pkg{sqlite, []string{domain, ports, "modernc.org/sqlite"}}, false},
 		{"adapter on another adapter", pkg{whatsapp, []string{wasim}}, true},
+		{"adapters on the sandbox contract", pkg{wasim, []string{sandbox, domain}}, false},
+		{"the sandbox contract on the standard library", pkg{sandbox, []string{"context", "time"}}, false},
+		{"the sandbox contract on domain", pkg{sandbox, []string{domain}}, true},
 		{"adapter on cmd", pkg{sqlite, []string{cmd}}, true},
 		{"adapter on api", pkg{sqlite, []string{api}}, true},
 		{"adapter on a service", pkg{whatsapp, []string{device}}, true},
@@ -243,7 +288,12 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		{"sub-package on its sibling", pkg{mw, []string{envelope, domain}}, false},
 		{"sub-package on another adapter", pkg{mw, []string{sqlite}}, true},
 		{"http adapter on cmd", pkg{httpapi, []string{cmd}}, true},
-		{"cmd on everything", pkg{cmd, []string{httpapi, sqlite, whatsapp, wasim, device, api}}, false},
+		{"the wiring on everything", pkg{wiring, []string{httpapi, sqlite, whatsapp, wasim, device, api}}, false},
+		{"cmd on the wiring, the simulator and api", pkg{cmd, []string{wiring, wasim, api, domain}}, false},
+		{"cmd wiring its own service", pkg{bench, []string{device, sqlite}}, true},
+		{"cmd on the HTTP adapter", pkg{cmd, []string{mw}}, true},
+		{"process helpers on api", pkg{proc, []string{api, "net/http"}}, false},
+		{"process helpers on the gateway's packages", pkg{proc, []string{domain}}, true},
 		{"an unknown folder", pkg{module + "/internal/util", []string{"fmt"}}, true},
 		{"not ours", pkg{"github.com/other/thing", []string{sqlite}}, false},
 	} {

@@ -25,13 +25,78 @@ import (
 	"github.com/oapi-codegen/runtime"
 )
 
+// Defines values for DeviceReason.
+const (
+	AccountLocked     DeviceReason = "account_locked"
+	Banned            DeviceReason = "banned"
+	ClientOutdated    DeviceReason = "client_outdated"
+	ConnectFailed     DeviceReason = "connect_failed"
+	ConnectRefused    DeviceReason = "connect_refused"
+	ConnectionLost    DeviceReason = "connection_lost"
+	Logout            DeviceReason = "logout"
+	PairingCancelled  DeviceReason = "pairing_cancelled"
+	PairingExpired    DeviceReason = "pairing_expired"
+	PairingFailed     DeviceReason = "pairing_failed"
+	RemovedOnPhone    DeviceReason = "removed_on_phone"
+	SessionEmpty      DeviceReason = "session_empty"
+	SessionMissing    DeviceReason = "session_missing"
+	SessionUnreadable DeviceReason = "session_unreadable"
+	StreamReplaced    DeviceReason = "stream_replaced"
+	TemporaryBan      DeviceReason = "temporary_ban"
+	WhatsappLogout    DeviceReason = "whatsapp_logout"
+)
+
+// Valid indicates whether the value is a known member of the DeviceReason enum.
+func (e DeviceReason) Valid() bool {
+	switch e {
+	case AccountLocked:
+		return true
+	case Banned:
+		return true
+	case ClientOutdated:
+		return true
+	case ConnectFailed:
+		return true
+	case ConnectRefused:
+		return true
+	case ConnectionLost:
+		return true
+	case Logout:
+		return true
+	case PairingCancelled:
+		return true
+	case PairingExpired:
+		return true
+	case PairingFailed:
+		return true
+	case RemovedOnPhone:
+		return true
+	case SessionEmpty:
+		return true
+	case SessionMissing:
+		return true
+	case SessionUnreadable:
+		return true
+	case StreamReplaced:
+		return true
+	case TemporaryBan:
+		return true
+	case WhatsappLogout:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for DeviceState.
 const (
 	Connected    DeviceState = "connected"
 	Connecting   DeviceState = "connecting"
 	Disconnected DeviceState = "disconnected"
 	LoggedOut    DeviceState = "logged_out"
+	Offline      DeviceState = "offline"
 	Pairing      DeviceState = "pairing"
+	Unlinking    DeviceState = "unlinking"
 )
 
 // Valid indicates whether the value is a known member of the DeviceState enum.
@@ -45,7 +110,11 @@ func (e DeviceState) Valid() bool {
 		return true
 	case LoggedOut:
 		return true
+	case Offline:
+		return true
 	case Pairing:
+		return true
+	case Unlinking:
 		return true
 	default:
 		return false
@@ -112,13 +181,19 @@ type Device struct {
 	// PushName Example: Alice
 	PushName *string `json:"push_name"`
 
+	// Reason Why the device is in its state; null when nothing needs saying.
+	Reason *DeviceReason `json:"reason"`
+
 	// Sandbox The device lives on the sandbox's simulated network.
 	Sandbox bool `json:"sandbox"`
 
-	// State `disconnected`: no connection (`logged_in` tells whether a session
-	// exists). `pairing`: a QR or pairing code is out. `connecting`:
-	// connecting with a stored session. `connected`: logged in and online.
-	// `logged_out`: WhatsApp or the phone ended the session.
+	// State `disconnected`: the slot has no session and no pairing is under way.
+	// `pairing`: a QR or pairing code is out. `connecting`: connecting with
+	// a stored session. `connected`: logged in and online. `offline`: the
+	// session is kept but not connected, and is not retried (see
+	// `reason`). `unlinking`: the session is ending (logout, delete, or
+	// WhatsApp ended it). `logged_out`: the slot had a session and it
+	// ended (see `reason`). The README draws every transition.
 	State DeviceState `json:"state"`
 
 	// StateSince When the current state began.
@@ -145,10 +220,22 @@ type DeviceListEnvelope struct {
 	Message string `json:"message"`
 }
 
-// DeviceState `disconnected`: no connection (`logged_in` tells whether a session
-// exists). `pairing`: a QR or pairing code is out. `connecting`:
-// connecting with a stored session. `connected`: logged in and online.
-// `logged_out`: WhatsApp or the phone ended the session.
+// DeviceReason Why the device is in its state. disconnected: `pairing_expired`,
+// `pairing_failed`, `pairing_cancelled`. connecting:
+// `connection_lost`. offline: `stream_replaced`, `temporary_ban`,
+// `client_outdated`, `connect_refused`, `connect_failed`. unlinking and
+// logged_out: `logout`, `removed_on_phone`, `account_locked`,
+// `banned`, `whatsapp_logout`, `session_unreadable`,
+// `session_missing`, `session_empty`.
+type DeviceReason string
+
+// DeviceState `disconnected`: the slot has no session and no pairing is under way.
+// `pairing`: a QR or pairing code is out. `connecting`: connecting with
+// a stored session. `connected`: logged in and online. `offline`: the
+// session is kept but not connected, and is not retried (see
+// `reason`). `unlinking`: the session is ending (logout, delete, or
+// WhatsApp ended it). `logged_out`: the slot had a session and it
+// ended (see `reason`). The README draws every transition.
 type DeviceState string
 
 // EmptyEnvelope defines model for EmptyEnvelope.
@@ -11604,115 +11691,121 @@ func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, par
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3tchs3suirdPFulaW6I4r68q7pPyvLjqNdJ1Yk5Wbrhr4acKZJIh4CYwAjmutSVX7dBzh1niEPlic5",
-	"hQbmi5wRKVmSnaxO1amVmQHQaPQ3uhufOpGcplKgMLrT/9RJmWJTNKjoXy/xkkd4/NL+HaOOFE8Nl6LT",
-	"75xPEGL6r0808DiAaCI1ChjOYS6zbifocPtZysykE3QEm2Kn33EDLnjcCToKP2RcYdzpG5Vh0NHRBKfM",
-	"LoQf2TRN7PfT+ZYb0gnsTAaVnfP//Xy49X/Z1r97W8/elX92L7befeoFT/eu/tIJOmae2gm0UVyMO1dX",
-	"QedkIgU270PzaZYwgzGwKJKZME80pPZzENl0iCqAmI+50S27ok/X3NHT3b/t7O7tHzz969+eNYB5ZWfR",
-	"qRQaCf8vWHyKHzLUxv4rksKgoD9ZmiY8YnYT279ou5PKKvbLGDv9/V4v6MTMsE5fZEkSdKaoNRvXTgKm",
-	"mTYwZSaawGrEXlV39ReFo06/87+2Swradv9Vb79SSqpX4hITmaLb2DLeldsacA1TloykmmLcBwYWvVAQ",
-	"YgAfMlTz6g8TZDGqgZAKhjKeg5kwA0OF7L0GbjSoLEHYMBMEv2OwR6VhNuHRBJiIYTaZbwYgFbCBKKfg",
-	"GoQ0gB9ZZJI5WAr4x9nb70EOf8HIgByBnTOWUTZFYellxDGJdXcgLGaOpBglPLrlUT27/qig4IUcykgK",
-	"gZHB+I5Ppb4KF8BAG2bQoYgliZxpMBOu6xjWbO4RvNm1EH0j1ZDHMYrboWOvDR2RklpvaW5K+lE4yvSd",
-	"4uHUzQhMA4OGFTcYDJWcaVQwZeo9xsBN9bsZN5OBCM8w2voGTTTZOuMGQyI4S5/hW8XHXIQ5kgmbGtUl",
-	"qs3yo2+lNuFA+G8sMdJ3Y2ZwxubAhJ6h0mAkbGhECLe26HAw3ppIbXS46enytRtwzqcos1tR50Fvv+04",
-	"fpowow/TFGIeE5wOLEs3hk/xDs9kxUrPoYEaLU8bmNlj1O8xJsL8loSHPpfyDVNjvBV57u204SOnECei",
-	"7OlISGide5GdT3SxElPoVlKWUwWhw9GUVWuYWv11FXSOhVWjLKFVbkcMrVqF+7kBafK72/EhjFiWkDSy",
-	"28pZwLJhNnZyHLSRygupEeMJxptdOC9JYiCIJqRI5jBYgHTQcdSTyDFMmHZSHg3jiYZMxIRRS1NTHIhC",
-	"acWevb6X5huZifh2cm5/bbFvSX5EC90dXr+XoLNo4mV+4K0eqUChlpmK8HoZf8LmiWTxZ7HSzt4qVnL6",
-	"+X75yC3C9QoOgo0d+I6/cLs/l/I7JubeQNO32v1uq9q3G54yMffEbGmTC/0cFBo1B2uu3iWDnTeuBiMl",
-	"p07rRAlHYRWfgOOTy31gcaxQa8d79NvTgdh+ur/5HPDSmms5YmkKTraV19OQCcMTCE/tTrYORwZVCCnT",
-	"GnNL6kfBMjORiv8bb8lWrfK5NvXd4e9IYYzCcJY4QRxJMeLjTFkbQsRESYVmYFahCyTUzZQUY6vb7dYt",
-	"PeZ0yJKZZbbcFKUzkAJLBF0ynrBhgrcT4a1MV6F5a5NMMmO4GEMsZ+KOOS8X4ovLEF4KZR/JLHHqfmhR",
-	"yKIJxiSsB2JZKnXhe2kmdiKr8qMJE2OMA9CydgBTNochSXKjOMYFSnWWplIZjL/DmLNzcs1uI9AOrsNt",
-	"Td6Q7zVEWJr4LjVnXYxW3BxtGZppCI/cFrfslvtLwIRd8p/9ihagI4XMoIsNVNzTVMkUleHOdS19/SWf",
-	"+zUKVORvzyYogA0tJNa5vh/P3//inDiLWgf5MsilR7UE8hs5HlsrXxA7S5Fwgd1ytaGUCTI6t4iQE18w",
-	"wol1au1fliJwiyziJRCDOq6akbA05pcmzFq+SriwDoklFia4FPCP45d15FaDEP2d3b/rrrWUNUvTrkDT",
-	"CTqWcJ1scZGMpcUTps0F5hbkop0+9wYUmS32U0hwZIDBWMrYOZN1gLRRyKagME1YhDEMrXcjzQRV7uXa",
-	"qdeBi47pgotlsA5zxGjU2qIFP3LtYjrLh5gyTlOu4L4T99mxGEkalYeYWuM9KzeQJsxYmqnPwkSsJEXN",
-	"Vk+Q6cmFC0xVZzhMHBmtHK+ZiIfy43UBP0j4JVpt5K1iGvBEV8JoAs1MqvfNuKXzX4VZx6Jn9Gk+5kJz",
-	"EWETwaEDJcqUsjLNhSuGOGbCgrAOD15Vw3c/1wKVDl7HcEER7CvxXDm0KgEGFXFS30CNfUpaq4mO8iDe",
-	"tQqwQuw3CLK4fv671mfz01jXZ+yMR6em1jkJ+3WhyKqE9fafK5FJ0JTD/bLt+3rDtbm7vXGDU73+Jv1E",
-	"TCk2f8hNn+VcUaftMOa6oKOwD0JWJCJshAW9hWAwSawdhCQ3WS7nBsIJus0uhJ7Uwj4w+OHU2ln+F7Dg",
-	"WrtAZqYLYb6E/XQgyn9RXCt3tQtJWg4gEJMmVTkQOagyM2G/tO+k862d44kixti7XW7qgWUkFNmUuLKC",
-	"izrjFBAusF25ZgX1pbB7NU3N/O5IbUHhOAveStxuu+Qt6eD+Ka1uLLZud1nuf3t+fkJSNdM1xU3hi3Z8",
-	"sDjmdhaWnFQWcttfiENYS9nSQh51oaiEj8TI0QhFbMmPwu23R+Y1IZW7Q/K3yBIzWcauQ18dIPl+5cJ+",
-	"WPtKD6MF/K4ehEzfyDEXRx74dUj0lTAUsuGFUULipG5jHr44erllbbFGAzxTzE22OPcZRlLE2lmwRgLS",
-	"Wrzuruw8bUBs8/6Lla7d+cMcaonohz3XVp8xbb6j/atF/M6Bv4UNgAmQqRMskCAj0fC/212c9ZxCgu6H",
-	"02WgPqiLdsn4w6lTnXRRdPL9a7C7hx9P39TBsb/2+ZSNcTsV4+dDpvHpfsD/z4u3p7PeP1+P5e+//tZE",
-	"lx/UxZqkOfKKlKDREzkTNQieNhLJB3Xh12rcnMGPhibNdxkxpTjWdUBn9++///pbUPn/lSSTY7S+vyo4",
-	"79oP6AFZ44fTh2GMqhvZeBC5lebuImZsTrrSKkEXQbEWn7+xdWJvUT/WEYUfU65Q+xDFCmfKEZSRqYYh",
-	"WiAuWcLjdf0qu38zkS6w4c24D4qstBgbbLIFHPrBQRXkJgyeOWfpqDCN9TJ5MGNwmhq9vOdyGOQfAblq",
-	"VQfX2j/KYBwUYWwpUAMXUZLFGNd4Yq+J7Ibzi7gIPDWbRp+aqLUhDrXFRcUN0DCc5665j/UsIeiawMj5",
-	"RGqsWu1WlLnp6kquaVMyxYYp36YoYIZDLaP3aKqgrppx4fxp+rpXXaIxKI90PZp4GNHRQIsPIkX8um3B",
-	"zV8Wo4v1KOByEHA5uEbxsxsFNp33VyHsIg60sE0XXClXKIau3OkXiBbUMf1FggYehDdcvG896tbQcJG3",
-	"tyIyvJImGg5xBbDXmn9Lh3Wd0d6EuhWLPyj/09E8JC18Vy60sLlJs6KX3mAUl6g02WDWhJhxM+k28fJI",
-	"yWlL/iRau+SJXlBCdbLK/28tUWPXuphiUxQ/kukc5AhYkZVAKQsuNa/M35QzUSd3Dfkt03JIelE07r16",
-	"0Tva39s52n16uPNs5+mr3Zc7TWBaA7k+8ltMEtn4KZ+iNmyaris8F8iBsE+QVufyIATujEu8rSaTLyc2",
-	"czr9knLze3dB8Q3LkqarSyXTZdJ7qWTqcxusWVKNwwo5qxF8LShVoTNnOV5o57gtL+HSDkHgrGbeOd+O",
-	"smTFHPzo2oIHQWfKPvKpNbD3ntqzmnLh/tkcmVgHMQ8qLqsLn6K25/KlCMIv30gWadPlcMXUA/9R7XR2",
-	"V9q5+dTXQFjkr9/ArFtD0q6+s7zpFeP1J9N0f7bCbqCdPygxOlw/JP3RiqvjYg96SNeAexYx0QrtB9Ua",
-	"K7Paqg9FnMfpcco1664RNWqGCEXsVcoD0QgKU9FhD0Ai5Q5bcV6BojmOF8AOGAlPDw72nkI0YYpFBtVC",
-	"KC+3Xqbs4xsUYzPp9GkAqZP8l53rpMiitVYto3FpuplGZS1E2LhGUm3eMJrbJGFylLSg1LTay7fJxvGL",
-	"XdzakvxM87Cyft0+LDezjIeroKMxyhQ38zNL3G77Q6Z5dJi5OywierJi7K8lGBNjUpduxhujlmM5Y2R/",
-	"6/Kq1xvnGpiGQadunA86sDGcF4FmqeBvWwWVDkT1mnqT7pVjRUkoZoJTkJeo6I6yOxAD8YpMNKrbcRUC",
-	"gUvyLmN1ASVYCkAvL/oDEX4aEEcOOn0YZL3eXlS586QfMIBBjmb6qvP7r78NOvZXy7n2p99//e0q7MJb",
-	"kS8Y2v8SAtcDQcHaTCSodXHJOcEkhQ3mIqrOAaOBvlrJOjR047lJ+zpMEkARp5JbHOLHCFMXnZ/Q3Ryk",
-	"Sg5Rg0CM3YXtC3tkwDIzKaLEA1HJ7XTxTHenH1XyVzfCrS067i07NoRtCA9PTi5eHJ4dH10c/nj+LVWW",
-	"HMKUa01CPE9jLSeBMZoiebWG3f3eTlDF46CWkTvoBAU6LcauQtr6S1+SFPvk2mqpYd8Ltn1I0FiRFhT3",
-	"RGE3DCC8CC2E4VYYDATtuZLI4IbQxbMdU6EfX1zibzwg/NeWl71bx3EYEN55nPuc9lATOQaFkVSxdpjO",
-	"8y4paN+FVyyaWMfB3XZAwrXFEK3lqIxKiJjwKz8HLgZCT6Qyfdjv9cgJYGWd3KoiOfC1cc9hv7czEBu0",
-	"4fCnn37asqxtTyliBsNNwoTMjCPCKh3YkXtu2YFoqIEieFyRUq0oI5aoq/U5Rj6H/Z09y7UDsb9z4HdS",
-	"z+qn+wxpIFzKPn0O+7vPYMNXVFVzxjeBjejityVTfn9vh9ay4kFb6spLZZ4PxEGB0abCkudw0COA4aC3",
-	"75inTEhmwmUj2xOmdGQin4VN+6KkLpT5tzOKs0csSVDBhImxhiwdiCGOXN0K5mOJd4QsCKGFyDgl7+4/",
-	"e+aSZKxhJzSpM1+X+t3xeSfoZCrx8lr3t7et5+oqO7pSjbf9oO0pN04LGdJaJL1///W/y11Ps8TwPG3i",
-	"9NXZeY6qTtAh9JLU73V3ur38WoCl3CrAbq+755J4J6Retr3Et3+PkUyZgiuO406/84Zr89J/s1AOu9vr",
-	"rZGSvV7mdEP0uCF92gmDvDxGqhiVy0/lrphsv7fTtlAB+fZizcF+b2/1oLJ+0o7YfbZ6xGI9ih23twZ4",
-	"iwVxV0HnwCH6+nH1SjKyJrLplKm5P8Rct1urgY11mVepO++szSh1Q1jS5ZY79TxNzRx0Ik0XfvJSKizs",
-	"mZDyAHhsVdk4Tyi3ZmOdmqq56r5GG7V5IeP5zZL7K0ZhxRJcO0+/KWX+arnee9eR0x0S+KoqDIGz4rKP",
-	"SHONg69UpT8gC/TWYIGiBNsO2FljicUKNhp3sM5+GqpF/iCMakftrXVkRY1RnbkdMRe3xMSijUx+FRTi",
-	"fvtTwUFXjp8SbEp4/VE4r6FSQSAr2pePfC2Zdx82uIGYW7cRmSrq1XAgyAt8ouGN+84rlM0A3MKuT0Be",
-	"CjDiCYmcGBROpfcrnOQh3VoXKS9phopIuScNVc9OXVmtP6bcj6+ch/dXjyjqaf/E7GTHrIGKhcr9Ohc6",
-	"Miy4sEXLNppYr9HcP/mup3/+ILrnT0i3NWJ6jWYVJVU7A/3cvFb5yXbROejqXYsW2CY/reIGLGQ3Wldd",
-	"ww+nRfablc+RNw9z+ewVQuF+Ua1DF84i5uMdFE4i57csOajkCMPGGVLpqYbf//9/5drCQ+viLj9NeFKm",
-	"4HFdzcIbZcpVqbEk0aDQZEqUaZg+hS6ZkyM/cwUR1J8Gp4wLO13RuWIOAi+t256iALZwBdgF8ngtLH4P",
-	"SpoCD3YtF5EQ+NEQLB4U7X+dUekw/FSNAnHUoDJBJR+QCW39Wl984XXK2CJ1yKL3YCTUC1GcM19fUrsD",
-	"YyOFetKF/d4zi+nCSMgrT1mikMXzMuGsScXm6Zf3KJ4W00lb5FOR+pqfZZ5c+ycTWDe2rh81c6tmfiPH",
-	"wCk+6amnIlGd0Ls/ebqdX3Xdevo2z/xQV4P5I9f3oRKlr9eSjWqFXe4CqDsQbyuyt78gbgsJ7OR17eqI",
-	"C22QxSTmxECgr/hwws/1eXHfu+J+GPNLFHlUj0KNFl4nD0P6MhyIhZBpF47W0i5t8urInfQC4pdFSluT",
-	"OT6iRZZAL9rOEbzLfedu0Wfu3WdEQvxdX32JtQMhS0UgjVGQOxbztZKaFkFfo96i0KdeT/SfLvMfIypf",
-	"q6KpUm+DtrlGZfiWcHeuLlYEcloCN1CP2+RXf9pf+rbFbpwGIJGtDZvrAJyR6a54BM4GwmWZkFma34bm",
-	"cLmOPPmM7vJn5aWPkZDRFq2G2KjULFsj12opeI+p2WzRFjL7yjxwf5dmrXK6083Mo7h7lDzXSh776w2i",
-	"vtsKvQN5L/LmKJEaq+Lmia6m6FLwwP1TAxszLpyVSaKE2hlYr5gYOCCx4S0ezxcMfI+aGdNFn5pGaTIQ",
-	"dXHSJABOc0x8XTIgACHLsIMYP0qA/4TbnIIYb8TMZTuDxujdue+XWTRLpkZjr1+dQ9Ns4fK9bRGiPnML",
-	"fSUs8kQXfTAeI9ZfTcS6OJX7CF1PioYejZR+kg0THnVht9eDGYWKyYxVkhJ2KN1Ou+TEJhr3fTXukboX",
-	"uoS0eb8eXgrQ8svc170x2T0wNfjs1U7/53f17JNLFHY7lBNZIQo91wanXqxN0Sgetcsw73pY94radwV5",
-	"V9ThHFxhuutwlJlITjFwSZc+rEIfKZkZpG/K3jlLFPCdh2IlCRj8aLbThPGFw294Q6C+D79CHlI6UdJC",
-	"j5l2DR5ctnH3UTjdoXCq4HhanG8jEfpMue6cTZPWlLjXaN6mKA5Pjm8mKfJJb0AsVhj4tUrdXWkKa+3f",
-	"YcYT19j3MQfuGiI4n3Bd4LDt/ClO8e+1tIssOlJYf8WlQrvrQkpcsb9a1937HRomTA/EEMdZEdKw2qnW",
-	"a7fJOXmN5tQC9WWV0mkRvzGKjUY8+gNopNua4i1a7JRaG61UY74/yXZUb37SKEgaelPc4ylf04Gj4cTf",
-	"1otq9aNGukthdCQzUevEAsbV/5ddW52Er5JZ3oK0Rme+uSsFcRojMS+VTHVLpXTLorBBUZQwVjJ19TJG",
-	"Zbjprvt8wx3dWBcd1muqw24ROS7L/pFiwAQ11QhkCr3M9LP5ax6uqG2AKzUYsui9HI36kGkETr3fDLVv",
-	"lzOYy0wBlQ36ao5IpuhaJ1hzkI1dJ/ugmftqxeefk5JMZequ1nyxsvxg7Qu5JqCu6uVldomr+5cTjbXn",
-	"LSaKq9qgh13sshj/6fzxx7u2NaTaC4Xs/YJEyTldCkgzlUqNK0UaXTrpdolWFCVUllksa+zCcYzTVBrf",
-	"ZaRZ8dJEJ5UH4+7uCr5W8+0LvW8qBWpl6F9GCtSr/VvYf+nFvkf2/09k/6IQoaSHPClmHYbf/kT/e7Wy",
-	"JK1o6fQglWnt7c1auKF86iG3eXx1hLe2/qw88ocsilsi1id6oVFVI/XeNIjtW5i8W031259+WVGTU32t",
-	"RyP61x+pT6RLIFlI32hVf6dUXfPVVc64PI4/oQ35R2MQRx/A6gzhqGs9IX9LNglu0C2x4QXgX9Z+0fim",
-	"DRav418L39bt0n1z6dCWTHFeeZLB0OOSC/mR9BRsfj7ejsWYPHJudJ7v2yYH8k6Qn2MDu41XOkTe1NZd",
-	"bEf5ZczdWl/KlZLqTyqnHhNR7zAC/bmpXe41hQWGp0qez7SyfdOXtczs7/Jv758DmxpitjBimbmf7yUA",
-	"mcT0zCVX+tHC/ios7JlTTgvUCgoj5Jf0LNCDmNc6YuI+NbOdX+fPM9BN/kZYdNYLK631XO50no3NTKW5",
-	"eyP/nVnAb6qZb8Ry1faBj2r3Ue0+qt1+h0qWWVFvmr+0tq7KRRFvV5pANguPMxSxteVd3k/us+ePYbGp",
-	"a20U/mvLuehbx3HoKitc46zi5Vx6ccb6/XRrl79RbIVShWeK+l5qX0ZfutYdAjHGeCCGmcl7yAWw39vP",
-	"awoz8V7ImSiqRsgYqRYDVh6xHYhKUUnQWN3hX7stipe7cLhQkzwQxU2gNXg28pRvhVTT7CDwLXorF5Cb",
-	"1C6dce/4BAORpfRSUS/v0RxA0d2LGQuca+S3UNpocSWtp5mltRKZSmcwsi6KhudGDkRedJL3G6OicrQT",
-	"ejeMQczmATAYdOz2KxMPOnlXtykXmcHNoHijOl+BSr999PAfxy9LmBSOuTa0CDcDQaXwgXt8mSbVcopA",
-	"RhIVmMd8NMJqeY/fc8xZkrinl5eUUNntdJ1iyupJWibQhYvuaLZ00itU3VI0eU2Hz8+qmCxfgM4brH5e",
-	"DWVDQ9iH1qINTXcbtGj1jgxTgzUie1Snj+r06ypqslSda8eyL3OhcFHEVtvWM7Zq/XJ/fmflhEtpaRJY",
-	"h2WDSXqyyWUx0PsVIu/wH0380+Jl48b+9vanidTmqv/JnuhVJ+hcMsXtxomzJ4WyH7kHDTqJjFhCP1/z",
-	"8v4TDfYTUvyk4+JYoXZ5V3ad+pR7vV5vabZjo8F+Sj1j7R9h4JrFnrw9PQ83u1YovCtQ2JxgTWWbOldB",
-	"vPL2f57J2C2FeH5FshyxtRY9dYnJVUK9nXA1mlGZzxXILs925l8czf38yhCig+UR31a78AZ52q/fViUR",
-	"tDqTS+NbnuutSObABYR5dDh/hCzsLyQ7FLjyWQ95UwFNHXoXXWBrYuqanRn4Ovd6uCeg9rSuyYvriLZw",
-	"ReUsBj2RM+dtc1O41104rgJubaiQWsVorLQv9mbLfm/f2QA5RrxRe/Xu6n8CAAD//w==",
+	"7H3tchu3suCrdM3eKku1I4qyZN9j+s+VP+LoHDt2JGVzakOvBpxpkoiHwBjAiOZxqSq/9gG29hnyYHmS",
+	"W2hgvsgZkZIl2cnRrbp1ZGYANBr9je7G5yCWs0wKFEYHg89BxhSboUFF/3qB5zzGoxf27wR1rHhmuBTB",
+	"IDidIiT0Xx9o4EkI8VRqFDBawELmvSAMuP0sY2YahIFgMwwGgRtwxpMgDBR+zLnCJBgYlWMY6HiKM2YX",
+	"wk9slqX2+9lixw0JQjuTQWXn/D+/HO78b7bzr/7Ok/fVn72znfef++Hj/Yv/CMLALDI7gTaKi0lwcREG",
+	"76ZSYPs+NJ/lKTOYAItjmQvzQENmPweRz0aoQkj4hBvdsSv6dMMdPX74t72H+wePHv/n3560gHlhZ9GZ",
+	"FBoJ/89Ycowfc9TG/iuWwqCgP1mWpTxmdhO7v2q7k9oq9ssEg8FBvx8GCTMsGIg8TcNghlqzSeMkYJZr",
+	"AzNm4imsR+xFfVf/oXAcDIL/sVtR0K77r3r3pVJSvRTnmMoM3cZW8a7c1oBrmLF0LNUMkwEwsOiFkhBD",
+	"+JijWtR/mCJLUA2FVDCSyQLMlBkYKWQfNHCjQeUpwpaZIvgdgz0qDfMpj6fARALz6WI7BKmADUU1Bdcg",
+	"pAH8xGKTLsBSwN9P3v4AcvQrxgbkGOyciYzzGQpLL2OOaaJ7Q2Ex81yKccrjax7Vk8uPCkpeKKCMpRAY",
+	"G0xu+FSaq3ABDLRhBh2KWJrKuQYz5bqJYc0WHsHbPQvRd1KNeJKguB469rvQESup9Y7mpqIfheNc3yge",
+	"jt2MwDQwaFlxi8FIyblGBTOmPmAC3NS/m3MzHYroBOOd79DE050TbjAigrP0Gb1VfMJFVCCZsKlRnaPa",
+	"rj76XmoTDYX/xhIjfTdhBudsAUzoOSoNRsKWRoRoZ4cOB5OdqdRGR9ueLl+5Aad8hjK/FnU+6h90HcfP",
+	"U2b0YZZBwhOC04Fl6cbwGd7gmaxZ6Sm0UKPlaQNze4z6AyZEmN+T8NCnUr5maoLXIs/9vS58FBTiRJQ9",
+	"HQkprXMrsvOBLldiCt1KynKqIHQ4mrJqDTOrvy7C4EhYNcpSWuV6xNCpVbifG5Amv7kdH8KY5SlJI7ut",
+	"ggUsG+YTJ8dBG6m8kBoznmKy3YPTiiSGgmhCinQBwyVIh4GjnlROYMq0k/JoGE815CIhjFqamuFQlEor",
+	"8ez1gzTfyVwk15NzBxuLfUvyY1ro5vD6gwSdx1Mv80Nv9UgFCrXMVYyXy/h3bJFKlnwRK+3tr2Mlp59v",
+	"l4/cIlyv4SDY2oM3/Jnb/amUb5hYeANNX2v3DzvVvt3wjImFJ2ZLm1zop6DQqAVYc/UmGey0dTUYKzlz",
+	"WidOOQqr+AQcvTs/AJYkCrV2vEe/PR6K3ccH208Bz625ViCWpuBkW3k9DbkwPIXo2O5k53BsUEWQMa2x",
+	"sKR+Eiw3U6n4v/CabNUpnxtT3xz+nitMUBjOUieIYynGfJIra0OIhCip1AzMKnSBhLq5kmJidbvduqXH",
+	"gg5ZOrfMVpiidAZSYIWgc8ZTNkrxeiK8k+lqNG9tkmluDBcTSORc3DDnFUJ8eRnCS6nsY5mnTt2PLApZ",
+	"PMWEhPVQrEqlHvwgzdROZFV+PGVigkkIWjYOYMYWMCJJbhTHpESpzrNMKoPJG0w4OyXX7DoC7dFluG3I",
+	"G/K9RggrE9+k5myK0Zqboy1DMw3Rc7fFHbvlwQowUY/8Z7+iBei5QmbQxQZq7mmmZIbKcOe6Vr7+is/9",
+	"CgUq8rfnUxTARhYS61zfjufvf3FOnEWtg3wV5MqjWgH5tZxMrJUviJ2lSLnAXrXaSMoUGZ1bTMhJzhjh",
+	"xDq19i9LEbhDFvEKiGETV+1IWBnzaxtmLV+lXFiHxBILE1wK+PvRiyZy60GIwd7D/9I9aylrlmU9gSYI",
+	"A0u4Tra4SMbK4inT5gwLC3LZTl94A4rMFvsppDg2wGAiZeKcySZA2ihkM1CYpSzGBEbWu5Fmiqrwcu3U",
+	"m8BFx3TGxSpYhwViNGpt0YKfuHYxndVDzBinKddw3zv32ZEYSxpVhJg64z1rN5ClzFiaac7CRKIkRc3W",
+	"T5Dr6ZkLTNVnOEwdGa0dr5B5ycbS9O04GPxyOQoKKUCjLt6HlxMD15aFrHdLVPAULDxOCggvuQVioq1M",
+	"52LSW4HYCiImkpH8dFlIElJ+jlZferudBjzQtUCfQDOX6kP76RNs687ebfyEPi3GnGkuYmxjCXSgxLlS",
+	"Vuq6gMoIJ0xYEDaREhf1AOMvjVCqg7c8OycbwjIuWZFEjb7qvBLWJF9zJw1Or9iiIeWqE3nfKWtLDdUi",
+	"c5MmqT607qWfxnppE2fnOo26yZHYr0udW+eBt/9Yi1WCphrul+3e12uuzc3tjRuc6c036SdiSrHFXW76",
+	"uBQRV+H1HiRcl3Q2gMgT0xl+yiwkUTgU5W/OC4nC6quYiRhT+2Ov1AliMhiKqNIQZ6nUJuqBHI+tfh5A",
+	"5BTLWaFY7IQGZ5lUTC3ORkzQos61OZO5sexHH/k5z7zHUv/Jg9aD3BoBH6zIYiIZCs9OMjcDiFI5kbmx",
+	"wxTO5Ln9XZwRP9rf/C3DWSrjD37jIyaEW6dQxWfVHF5jneVCIUusMKQxxc8zrjUXk/qXOMvMIrKWbRig",
+	"yGf2mJfwXbGz31LthxLZlWgo0EsCooFUS191nNoxTYxWsxQIrf1SLu72S2KsibIgDJoYC8LA4SsIgyV0",
+	"WfBWsFX70eOq9guhqkbtlSqsS/gVYo/q1BwNnKJJZeHelVaGNReFBI9ZyxQuoDRni15F8NEAGPx4bD2f",
+	"4kvLlfZzmZteSX3u0+ofPtDsg1+lbVMNINjSNuMVIs8mDvihKCDmGj5gZmCUm+Y9Q0jDvfPgnScKPQ9F",
+	"5FRPtN2DqOSLAivVvCgSC/SWO6sQEkzRkCM8FKXHhyKheLqdq2KqJooTYA0MczMUbpwLhVfgWKPg+OXh",
+	"izcvIVFsrn10wigmNLdn2WSS+qk2FV6J8yV16bEYhEG58Uq5WopsI62XluhuTnEsWboudGANp163yVdJ",
+	"9dvXG00vtXO7q+bc96en70h95LrhMVDctBsfLEnobFn6rraQ2/5SANS66JbtinAvhUN9CFiOx55i6Z7v",
+	"+si8JJZ7c0j+HllqpqvYdehrAiQ/rF3YD+te6W5sOr+rOyHT13LCxXMP/CYk+lIYihXz0tcghdV0bg+f",
+	"PX+xY53AVs8/V8xNtjz3CcZSJNq5zkYC0lq8GSfZe9yC2Pb9lytduvO7OdQK0Xd7rp3Bqqw9OeQ/LeL3",
+	"Hvn0D6v/QGZOsECKjETD/+yOrWwWjSLofjxeBeqjOuuWjD8eOwuBbqjf/fAK7O7hp+PXTXDsrwM+YxPc",
+	"zcTk6YhpfHwQ8v/17O3xvP+PVxP5x2+/t9HlR3W2IWmOpbsdI2j0VM5FA4LHrUTyUZ35tVo3Z/CToUmL",
+	"XcZMKY5NHRA8/K8/fvs9rP3/WpIpMNrcXx2c990HdIes8ePx3TBGPX7VehCFMVrarKQrq6CNmaLyqSJO",
+	"7C3rxyainOuhfWx0TYzEEZSRmYYRWiDOWcqTTcMldv9mKl1E1Rt3HxXZbgm22GRLOPSDwzrIbRg8caGP",
+	"56WTpFfJgxnrHxm9uudqGBQfAQVe6nEra/8oMr+L+zMp0PrWcZonmDR4Yr+N7EaLs6SMeLebRp/bqLUl",
+	"AL7DRS0iq2G0KLx9H2ReQdAlEdnTqdRYd06sKHPTNZVc26Zkhi1Tvs1QwBxH2vqJpg7quhmXzp+mb8bI",
+	"KjSG1ZFuRhN3IzpaaPFOpIhft+tW5dfla43m9cPq7cNqVJ8C91e6UXFObo2wy/Du0jZdqLRaoRy6dqdf",
+	"IfbXxPRXCQF6EF5z8aHzqDvvpMqE4TVXUmtpouUQ1wB7qfm3cliXGe1tqFuz+J3yPx3NXdLCm2qhpc1N",
+	"2xW99AajOEelyQazJsScm2mvjZfHSs46ErfR2iUP9JISapJV8X8biRq71tkM264PY5ktQI6BlelQlCvl",
+	"coKrxHE5F01y11Bcb6/eNC2Lxv2Xz/rPD/b3nj98fLj3ZO/xy4cv9trAtAZyc+T3mKay9VM+Q23YLNtU",
+	"eC6RA2GfIK3P5UEI3RlXeFtPJl9PbBZ0+jXl5g/u3vE7lqdtORNKZquk90LJzIctrVlSs2pAyHmD4BtB",
+	"qRqdOcvxTDvHbXUJl+8MAucN8875dpSeLxbgRzcWfBQGM/aJz6yBvf/YntWMC/fP9sjEJoi5U3FZX/gY",
+	"tT2Xr0UQfvlWssjaslJqph74jxqn83CtnVtMfQmEZeHMFcy6DSTt+mSJq+Y2XH4ybbfha+wG2vmdEqPD",
+	"9V3SH624Pi52p4d0CbgnMROd0H5UnbEyq60GUMZ5nB6nJNfeBlGjdohQJF6l3BGNoDA1HXYHJFLtsBPn",
+	"NSja43gh7IGR8PjRo/3HEE+ZYrFBtRTKK6yXGfv0GsXETIMBDSB1Uvyyd5kUWbbW6vV7rj4g16ishQhb",
+	"l0iq7StGc9skTIGSDpSaTnv5OmmAfrGza1uSX2ge1tZv2ofVZlbxcBEGGuNccbM4scTttj9imseHubvD",
+	"IqInK8b+WoExNSZzea68NWo5kXNG9reucoi9ca6BaRgGTeN8GMDWaFEGmqWCv+2UVDoU9dv4bbpqThTl",
+	"lpkpzkCeo6I7yt5QDMVLMtGoYNCVJoWuuqSK1YWU2S0AvbwYDEX0eUgcOQwGMMz7/f24dudJP2AIwwLN",
+	"9FXwx2+/DwP7q+Vc+9Mfv/1+EfXgrSgWjOx/iYDroaBgbS5S1Lq85JximsEWcxFV54DRQF8maR0auvHc",
+	"pn0dpimgSDLJLQ7xU4yZi85P6W4OMiVHqClxz13YPrNHBiw30zJKPBS1pHIXzySHD+Ja4vxWtLNDx71j",
+	"x0awC9Hhu3dnzw5Pjp6fHf50+j2VtB2CT+Ko8uerSWCCpsyab2D3oL8X1vE4bJQCDIOwRKfF2EVEW3/h",
+	"U5kSn9Vfr3EeeMF2ACkaK9LC8p4o6kUhRGeRhTDaicKhoD0XCRtW9dAQuni2Y2r046va/I0HRP/c8bJ3",
+	"5yiJQsI7Twqf0x5qKiegMJYq0Q7TRcI3Be178JLFU+s4uNsOSLk2RRaEozKqXWTCr/wUuBgKPZXKDOCg",
+	"3ycngFUFuuuqc8EX5T6Fg/7eUGzRhqOff/55x7K2PaWYGYy2CRMyN44I63RgR+67ZYeipfiS4HHVkY1q",
+	"sESirhcGGvkUDvb2XXrWwd4jv5NmORHdZ0gD0Ura+1M4ePgEtnwpZ71YZRvYmC5+O0p0Dvb3aC0rHrSl",
+	"rqJG7+lQPCox2lbR9hQe9QlgeNQ/cMxTVUIw4cog7AlTHQSRz9KmfTVkD6rE/znF2WOWpqhgysREQ54N",
+	"xQjHrmAOi7HEO0KWhNBBZJyqBg6ePHGpM9awE5rUmS+If3N0GoRBrlIvr/Vgd9d6rq6krCfVZNcP2p1x",
+	"47SQIa1F0vuP3/5/tetZnhpepE0cvzw5LVAVhAGhl6R+v7fX6xfXAizjVgH2+r19Vz0wJfWy6yW+/XuC",
+	"ZMqUXHGUBIPgNdfmhf9mqQ7/Yb+/QS3IZiUbLdHjlroNJwyKujypElQuMZ67KtaD/l7XQiXku8vFTgf9",
+	"/fWDqsJtO+Lhk/Ujlgvh7Lj9DcBbrsS9CINHDtGXj2uWsJI1kc9mTC38IRa63VoNbKKrdGkdvLc2o9Qt",
+	"YUlX1OLU8ywzC0o168HPXkpFpT0TUR4Ap0y4SVHJYs3GJjXVi2R8cwjU5plMFlerKqoZhTVLcOMCobZa",
+	"nYvVRhMPHTndIIGvK/8SOC8v+4g0Nzj4WjuMO2SB/gYsUPZ+sAP2NlhiuXSWxj3aZD8tZWp/Eka1o/Y3",
+	"OrKyuLHJ3I6Yy1tiYtFWJr8IS3G/+7nkoAvHTym2JfT+JJzXUMtglzXty8e+iNW7D1vcQMKt24hMlYWy",
+	"OBTkBT7Q8Np95xXKdpHs6hqUFLmrY56SyEnAJT3rMsnV6damSHlBM9REyi1pqGZ26to2IRPK/fjGefhg",
+	"/YiykP8vzE52zAaoWGoZ0uRCR4YlF3Zo2VYT6xWa2yffzfTPn0T3/AXptkFMr9Cso6R6S7KOasTqk92y",
+	"ZdnF+w4tsEt+Ws0NWMputK66hh+Py+w3K59jbx6WRQhOIZTuF1WT9uAkZj7eQeEkcn5LHVLPEYatE6Sa",
+	"dw1//N//V2gLD62Lu/w85Sm2Vo6EMM6VK49laapBocmVqNIwfQpduiBHfl7USNgPZ4wLO13ZMmcBAs+t",
+	"256hALZ0BdgD8nhr1RlKmhIPdi0XkRD4yRAsHhTtf51TzwL4uR4F4qhB5YIqWyAXOqZSnrrenVikjlj8",
+	"AYyEZqGNc+abS2p3YGysUE97cNB/YjFdGglFyTtLFbJkUSWctanYIv3yFsXTcjpph3wqU1+LsyySa/9i",
+	"AuvK1vW9Zu7UzK/lBDjFJz311CSqE3q3J093i6uua0/f5Zkf6nowf+waztSi9M2SuSIfvX4B1BuKtzXZ",
+	"O1gSt6UEdvK6cXXEhTbIEhJzYijQV3w44efKy9z3rqsITPg5iiKqR6FGC6+Th5GrAB2KpZBpD55vpF26",
+	"5NVzd9JLiF8VKV3dLfmYFlkBvex3SfCuNry8RoPL918QCfF3fc0lNg6ErBSBtEZBbljMN0pqOgR9g3rL",
+	"Qp9mPdG/u8y/j6h8q4qmTr0t2uYSleF7Ud64ulgTyOkI3EAzblNc/Wl/6dsVu3EagES2NmyhQ3BGprvi",
+	"ETinxgBcOLO0uA0t4GrWirvLn7WXPkb61gNWQ2wtVVhbLUXl29sd2kLm35gH7u/SrFVOd7q5uRd395Ln",
+	"Usnj+jxsHPXdVegdyFuRN89TqbEubh7oeoouBQ/cPzWwCePCWZmuMYpUVtZ4Bg5JbHiLx/MFA98ca850",
+	"2SCrVZoMRVOctAmA4wIT35YMCEHIea2txb0E+He4zSmJ8UrMXLUzaI3enfpGvWWXdupw+OrlKbTNFq3e",
+	"25Yh6hO30DfCIg902QfjPmL9zUSsy1O5jdD1tGzo0Urp7/JRyuMePOz3YU6hYjJjlaSEHUq30y45sY3G",
+	"fV+NW6TupS4hXd6vh5cCtPy88HWvTHZ3TA0+ezUY/PK+mX1yjsJuh3Iia0ShF9rgzIu1GRrF424Z5l0P",
+	"615R67SwaMc8WoArTHeNnHITyxmGLunSh1XoIyVzg/RN1TtnhQLeeCjWkoDBT2Y3SxlfOvyWx0ua+/Ar",
+	"FCGld0pa6DHXrsGDyzbu3QunGxRONRzPyvNtJUKfKddbsFnamRL3Cs3bDMXhu6OrSYpi0isQixUGfq1K",
+	"d9e6UVv7d5Tz1HUUv8+Bu4QITqdclzjsOn+KU/xrI+0iy44U1l9xqdDuupASV+yv1nX3foeGKdNDMcJJ",
+	"XoY0rHZqNPluc05eoTm2QH1dpXRcxm+MYuMxj/8EGum6pniHFjum1kZr1ZjvT7IbN5uftAqSlt4Ut3jK",
+	"l3TgaDnxt82iWn2vkW5SGD2XuWh0YgHj6v+rZsxOwtfJrGgo3KAz37OZgjitkZgXSma6o1K6Y1HYoihK",
+	"lCiZuXoZo3Lcdtd9vuGObq2Ljpo11VGvjBxXZf9IMWCCmmoEcoVeZvrZ/DUPV9Q2wJUajFj8QY7HA8g1",
+	"Aqfeb4bejZBzWMhcAZUN+mqOWGboWidYc5BN3BMaYTv3NYrPvyQlmcrUXa35cmX5o40v5NqAumiWl/mO",
+	"37ctJ1przztMFFe1QS9K2WUx+cv54/d3bRtItWcK2YcliVJwuhSQ5SqTGteKNLp00t0SrSxKqC2zXNbY",
+	"g6MEZ5k0vstIu+Klid7VXqq8uSv4Rs23L/S+qhRolKF/HSnQrPbvYP+Vp0Lv2f/fkf3LQoSKHoqkmE0Y",
+	"fvcz/e/F2pK0sqXTnVSmdbc36+CG6o2Zwubx1RHe2vqr8sifsihuhVgf6KVGVa3Ue9Ugtm9h8n491e9+",
+	"/nVNTU79mTCN6J+dpT6RLoFkKX2jU/0dU3XNN1c54/I4/oI25J+NQRx9AGsyhKOuzYT8NdkkvEK3xJan",
+	"x3/d+Cn1qzZYvIx/LXw710v3LaRDVzJFlU9LaZCaXgOv50fSG9TF+Xg7FhPyyLnRRb5vlxwoOkF+iQ3s",
+	"Nl7rEHlVW3e5HeXXMXcbfSnXSqq/qJy6T0S9wQj0l6Z2udcUlhieKnm+0Mr2TV82MrPfFN/ePge2NcTs",
+	"YMQqc7/YSwgyTeh9Xa70vYX9TVjYc6eclqgVFMbIz91DWXdhXuuYidvUzHZ+XTzPQDf5W1HZWS+qtdZz",
+	"udNFNjYzteburfx3EtPrYVfTzFdiuXr7wHu1e69279XuIKCSZVbWm/oGZRurXBTJbq0JZLvwOEGRWFve",
+	"5f0UPnvxGBabudZG0T93nIu+c5RErrLCNc4qn+ymF2es30+3dsXj6FYo1XimrO+l9mX0pWvdIRATTIZi",
+	"lJuih1wIB/2DoqYwFx+EnIuyaoSMkXoxYO317KGoFZWErdUd/qW8sni5B4dLNclDUd4E0rt4Rcq3Qqpp",
+	"dhD4Fr21C8htapfOuHd8wqHIM3qpqF/0aA6h7O7FjAXONfJbKm20uJLW08yzRolMrTMYWRdlw3Mjh6Io",
+	"Oin6jVFROdoJvRvGIGGLEBgMA7v92sTDoOjqNuMiN7gdlo/jFytQ6bePHv796EUFk8IJ14YW4WYoqBQ+",
+	"dK++06RazhDISKIC84SPx1gv7/F7TjhLU/fm+4oSqrqdblJMWT9JywS6dNEdzVZOeo2qO4omL+nw+UUV",
+	"k9XT80WD1S+roWxpCHvXWrSl6W6LFq3fkWFmsEFk9+r0Xp1+W0VNlqoL7Vj1ZS4VLorEattmxlajX+4v",
+	"762ccCktbQLrsGowSU82uSwGer9CFB3+4yl3EfSqceNgd/fzVGpzMfhsT/QiCINzprjdOHH2tFT2Y/eg",
+	"QZDKmKVT905wZyz/gQb7CSl+0nFJolC7vCu7TnPK/X6/vzLbkdFgP6WesfaPKHTNYt+9PT6NtntWKLwv",
+	"UdieYE1lm7pQQVxVyqbIZOxVQry4IlmN2L4uXoEuVEKznXA9mlGbzxXIrs524l8cLfz82hCig9UR39e7",
+	"8IZF2q/fVi0RtD6TS+NbneutSBfARfUKdfEIWfH87moWgs96KJoKaOrQu+wCWxNTN+zM0Ne5N8M9IbWn",
+	"dU1eXEe0pSsqZzHoqZw7b5ub0r3uwVEdcGtDRdQqRmOtfbE3Ww76B84GKDDijdqL9xf/HQAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -32,23 +32,22 @@ type Connected struct{}
 type Disconnected struct{}
 
 // LoggedOut: WhatsApp or the phone ended the session. The client has deleted
-// its stored session.
-type LoggedOut struct{ Reason string }
-
-// StreamReplaced: another client connected with this session and took over.
-type StreamReplaced struct{}
-
-// TemporaryBan: WhatsApp banned the account for a while.
-type TemporaryBan struct {
-	Code   int
-	Expire time.Duration
+// its stored session. Reason is one of the logged_out reasons
+// (ReasonRemovedOnPhone, ReasonBanned, …); Detail is WhatsApp's own words.
+type LoggedOut struct {
+	Reason Reason
+	Detail string
 }
 
-// ClientOutdated: WhatsApp refuses this client version.
-type ClientOutdated struct{}
-
-// ConnectFailure: WhatsApp refused the connection for another reason.
-type ConnectFailure struct{ Reason string }
+// Offline: the session is still linked, but the connection closed and the
+// client will not retry by itself: another connection took over
+// (ReasonStreamReplaced), WhatsApp banned the account for a while
+// (ReasonTemporaryBan), refuses this client version (ReasonClientOutdated)
+// or refused the connection (ReasonRefused). Detail says more, for people.
+type Offline struct {
+	Reason Reason
+	Detail string
+}
 
 // PushNameChanged: the account's own display name became known or changed.
 type PushNameChanged struct{ PushName string }
@@ -60,8 +59,5 @@ func (Paired) event()          {}
 func (Connected) event()       {}
 func (Disconnected) event()    {}
 func (LoggedOut) event()       {}
-func (StreamReplaced) event()  {}
-func (TemporaryBan) event()    {}
-func (ClientOutdated) event()  {}
-func (ConnectFailure) event()  {}
+func (Offline) event()         {}
 func (PushNameChanged) event() {}

@@ -20,8 +20,10 @@ type WhatsApp interface {
 }
 
 // Client is one WhatsApp session, paired or not. Its methods may be called
-// from several goroutines, but the device service calls the lifecycle
-// methods (StartQR, PairCode, Connect, Logout, Close) one at a time.
+// from several goroutines at once: the device service closes a client
+// while a Connect, PairCode or Logout call on it may still be waiting, and
+// cancels the context Open got first so that such calls return. Close must
+// wait for them. No event may be reported once Close has returned.
 type Client interface {
 	// Identity returns the linked account, and false while unpaired.
 	Identity() (domain.Identity, bool)
@@ -31,9 +33,10 @@ type Client interface {
 	StartQR(ctx context.Context) error
 	// PairCode asks WhatsApp for an 8-character pairing code for phone
 	// (digits), shown on the phone under displayName. It connects first if
-	// StartQR has not, and waits until WhatsApp allows the request. The
-	// outcome arrives as events, as with StartQR.
-	PairCode(ctx context.Context, phone, displayName string) (string, error)
+	// StartQR has not, and waits until WhatsApp allows the request. It
+	// returns the code and when it stops being usable. The outcome arrives
+	// as events, as with StartQR.
+	PairCode(ctx context.Context, phone, displayName string) (code string, expires time.Time, err error)
 	// Connect connects a paired session. Connected, or a failure event,
 	// follows. Network errors are retried by the client with backoff.
 	Connect(ctx context.Context) error
@@ -86,38 +89,7 @@ type Registry interface {
 	Delete(ctx context.Context, id string) error
 }
 
-// QRRenderer draws QR codes.
-type QRRenderer interface {
-	// PNG returns text encoded as a QR code in a PNG image.
-	PNG(text string) ([]byte, error)
-}
-
 // Clock tells the time. Tests use a fake one.
 type Clock interface {
 	Now() time.Time
-}
-
-// Sandbox is the control surface of the simulated WhatsApp network: it
-// plays the phones that link devices and receive messages.
-type Sandbox interface {
-	// CreatePhone creates a simulated account, or returns the existing one.
-	CreatePhone(ctx context.Context, phone, pushName string) (domain.SandboxPhone, error)
-	// Scan makes phone scan a QR text and link the device that shows it. It
-	// returns the JID of the linked device once linking is complete.
-	Scan(ctx context.Context, phone, qr string) (string, error)
-	// EnterCode makes phone enter a pairing code requested for its number,
-	// and returns the linked device's JID once linking is complete.
-	EnterCode(ctx context.Context, phone, code string) (string, error)
-	// Devices lists the companion devices linked to phone.
-	Devices(ctx context.Context, phone string) ([]domain.SandboxDevice, error)
-	// RemoveDevice unlinks a companion device from the phone; a connected
-	// device is logged out at once.
-	RemoveDevice(ctx context.Context, phone, jid string) error
-	// Messages lists what phone received, oldest first.
-	Messages(ctx context.Context, phone string) ([]domain.SandboxMessage, error)
-	// Connections counts the connections open to the simulated server.
-	Connections(ctx context.Context) (domain.SandboxConnections, error)
-	// Disrupt applies a network fault and returns how many connections it
-	// dropped.
-	Disrupt(ctx context.Context, fault domain.NetworkFault) (int, error)
 }

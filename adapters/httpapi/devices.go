@@ -6,6 +6,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/gowa-dev/gowa/adapters/httpapi/qrpng"
 	"github.com/gowa-dev/gowa/api"
 	"github.com/gowa-dev/gowa/domain"
 	"github.com/gowa-dev/gowa/domain/device"
@@ -25,6 +26,14 @@ type Devices interface {
 }
 
 var _ Devices = (*device.Service)(nil)
+
+// QRRenderer draws the login QR codes the device service hands out as text.
+type QRRenderer interface {
+	// PNG returns text encoded as a QR code in a PNG image.
+	PNG(text string) ([]byte, error)
+}
+
+var _ QRRenderer = (*qrpng.Renderer)(nil)
 
 const ok = "OK"
 
@@ -162,6 +171,7 @@ func (s *server) toDevice(st domain.Status) api.Device {
 	d := api.Device{
 		DeviceID:   st.DeviceID,
 		State:      api.DeviceState(st.State),
+		Reason:     optionalReason(st.Reason),
 		Jid:        optional(st.Identity.JID),
 		Phone:      optional(st.Identity.Phone),
 		PushName:   optional(st.Identity.PushName),
@@ -177,6 +187,15 @@ func (s *server) toDevice(st domain.Status) api.Device {
 		d.Pairing = &api.PairingInfo{Method: api.PairingInfoMethod(p.Method), ExpiresAt: p.ExpiresAt.UTC()}
 	}
 	return d
+}
+
+// optionalReason returns nil for no reason, so that JSON shows null.
+func optionalReason(r domain.Reason) *api.DeviceReason {
+	if r == domain.ReasonNone {
+		return nil
+	}
+	v := api.DeviceReason(r)
+	return &v
 }
 
 // optional returns nil for "", so that JSON shows null for unknown values.

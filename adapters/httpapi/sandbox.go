@@ -4,13 +4,13 @@ import (
 	"context"
 	"time"
 
+	"github.com/gowa-dev/gowa/adapters/sandbox"
 	"github.com/gowa-dev/gowa/api"
 	"github.com/gowa-dev/gowa/domain"
-	"github.com/gowa-dev/gowa/ports"
 )
 
 // sandboxed returns the sandbox, or ENOTFOUND outside `whatsapp sandbox`.
-func (s *server) sandboxed() (ports.Sandbox, error) {
+func (s *server) sandboxed() (sandbox.Network, error) {
 	if s.sandbox == nil {
 		return nil, domain.Errorf(domain.ENOTFOUND, "the sandbox API is only served by `whatsapp sandbox`")
 	}
@@ -143,7 +143,7 @@ func (s *server) SandboxNetworkFault(ctx context.Context, req api.SandboxNetwork
 	if req.Body == nil {
 		return nil, invalid("body", "required")
 	}
-	var fault domain.NetworkFault
+	var fault sandbox.NetworkFault
 	if req.Body.Drop != nil {
 		fault.Drop = *req.Body.Drop
 	}

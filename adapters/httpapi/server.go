@@ -15,6 +15,7 @@ import (
 
 	"github.com/gowa-dev/gowa/adapters/httpapi/envelope"
 	"github.com/gowa-dev/gowa/adapters/httpapi/middleware"
+	"github.com/gowa-dev/gowa/adapters/sandbox"
 	"github.com/gowa-dev/gowa/api"
 	"github.com/gowa-dev/gowa/domain"
 	"github.com/gowa-dev/gowa/ports"
@@ -23,8 +24,8 @@ import (
 // Config is what the HTTP adapter serves and how it guards it.
 type Config struct {
 	Devices Devices
-	Sandbox ports.Sandbox // nil outside `whatsapp sandbox`: the sandbox API answers 404
-	QR      ports.QRRenderer
+	Sandbox sandbox.Network // nil outside `whatsapp sandbox`: the sandbox API answers 404
+	QR      QRRenderer
 	Clock   ports.Clock
 	Logger  *slog.Logger
 
@@ -125,8 +126,8 @@ func public(mw func(http.Handler) http.Handler) func(http.Handler) http.Handler 
 // server implements api.StrictServerInterface.
 type server struct {
 	devices Devices
-	sandbox ports.Sandbox
-	qr      ports.QRRenderer
+	sandbox sandbox.Network
+	qr      QRRenderer
 	clock   ports.Clock
 	ready   func() bool
 	metrics *middleware.Metrics

@@ -32,6 +32,10 @@ var migrations = []string{
 		jid        TEXT NOT NULL DEFAULT '',
 		created_at TEXT NOT NULL
 	)`,
+	// Why the slot's last session ended, and when: a logged_out device
+	// stays logged_out, with its reason, across restarts.
+	`ALTER TABLE slots ADD COLUMN ended TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE slots ADD COLUMN ended_at TEXT NOT NULL DEFAULT ''`,
 }
 
 // Registry is the SQLite-backed ports.Registry. Its methods are safe for
@@ -123,7 +127,7 @@ func (r *Registry) Close() error {
 
 // List returns every slot, ordered by id (byte-wise, as Go orders strings).
 func (r *Registry) List(ctx context.Context) ([]domain.Slot, error) {
-	rows, err := r.db.QueryContext(ctx, `SELECT id, jid, created_at FROM slots ORDER BY id`)
+	rows, err := r.db.QueryContext(ctx, `SELECT id, jid, created_at, ended, ended_at FROM slots ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list slots: %w", err)
 	}
@@ -131,14 +135,20 @@ func (r *Registry) List(ctx context.Context) ([]domain.Slot, error) {
 	var slots []domain.Slot
 	for rows.Next() {
 		var (
-			s       domain.Slot
-			created string
+			s                     domain.Slot
+			created, ended, endAt string
 		)
-		if err := rows.Scan(&s.ID, &s.JID, &created); err != nil {
+		if err := rows.Scan(&s.ID, &s.JID, &created, &ended, &endAt); err != nil {
 			return nil, fmt.Errorf("list slots: %w", err)
 		}
 		if s.CreatedAt, err = time.Parse(time.RFC3339Nano, created); err != nil {
 			return nil, fmt.Errorf("list slots: slot %s: created_at: %w", s.ID, err)
+		}
+		s.Ended = domain.Reason(ended)
+		if endAt != "" {
+			if s.EndedAt, err = time.Parse(time.RFC3339Nano, endAt); err != nil {
+				return nil, fmt.Errorf("list slots: slot %s: ended_at: %w", s.ID, err)
+			}
 		}
 		slots = append(slots, s)
 	}
@@ -156,10 +166,15 @@ func (r *Registry) Put(ctx context.Context, slot domain.Slot) error {
 	// Times are stored as RFC 3339 text in UTC: readable with the sqlite3
 	// shell, ordered as text, and able to hold the zero time.
 	created := slot.CreatedAt.UTC().Format(time.RFC3339Nano)
+	var endedAt string
+	if slot.Ended != domain.ReasonNone {
+		endedAt = slot.EndedAt.UTC().Format(time.RFC3339Nano)
+	}
 	_, err := r.db.ExecContext(ctx, `
-		INSERT INTO slots (id, jid, created_at) VALUES (?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET jid = excluded.jid, created_at = excluded.created_at`,
-		slot.ID, slot.JID, created)
+		INSERT INTO slots (id, jid, created_at, ended, ended_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET jid = excluded.jid, created_at = excluded.created_at,
+			ended = excluded.ended, ended_at = excluded.ended_at`,
+		slot.ID, slot.JID, created, string(slot.Ended), endedAt)
 	if err != nil {
 		return fmt.Errorf("put slot %s: %w", slot.ID, err)
 	}

@@ -159,7 +159,7 @@ func assertSlots(t *testing.T, got, want []domain.Slot) {
 	}
 	for i := range want {
 		g, w := got[i], want[i]
-		if g.ID != w.ID || g.JID != w.JID || !g.CreatedAt.Equal(w.CreatedAt) {
+		if g.ID != w.ID || g.JID != w.JID || !g.CreatedAt.Equal(w.CreatedAt) || g.Ended != w.Ended || !g.EndedAt.Equal(w.EndedAt) {
 			t.Errorf("slot %d = %+v, want %+v", i, g, w)
 		}
 	}
@@ -174,6 +174,7 @@ func TestRegistryPersistsAndIsPrivate(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustPut(t, r, domain.Slot{ID: "keep", JID: "628111:3@s.whatsapp.net", CreatedAt: at})
+	mustPut(t, r, domain.Slot{ID: "ended", CreatedAt: at, Ended: domain.ReasonRemovedOnPhone, EndedAt: at.Add(time.Hour)})
 	for _, name := range []string{sqlite.RegistryFile, sqlite.RegistryFile + "-wal", sqlite.RegistryFile + "-shm"} {
 		assertMode(t, filepath.Join(root, name), 0o600)
 	}
@@ -186,7 +187,10 @@ func TestRegistryPersistsAndIsPrivate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	assertSlots(t, slots, []domain.Slot{{ID: "keep", JID: "628111:3@s.whatsapp.net", CreatedAt: at}})
+	assertSlots(t, slots, []domain.Slot{
+		{ID: "ended", CreatedAt: at, Ended: domain.ReasonRemovedOnPhone, EndedAt: at.Add(time.Hour)},
+		{ID: "keep", JID: "628111:3@s.whatsapp.net", CreatedAt: at},
+	})
 }
 
 func TestRegistryTightensLooseFile(t *testing.T) {
@@ -210,8 +214,8 @@ func TestRegistrySchemaVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(root, sqlite.RegistryFile)
-	if v := userVersion(t, path); v != 1 {
-		t.Fatalf("user_version = %d, want 1", v)
+	if v := userVersion(t, path); v != 3 {
+		t.Fatalf("user_version = %d, want 3", v)
 	}
 
 	// A database from a newer program is refused, not mangled.
@@ -254,4 +258,33 @@ func assertMode(t *testing.T, path string, want os.FileMode) {
 	if got := fi.Mode().Perm(); got != want {
 		t.Errorf("%s: mode %o, want %o", path, got, want)
 	}
+}
+
+// A registry written by the first schema gains the ended columns, its slots
+// intact.
+func TestRegistryMigratesVersion1(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	db, err := sql.Open("sqlite", filepath.Join(root, sqlite.RegistryFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`CREATE TABLE slots (id TEXT NOT NULL PRIMARY KEY, jid TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL)`,
+		`INSERT INTO slots VALUES ('old', '628111:3@s.whatsapp.net', '2025-01-02T03:04:05Z')`,
+		`PRAGMA user_version = 1`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := openRegistry(t, root)
+	slots, err := r.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertSlots(t, slots, []domain.Slot{{ID: "old", JID: "628111:3@s.whatsapp.net", CreatedAt: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}})
 }

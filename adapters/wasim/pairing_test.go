@@ -11,6 +11,7 @@ import (
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
 
+	"github.com/gowa-dev/gowa/adapters/sandbox"
 	"github.com/gowa-dev/gowa/adapters/wasim"
 	"github.com/gowa-dev/gowa/domain"
 )
@@ -99,7 +100,7 @@ func TestQRPairingAndReconnect(t *testing.T) {
 	// A drop with a refusal after it: the first reconnect is refused, a
 	// later one gets through.
 	before, _ := srv.Connections(ctx)
-	if n, err := srv.Disrupt(ctx, domain.NetworkFault{Drop: true, Refuse: time.Second}); err != nil || n != 1 {
+	if n, err := srv.Disrupt(ctx, sandbox.NetworkFault{Drop: true, Refuse: time.Second}); err != nil || n != 1 {
 		t.Fatalf("disrupt: %d, %v", n, err)
 	}
 	waitFor[*events.Disconnected](t, again)

@@ -7,33 +7,34 @@ import (
 	waBinary "go.mau.fi/whatsmeow/binary"
 	"go.mau.fi/whatsmeow/types"
 
+	"github.com/gowa-dev/gowa/adapters/sandbox"
 	"github.com/gowa-dev/gowa/domain"
 )
 
 // CreatePhone creates the simulated account of phone (7 to 15 digits, an
 // optional + before them), or returns the existing one, renamed when
 // pushName is given.
-func (s *Server) CreatePhone(ctx context.Context, phone, pushName string) (domain.SandboxPhone, error) {
+func (s *Server) CreatePhone(ctx context.Context, phone, pushName string) (sandbox.Phone, error) {
 	a, err := s.world.createAccount(ctx, phone, pushName)
 	if err != nil {
-		return domain.SandboxPhone{}, err
+		return sandbox.Phone{}, err
 	}
 	s.world.mu.Lock()
 	defer s.world.mu.Unlock()
-	return domain.SandboxPhone{Phone: a.phone, PushName: a.pushName, JID: a.jid().String()}, nil
+	return sandbox.Phone{Phone: a.phone, PushName: a.pushName, JID: a.jid().String()}, nil
 }
 
 // Devices lists the companion devices linked to phone, oldest first.
-func (s *Server) Devices(ctx context.Context, phone string) ([]domain.SandboxDevice, error) {
+func (s *Server) Devices(ctx context.Context, phone string) ([]sandbox.Device, error) {
 	a, err := s.world.account(phone)
 	if err != nil {
 		return nil, err
 	}
 	ds := s.world.companions(a.phone)
-	out := make([]domain.SandboxDevice, 0, len(ds))
+	out := make([]sandbox.Device, 0, len(ds))
 	for _, d := range ds {
 		jid := d.jid.String()
-		out = append(out, domain.SandboxDevice{JID: jid, LinkedAt: d.linkedAt, Online: len(s.connsOf(jid)) > 0})
+		out = append(out, sandbox.Device{JID: jid, LinkedAt: d.linkedAt, Online: len(s.connsOf(jid)) > 0})
 	}
 	return out, nil
 }
@@ -79,7 +80,7 @@ func (s *Server) RemoveDevice(ctx context.Context, phone, jid string) error {
 
 // Messages lists the texts phone received, and its own copies of texts
 // its linked devices sent (FromMe, Chat = the recipient), oldest first.
-func (s *Server) Messages(ctx context.Context, phone string) ([]domain.SandboxMessage, error) {
+func (s *Server) Messages(ctx context.Context, phone string) ([]sandbox.Message, error) {
 	a, err := s.world.account(phone)
 	if err != nil {
 		return nil, err
@@ -88,9 +89,9 @@ func (s *Server) Messages(ctx context.Context, phone string) ([]domain.SandboxMe
 	if err != nil {
 		return nil, domain.Wrap(domain.EINTERNAL, err, "reading the inbox")
 	}
-	out := make([]domain.SandboxMessage, 0, len(ms))
+	out := make([]sandbox.Message, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, domain.SandboxMessage{
+		out = append(out, sandbox.Message{
 			From: m.sender.String(), ID: m.id, Timestamp: m.ts, Text: m.text, Chat: m.chat.String(), FromMe: m.fromMe,
 		})
 	}
@@ -100,10 +101,10 @@ func (s *Server) Messages(ctx context.Context, phone string) ([]domain.SandboxMe
 // Connections counts the websockets open to the server, leaving out those
 // it is closing (after a removal, a replacement or a drop), the logged-in
 // ones by device JID, and every connection attempt since New.
-func (s *Server) Connections(ctx context.Context) (domain.SandboxConnections, error) {
+func (s *Server) Connections(ctx context.Context) (sandbox.Connections, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := domain.SandboxConnections{ByDevice: map[string]int{}, Attempts: s.attempts}
+	out := sandbox.Connections{ByDevice: map[string]int{}, Attempts: s.attempts}
 	for c := range s.conns {
 		if c.isClosing() {
 			continue

@@ -10,7 +10,7 @@
 // It links devices by QR or pairing code, logs them in, serves prekeys and
 // device lists, decrypts what they send to the simulated phones into the
 // phones' inboxes, logs devices out the ways WhatsApp does, and lets tests
-// break connections on purpose. Server implements ports.Sandbox.
+// break connections on purpose. Server implements sandbox.Network.
 package wasim
 
 import (
@@ -28,10 +28,10 @@ import (
 	waBinary "go.mau.fi/whatsmeow/binary"
 	"go.mau.fi/whatsmeow/util/keys"
 
-	"github.com/gowa-dev/gowa/ports"
+	"github.com/gowa-dev/gowa/adapters/sandbox"
 )
 
-var _ ports.Sandbox = (*Server)(nil)
+var _ sandbox.Network = (*Server)(nil)
 
 // Options configure a Server.
 type Options struct {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/proto/waE2E"
@@ -42,6 +43,8 @@ type Client struct {
 	closed bool
 
 	recipients recipients
+
+	firstLife, life time.Duration // of the first QR code and the later ones
 
 	mu       sync.Mutex
 	identity domain.Identity // JID "" while unpaired

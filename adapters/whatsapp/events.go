@@ -29,19 +29,19 @@ func (c *Client) handle(evt any) {
 	case *events.LoggedOut:
 		// whatsmeow deletes the stored session right after this event.
 		c.forget()
-		c.emit(domain.LoggedOut{Reason: e.Reason.String()})
+		c.emit(domain.LoggedOut{Reason: loggedOutReason(e.Reason), Detail: fmt.Sprintf("%d %s", int(e.Reason), e.Reason.String())})
 	case *events.StreamReplaced:
-		c.emit(domain.StreamReplaced{})
+		c.emit(domain.Offline{Reason: domain.ReasonStreamReplaced, Detail: "stream replaced: another connection took over this session"})
 	case *events.TemporaryBan:
-		c.emit(domain.TemporaryBan{Code: int(e.Code), Expire: e.Expire})
+		c.emit(domain.Offline{Reason: domain.ReasonTemporaryBan, Detail: fmt.Sprintf("temporarily banned by WhatsApp (code %d) for %s", int(e.Code), e.Expire)})
 	case *events.ClientOutdated:
-		c.emit(domain.ClientOutdated{})
+		c.emit(domain.Offline{Reason: domain.ReasonClientOutdated, Detail: "WhatsApp says this client version is outdated"})
 	case *events.ConnectFailure:
 		reason := fmt.Sprintf("%d %s", int(e.Reason), e.Reason.String())
 		if e.Message != "" {
 			reason += ": " + e.Message
 		}
-		c.emit(domain.ConnectFailure{Reason: reason})
+		c.emit(domain.Offline{Reason: domain.ReasonRefused, Detail: "WhatsApp refused the connection: " + reason})
 	case *events.PushNameSetting:
 		name := e.Action.GetName()
 		if name == "" {
@@ -55,5 +55,19 @@ func (c *Client) handle(evt any) {
 		c.log.Warn("WhatsApp stream error", "code", e.Code)
 	case *events.KeepAliveTimeout:
 		c.log.Debug("WhatsApp keepalive timed out", "errors", e.ErrorCount)
+	}
+}
+
+// loggedOutReason names what ended a session in the domain's words.
+func loggedOutReason(r events.ConnectFailureReason) domain.Reason {
+	switch r {
+	case events.ConnectFailureLoggedOut:
+		return domain.ReasonRemovedOnPhone
+	case events.ConnectFailureMainDeviceGone:
+		return domain.ReasonAccountLocked
+	case events.ConnectFailureUnknownLogout:
+		return domain.ReasonBanned
+	default:
+		return domain.ReasonLoggedOutOther
 	}
 }

@@ -40,7 +40,8 @@ type qrLogin struct {
 	// pairing has ended.
 	mu      sync.Mutex
 	ended   bool
-	rotates bool // the code rotation has started
+	rotates bool      // the code rotation has started
+	expires time.Time // when the last code of the series stops being valid
 }
 
 // isEnded tells whether the pairing has ended.
@@ -132,8 +133,8 @@ func (c *Client) pairing() *qrLogin {
 	return c.qr
 }
 
-// Code lifetimes, as WhatsApp's web client shows them: the first code of a
-// series for a minute, each later one for 20 seconds.
+// Default code lifetimes (Options), as WhatsApp's web client shows them:
+// the first code of a series for a minute, each later one for 20 seconds.
 const (
 	firstCodeLife = 60 * time.Second
 	codeLife      = 20 * time.Second
@@ -157,6 +158,9 @@ func (c *Client) handlePairing(evt any) bool {
 		q.mu.Lock()
 		start := !q.rotates && !q.ended
 		q.rotates = true
+		if start && len(e.Codes) > 0 {
+			q.expires = time.Now().Add(c.firstLife + time.Duration(len(e.Codes)-1)*c.life)
+		}
 		q.mu.Unlock()
 		if start {
 			codes := slices.Clone(e.Codes)
@@ -193,9 +197,9 @@ func (c *Client) handlePairing(evt any) bool {
 // disconnects and reports PairingExpired.
 func (c *Client) rotateQR(q *qrLogin, codes []string) {
 	for i, code := range codes {
-		life := codeLife
+		life := c.life
 		if i == 0 {
-			life = firstCodeLife
+			life = c.firstLife
 		}
 		if !q.showCode(c, code, life) {
 			return
@@ -285,28 +289,33 @@ func (c *Client) onRestart() {
 // code), to be entered on that phone. whatsmeow allows the request only
 // once the connection has produced its first QR code, so PairCode starts
 // QR pairing when none runs and waits for that code, as long as ctx allows.
-// The phone shows displayName, in WhatsApp's "Browser (OS)" form. The
-// outcome arrives as events, as with StartQR.
-func (c *Client) PairCode(ctx context.Context, phone, displayName string) (string, error) {
+// The phone shows displayName, in WhatsApp's "Browser (OS)" form. The code
+// can be entered as long as the pairing connection stays open: until its
+// QR series runs out, which is when it expires. The outcome arrives as
+// events, as with StartQR.
+func (c *Client) PairCode(ctx context.Context, phone, displayName string) (string, time.Time, error) {
 	q, err := c.startQR()
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
 	select {
 	case <-q.first:
 	case <-q.done:
-		return "", domain.Errorf(domain.ECONFLICT, "the pairing ended before WhatsApp was ready for a code")
+		return "", time.Time{}, domain.Errorf(domain.ECONFLICT, "the pairing ended before WhatsApp was ready for a code")
 	case <-ctx.Done():
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return "", domain.Wrap(domain.ETIMEOUT, ctx.Err(), "WhatsApp was not ready for a pairing code in time")
+			return "", time.Time{}, domain.Wrap(domain.ETIMEOUT, ctx.Err(), "WhatsApp was not ready for a pairing code in time")
 		}
-		return "", ctx.Err()
+		return "", time.Time{}, ctx.Err()
 	}
 	code, err := c.wa.PairPhone(ctx, phone, true, whatsmeow.PairClientChrome, browserDisplay(displayName))
 	if err != nil {
-		return "", pairPhoneError(err)
+		return "", time.Time{}, pairPhoneError(err)
 	}
-	return code, nil
+	q.mu.Lock()
+	expires := q.expires
+	q.mu.Unlock()
+	return code, expires, nil
 }
 
 var browserForm = regexp.MustCompile(`^\S.* \(.+\)$`)

@@ -8,6 +8,7 @@ import (
 
 	waBinary "go.mau.fi/whatsmeow/binary"
 
+	"github.com/gowa-dev/gowa/adapters/sandbox"
 	"github.com/gowa-dev/gowa/adapters/wasim"
 	"github.com/gowa-dev/gowa/domain"
 )
@@ -27,7 +28,7 @@ func TestNetworkDropReconnects(t *testing.T) {
 	e.pairQR(path, alice)
 	_, rec := e.connect(path)
 	start := len(rec.all())
-	if _, err := e.sim.Disrupt(ctxFor(t), domain.NetworkFault{Drop: true, Refuse: 300 * time.Millisecond}); err != nil {
+	if _, err := e.sim.Disrupt(ctxFor(t), sandbox.NetworkFault{Drop: true, Refuse: 300 * time.Millisecond}); err != nil {
 		t.Fatalf("Disrupt: %v", err)
 	}
 	i := after[domain.Disconnected](t, rec, start)
@@ -40,7 +41,7 @@ func TestConnectWhileUnreachableRetries(t *testing.T) {
 	alice := e.phone("Alice")
 	path := filepath.Join(e.dir, "session.db")
 	e.pairQR(path, alice)
-	if _, err := e.sim.Disrupt(ctxFor(t), domain.NetworkFault{Refuse: 300 * time.Millisecond}); err != nil {
+	if _, err := e.sim.Disrupt(ctxFor(t), sandbox.NetworkFault{Refuse: 300 * time.Millisecond}); err != nil {
 		t.Fatalf("Disrupt: %v", err)
 	}
 	c, rec := e.open(path)
@@ -59,7 +60,9 @@ func TestStreamReplaced(t *testing.T) {
 	id := e.pairQR(path, alice)
 	_, first := e.connect(path)
 	e.connect(path) // a second client with the same session
-	waitEvent[domain.StreamReplaced](t, first)
+	if ev := waitEvent[domain.Offline](t, first); ev.Reason != domain.ReasonStreamReplaced {
+		t.Errorf("offline for %s, want stream_replaced", ev.Reason)
+	}
 	conns, err := e.sim.Connections(ctxFor(t))
 	if err != nil {
 		t.Fatalf("Connections: %v", err)
@@ -100,7 +103,7 @@ func TestRestartRequestOnALoggedInSession(t *testing.T) {
 func TestStartQRWhileUnreachable(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	if _, err := e.sim.Disrupt(ctxFor(t), domain.NetworkFault{Refuse: time.Minute}); err != nil {
+	if _, err := e.sim.Disrupt(ctxFor(t), sandbox.NetworkFault{Refuse: time.Minute}); err != nil {
 		t.Fatalf("Disrupt: %v", err)
 	}
 	c, _ := e.open(filepath.Join(e.dir, "session.db"))
@@ -120,7 +123,7 @@ func TestPairingEndsWhenTheConnectionDrops(t *testing.T) {
 		t.Fatalf("StartQR: %v", err)
 	}
 	waitEvent[domain.QRCode](t, rec)
-	if _, err := e.sim.Disrupt(ctxFor(t), domain.NetworkFault{Drop: true}); err != nil {
+	if _, err := e.sim.Disrupt(ctxFor(t), sandbox.NetworkFault{Drop: true}); err != nil {
 		t.Fatalf("Disrupt: %v", err)
 	}
 	waitEvent[domain.PairingExpired](t, rec)

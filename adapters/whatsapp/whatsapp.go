@@ -19,6 +19,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	signalLog "go.mau.fi/libsignal/logger"
 	"go.mau.fi/whatsmeow"
@@ -61,6 +62,10 @@ type Options struct {
 	// server certificates must chain to (whatsmeow.WACertPubKey, a
 	// process-wide variable). The sandbox sets it to the simulator's key.
 	CertRoot *[32]byte
+	// FirstCodeLife and CodeLife are how long the first QR code of a
+	// pairing, and each later one, are shown. Default 60 s and 20 s, as
+	// WhatsApp's web client does; tests shorten them.
+	FirstCodeLife, CodeLife time.Duration
 }
 
 // WhatsApp opens whatsmeow sessions. It is safe for concurrent use.
@@ -102,6 +107,12 @@ func New(opts Options) *WhatsApp {
 		signalLogInstalled = true
 	}
 	globalsMu.Unlock()
+	if opts.FirstCodeLife <= 0 {
+		opts.FirstCodeLife = firstCodeLife
+	}
+	if opts.CodeLife <= 0 {
+		opts.CodeLife = codeLife
+	}
 	return &WhatsApp{opts: opts, log: log}
 }
 
@@ -146,7 +157,9 @@ func (w *WhatsApp) open(ctx context.Context, path string, events func(domain.Eve
 		wa.SetPreLoginHTTPClient(w.opts.HTTPClient)
 		wa.SetWebsocketHTTPClient(w.opts.HTTPClient)
 	}
-	return newClient(ctx, wa, container, log, events), nil
+	c := newClient(ctx, wa, container, log, events)
+	c.firstLife, c.life = w.opts.FirstCodeLife, w.opts.CodeLife
+	return c, nil
 }
 
 // createPrivate creates path with mode 0600 unless it exists, so that

@@ -13,6 +13,7 @@ import (
 	waBinary "go.mau.fi/whatsmeow/binary"
 	"go.uber.org/goleak"
 
+	"github.com/gowa-dev/gowa/adapters/sandbox"
 	"github.com/gowa-dev/gowa/adapters/wasim"
 	"github.com/gowa-dev/gowa/adapters/whatsapp"
 	"github.com/gowa-dev/gowa/domain"
@@ -145,7 +146,7 @@ func (e *env) open(path string) (ports.Client, *recorder) {
 var phoneSeq atomic.Int64
 
 // phone creates a simulated account with a number of its own.
-func (e *env) phone(name string) domain.SandboxPhone {
+func (e *env) phone(name string) sandbox.Phone {
 	e.t.Helper()
 	number := fmt.Sprintf("6281%09d", phoneSeq.Add(1))
 	p, err := e.sim.CreatePhone(ctxFor(e.t), number, name)
@@ -157,7 +158,7 @@ func (e *env) phone(name string) domain.SandboxPhone {
 
 // pairQR links a new session at path to phone by QR and returns the closed
 // client's identity; the session is left on disk.
-func (e *env) pairQR(path string, phone domain.SandboxPhone) domain.Identity {
+func (e *env) pairQR(path string, phone sandbox.Phone) domain.Identity {
 	e.t.Helper()
 	c, rec := e.open(path)
 	ctx := ctxFor(e.t)
@@ -290,9 +291,14 @@ func TestPairCode(t *testing.T) {
 	path := filepath.Join(e.dir, "session.db")
 	c, rec := e.open(path)
 	ctx := ctxFor(t)
-	code, err := c.PairCode(ctx, bob.Phone, "GOWA")
+	asked := time.Now()
+	code, expires, err := c.PairCode(ctx, bob.Phone, "GOWA")
 	if err != nil {
 		t.Fatalf("PairCode: %v", err)
+	}
+	// The code lives as long as the pairing connection: the QR series.
+	if life := expires.Sub(asked); life < time.Minute || life > 3*time.Minute {
+		t.Errorf("pairing code valid for %s, want the QR series' life", life)
 	}
 	if len(code) != 9 || code[4] != '-' {
 		t.Errorf("pairing code %q, want XXXX-XXXX", code)
@@ -315,7 +321,7 @@ func TestPairCodeRejectsALocalNumber(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	c, _ := e.open(filepath.Join(e.dir, "session.db"))
-	_, err := c.PairCode(ctxFor(t), "0812345678", "GOWA")
+	_, _, err := c.PairCode(ctxFor(t), "0812345678", "GOWA")
 	if domain.ErrorCode(err) != domain.EINVALID {
 		t.Errorf("PairCode with a local number: %v, want %s", err, domain.EINVALID)
 	}
@@ -441,8 +447,8 @@ func TestRemovedFromThePhone(t *testing.T) {
 		t.Fatalf("RemoveDevice: %v", err)
 	}
 	out := waitEvent[domain.LoggedOut](t, rec)
-	if out.Reason == "" {
-		t.Errorf("LoggedOut without a reason")
+	if out.Reason != domain.ReasonRemovedOnPhone || out.Detail == "" {
+		t.Errorf("LoggedOut %+v, want removed_on_phone with WhatsApp's words", out)
 	}
 	if _, ok := c.Identity(); ok {
 		t.Errorf("identity kept after LoggedOut")

@@ -20,7 +20,7 @@ import (
 	_ "modernc.org/sqlite" // the "sqlite" driver whatsmeow's store opens
 
 	"github.com/gowa-dev/gowa/adapters/wasim"
-	"github.com/gowa-dev/gowa/cmd/bench/proc"
+	"github.com/gowa-dev/gowa/cmd/internal/proc"
 )
 
 // floorConcurrency is the device service's default RestoreConcurrency:

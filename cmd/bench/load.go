@@ -17,7 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gowa-dev/gowa/cmd/bench/proc"
+	"github.com/gowa-dev/gowa/cmd/internal/proc"
 )
 
 // apiClients is how many keep-alive clients hit the status endpoint.

@@ -24,7 +24,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gowa-dev/gowa/cmd/bench/proc"
+	"github.com/gowa-dev/gowa/cmd/internal/proc"
 )
 
 func main() {

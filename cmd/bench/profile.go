@@ -10,16 +10,13 @@ import (
 	"runtime/pprof"
 	"time"
 
-	"github.com/gowa-dev/gowa/adapters/sqlite"
-	"github.com/gowa-dev/gowa/adapters/wasim"
-	"github.com/gowa-dev/gowa/adapters/whatsapp"
+	"github.com/gowa-dev/gowa/cmd/internal/gateway"
 	"github.com/gowa-dev/gowa/domain"
-	"github.com/gowa-dev/gowa/domain/device"
 )
 
-// profileRestore restores a copy of dir in this process, wired as
-// cmd/whatsapp wires the sandbox (same adapters, same device service, no
-// HTTP server: the gateway binary serves no pprof), with a CPU profile from
+// profileRestore restores a copy of dir in this process, wired by the
+// gateway's own wiring (cmd/internal/gateway) without its HTTP server (the
+// gateway binary serves no pprof), with a CPU profile from
 // start until every device is connected and a heap profile after settling.
 // It writes out/cpu.pprof and out/heap.pprof.
 func (b *bench) profileRestore(dir, out string) error {
@@ -37,37 +34,18 @@ func (b *bench) profileRestore(dir, out string) error {
 	}
 	defer cpu.Close()
 
-	log := slog.New(slog.DiscardHandler)
-	sessions, err := sqlite.NewSessions(work)
-	if err != nil {
-		return err
-	}
-	registry, err := sqlite.OpenRegistry(work)
-	if err != nil {
-		return err
-	}
-	defer registry.Close()
 	if err := pprof.StartCPUProfile(cpu); err != nil {
 		return err
 	}
 	t0 := time.Now()
-	sim, err := wasim.New(wasim.Options{Dir: filepath.Join(work, ".wasim")})
+	ctx := context.Background()
+	core, err := gateway.OpenCore(ctx, gateway.Config{Storages: work, Sandbox: true}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		pprof.StopCPUProfile()
 		return err
 	}
-	defer sim.Close()
-	root := wasim.RootPublicKey()
-	svc := device.New(device.Config{
-		WhatsApp: whatsapp.New(whatsapp.Options{Logger: log, HTTPClient: sim.HTTPClient(), CertRoot: &root}),
-		Sessions: sessions, Registry: registry, Logger: log,
-	})
-	defer svc.Close()
-	ctx := context.Background()
-	if err := svc.Start(ctx); err != nil {
-		pprof.StopCPUProfile()
-		return err
-	}
+	defer core.Close()
+	svc := core.Devices
 	want := len(svc.List(ctx))
 	for svc.CountByState()[string(domain.StateConnected)] < want {
 		if time.Since(t0) > 5*time.Minute {

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/gowa-dev/gowa/api"
-	"github.com/gowa-dev/gowa/cmd/bench/proc"
+	"github.com/gowa-dev/gowa/cmd/internal/proc"
 )
 
 // Linking and restoring.

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/gowa-dev/gowa/cmd/bench/proc"
+	"github.com/gowa-dev/gowa/cmd/internal/proc"
 )
 
 // Simulated accounts of the single-gateway phases.

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gowa-dev/gowa/cmd/bench/proc"
+	"github.com/gowa-dev/gowa/cmd/internal/proc"
 )
 
 // badRequest is one malformed request of the corpus.

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gowa-dev/gowa/cmd/bench/proc"
+	"github.com/gowa-dev/gowa/cmd/internal/proc"
 )
 
 // Simulated accounts of the kill test.

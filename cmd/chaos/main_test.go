@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/gowa-dev/gowa/api"
-	"github.com/gowa-dev/gowa/cmd/bench/proc"
+	"github.com/gowa-dev/gowa/cmd/internal/proc"
 )
 
 // bin is the gateway binary TestMain builds, without -race, once for the

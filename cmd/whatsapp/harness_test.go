@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gowa-dev/gowa/api"
+	"github.com/gowa-dev/gowa/cmd/internal/gateway"
 )
 
 func TestMain(m *testing.M) {
@@ -35,7 +36,7 @@ func TestMain(m *testing.M) {
 // its storage in a test folder.
 type testGateway struct {
 	t      *testing.T
-	g      *gateway
+	g      *gateway.Gateway
 	url    string
 	dir    string
 	cancel context.CancelFunc
@@ -55,18 +56,25 @@ func withAuth(pairs string) gatewayOption {
 // startGateway runs a sandbox gateway on dir until the test ends.
 func startGateway(t *testing.T, dir string, opts ...gatewayOption) *testGateway {
 	t.Helper()
+	return startTuned(t, dir, gateway.Tuning{}, opts...)
+}
+
+// startTuned is startGateway with lifetimes shortened.
+func startTuned(t *testing.T, dir string, tuning gateway.Tuning, opts ...gatewayOption) *testGateway {
+	t.Helper()
 	cfg := Config{Host: "127.0.0.1", Port: 0, Storages: dir, OS: "gowa-test", ShutdownGrace: 5 * time.Second}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncWriter{}
-	g, err := openGateway(ctx, cfg, true, logs)
+	// every answer is held to openapi.yaml
+	tuning.Wrap = func(h http.Handler) http.Handler { return checkContract(t, h) }
+	g, err := openTuned(ctx, cfg, true, logs, tuning)
 	if err != nil {
 		cancel()
 		t.Fatalf("open gateway: %v", err)
 	}
-	g.http.Handler = checkContract(t, g.http.Handler) // every answer is held to openapi.yaml
 	tg := &testGateway{t: t, g: g, url: "http://" + g.Addr(), dir: dir, cancel: cancel, done: make(chan error, 1), logs: logs}
 	if cfg.BasicAuth != "" {
 		tg.user, tg.pass, _ = strings.Cut(strings.Split(cfg.BasicAuth, ",")[0], ":")
@@ -81,7 +89,20 @@ func startGateway(t *testing.T, dir string, opts ...gatewayOption) *testGateway 
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { tg.stop() })
+	t.Cleanup(func() {
+		tg.stop()
+		if t.Failed() {
+			// The gateway's own account of what happened, without the
+			// access log.
+			var lines []string
+			for _, l := range strings.Split(logs.String(), "\n") {
+				if !strings.Contains(l, `"msg":"http request"`) {
+					lines = append(lines, l)
+				}
+			}
+			t.Logf("gateway log (%s), access log left out:\n%s", dir, strings.Join(lines[max(0, len(lines)-60):], "\n"))
+		}
+	})
 	tg.waitReady()
 	return tg
 }

@@ -2,6 +2,8 @@ package device
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -9,127 +11,595 @@ import (
 	"github.com/gowa-dev/gowa/ports"
 )
 
-// device is one slot and its WhatsApp client.
-//
-// Two locks, always taken in this order: op serialises lifecycle work
-// (login, logout, reconnect, delete, and the events that open or close
-// clients), so that concurrent calls never open two connections; mu guards
-// the fields below and is only held for short, non-blocking updates, so
-// that status reads and event bookkeeping never wait on the network.
+// device is one slot. Its owner goroutine (run) is the only one that reads
+// or writes its machine: API commands, client events, job results and
+// timers all arrive in its inbox, one transition at a time. Blocking work
+// runs on the device's job goroutine, in order, and reports back through
+// the inbox. Nothing is ever held while waiting for I/O: callers wait for
+// a reply or a published state, never for a lock.
 type device struct {
 	svc *Service
 	id  string
 
-	ctx    context.Context // the device's lifetime; clients run on it
+	ctx    context.Context // the device's lifetime; clients and jobs run on it
 	cancel context.CancelFunc
-	queue  eventQueue
+	inbox  queue[input]
+	jobs   queue[func()]
+	done   chan struct{} // closed when the owner has stopped and every job ended
+	worked chan struct{} // closed when the job goroutine has ended
 
-	op sync.Mutex
-
-	mu        sync.Mutex
+	// Owner only.
+	m         machine
 	createdAt time.Time
-	state     domain.State
-	since     time.Time
-	lastError string
-	jid       string // linked session, "" if none
-	identity  domain.Identity
-	pairing   *pairing
-	client    ports.Client
-	gen       uint64        // bumped whenever client changes; events of older clients are ignored
-	changed   chan struct{} // closed and replaced on every state change
+	timers    []*time.Timer
+
+	// clients are the open (or opening) clients by generation; jobs fill
+	// them in, so it has its own small lock.
+	cmu     sync.Mutex
+	clients map[uint64]*clientSlot
+
+	// waiters are the callers waiting for a reply, by op.
+	wmu     sync.Mutex
+	waiters map[uint64]chan reply
+	nextOp  uint64
+
+	// mu guards what the owner publishes after every transition.
+	mu      sync.Mutex
+	pub     domain.Status
+	client  ports.Client // the current client while connected
+	gen     uint64
+	changed chan struct{} // closed and replaced on every change
 }
 
-// pairing is a login in progress.
-type pairing struct {
-	domain.Pairing
-	path    string // the temporary session database
-	phone   string // digits, for pairing codes
-	started time.Time
-	ready   chan struct{} // closed when the first QR code arrives
+// clientSlot is one client's lifetime: closing it cancels ctx at once, so
+// that a call blocked on it returns, and Close runs as a job.
+type clientSlot struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	c      ports.Client
+	closed bool
 }
 
-// view is a consistent copy of the fields a decision needs.
-type view struct {
-	state    domain.State
-	jid      string
-	loggedIn bool
-	pairing  *pairing
-	client   ports.Client
-	gen      uint64
-}
-
-func newDevice(s *Service, slot domain.Slot) *device {
+func newDevice(s *Service, slot domain.Slot, m machine) *device {
 	ctx, cancel := context.WithCancel(s.ctx)
 	d := &device{
 		svc:       s,
 		id:        slot.ID,
 		ctx:       ctx,
 		cancel:    cancel,
+		done:      make(chan struct{}),
+		worked:    make(chan struct{}),
+		m:         m,
 		createdAt: slot.CreatedAt,
-		state:     domain.StateDisconnected,
-		since:     s.cfg.Clock.Now(),
-		jid:       slot.JID,
+		clients:   map[uint64]*clientSlot{},
+		waiters:   map[uint64]chan reply{},
 		changed:   make(chan struct{}),
 	}
-	d.queue.init()
-	if slot.JID != "" {
-		d.identity = domain.Identity{JID: slot.JID, Phone: domain.PhoneOfJID(slot.JID)}
-	}
+	d.inbox.init()
+	d.jobs.init()
+	d.pub = d.statusOf(m)
 	return d
 }
 
-func (d *device) snapshot() view {
+// post queues an input for the owner; it never blocks.
+func (d *device) post(in input) { d.inbox.push(in) }
+
+// call posts the command made by mk and waits for its reply. A caller who
+// hangs up stops waiting; the command goes on.
+func (d *device) call(ctx context.Context, mk func(op uint64) input) (reply, error) {
+	ch := make(chan reply, 1)
+	d.wmu.Lock()
+	d.nextOp++
+	op := d.nextOp
+	d.waiters[op] = ch
+	d.wmu.Unlock()
+	d.post(mk(op))
+	select {
+	case r := <-ch:
+		return r, r.Err
+	case <-ctx.Done():
+		d.wmu.Lock()
+		delete(d.waiters, op)
+		d.wmu.Unlock()
+		return reply{}, ctx.Err()
+	case <-d.done:
+		select {
+		case r := <-ch:
+			return r, r.Err
+		default:
+		}
+		return reply{}, d.goneErr()
+	}
+}
+
+// goneErr is the error for a device whose owner has stopped.
+func (d *device) goneErr() error {
+	if d.svc.ctx.Err() != nil {
+		return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
+	}
+	return domain.Errorf(domain.ENOTFOUND, "device %s not found", d.id)
+}
+
+// run is the owner: it applies inputs until the device stops, then waits
+// for its jobs and closes what is left.
+func (d *device) run() {
+	go d.work()
+	for {
+		in, _ := d.inbox.pop()
+		if ce, ok := in.(clientEvent); ok {
+			if _, isConn := ce.Event.(domain.Connected); isConn {
+				if c := d.clientOf(ce.Gen); c != nil {
+					ce.Identity, _ = c.Identity()
+				}
+				in = ce
+			}
+		}
+		m, effs := transition(d.m, in, d.svc.cfg.Clock.Now())
+		old := d.m
+		d.m = m
+		// Published before the replies go out, so that a caller who gets
+		// one reads the state it led to.
+		d.publish(old)
+		stopped := d.apply(effs)
+		if stopped {
+			break
+		}
+	}
+	for _, t := range d.timers {
+		t.Stop()
+	}
+	d.cancel()
+	d.jobs.close()
+	<-d.worked
+	d.cmu.Lock()
+	left := d.clients
+	d.clients = map[uint64]*clientSlot{}
+	d.cmu.Unlock()
+	for _, cs := range left {
+		cs.cancel()
+		if cs.c != nil {
+			d.closeQuietly(cs.c)
+		}
+	}
+	d.inbox.close()
+	close(d.done)
+}
+
+// work runs the device's jobs in order until the queue closes.
+func (d *device) work() {
+	defer close(d.worked)
+	for {
+		job, ok := d.jobs.pop()
+		if !ok {
+			return
+		}
+		job()
+	}
+}
+
+func (d *device) job(f func()) { d.jobs.push(f) }
+
+// apply carries out effects, in order; blocking ones become jobs. It tells
+// whether the device stopped.
+func (d *device) apply(effs []effect) (stopped bool) {
+	for _, e := range effs {
+		switch e := e.(type) {
+		case reply:
+			if e.AfterJobs {
+				d.job(func() { d.answer(e) })
+			} else {
+				d.answer(e)
+			}
+		case openPairing:
+			d.openPairing(e)
+		case askCode:
+			d.askCode(e)
+		case promote:
+			d.promote(e)
+		case discard:
+			d.job(func() {
+				if e.Key != "" {
+					if err := d.svc.cfg.Sessions.Discard(e.Key); err != nil {
+						d.svc.log.Warn("discarding pairing session", "device_id", d.id, "err", err)
+					}
+				}
+				d.post(discarded{Gen: e.Gen})
+			})
+		case connect:
+			d.connect(e)
+		case closeClient:
+			d.closeClient(e.Gen)
+		case disconnect:
+			if c := d.clientOf(e.Gen); c != nil {
+				d.job(c.Disconnect)
+			}
+		case logout:
+			d.logout(e)
+		case remove:
+			d.remove(e)
+		case deleteSlot:
+			d.deleteSlot(e)
+		case save:
+			slot := d.slot()
+			d.job(func() {
+				if err := d.svc.cfg.Registry.Put(context.WithoutCancel(d.ctx), slot); err != nil {
+					d.svc.log.Error("recording the device in the registry", "device_id", d.id, "err", err)
+				}
+			})
+		case startTimer:
+			seq := e.Seq
+			d.timers = append(d.timers, time.AfterFunc(d.svc.cfg.UnlinkWait, func() { d.post(timerFired{Seq: seq}) }))
+		case observeLogin:
+			d.svc.observeLogin(e.Method, e.Outcome)
+		case warn:
+			d.svc.log.Warn(e.Msg, "device_id", d.id, "state", d.m.State, "reason", d.m.Reason)
+		case stop:
+			d.svc.forget(d)
+			stopped = true
+		default:
+			panic(fmt.Sprintf("device: unknown effect %T", e))
+		}
+	}
+	return stopped
+}
+
+// answer sends r to its caller, if it still waits.
+func (d *device) answer(r reply) {
+	d.wmu.Lock()
+	ch, ok := d.waiters[r.Op]
+	delete(d.waiters, r.Op)
+	d.wmu.Unlock()
+	if ok {
+		ch <- r
+	}
+}
+
+// newClientSlot makes the lifetime of client gen.
+func (d *device) newClientSlot(gen uint64) *clientSlot {
+	ctx, cancel := context.WithCancel(d.ctx)
+	cs := &clientSlot{ctx: ctx, cancel: cancel}
+	d.cmu.Lock()
+	d.clients[gen] = cs
+	d.cmu.Unlock()
+	return cs
+}
+
+// install records the client a job opened; when gen was closed meanwhile it
+// closes the client instead and tells false.
+func (d *device) install(gen uint64, cs *clientSlot, c ports.Client) bool {
+	d.cmu.Lock()
+	if cs.closed {
+		d.cmu.Unlock()
+		d.closeQuietly(c)
+		return false
+	}
+	cs.c = c
+	d.cmu.Unlock()
+	return true
+}
+
+func (d *device) clientOf(gen uint64) ports.Client {
+	d.cmu.Lock()
+	defer d.cmu.Unlock()
+	if cs, ok := d.clients[gen]; ok && !cs.closed {
+		return cs.c
+	}
+	return nil
+}
+
+// closeClient ends client gen's lifetime now and closes it as a job.
+func (d *device) closeClient(gen uint64) {
+	d.cmu.Lock()
+	cs, ok := d.clients[gen]
+	delete(d.clients, gen)
+	if ok {
+		cs.closed = true
+	}
+	d.cmu.Unlock()
+	if !ok {
+		return
+	}
+	cs.cancel()
+	if c := cs.c; c != nil {
+		d.job(func() { d.closeQuietly(c) })
+	}
+}
+
+func (d *device) closeQuietly(c ports.Client) {
+	if err := c.Close(); err != nil {
+		d.svc.log.Warn("closing WhatsApp client", "device_id", d.id, "err", err)
+	}
+}
+
+// events is the callback of client gen: its events go to the inbox.
+func (d *device) events(gen uint64) func(domain.Event) {
+	return func(ev domain.Event) { d.post(clientEvent{Gen: gen, Event: ev}) }
+}
+
+func (d *device) openPairing(e openPairing) {
+	cs := d.newClientSlot(e.Gen)
+	d.job(func() {
+		key, err := d.svc.cfg.Sessions.NewPairing(d.id)
+		if err != nil {
+			d.post(pairingOpened{Gen: e.Gen, Err: domain.Wrap(domain.EINTERNAL, err, "make pairing session")})
+			return
+		}
+		c, err := d.svc.cfg.WhatsApp.Open(cs.ctx, key, d.events(e.Gen))
+		if err != nil {
+			d.post(pairingOpened{Gen: e.Gen, Key: key, Err: domain.Wrap(domain.EINTERNAL, err, "open session")})
+			return
+		}
+		// Posted before StartQR, so that the owner knows the session
+		// before any event of it.
+		d.post(pairingOpened{Gen: e.Gen, Key: key})
+		if !d.install(e.Gen, cs, c) {
+			return
+		}
+		if err := c.StartQR(cs.ctx); err != nil && cs.ctx.Err() == nil {
+			err = domain.Wrap(domain.EUNAVAILABLE, err, "could not reach WhatsApp")
+			d.post(pairingOpened{Gen: e.Gen, Key: key, Err: err})
+		}
+	})
+}
+
+func (d *device) askCode(e askCode) {
+	c := d.clientOf(e.Gen)
+	if c == nil {
+		d.post(codeGiven{Gen: e.Gen, Phone: e.Phone, Err: domain.Errorf(domain.ECONFLICT, "the pairing ended")})
+		return
+	}
+	d.cmu.Lock()
+	cctx := d.clients[e.Gen].ctx
+	d.cmu.Unlock()
+	// PairCode can wait for WhatsApp a while: on its own goroutine, so that
+	// the pairing's other jobs (a cancel's close) are not queued behind it.
+	// Closing the client cancels cctx, which ends it.
+	d.svc.wg.Add(1)
+	go func() {
+		defer d.svc.wg.Done()
+		ctx, cancel := context.WithTimeout(cctx, d.svc.cfg.LoginWait)
+		defer cancel()
+		code, expires, err := c.PairCode(ctx, e.Phone, d.svc.cfg.DisplayName)
+		if err == nil && expires.IsZero() {
+			expires = d.svc.cfg.Clock.Now().Add(d.svc.cfg.CodeValidity)
+		}
+		d.post(codeGiven{Gen: e.Gen, Phone: e.Phone, Code: code, ExpiresAt: expires, Err: err})
+	}()
+}
+
+func (d *device) promote(e promote) {
+	d.closeClient(e.Gen)
+	createdAt := d.createdAt
+	d.job(func() {
+		jid := e.Identity.JID
+		if _, err := d.svc.cfg.Sessions.Promote(e.Key, jid); err != nil {
+			d.svc.log.Error("saving the paired session", "device_id", d.id, "err", err)
+			d.post(promoted{Gen: e.Gen, Err: err})
+			return
+		}
+		// Recorded before it is announced, so that whoever sees the device
+		// logged in also finds it in the registry.
+		if err := d.svc.cfg.Registry.Put(context.WithoutCancel(d.ctx), domain.Slot{ID: d.id, JID: jid, CreatedAt: createdAt}); err != nil {
+			// The session is safe on disk and is adopted back into this
+			// slot at the next start (its folder carries the device id).
+			d.svc.log.Error("recording the paired session in the registry", "device_id", d.id, "err", err)
+		}
+		d.svc.log.Info("device paired", "device_id", d.id, "jid", jid)
+		d.post(promoted{Gen: e.Gen})
+	})
+}
+
+func (d *device) connect(e connect) {
+	cs := d.newClientSlot(e.Gen)
+	d.job(func() {
+		// Restores, reconnects and unlinks all count against one bound, so
+		// that a start with many sessions does not dial them all at once.
+		select {
+		case d.svc.sem <- struct{}{}:
+		case <-cs.ctx.Done():
+			return
+		case <-d.svc.closing:
+			return
+		}
+		release := func() { <-d.svc.sem }
+		select {
+		case <-d.svc.closing:
+			release()
+			return
+		default:
+		}
+		c, err := d.svc.cfg.WhatsApp.Open(cs.ctx, d.svc.cfg.Sessions.Path(e.JID), d.events(e.Gen))
+		if err != nil {
+			release()
+			if cs.ctx.Err() == nil {
+				d.svc.log.Warn("the stored session cannot be opened", "device_id", d.id, "err", err)
+				d.post(opened{Gen: e.Gen, Err: err})
+			}
+			return
+		}
+		if !d.install(e.Gen, cs, c) {
+			release()
+			return
+		}
+		_, linked := c.Identity()
+		d.post(opened{Gen: e.Gen, Linked: linked})
+		if !linked {
+			release()
+			return
+		}
+		// Connect dials on its own goroutine: a dial that hangs must not
+		// hold up this device's other jobs (a close, a logout).
+		d.svc.wg.Add(1)
+		go func() {
+			defer d.svc.wg.Done()
+			defer release()
+			if err := c.Connect(cs.ctx); err != nil && cs.ctx.Err() == nil {
+				d.svc.log.Warn("connecting", "device_id", d.id, "err", err)
+				d.post(connectFailed{Gen: e.Gen, Err: err})
+			}
+		}()
+	})
+}
+
+func (d *device) logout(e logout) {
+	c := d.clientOf(e.Gen)
+	if c == nil {
+		d.post(loggedOutDone{Gen: e.Gen, Err: domain.Errorf(domain.EUNAVAILABLE, "the session is not connected")})
+		return
+	}
+	d.cmu.Lock()
+	cctx := d.clients[e.Gen].ctx
+	d.cmu.Unlock()
+	d.svc.wg.Add(1)
+	go func() {
+		defer d.svc.wg.Done()
+		ctx, cancel := context.WithTimeout(cctx, d.svc.cfg.UnlinkWait)
+		defer cancel()
+		d.post(loggedOutDone{Gen: e.Gen, Err: c.Logout(ctx)})
+	}()
+}
+
+// remove deletes the session files, then records the ended session in the
+// registry: without the JID once the files are gone, with it when they
+// could not be removed (so that the next start neither connects nor adopts
+// them).
+func (d *device) remove(e remove) {
+	slot := d.slot()
+	d.job(func() {
+		slot.Ended, slot.EndedAt = e.Reason, d.svc.cfg.Clock.Now()
+		var err error
+		if e.JID != "" {
+			if err = d.svc.cfg.Sessions.Delete(e.JID); err != nil {
+				err = fmt.Errorf("delete session files: %w", err)
+				d.svc.log.Error("removing the files of an ended session", "device_id", d.id, "reason", e.Reason, "err", err)
+			}
+		}
+		if err == nil {
+			slot.JID = ""
+			d.svc.log.Warn("session dropped", "device_id", d.id, "reason", e.Reason)
+		}
+		if perr := d.svc.cfg.Registry.Put(context.WithoutCancel(d.ctx), slot); perr != nil {
+			d.svc.log.Error("recording the ended session in the registry", "device_id", d.id, "err", perr)
+			if err == nil {
+				err = fmt.Errorf("record the ended session in the registry: %w", perr)
+			}
+		}
+		d.post(removed{Err: err, At: slot.EndedAt})
+	})
+}
+
+func (d *device) deleteSlot(e deleteSlot) {
+	slot := d.slot()
+	d.job(func() {
+		ctx := context.WithoutCancel(d.ctx)
+		if e.JID != "" {
+			if err := d.svc.cfg.Sessions.Delete(e.JID); err != nil {
+				err = fmt.Errorf("delete session files: %w", err)
+				d.svc.log.Error("removing the files of a deleted device", "device_id", d.id, "err", err)
+				slot.Ended, slot.EndedAt = e.Reason, d.svc.cfg.Clock.Now()
+				if perr := d.svc.cfg.Registry.Put(ctx, slot); perr != nil {
+					d.svc.log.Error("recording the ended session in the registry", "device_id", d.id, "err", perr)
+				}
+				d.post(slotDeleted{Err: err})
+				return
+			}
+			d.svc.log.Warn("session dropped", "device_id", d.id, "reason", "device deleted")
+		}
+		if err := d.svc.cfg.Registry.Delete(ctx, d.id); err != nil {
+			d.post(slotDeleted{Err: fmt.Errorf("delete device slot: %w", err), FilesGone: true})
+			return
+		}
+		d.post(slotDeleted{FilesGone: true})
+	})
+}
+
+// slot is the registry's view of the machine.
+func (d *device) slot() domain.Slot {
+	s := domain.Slot{ID: d.id, JID: d.m.JID, CreatedAt: d.createdAt}
+	if d.m.State == domain.StateLoggedOut {
+		s.Ended, s.EndedAt = d.m.Reason, d.m.Since
+	}
+	return s
+}
+
+// statusOf is what callers see of m.
+func (d *device) statusOf(m machine) domain.Status {
+	loggedIn := m.JID != "" && m.State != domain.StateLoggedOut
+	st := domain.Status{
+		DeviceID:  d.id,
+		State:     m.State,
+		Reason:    m.Reason,
+		LoggedIn:  loggedIn,
+		Connected: m.State == domain.StateConnected,
+		Since:     m.Since,
+		LastError: m.Detail,
+		CreatedAt: d.createdAt,
+	}
+	if loggedIn {
+		st.Identity = m.Identity
+	}
+	if m.State == domain.StatePairing {
+		p := m.Pair
+		st.Pairing = &domain.Pairing{Method: p.Method, QR: p.QR, Code: p.Code, ExpiresAt: p.ExpiresAt}
+	}
+	return st
+}
+
+// publish makes the machine visible to readers and wakes waiters when
+// anything they can see changed.
+func (d *device) publish(old machine) {
+	st := d.statusOf(d.m)
+	var c ports.Client
+	if d.m.State == domain.StateConnected {
+		c = d.clientOf(d.m.Gen)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return view{state: d.state, jid: d.jid, loggedIn: d.jid != "", pairing: d.pairing, client: d.client, gen: d.gen}
+	same := d.pub.State == st.State && d.pub.Reason == st.Reason && d.pub.LoggedIn == st.LoggedIn &&
+		d.pub.Identity == st.Identity && d.pub.LastError == st.LastError && d.pub.Since.Equal(st.Since) &&
+		samePairing(d.pub.Pairing, st.Pairing) && d.client == c && d.gen == d.m.Gen
+	d.pub, d.client, d.gen = st, c, d.m.Gen
+	if !same {
+		close(d.changed)
+		d.changed = make(chan struct{})
+	}
+	if old.State != d.m.State || old.Reason != d.m.Reason {
+		d.svc.transitioned(d.id, old, d.m)
+	}
+}
+
+func samePairing(a, b *domain.Pairing) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
 
 func (d *device) status() domain.Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	st := domain.Status{
-		DeviceID:  d.id,
-		State:     d.state,
-		Identity:  d.identity,
-		LoggedIn:  d.jid != "",
-		Connected: d.state == domain.StateConnected,
-		Since:     d.since,
-		LastError: d.lastError,
-		CreatedAt: d.createdAt,
-	}
-	if d.pairing != nil {
-		p := d.pairing.Pairing
-		st.Pairing = &p
-	}
-	return st
+	return d.pub
 }
 
-// setStateLocked moves to state, recording why when reason is not empty,
-// and wakes everyone waiting for a change. d.mu must be held.
-func (d *device) setStateLocked(state domain.State, reason string) {
-	if state != d.state {
-		d.state = state
-		d.since = d.svc.cfg.Clock.Now()
-	}
-	if reason != "" {
-		d.lastError = reason
-	}
-	close(d.changed)
-	d.changed = make(chan struct{})
+// view is what a sender needs: the state and the client to send on.
+type view struct {
+	state    domain.State
+	loggedIn bool
+	client   ports.Client
 }
 
-func (d *device) setState(state domain.State, reason string) {
+func (d *device) view() view {
 	d.mu.Lock()
-	d.setStateLocked(state, reason)
-	d.mu.Unlock()
+	defer d.mu.Unlock()
+	return view{state: d.pub.State, loggedIn: d.pub.LoggedIn, client: d.client}
 }
 
-// waitFor waits until ok holds for the device's state, ctx ends or the
+// waitFor waits until ok holds for the device's view, ctx ends or the
 // device stops.
 func (d *device) waitFor(ctx context.Context, ok func(view) bool) (view, error) {
 	for {
 		d.mu.Lock()
-		v := view{state: d.state, jid: d.jid, loggedIn: d.jid != "", pairing: d.pairing, client: d.client, gen: d.gen}
+		v := view{state: d.pub.State, loggedIn: d.pub.LoggedIn, client: d.client}
 		changed := d.changed
 		d.mu.Unlock()
 		if ok(v) {
@@ -139,108 +609,30 @@ func (d *device) waitFor(ctx context.Context, ok func(view) bool) (view, error) 
 		case <-changed:
 		case <-ctx.Done():
 			return v, ctx.Err()
-		case <-d.ctx.Done():
+		case <-d.done:
 			return v, errShutdown
 		}
 	}
 }
 
-// open opens a client on the session database at path, closing the
-// current one first, so that a device never has two. Its events are queued
-// for the device's event loop, tagged with the client's generation. A
-// device that was deleted or shut down opens nothing: no one would close
-// the client. d.op must be held.
-func (d *device) open(path string) (ports.Client, uint64, error) {
-	if err := d.goneErr(); err != nil {
-		return nil, 0, err
-	}
-	d.closeClientLocked()
-	d.mu.Lock()
-	d.gen++
-	gen := d.gen
-	d.mu.Unlock()
-	c, err := d.svc.cfg.WhatsApp.Open(d.ctx, path, func(ev domain.Event) { d.queue.push(gen, ev) })
-	if err != nil {
-		return nil, 0, domain.Wrap(domain.EINTERNAL, err, "open session")
-	}
-	d.mu.Lock()
-	d.client = c
-	d.mu.Unlock()
-	return c, gen, nil
-}
+// errShutdown is returned to waits cut short by the device stopping.
+var errShutdown = errors.New("device stopped")
 
-// closeClientLocked closes the current client, if any, without logging
-// out. d.op must be held.
-func (d *device) closeClientLocked() {
-	d.mu.Lock()
-	c := d.client
-	d.client = nil
-	d.gen++
-	d.mu.Unlock()
-	if c != nil {
-		if err := c.Close(); err != nil {
-			d.svc.log.Warn("closing WhatsApp client", "device_id", d.id, "err", err)
-		}
-	}
-}
-
-// goneErr returns an error once the device has stopped, because it was
-// deleted or the service is closing, and nil while it lives. Callers that
-// won d.op after a Delete or Close must not touch WhatsApp any more.
-func (d *device) goneErr() error {
-	switch {
-	case d.ctx.Err() == nil:
-		return nil
-	case d.svc.ctx.Err() != nil:
-		return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
-	default:
-		return domain.Errorf(domain.ENOTFOUND, "device %s not found", d.id)
-	}
-}
-
-// shutdown closes the client at service shutdown; the session stays.
-func (d *device) shutdown() {
-	d.op.Lock()
-	d.closeClientLocked()
-	d.mu.Lock()
-	if d.pairing != nil {
-		p := d.pairing
-		d.pairing = nil
-		d.mu.Unlock()
-		_ = d.svc.cfg.Sessions.Discard(p.path)
-	} else {
-		d.mu.Unlock()
-	}
-	d.op.Unlock()
-	d.stop()
-}
-
-// stop ends the device's lifetime context and its event loop.
-func (d *device) stop() {
-	d.cancel()
-	d.queue.close()
-}
-
-// eventQueue is an unbounded FIFO of client events. Clients call push from
-// their own goroutines and must never block, so it never does.
-type eventQueue struct {
+// queue is an unbounded FIFO: pushing never blocks, so that clients'
+// event callbacks and jobs never wait for the owner.
+type queue[T any] struct {
 	mu     sync.Mutex
-	items  []queued
+	items  []T
 	signal chan struct{}
 	done   bool
 }
 
-type queued struct {
-	gen uint64
-	ev  domain.Event
-}
+func (q *queue[T]) init() { q.signal = make(chan struct{}, 1) }
 
-func (q *eventQueue) init() { q.signal = make(chan struct{}, 1) }
-
-func (q *eventQueue) push(gen uint64, ev domain.Event) {
+func (q *queue[T]) push(v T) {
 	q.mu.Lock()
 	if !q.done {
-		q.items = append(q.items, queued{gen, ev})
+		q.items = append(q.items, v)
 	}
 	q.mu.Unlock()
 	select {
@@ -249,30 +641,32 @@ func (q *eventQueue) push(gen uint64, ev domain.Event) {
 	}
 }
 
-// pop returns the next event, waiting for one; false once closed.
-func (q *eventQueue) pop() (queued, bool) {
+// pop returns the next item, waiting for one; false once closed and empty.
+func (q *queue[T]) pop() (T, bool) {
 	for {
 		q.mu.Lock()
-		if q.done {
-			q.mu.Unlock()
-			return queued{}, false
-		}
 		if len(q.items) > 0 {
-			it := q.items[0]
-			q.items[0] = queued{}
+			v := q.items[0]
+			var zero T
+			q.items[0] = zero
 			q.items = q.items[1:]
 			q.mu.Unlock()
-			return it, true
+			return v, true
+		}
+		if q.done {
+			q.mu.Unlock()
+			var zero T
+			return zero, false
 		}
 		q.mu.Unlock()
 		<-q.signal
 	}
 }
 
-func (q *eventQueue) close() {
+// close stops accepting items; those queued are still popped.
+func (q *queue[T]) close() {
 	q.mu.Lock()
 	q.done = true
-	q.items = nil
 	q.mu.Unlock()
 	select {
 	case q.signal <- struct{}{}:

@@ -163,7 +163,8 @@ func identityOf(jid string) domain.Identity {
 // reports Connected as soon as Connect is called; tests turn that off, and
 // can hold StartQR, Connect or PairCode until they release a gate.
 type fakeWhatsApp struct {
-	disk *fakeDisk
+	disk  *fakeDisk
+	clock *fakeClock
 
 	mu      sync.Mutex
 	clients []*fakeClient
@@ -293,20 +294,20 @@ func (c *fakeClient) showQR() string {
 	return code
 }
 
-func (c *fakeClient) PairCode(ctx context.Context, phone, displayName string) (string, error) {
+func (c *fakeClient) PairCode(ctx context.Context, phone, displayName string) (string, time.Time, error) {
 	c.mu.Lock()
 	c.pairCodes = append(c.pairCodes, phone+"|"+displayName)
 	n := len(c.pairCodes)
 	c.mu.Unlock()
 	if err := wait(ctx, c.ctx, c.w.pairCodeGate); err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
 	if c.w.pairCodeErr != nil {
 		if err := c.w.pairCodeErr(phone); err != nil {
-			return "", err
+			return "", time.Time{}, err
 		}
 	}
-	return fmt.Sprintf("CODE-%04d", n), nil
+	return fmt.Sprintf("CODE-%04d", n), c.w.clock.Now().Add(fakeCodeLife), nil
 }
 
 func (c *fakeClient) Connect(ctx context.Context) error {
@@ -460,6 +461,9 @@ func (r *fakeRegistry) get(id string) (domain.Slot, bool) {
 	return s, ok
 }
 
+// fakeCodeLife is how long the fake's pairing codes are valid.
+const fakeCodeLife = 160 * time.Second
+
 // fakeClock is a clock tests move by hand.
 type fakeClock struct {
 	mu  sync.Mutex
@@ -498,11 +502,11 @@ func newHarness(t *testing.T, configure ...func(*Config)) *harness {
 	disk := newFakeDisk()
 	h := &harness{
 		t:     t,
-		wa:    &fakeWhatsApp{disk: disk},
 		disk:  disk,
 		reg:   newFakeRegistry(),
 		clock: &fakeClock{now: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)},
 	}
+	h.wa = &fakeWhatsApp{disk: disk, clock: h.clock}
 	h.cfg = Config{
 		WhatsApp:    h.wa,
 		Sessions:    h.disk,
@@ -609,11 +613,12 @@ func (h *harness) settle(id string) {
 	if err != nil {
 		h.t.Fatalf("lookup(%s): %v", id, err)
 	}
-	// The loop handles events one at a time, in order: once a marker pushed
-	// now is applied, everything before it has been.
-	marker := fmt.Sprintf("settle-%p-%d", d, time.Now().UnixNano())
-	d.queue.push(d.currentGen(), domain.PushNameChanged{PushName: marker})
-	h.waitFor(id, "the event loop to drain", func(st domain.Status) bool { return st.Identity.PushName == marker })
+	// The owner applies inputs one at a time, in order, and runs jobs in
+	// order: once a ping posted now is answered, everything before it has
+	// been applied and its jobs run.
+	if _, err := d.call(context.Background(), func(op uint64) input { return ping{Op: op} }); err != nil {
+		h.t.Fatalf("settle(%s): %v", id, err)
+	}
 }
 
 func wantCode(t *testing.T, err error, code string) {

@@ -376,12 +376,12 @@ func TestLoginCodeFailureIsUnavailable(t *testing.T) {
 // request starts afresh instead of being refused as another phone's.
 func TestLoginCodeAfterExpiryStartsAfresh(t *testing.T) {
 	t.Parallel()
-	h := startedHarness(t, func(c *Config) { c.CodeValidity = time.Minute })
+	h := startedHarness(t)
 	first, err := h.svc.LoginCode(t.Context(), "d", "628123456789")
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.clock.Advance(time.Minute)
+	h.clock.Advance(fakeCodeLife)
 	second, err := h.svc.LoginCode(t.Context(), "d", "628123456789")
 	if err != nil {
 		t.Fatalf("after expiry: %v", err)

@@ -1,10 +1,12 @@
 package device
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
-	"sync"
 
 	"github.com/gowa-dev/gowa/domain"
 	"github.com/gowa-dev/gowa/ports"
@@ -13,6 +15,8 @@ import (
 // Start loads the slots, reconciles them with the session folders on disk,
 // and reconnects every device that has a session in the background, at
 // most RestoreConcurrency at a time. It returns once restoring has begun.
+// A slot whose session ended (Slot.Ended) comes back logged_out, with its
+// reason.
 //
 // Reconciling never deletes a linked session: a folder without a slot is
 // adopted (into the slot named by its marker, or a new one named after its
@@ -56,62 +60,44 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 
 	s.mu.Lock()
-	var restore []*device
-	for _, sl := range byID {
-		missing := sl.JID != "" && !onDisk[sl.JID]
-		if missing {
-			sl.JID = ""
+	defer s.mu.Unlock()
+	if s.closed {
+		return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
+	}
+	restoring := 0
+	for _, id := range slices.Sorted(maps.Keys(byID)) {
+		sl := byID[id]
+		m := machine{ID: sl.ID, State: domain.StateDisconnected, Since: s.cfg.Clock.Now(), JID: sl.JID}
+		if sl.JID != "" {
+			m.Identity = domain.Identity{JID: sl.JID, Phone: domain.PhoneOfJID(sl.JID)}
+		}
+		switch {
+		case sl.JID != "" && !onDisk[sl.JID]:
+			// Registry writes here run before any device does, and Start
+			// runs before the API serves: nothing waits on this lock.
+			reason := cmp.Or(sl.Ended, domain.ReasonSessionMissing)
+			m.JID, m.Identity = "", domain.Identity{}
+			m.State, m.Reason = domain.StateLoggedOut, reason
+			if sl.Ended == domain.ReasonNone {
+				m.Detail = "the session files were missing at start-up"
+				s.log.Warn("session dropped: its files are missing; the device must log in again", "device_id", sl.ID, "reason", reason)
+			}
+			sl.JID, sl.Ended, sl.EndedAt = "", reason, cmp.Or(sl.EndedAt, m.Since)
 			if err := s.cfg.Registry.Put(ctx, sl); err != nil {
-				s.mu.Unlock()
 				return fmt.Errorf("clear lost session of slot %s: %w", sl.ID, err)
 			}
-		}
-		d := s.addLocked(sl)
-		switch {
-		case missing:
-			s.log.Warn("a device's session folder is missing; it must log in again", "device_id", sl.ID)
-			d.setState(domain.StateLoggedOut, "the session files were missing at start-up")
+		case sl.Ended != domain.ReasonNone:
+			// The session ended before; a JID means its files are left.
+			m.State, m.Reason, m.Since = domain.StateLoggedOut, sl.Ended, cmp.Or(sl.EndedAt, m.Since)
 		case sl.JID != "":
-			d.setState(domain.StateConnecting, "")
-			restore = append(restore, d)
+			m.State = domain.StateConnecting
+			restoring++
 		}
+		d := s.addLocked(sl, m)
+		d.post(start{})
 	}
-	s.mu.Unlock()
-
-	s.log.Info("restoring sessions", "devices", len(byID), "sessions", len(restore))
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.restore(restore)
-	}()
+	s.log.Info("restoring sessions", "devices", len(byID), "sessions", restoring)
 	return nil
-}
-
-// restore connects devices, at most RestoreConcurrency at a time.
-func (s *Service) restore(devs []*device) {
-	sem := make(chan struct{}, s.cfg.RestoreConcurrency)
-	var wg sync.WaitGroup
-	for _, d := range devs {
-		select {
-		case sem <- struct{}{}:
-		case <-s.ctx.Done():
-			wg.Wait()
-			return
-		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			d.op.Lock()
-			defer d.op.Unlock()
-			if d.ctx.Err() != nil {
-				return
-			}
-			if v := d.snapshot(); v.loggedIn && v.client == nil {
-				d.connectLocked(s.cfg.Sessions.Path(v.jid))
-			}
-		}()
-	}
-	wg.Wait()
 }
 
 // finishPairing looks into a pairing session left by a crash: one the phone

@@ -199,8 +199,8 @@ func TestStartConnectFailureRecorded(t *testing.T) {
 	if err := h.svc.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	st := h.waitState("d", domain.StateDisconnected)
-	if st.LastError == "" || !st.LoggedIn {
+	st := h.waitState("d", domain.StateOffline)
+	if st.LastError == "" || !st.LoggedIn || st.Reason != domain.ReasonConnectFailed {
 		t.Errorf("status %+v, want the session kept and the failure recorded", st)
 	}
 }

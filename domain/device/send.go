@@ -31,7 +31,7 @@ func (s *Service) Send(ctx context.Context, id, to, text string) (domain.SentMes
 	if err != nil {
 		return domain.SentMessage{}, "", err
 	}
-	v := d.snapshot()
+	v := d.view()
 	if v.state == domain.StateConnecting {
 		// Coming back after a restart or a dropped connection: worth a
 		// short wait rather than a refusal.
@@ -67,7 +67,7 @@ func (s *Service) sender(id string) (*device, error) {
 	s.mu.Unlock()
 	var found *device
 	for _, d := range devs {
-		if !d.snapshot().loggedIn {
+		if !d.view().loggedIn {
 			continue
 		}
 		if found != nil {

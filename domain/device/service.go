@@ -31,25 +31,41 @@ type Config struct {
 	// DisplayName is shown on the phone for devices linked by pairing code
 	// (--os).
 	DisplayName string
-	// RestoreConcurrency bounds how many stored sessions connect at once at
-	// start-up. Default 16.
+	// RestoreConcurrency bounds how many stored sessions open and dial at
+	// once (at start-up, and for reconnects and unlinks). Default 16.
 	RestoreConcurrency int
 	// LoginWait bounds how long a login call waits for WhatsApp's first QR
-	// code. Default 30 s.
+	// code or pairing code. Default 30 s.
 	LoginWait time.Duration
 	// UnlinkWait bounds how long logout waits for an offline device to come
-	// online so that it can be unlinked on WhatsApp. Default 15 s.
+	// online so that it can be unlinked on WhatsApp, and then for
+	// WhatsApp's answer. Default 15 s.
 	UnlinkWait time.Duration
 	// SendWait bounds how long a send waits for a device that is
 	// connecting (after a restart or a dropped connection) to come online,
 	// rather than failing at once. Default 10 s.
 	SendWait time.Duration
-	// CodeValidity is how long a pairing code stays usable: whatsmeow keeps
-	// the pairing connection open for its whole QR series (60 s + 5 × 20 s).
+	// CodeValidity is how long a pairing code counts as usable when the
+	// client does not say (ports.Client.PairCode returns its expiry).
+	// Default 160 s.
 	CodeValidity time.Duration
 	// OnLogin, when set, is told the outcome of each login: method "qr" or
 	// "code", outcome "success", "failure" or "expired". For metrics.
 	OnLogin func(method domain.PairingMethod, outcome string)
+	// OnTransition, when set, is told every change of a device's state or
+	// reason, exactly once, in order per device, from the device's owner
+	// goroutine: it must not block (queue what it needs to do).
+	OnTransition func(Transition)
+}
+
+// Transition is one change of a device's state or reason.
+type Transition struct {
+	DeviceID string
+	From, To domain.State
+	Reason   domain.Reason   // why it is in To
+	Detail   string          // the same for people
+	Identity domain.Identity // the linked account, zero when none
+	At       time.Time
 }
 
 type realClock struct{}
@@ -58,13 +74,20 @@ func (realClock) Now() time.Time { return time.Now() }
 
 // Service owns the devices. Create it with New, call Start once, and Close
 // it to disconnect every device without logging out.
+//
+// Each device has its own owner goroutine (see device and transition); the
+// service's lock guards only the map of devices, and is never held while a
+// device or the registry does I/O.
 type Service struct {
 	cfg Config
 	log *slog.Logger
 
 	ctx    context.Context // lives until Close; every device context derives from it
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // device event loops and background restores
+	wg     sync.WaitGroup // device owners and their calls in flight
+	sem    chan struct{}  // bounds sessions opening and dialling at once
+	// closing is closed when Close begins: nothing starts dialling after.
+	closing chan struct{}
 
 	mu      sync.Mutex
 	devices map[string]*device
@@ -91,6 +114,8 @@ func New(cfg Config) *Service {
 		log:     cfg.Logger,
 		ctx:     ctx,
 		cancel:  cancel,
+		sem:     make(chan struct{}, cfg.RestoreConcurrency),
+		closing: make(chan struct{}),
 		devices: make(map[string]*device),
 	}
 }
@@ -104,13 +129,17 @@ func (s *Service) Close() error {
 		return nil
 	}
 	s.closed = true
+	close(s.closing)
 	devs := s.sortedDevices()
 	s.mu.Unlock()
 
-	s.cancel()
 	for _, d := range devs {
-		d.shutdown()
+		d.post(cmdShutdown{})
 	}
+	for _, d := range devs {
+		<-d.done
+	}
+	s.cancel()
 	s.wg.Wait()
 	return nil
 }
@@ -166,37 +195,120 @@ func (s *Service) Create(ctx context.Context, id string) (domain.Status, error) 
 // Delete unlinks the device on WhatsApp if it is linked, deletes its
 // session and removes the slot. When WhatsApp cannot be reached the device
 // is still deleted here, and the returned warning says the phone may still
-// list it.
+// list it. When its files cannot be removed, the slot stays (logged out,
+// with the files) and the error says what failed.
 func (s *Service) Delete(ctx context.Context, id string) (warning string, err error) {
-	d, err := s.acquire(id)
+	d, err := s.lookup(id)
 	if err != nil {
 		return "", err
 	}
-	defer d.op.Unlock()
 	ctx, cancel := s.unlinkContext(ctx)
 	defer cancel()
-	d.cancelPairingLocked("device deleted")
-	if d.snapshot().loggedIn {
-		if err := d.unlinkLocked(ctx); err != nil {
-			if domain.ErrorCode(err) == domain.EINTERNAL {
-				return "", err
-			}
-			warning = "WhatsApp could not be reached, so the phone may still list this device"
-			s.log.Warn("device deleted without unlinking it on WhatsApp", "device_id", id, "err", err)
-			d.dropSessionLocked(ctx, domain.StateDisconnected, "device deleted")
-		}
+	r, err := d.call(ctx, func(op uint64) input { return cmdDelete{Op: op} })
+	if err != nil {
+		return "", err
 	}
-	d.closeClientLocked()
-	if err := s.cfg.Registry.Delete(ctx, id); err != nil {
-		return "", domain.Wrap(domain.EINTERNAL, err, "delete device slot")
+	return r.Warning, nil
+}
+
+// Logout unlinks the device on WhatsApp, so that it disappears from the
+// phone's linked devices, and deletes its session; the slot stays, as
+// logged_out. A pairing under way is cancelled instead. A device that never
+// logged in gets ECONFLICT; one already logged out gets its status. When
+// WhatsApp cannot be reached the session is kept and the error is
+// EUNAVAILABLE.
+func (s *Service) Logout(ctx context.Context, id string) (domain.Status, error) {
+	d, err := s.lookup(id)
+	if err != nil {
+		return domain.Status{}, err
 	}
-	s.mu.Lock()
-	if s.devices[id] == d {
-		delete(s.devices, id)
+	ctx, cancel := s.unlinkContext(ctx)
+	defer cancel()
+	if _, err := d.call(ctx, func(op uint64) input { return cmdLogout{Op: op} }); err != nil {
+		return domain.Status{}, err
 	}
-	s.mu.Unlock()
-	d.stop()
-	return warning, nil
+	return d.status(), nil
+}
+
+// Reconnect closes the device's connection and connects again with its
+// stored session.
+func (s *Service) Reconnect(ctx context.Context, id string) (domain.Status, error) {
+	d, err := s.lookup(id)
+	if err != nil {
+		return domain.Status{}, err
+	}
+	if _, err := d.call(ctx, func(op uint64) input { return cmdReconnect{Op: op} }); err != nil {
+		return domain.Status{}, err
+	}
+	return d.status(), nil
+}
+
+// QR is the QR code a login shows.
+type QR struct {
+	Text      string
+	ExpiresAt time.Time
+}
+
+// PairingCode is the code a login by phone number shows.
+type PairingCode struct {
+	Code      string
+	ExpiresAt time.Time
+}
+
+// LoginQR starts QR pairing for device id, creating the slot if needed, and
+// returns the QR code currently shown. While a pairing is under way it
+// returns the current code and never opens another connection. A device
+// that is logged in gets ECONFLICT.
+func (s *Service) LoginQR(ctx context.Context, id string) (QR, error) {
+	d, _, err := s.getOrCreate(ctx, id)
+	if err != nil {
+		return QR{}, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.LoginWait)
+	defer cancel()
+	r, err := d.call(wctx, func(op uint64) input { return cmdLogin{Op: op, Method: domain.PairingQR} })
+	if err != nil {
+		return QR{}, loginWaitError(ctx, err, "WhatsApp sent no QR code in time")
+	}
+	return QR{Text: r.QR, ExpiresAt: r.Expires}, nil
+}
+
+// LoginCode asks WhatsApp for a pairing code for phone on device id,
+// creating the slot if needed. A repeated call for the same phone while the
+// code is valid returns the same code; a QR pairing under way is reused.
+func (s *Service) LoginCode(ctx context.Context, id, phone string) (PairingCode, error) {
+	digits, err := domain.NormalizePhone(phone)
+	if err != nil {
+		return PairingCode{}, err
+	}
+	d, _, err := s.getOrCreate(ctx, id)
+	if err != nil {
+		return PairingCode{}, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.LoginWait)
+	defer cancel()
+	r, err := d.call(wctx, func(op uint64) input { return cmdLogin{Op: op, Method: domain.PairingCode, Phone: digits} })
+	if err != nil {
+		return PairingCode{}, loginWaitError(ctx, err, "WhatsApp gave no pairing code in time")
+	}
+	return PairingCode{Code: r.Code, ExpiresAt: r.Expires}, nil
+}
+
+// loginWaitError turns the end of a login's wait into the caller's error:
+// its own context's, or ETIMEOUT when LoginWait ran out.
+func loginWaitError(ctx context.Context, err error, timeout string) error {
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return domain.Errorf(domain.ETIMEOUT, "%s", timeout)
+	}
+	return err
+}
+
+// unlinkContext bounds the wait of a logout or delete: it goes on if the
+// caller hangs up (the device finishes the unlink either way, and the
+// caller gets the outcome), bounded by the unlink's own deadlines with room
+// to spare.
+func (s *Service) unlinkContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 3*s.cfg.UnlinkWait)
 }
 
 // lookup returns the device with id, or an ENOTFOUND error.
@@ -206,6 +318,9 @@ func (s *Service) lookup(id string) (*device, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return nil, domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
+	}
 	d, ok := s.devices[id]
 	if !ok {
 		return nil, domain.Errorf(domain.ENOTFOUND, "device %s not found", id)
@@ -214,37 +329,65 @@ func (s *Service) lookup(id string) (*device, error) {
 }
 
 // getOrCreate returns the device with id, creating and registering its slot
-// when it does not exist.
+// when it does not exist. The registry is written outside the service's
+// lock; should it fail, the new device goes again.
 func (s *Service) getOrCreate(ctx context.Context, id string) (*device, bool, error) {
 	if err := domain.ValidateDeviceID(id); err != nil {
 		return nil, false, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil, false, domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
 	}
 	if d, ok := s.devices[id]; ok {
+		s.mu.Unlock()
 		return d, false, nil
 	}
 	slot := domain.Slot{ID: id, CreatedAt: s.cfg.Clock.Now()}
+	d := s.addLocked(slot, machine{ID: id, State: domain.StateDisconnected, Since: slot.CreatedAt})
+	s.mu.Unlock()
 	if err := s.cfg.Registry.Put(ctx, slot); err != nil {
+		d.post(cmdShutdown{})
+		s.forget(d)
 		return nil, false, domain.Wrap(domain.EINTERNAL, err, "save device slot")
 	}
-	return s.addLocked(slot), true, nil
+	return d, true, nil
 }
 
-// addLocked makes the in-memory device for slot and starts its event loop.
-// s.mu must be held.
-func (s *Service) addLocked(slot domain.Slot) *device {
-	d := newDevice(s, slot)
+// addLocked makes the device for slot and starts its owner. s.mu must be
+// held.
+func (s *Service) addLocked(slot domain.Slot, m machine) *device {
+	d := newDevice(s, slot, m)
 	s.devices[slot.ID] = d
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		d.eventLoop()
+		d.run()
 	}()
 	return d
+}
+
+// forget removes d from the service, if it is still the device of its id.
+func (s *Service) forget(d *device) {
+	s.mu.Lock()
+	if s.devices[d.id] == d {
+		delete(s.devices, d.id)
+	}
+	s.mu.Unlock()
+}
+
+// transitioned is called by a device's owner on every change of state or
+// reason.
+func (s *Service) transitioned(id string, from, to machine) {
+	if s.cfg.OnTransition == nil {
+		return
+	}
+	tr := Transition{DeviceID: id, From: from.State, To: to.State, Reason: to.Reason, Detail: to.Detail, At: to.Since}
+	if to.JID != "" {
+		tr.Identity = to.Identity
+	}
+	s.cfg.OnTransition(tr)
 }
 
 // sortedDevices returns the devices ordered by id. s.mu must be held.
@@ -267,31 +410,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// errShutdown is returned to waits cut short by Close.
-var errShutdown = errors.New("service closed")
-
-// acquire looks device id up and takes its d.op, which the caller must
-// release. A device deleted while the caller waited for d.op is reported as
-// not found (or the service as shutting down), and d.op is not held.
-func (s *Service) acquire(id string) (*device, error) {
-	d, err := s.lookup(id)
-	if err != nil {
-		return nil, err
-	}
-	d.op.Lock()
-	if err := d.goneErr(); err != nil {
-		d.op.Unlock()
-		return nil, err
-	}
-	return d, nil
-}
-
-// unlinkContext is the context of a logout or delete once it has begun: it
-// goes on if the caller hangs up, so that no device is left half unlinked,
-// and is bounded instead by twice UnlinkWait (reaching WhatsApp, then its
-// answer).
-func (s *Service) unlinkContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), 2*s.cfg.UnlinkWait)
 }

@@ -108,7 +108,7 @@ func TestLogout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.State != domain.StateDisconnected || st.LoggedIn || st.Identity != (domain.Identity{}) {
+	if st.State != domain.StateLoggedOut || st.Reason != domain.ReasonLogout || st.LoggedIn || st.Identity != (domain.Identity{}) {
 		t.Errorf("after logout: %+v", st)
 	}
 	if _, _, l, _ := c.calls(); l != 1 {
@@ -121,12 +121,14 @@ func TestLogout(t *testing.T) {
 		t.Errorf("sessions left: %v", paths)
 	}
 	sl, ok := h.reg.get("d")
-	if !ok || sl.JID != "" {
-		t.Errorf("slot %+v (present %v), want kept without jid", sl, ok)
+	if !ok || sl.JID != "" || sl.Ended != domain.ReasonLogout {
+		t.Errorf("slot %+v (present %v), want kept without jid, ended by logout", sl, ok)
 	}
-	// Logging out again is a conflict; logging in again works.
-	_, err = h.svc.Logout(t.Context(), "d")
-	wantCode(t, err, domain.ECONFLICT)
+	// Logging out again changes nothing and is no error; logging in again
+	// works.
+	if st, err := h.svc.Logout(t.Context(), "d"); err != nil || st.State != domain.StateLoggedOut {
+		t.Errorf("second logout: %+v, %v", st, err)
+	}
 	if _, err := h.svc.LoginQR(t.Context(), "d"); err != nil {
 		t.Errorf("login after logout: %v", err)
 	}
@@ -194,8 +196,8 @@ func TestLogoutOfflineDeviceConnectsFirst(t *testing.T) {
 	t.Parallel()
 	h := startedHarness(t)
 	c := h.link("d", jid1)
-	c.emit(domain.StreamReplaced{})
-	h.waitState("d", domain.StateDisconnected)
+	c.emit(domain.Offline{Reason: domain.ReasonStreamReplaced})
+	h.waitState("d", domain.StateOffline)
 
 	if _, err := h.svc.Logout(t.Context(), "d"); err != nil {
 		t.Fatal(err)
@@ -219,8 +221,8 @@ func TestLogoutOfflineDeviceTimesOut(t *testing.T) {
 	h.wa.noAutoConnect = true
 	c.emit(domain.Disconnected{})
 	h.waitState("d", domain.StateConnecting)
-	c.emit(domain.ConnectFailure{Reason: "network"})
-	h.waitState("d", domain.StateDisconnected)
+	c.emit(domain.Offline{Reason: domain.ReasonRefused, Detail: "network"})
+	h.waitState("d", domain.StateOffline)
 
 	_, err := h.svc.Logout(t.Context(), "d")
 	wantCode(t, err, domain.EUNAVAILABLE)
@@ -234,18 +236,18 @@ func TestLoggedOutByServer(t *testing.T) {
 	h := startedHarness(t)
 	c := h.link("d", jid1)
 
-	c.emit(domain.LoggedOut{Reason: "device removed"})
+	c.emit(domain.LoggedOut{Reason: domain.ReasonRemovedOnPhone, Detail: "device removed"})
 	st := h.waitFor("d", "the session to be dropped", func(st domain.Status) bool {
 		return st.State == domain.StateLoggedOut && !st.LoggedIn
 	})
-	if !contains(st.LastError, "device removed") {
-		t.Errorf("last error %q does not record the reason", st.LastError)
+	if !contains(st.LastError, "device removed") || st.Reason != domain.ReasonRemovedOnPhone {
+		t.Errorf("reason %q, last error %q: the reason is not recorded", st.Reason, st.LastError)
 	}
 	if paths := h.disk.paths(); len(paths) != 0 {
 		t.Errorf("session files left: %v", paths)
 	}
-	if sl, ok := h.reg.get("d"); !ok || sl.JID != "" {
-		t.Errorf("slot %+v (present %v), want kept without jid", sl, ok)
+	if sl, ok := h.reg.get("d"); !ok || sl.JID != "" || sl.Ended != domain.ReasonRemovedOnPhone {
+		t.Errorf("slot %+v (present %v), want kept without jid, ended removed_on_phone", sl, ok)
 	}
 	if !c.isClosed() {
 		t.Error("client not closed")
@@ -262,10 +264,10 @@ func TestStreamReplacedStopsWithoutFighting(t *testing.T) {
 	c := h.link("d", jid1)
 	_, connects, _, _ := c.calls()
 
-	c.emit(domain.StreamReplaced{})
-	st := h.waitState("d", domain.StateDisconnected)
-	if !contains(st.LastError, "stream replaced") {
-		t.Errorf("last error %q", st.LastError)
+	c.emit(domain.Offline{Reason: domain.ReasonStreamReplaced, Detail: "stream replaced: another connection took over this session"})
+	st := h.waitState("d", domain.StateOffline)
+	if !contains(st.LastError, "stream replaced") || st.Reason != domain.ReasonStreamReplaced {
+		t.Errorf("reason %q, last error %q", st.Reason, st.LastError)
 	}
 	if !st.LoggedIn {
 		t.Error("the session was dropped; stream replaced keeps it")
@@ -274,7 +276,7 @@ func TestStreamReplacedStopsWithoutFighting(t *testing.T) {
 	// Whatever the client reports next, nothing reconnects.
 	c.emit(domain.Disconnected{})
 	h.settle("d")
-	if st := h.status("d"); st.State != domain.StateDisconnected {
+	if st := h.status("d"); st.State != domain.StateOffline {
 		t.Errorf("state %s after a Disconnected following StreamReplaced", st.State)
 	}
 	opened, _, _ := h.wa.counts()
@@ -313,17 +315,17 @@ func TestFailureEventsRecorded(t *testing.T) {
 		ev   domain.Event
 		want string
 	}{
-		{domain.TemporaryBan{Code: 101, Expire: time.Hour}, "temporarily banned by WhatsApp (code 101) for 1h0m0s"},
-		{domain.ClientOutdated{}, "outdated"},
-		{domain.ConnectFailure{Reason: "internal server error"}, "internal server error"},
+		{domain.Offline{Reason: domain.ReasonTemporaryBan, Detail: "temporarily banned by WhatsApp (code 101) for 1h0m0s"}, "temporarily banned by WhatsApp (code 101) for 1h0m0s"},
+		{domain.Offline{Reason: domain.ReasonClientOutdated}, "client_outdated"},
+		{domain.Offline{Reason: domain.ReasonRefused, Detail: "internal server error"}, "internal server error"},
 	} {
 		t.Run(contains2(tc.want), func(t *testing.T) {
 			t.Parallel()
 			h := startedHarness(t)
 			c := h.link("d", jid1)
 			c.emit(tc.ev)
-			st := h.waitState("d", domain.StateDisconnected)
-			if !contains(st.LastError, tc.want) {
+			st := h.waitState("d", domain.StateOffline)
+			if !contains(st.LastError, tc.want) || st.Reason != tc.ev.(domain.Offline).Reason {
 				t.Errorf("last error %q, want it to contain %q", st.LastError, tc.want)
 			}
 			if !st.LoggedIn {
@@ -345,7 +347,7 @@ func TestStaleEventsIgnored(t *testing.T) {
 	}
 	h.waitState("d", domain.StateConnected)
 	for _, ev := range []domain.Event{
-		domain.LoggedOut{}, domain.StreamReplaced{}, domain.ConnectFailure{Reason: "x"},
+		domain.LoggedOut{}, domain.Offline{Reason: domain.ReasonStreamReplaced}, domain.Offline{Reason: domain.ReasonRefused},
 		domain.Disconnected{}, domain.QRCode{Code: "stale"},
 	} {
 		old.emit(ev)
@@ -427,11 +429,13 @@ func TestConcurrentLifecycleNeverOpensTwoClients(t *testing.T) {
 	}
 	// Once everything settles, at most one client is open, and it is the
 	// device's.
+	h.settle("d")
 	d, _ := h.svc.lookup("d")
-	d.op.Lock()
 	_, open, _ := h.wa.counts()
-	hasClient := d.snapshot().client != nil
-	d.op.Unlock()
+	d.mu.Lock()
+	gen := d.gen
+	d.mu.Unlock()
+	hasClient := d.clientOf(gen) != nil
 	if open > 1 || (open == 1) != hasClient {
 		t.Errorf("%d clients open; device has a client: %v", open, hasClient)
 	}

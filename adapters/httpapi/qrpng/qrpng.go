@@ -1,5 +1,7 @@
 // Package qrpng draws QR codes as PNG images with
 // github.com/yeqown/go-qrcode, for the login QR a phone scans from a screen.
+// It belongs to the HTTP adapter: the domain hands out the QR text and its
+// expiry, and drawing it is a matter of presentation.
 package qrpng
 
 import (
@@ -10,11 +12,7 @@ import (
 
 	qrcode "github.com/yeqown/go-qrcode/v2"
 	"github.com/yeqown/go-qrcode/writer/standard"
-
-	"github.com/gowa-dev/gowa/ports"
 )
-
-var _ ports.QRRenderer = (*Renderer)(nil)
 
 const (
 	// quietZone is the blank margin around the code, in modules: the four
@@ -35,7 +33,7 @@ const (
 // tens of milliseconds, remembering it a few kilobytes.
 const cached = 64
 
-// Renderer is the ports.QRRenderer that makes PNG images. It remembers the
+// Renderer is the httpapi.QRRenderer that makes PNG images. It remembers the
 // last images it drew, and is safe for concurrent use.
 type Renderer struct {
 	mu    sync.Mutex

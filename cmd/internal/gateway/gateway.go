@@ -1,0 +1,324 @@
+// Package gateway wires gowa: every adapter, the device service and the
+// HTTP server, the one way cmd/whatsapp, cmd/bench and cmd/chaos (through
+// the binary) build it.
+package gateway
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gowa-dev/gowa/adapters/httpapi"
+	"github.com/gowa-dev/gowa/adapters/httpapi/middleware"
+	"github.com/gowa-dev/gowa/adapters/httpapi/qrpng"
+	"github.com/gowa-dev/gowa/adapters/sandbox"
+	"github.com/gowa-dev/gowa/adapters/sqlite"
+	"github.com/gowa-dev/gowa/adapters/wasim"
+	"github.com/gowa-dev/gowa/adapters/whatsapp"
+	"github.com/gowa-dev/gowa/domain"
+	"github.com/gowa-dev/gowa/domain/device"
+)
+
+// Config is what the gateway needs; cmd/whatsapp fills it from its flags
+// and environment.
+type Config struct {
+	Port           int
+	Host           string
+	Storages       string
+	OS             string
+	Debug          bool
+	BasicAuth      string
+	BasicAuthFile  string
+	TrustedProxies string
+	ShutdownGrace  time.Duration
+	// Sandbox wires the simulated WhatsApp network instead of WhatsApp.
+	Sandbox bool
+	// Tuning shortens lifetimes for tests; zero values keep the defaults.
+	Tuning Tuning
+	// FlagName names a setting in errors as the user gave it (--basic-auth
+	// or APP_BASIC_AUTH); nil names the flag.
+	FlagName func(flag string) string
+}
+
+// name is how errors name the setting of flag.
+func (c Config) name(flag string) string {
+	if c.FlagName != nil {
+		return c.FlagName(flag)
+	}
+	return "--" + flag
+}
+
+// DefaultOS is the name phones show for linked devices when Config.OS is
+// empty.
+const DefaultOS = "GOWA"
+
+// Tuning holds the lifetimes and waits that are options so that tests need
+// not wait on the wall clock. Zero means the default.
+type Tuning struct {
+	FirstQR, NextQR time.Duration // QR code lifetimes (60 s, 20 s)
+	LoginWait       time.Duration // for WhatsApp's first QR or pairing code (30 s)
+	UnlinkWait      time.Duration // for an offline device to come online to unlink (15 s)
+	SendWait        time.Duration // for a connecting device before a send fails (10 s)
+	// Wrap, when set, wraps the whole HTTP handler; the end-to-end tests
+	// hold every answer to openapi.yaml with it.
+	Wrap func(http.Handler) http.Handler
+}
+
+// Gateway is the composition root: every adapter, the device service and
+// the HTTP server, wired together. Open it, Run it, and it closes itself
+// when Run returns.
+type Gateway struct {
+	*Core
+	cfg   Config
+	ln    net.Listener
+	http  *http.Server
+	auth  *middleware.Auth
+	ready atomic.Bool
+}
+
+// Core is the gateway without its HTTP server: the storage lock, the
+// stores, the simulated network in the sandbox, and the device service,
+// started.
+type Core struct {
+	Log      *slog.Logger
+	Root     string
+	Devices  *device.Service
+	Registry *sqlite.Registry
+	Sim      *wasim.Server // nil outside the sandbox
+	Metrics  *middleware.Metrics
+	lock     *storageLock
+}
+
+// NewLogger returns the gateway's JSON logger on out.
+func NewLogger(out io.Writer, debug bool) *slog.Logger {
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level}))
+}
+
+// OpenCore takes the storage folder's lock, opens the stores and starts
+// the device service (which restores sessions in the background). A second
+// gateway on the same folder gets an error naming the folder and the pid of
+// the one holding it.
+func OpenCore(ctx context.Context, cfg Config, log *slog.Logger) (c *Core, err error) {
+	c = &Core{Log: log}
+	opened := c
+	defer func() {
+		if err != nil {
+			opened.Close()
+		}
+	}()
+	c.Root, err = filepath.Abs(cfg.Storages)
+	if err != nil {
+		return nil, fmt.Errorf("storage folder: %w", err)
+	}
+	if err := os.MkdirAll(c.Root, 0o700); err != nil {
+		return nil, fmt.Errorf("storage folder: %w", err)
+	}
+	if c.lock, err = lockStorage(c.Root); err != nil {
+		return nil, err
+	}
+	sessions, err := sqlite.NewSessions(c.Root)
+	if err != nil {
+		return nil, err
+	}
+	c.Registry, err = sqlite.OpenRegistry(c.Root)
+	if err != nil {
+		return nil, err
+	}
+
+	cfg.OS = cmp.Or(cfg.OS, DefaultOS)
+	waOpts := whatsapp.Options{OS: cfg.OS, Logger: log, Debug: cfg.Debug, FirstCodeLife: cfg.Tuning.FirstQR, CodeLife: cfg.Tuning.NextQR}
+	if cfg.Sandbox {
+		c.Sim, err = wasim.New(wasim.Options{Dir: filepath.Join(c.Root, ".wasim"), Logger: log.With("component", "wasim")})
+		if err != nil {
+			return nil, fmt.Errorf("start the simulated WhatsApp network: %w", err)
+		}
+		certRoot := wasim.RootPublicKey()
+		waOpts.HTTPClient = c.Sim.HTTPClient()
+		waOpts.CertRoot = &certRoot
+		log.Warn("SANDBOX: devices connect to a simulated WhatsApp network, not to WhatsApp", "storages", c.Root)
+	}
+
+	c.Metrics = middleware.NewMetrics(func() map[string]int { return c.Devices.CountByState() })
+	c.Devices = device.New(device.Config{
+		WhatsApp:    whatsapp.New(waOpts),
+		Sessions:    sessions,
+		Registry:    c.Registry,
+		Logger:      log,
+		DisplayName: cfg.OS,
+		LoginWait:   cfg.Tuning.LoginWait,
+		UnlinkWait:  cfg.Tuning.UnlinkWait,
+		SendWait:    cfg.Tuning.SendWait,
+		OnLogin: func(m domain.PairingMethod, outcome string) {
+			c.Metrics.LoginObserved(string(m), outcome)
+		},
+	})
+	if err := c.Devices.Start(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Close closes what OpenCore opened, in reverse order, the lock last.
+func (c *Core) Close() {
+	if c.Devices != nil {
+		_ = c.Devices.Close()
+	}
+	if c.Sim != nil {
+		_ = c.Sim.Close()
+	}
+	if c.Registry != nil {
+		_ = c.Registry.Close()
+	}
+	if c.lock != nil {
+		c.lock.release()
+	}
+}
+
+// Open opens the core and binds the listener. It does not serve until Run.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err error) {
+	g = &Gateway{cfg: cfg}
+	opened := g // the early returns below set g to nil
+	defer func() {
+		if err != nil {
+			opened.close()
+		}
+	}()
+
+	creds, err := middleware.ParseCredentials(cfg.BasicAuth)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.name("basic-auth"), err)
+	}
+	g.auth, err = middleware.NewAuth(creds, cfg.BasicAuthFile, log)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.name("basic-auth-file"), err)
+	}
+	proxies, err := middleware.ParseTrustedProxies(cfg.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.name("trusted-proxies"), err)
+	}
+
+	g.Core, err = OpenCore(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	var sb sandbox.Network
+	if g.Sim != nil {
+		sb = g.Sim
+	}
+
+	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
+	g.ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	handler := httpapi.NewHandler(httpapi.Config{
+		Devices:  g.Devices,
+		Sandbox:  sb,
+		QR:       qrpng.New(),
+		Logger:   log,
+		Ready:    g.ready.Load,
+		Auth:     g.auth,
+		Proxies:  proxies,
+		Throttle: middleware.NewThrottle(10, time.Minute, time.Now),
+		Metrics:  g.Metrics,
+	})
+	g.http = &http.Server{
+		Handler:           wrap(cfg.Tuning.Wrap, handler),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if !g.auth.Enabled() && !isLoopback(g.ln.Addr()) {
+		log.Warn("no credentials are configured and the API listens beyond loopback: anyone who can reach it controls the linked WhatsApp accounts; set --basic-auth or APP_BASIC_AUTH")
+	}
+	return g, nil
+}
+
+// Addr is the address the gateway listens on.
+func (g *Gateway) Addr() string { return g.ln.Addr().String() }
+
+// Run serves until ctx ends, then shuts down gracefully: readiness goes to
+// 503, in-flight requests finish (bounded by ShutdownGrace), WhatsApp
+// connections close without logging out and the stores close.
+func (g *Gateway) Run(ctx context.Context) error {
+	defer g.close()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	if g.cfg.BasicAuthFile != "" {
+		go g.auth.Watch(watchCtx, 2*time.Second)
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- g.http.Serve(g.ln) }()
+	g.ready.Store(true)
+	g.Log.Info("listening", "addr", g.Addr(), "sandbox", g.Sim != nil, "storages", g.Root)
+loop:
+	for {
+		select {
+		case <-hup:
+			if err := g.auth.Reload(); err != nil {
+				g.Log.Error("reloading credentials on SIGHUP; keeping the previous ones", "err", err)
+			} else {
+				g.Log.Info("credentials reloaded on SIGHUP")
+			}
+		case err := <-serveErr:
+			return fmt.Errorf("serve: %w", err)
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	g.ready.Store(false)
+	g.Log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownGrace)
+	defer cancel()
+	if err := g.http.Shutdown(shutdownCtx); err != nil {
+		g.Log.Warn("in-flight requests cut off at shutdown", "err", err)
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	g.Log.Info("stopped")
+	return nil
+}
+
+// close releases everything Open opened, in reverse order.
+func (g *Gateway) close() {
+	if g.ln != nil && g.http == nil {
+		_ = g.ln.Close()
+	}
+	if g.Core != nil {
+		g.Core.Close()
+	}
+}
+
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
+}
+
+// wrap applies w to h when w is set.
+func wrap(w func(http.Handler) http.Handler, h http.Handler) http.Handler {
+	if w == nil {
+		return h
+	}
+	return w(h)
+}
