@@ -78,7 +78,7 @@ func TestNullsTheServerSendsAreValid(t *testing.T) {
 	doc := loadSpec(t)
 	device := doc.Components.Schemas["Device"].Value
 	value := map[string]any{
-		"device_id": "d1", "state": "disconnected", "jid": nil, "phone": nil, "push_name": nil,
+		"device_id": "d1", "state": "disconnected", "reason": nil, "jid": nil, "phone": nil, "push_name": nil,
 		"platform": nil, "logged_in": false, "connected": false, "state_since": "2026-12-01T10:00:00Z",
 		"last_error": nil, "pairing": nil, "created_at": "2026-12-01T10:00:00Z", "sandbox": true,
 	}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 
-	"github.com/gowa-dev/gowa/adapters/httpapi/middleware"
+	"github.com/gowa-dev/gowa/cmd/internal/gateway"
 )
 
 // Config is the gateway's configuration: environment variables (APP_…)
@@ -123,10 +123,10 @@ func loadConfig(cmd string, args []string, out io.Writer) (Config, error) {
 	if cfg.ShutdownGrace < 0 {
 		return Config{}, &usageError{cmd, cfg.name("shutdown-grace") + ": must not be negative"}
 	}
-	if _, err := middleware.ParseCredentials(cfg.BasicAuth); err != nil {
+	if err := gateway.CheckCredentials(cfg.BasicAuth); err != nil {
 		return Config{}, &usageError{cmd, cfg.name("basic-auth") + ": " + err.Error()}
 	}
-	if _, err := middleware.ParseTrustedProxies(cfg.TrustedProxies); err != nil {
+	if err := gateway.CheckTrustedProxies(cfg.TrustedProxies); err != nil {
 		return Config{}, &usageError{cmd, cfg.name("trusted-proxies") + ": " + err.Error()}
 	}
 	return cfg, nil

@@ -231,7 +231,7 @@ func TestContractCheckerCatchesDrift(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &contractChecker{t: t, router: router}
-	device := `{"device_id":"d1","state":"disconnected","jid":null,"phone":null,"push_name":null,"platform":null,` +
+	device := `{"device_id":"d1","state":"disconnected","reason":null,"jid":null,"phone":null,"push_name":null,"platform":null,` +
 		`"logged_in":false,"connected":false,"state_since":"2026-12-01T10:00:00Z","last_error":null,"pairing":null,` +
 		`"created_at":"2026-12-01T10:00:00Z","sandbox":true}`
 	for _, tc := range []struct {

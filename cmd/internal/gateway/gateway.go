@@ -322,3 +322,16 @@ func wrap(w func(http.Handler) http.Handler, h http.Handler) http.Handler {
 	}
 	return w(h)
 }
+
+// CheckCredentials reports whether s is a valid --basic-auth value, so that
+// a mistake is refused as a usage error before anything starts.
+func CheckCredentials(s string) error {
+	_, err := middleware.ParseCredentials(s)
+	return err
+}
+
+// CheckTrustedProxies reports whether s is a valid --trusted-proxies value.
+func CheckTrustedProxies(s string) error {
+	_, err := middleware.ParseTrustedProxies(s)
+	return err
+}
