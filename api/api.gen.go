@@ -2606,6 +2606,8 @@ type ListDevicesResponse struct {
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -2627,6 +2629,11 @@ func (r ListDevicesResponse) GetJSON401() *Unauthorized {
 // GetJSON403 returns the response for an HTTP 403 `application/json` response
 func (r ListDevicesResponse) GetJSON403() *Forbidden {
 	return r.JSON403
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r ListDevicesResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -2797,6 +2804,10 @@ type DeleteDeviceResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -2832,6 +2843,16 @@ func (r DeleteDeviceResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r DeleteDeviceResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r DeleteDeviceResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r DeleteDeviceResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -2901,6 +2922,8 @@ type GetDeviceResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -2932,6 +2955,11 @@ func (r GetDeviceResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r GetDeviceResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r GetDeviceResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -2993,6 +3021,8 @@ type LoginQRResponse struct {
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -3033,6 +3063,11 @@ func (r LoginQRResponse) GetJSON404() *NotFound {
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
 func (r LoginQRResponse) GetJSON409() *Conflict {
 	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r LoginQRResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -3229,6 +3264,10 @@ type LogoutDeviceResponse struct {
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -3269,6 +3308,16 @@ func (r LogoutDeviceResponse) GetJSON404() *NotFound {
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
 func (r LogoutDeviceResponse) GetJSON409() *Conflict {
 	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r LogoutDeviceResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r LogoutDeviceResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -3340,6 +3389,10 @@ type ReconnectDeviceResponse struct {
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -3378,6 +3431,16 @@ func (r ReconnectDeviceResponse) GetJSON404() *NotFound {
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
 func (r ReconnectDeviceResponse) GetJSON409() *Conflict {
 	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r ReconnectDeviceResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r ReconnectDeviceResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -3442,6 +3505,8 @@ type GetDeviceStatusResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -3473,6 +3538,11 @@ func (r GetDeviceStatusResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r GetDeviceStatusResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r GetDeviceStatusResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -3526,6 +3596,8 @@ type GetHealthResponse struct {
 	JSON200 *HealthEnvelope
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON431 the response for an HTTP 431 `application/json` response
 	JSON431 *HeadersTooLarge
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -3540,6 +3612,11 @@ func (r GetHealthResponse) GetJSON200() *HealthEnvelope {
 // GetJSON403 returns the response for an HTTP 403 `application/json` response
 func (r GetHealthResponse) GetJSON403() *Forbidden {
 	return r.JSON403
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r GetHealthResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON431 returns the response for an HTTP 431 `application/json` response
@@ -3590,6 +3667,8 @@ type GetMetricsResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -3611,6 +3690,11 @@ func (r GetMetricsResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r GetMetricsResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r GetMetricsResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -3666,6 +3750,8 @@ type GetOpenAPIResponse struct {
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -3687,6 +3773,11 @@ func (r GetOpenAPIResponse) GetJSON401() *Unauthorized {
 // GetJSON403 returns the response for an HTTP 403 `application/json` response
 func (r GetOpenAPIResponse) GetJSON403() *Forbidden {
 	return r.JSON403
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r GetOpenAPIResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -3740,6 +3831,8 @@ type GetReadyResponse struct {
 	JSON200 *HealthEnvelope
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON431 the response for an HTTP 431 `application/json` response
 	JSON431 *HeadersTooLarge
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -3756,6 +3849,11 @@ func (r GetReadyResponse) GetJSON200() *HealthEnvelope {
 // GetJSON403 returns the response for an HTTP 403 `application/json` response
 func (r GetReadyResponse) GetJSON403() *Forbidden {
 	return r.JSON403
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r GetReadyResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON431 returns the response for an HTTP 431 `application/json` response
@@ -3813,6 +3911,8 @@ type SandboxConnectionsResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -3839,6 +3939,11 @@ func (r SandboxConnectionsResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r SandboxConnectionsResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SandboxConnectionsResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -4106,6 +4211,8 @@ type SandboxListDevicesResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -4137,6 +4244,11 @@ func (r SandboxListDevicesResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r SandboxListDevicesResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SandboxListDevicesResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -4196,6 +4308,10 @@ type SandboxRemoveDeviceResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -4227,6 +4343,16 @@ func (r SandboxRemoveDeviceResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r SandboxRemoveDeviceResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SandboxRemoveDeviceResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r SandboxRemoveDeviceResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -4404,6 +4530,8 @@ type SandboxListMessagesResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -4435,6 +4563,11 @@ func (r SandboxListMessagesResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r SandboxListMessagesResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SandboxListMessagesResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -5228,6 +5361,13 @@ func ParseListDevicesResponse(rsp *http.Response) (*ListDevicesResponse, error) 
 		}
 		response.JSON403 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5399,6 +5539,20 @@ func ParseDeleteDeviceResponse(rsp *http.Response) (*DeleteDeviceResponse, error
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5488,6 +5642,13 @@ func ParseGetDeviceResponse(rsp *http.Response) (*GetDeviceResponse, error) {
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5569,6 +5730,13 @@ func ParseLoginQRResponse(rsp *http.Response) (*LoginQRResponse, error) {
 			return nil, err
 		}
 		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
@@ -5776,6 +5944,20 @@ func ParseLogoutDeviceResponse(rsp *http.Response) (*LogoutDeviceResponse, error
 		}
 		response.JSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5872,6 +6054,20 @@ func ParseReconnectDeviceResponse(rsp *http.Response) (*ReconnectDeviceResponse,
 		}
 		response.JSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5954,6 +6150,13 @@ func ParseGetDeviceStatusResponse(rsp *http.Response) (*GetDeviceStatusResponse,
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -6008,6 +6211,13 @@ func ParseGetHealthResponse(rsp *http.Response) (*GetHealthResponse, error) {
 		}
 		response.JSON403 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -6061,6 +6271,13 @@ func ParseGetMetricsResponse(rsp *http.Response) (*GetMetricsResponse, error) {
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
@@ -6123,6 +6340,13 @@ func ParseGetOpenAPIResponse(rsp *http.Response) (*GetOpenAPIResponse, error) {
 		}
 		response.JSON403 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -6176,6 +6400,13 @@ func ParseGetReadyResponse(rsp *http.Response) (*GetReadyResponse, error) {
 			return nil, err
 		}
 		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
@@ -6244,6 +6475,13 @@ func ParseSandboxConnectionsResponse(rsp *http.Response) (*SandboxConnectionsRes
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
@@ -6498,6 +6736,13 @@ func ParseSandboxListDevicesResponse(rsp *http.Response) (*SandboxListDevicesRes
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -6572,6 +6817,20 @@ func ParseSandboxRemoveDeviceResponse(rsp *http.Response) (*SandboxRemoveDeviceR
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
@@ -6750,6 +7009,13 @@ func ParseSandboxListMessagesResponse(rsp *http.Response) (*SandboxListMessagesR
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
@@ -7965,6 +8231,20 @@ func (response ListDevices403JSONResponse) VisitListDevicesResponse(w http.Respo
 	return err
 }
 
+type ListDevices413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response ListDevices413JSONResponse) VisitListDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListDevices429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response ListDevices429JSONResponse) VisitListDevicesResponse(w http.ResponseWriter) error {
@@ -8249,6 +8529,36 @@ func (response DeleteDevice404JSONResponse) VisitDeleteDeviceResponse(w http.Res
 	return err
 }
 
+type DeleteDevice413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response DeleteDevice413JSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDevice415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response DeleteDevice415JSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteDevice429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response DeleteDevice429JSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
@@ -8397,6 +8707,20 @@ func (response GetDevice404JSONResponse) VisitGetDeviceResponse(w http.ResponseW
 	return err
 }
 
+type GetDevice413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response GetDevice413JSONResponse) VisitGetDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetDevice429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response GetDevice429JSONResponse) VisitGetDeviceResponse(w http.ResponseWriter) error {
@@ -8527,6 +8851,20 @@ func (response LoginQR409JSONResponse) VisitLoginQRResponse(w http.ResponseWrite
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LoginQR413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response LoginQR413JSONResponse) VisitLoginQRResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -8887,6 +9225,36 @@ func (response LogoutDevice409JSONResponse) VisitLogoutDeviceResponse(w http.Res
 	return err
 }
 
+type LogoutDevice413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response LogoutDevice413JSONResponse) VisitLogoutDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LogoutDevice415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response LogoutDevice415JSONResponse) VisitLogoutDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type LogoutDevice429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response LogoutDevice429JSONResponse) VisitLogoutDeviceResponse(w http.ResponseWriter) error {
@@ -9049,6 +9417,36 @@ func (response ReconnectDevice409JSONResponse) VisitReconnectDeviceResponse(w ht
 	return err
 }
 
+type ReconnectDevice413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response ReconnectDevice413JSONResponse) VisitReconnectDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReconnectDevice415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response ReconnectDevice415JSONResponse) VisitReconnectDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ReconnectDevice429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response ReconnectDevice429JSONResponse) VisitReconnectDeviceResponse(w http.ResponseWriter) error {
@@ -9183,6 +9581,20 @@ func (response GetDeviceStatus404JSONResponse) VisitGetDeviceStatusResponse(w ht
 	return err
 }
 
+type GetDeviceStatus413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response GetDeviceStatus413JSONResponse) VisitGetDeviceStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetDeviceStatus429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response GetDeviceStatus429JSONResponse) VisitGetDeviceStatusResponse(w http.ResponseWriter) error {
@@ -9256,6 +9668,20 @@ func (response GetHealth403JSONResponse) VisitGetHealthResponse(w http.ResponseW
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetHealth413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response GetHealth413JSONResponse) VisitGetHealthResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9344,6 +9770,20 @@ func (response GetMetrics404JSONResponse) VisitGetMetricsResponse(w http.Respons
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetMetrics413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response GetMetrics413JSONResponse) VisitGetMetricsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9445,6 +9885,20 @@ func (response GetOpenAPI403JSONResponse) VisitGetOpenAPIResponse(w http.Respons
 	return err
 }
 
+type GetOpenAPI413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response GetOpenAPI413JSONResponse) VisitGetOpenAPIResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetOpenAPI429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response GetOpenAPI429JSONResponse) VisitGetOpenAPIResponse(w http.ResponseWriter) error {
@@ -9518,6 +9972,20 @@ func (response GetReady403JSONResponse) VisitGetReadyResponse(w http.ResponseWri
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetReady413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response GetReady413JSONResponse) VisitGetReadyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9623,6 +10091,20 @@ func (response SandboxConnections404JSONResponse) VisitSandboxConnectionsRespons
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxConnections413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SandboxConnections413JSONResponse) VisitSandboxConnectionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -10047,6 +10529,20 @@ func (response SandboxListDevices404JSONResponse) VisitSandboxListDevicesRespons
 	return err
 }
 
+type SandboxListDevices413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SandboxListDevices413JSONResponse) VisitSandboxListDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type SandboxListDevices429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response SandboxListDevices429JSONResponse) VisitSandboxListDevicesResponse(w http.ResponseWriter) error {
@@ -10164,6 +10660,36 @@ func (response SandboxRemoveDevice404JSONResponse) VisitSandboxRemoveDeviceRespo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxRemoveDevice413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SandboxRemoveDevice413JSONResponse) VisitSandboxRemoveDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxRemoveDevice415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response SandboxRemoveDevice415JSONResponse) VisitSandboxRemoveDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -10463,6 +10989,20 @@ func (response SandboxListMessages404JSONResponse) VisitSandboxListMessagesRespo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxListMessages413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SandboxListMessages413JSONResponse) VisitSandboxListMessagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -11606,116 +12146,117 @@ func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, par
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3vchs3kvirdPG3VZZqRxRlydo1/eG3suw42nViRVIuWxf6NOBMk0Q8BMYARjTXpap8uge4umfIg+VJ",
-	"rtDA/CNnREqWZMerq7pamRkAjUb/R3fjYyeS01QKFEZ3+h87KVNsigYV/esFXvAIj17Yv2PUkeKp4VJ0",
-	"+p2zCUJM//WRBh4HEE2kRgHDOcxl1u0EHW4/S5mZdIKOYFPs9DtuwDmPO0FH4fuMK4w7faMyDDo6muCU",
-	"2YXwA5umif1+Ot9yQzqBncmgsnP+188HW//Jtv7V23r6tvyze7719mMv2N+9/FMn6Jh5aifQRnEx7lxe",
-	"Bp3jiRTYvA/Np1nCDMbAokhmwjzSkNrPQWTTIao+/AWMhJ0nEPMxNzoAJkDSDCyBBFnMxRj+3LJpmmnN",
-	"De8//uvO4929J/t/+evT+p4Hgz///5937I7ttj/uBzt7jRu9tAvpVAqNdILPWXyC7zPUxv4rksKgoD9Z",
-	"miY8YnYT279oi4sKIPbLGDv9vV4v6MTMsE5fZEkSdKaoNRvXzhKmmTYwZSaawOqjuaxu/E8KR51+5/9t",
-	"lzS47f6r3n6plFQvxQUmMkW3seWTU25rwDVMWTKSaopxHxjYE4CClAN4n6GaV3+YIItRDYRUMJTxHMyE",
-	"GRgqZO80cKNBZQnChpkg+B2DPU0NswmPJsBEDLPJfDMAqYANRDkF1yCkAfzAIpPMwdLQ30/ffA9y+AtG",
-	"BuQI7JyxjLIpCktxI45JrLsDYTFzKMUo4dENj+rp1UcFBTflUEZSCIwMxrd8KvVVuAAG2jCDDkUsSeRM",
-	"g5lwXcewZnOP4M2uhegbqYY8jlHcDB27beiIlNR6S3NT0o/CUaZvFQ8nbkZgGhg0rLjBYKjkTKOCKVPv",
-	"MAZuqt/NuJkMRHiK0dY3aKLJ1ik3GBLBWfoM3yg+5iLMkUzY1KguUG2WH30rtQkHwn9jiZG+GzODMzYH",
-	"JvQMlbaybUMjQri1RYeD8dZEaqPDTU+Xr9yAMz5Fmd2IOp/09tqO46cJM/ogTSHmMcHpwLJ0Y/gUb/FM",
-	"Vqz0DBqo0fK0gZk9Rv0OYyLMb0l46DMpXzM1xhuR5+5OGz5yCnEiyp6OhITWuRPZ+UgXKzGFbiVlOVUQ",
-	"OhxNWcWIqdG0/SNhlRJLaJWbEUOrVuF+bkCa/PZ2fAAjliUkjey2chawbJiNnRwHbaTyQmrEeILxZhfO",
-	"SpIYCKIJKZI5DBYgHXQc9SRyDBOmnZRHw3iiIRMxYdTS1BQHolBasWev76X5RmYivpmc21tb7FuSH9FC",
-	"t4fX7yXoLJp4mR94u0kqUKhlpiK8WsYfs3kiWfxJrLSzu4qVnH6+Wz5yi3C9goNgYwe+48/d7s+k/I6J",
-	"uTfQ9I12/7hV7dsNT5mYe2K2tMmFfgYKjZqDNXhvk8HOGleDkZJTp3WihKOwik/A0fHFHrA4Vqi14z36",
-	"bX8gtvf3Np8BXlhzLUcsTcHJtvJ6GjJheALhid3J1sHIoAohZVpjbkn9KFhmJlLxf+EN2apVPtemvj38",
-	"HSqMURjOEieIIylGfJwpa0OImCip0AzMKnSBhLqZkmJsdbvduqXHnA5ZMrPMlpuidAZSYImgC8YTNkzw",
-	"ZiK8lekqNG9tkklmjHWPYjkTt8x5uRBfXIbwUij7SGaJU/dDi0IWTTAmYT0Qy1KpC99LM7ETWZUfTZgY",
-	"YxyAlrUDmLI5DEmSG8UxLlCqszSVymD8HcacnZFrdhOB9uQq3NbkDfleQ4SliW9Tc9bFaMXN0ZahmYbw",
-	"0G1xy265vwRM2CUP3K9oATpUyAy66ELFPU2VTFEZ7lzXMlqw5LW/QoGKPPbZBAWwoYXE+t93Ezvwvzgn",
-	"zqLWQb4MculRLYH8Wo7H1soXxM5SJFxgt1xtKGWCjM4tIuTE54xwYp1a+5elCNwii3gJxKCOq2YkLI35",
-	"pQmzlq8SLqxDYomFCS4F/P3oRR251ThFf+fx33TXWsqapWlXoOkEHUu4Tra4YMfS4gnT5hxzC3LRTp97",
-	"A4rMFvspJDgywGAsZeycyTpA2ihkU1CYJizCGIbWu5Fmgir3cu3U68BFx3TOxTJYBzliNGpt0YIfuLY2",
-	"cdMhpozTlCu479h9diRGkkblQarWkNDKDaQJM5Zm6rMwEStJcbfVE2R6cu5iV9UZDhJHRivHaybiofxw",
-	"VcgQEn6BVht5q5gGPNKVQJxAM5PqXTNu6fxXYdax6Cl9mo8511xE2ERw6ECJMqWsTHPhiiGOmbAgrMOD",
-	"l9UI38+1UKeD1zFcUMQDSzxXDq1KgEFFnNQ3UGOfktZqoqM8iLetAqwQ+w2CLK6f/2Prs/lprOszdsaj",
-	"U1PrnIT9ulBkVcJ684+VyCRoyuF+2fZ9veba3N7euMGpXn+TfiKmFJvf56ZPc66o03YYc13QUdgHISsS",
-	"ETbCgt5CMJgk1g5Ckpssl3MD4QTdZhdCT2phHxj8cGLtLP8LWHCtXSAz04UwX8J+OhDlvyiulbvahSQt",
-	"BxCISZOqHIgcVJmZsF/ad9L51s7xRBFj7N0uN/XAMhKKbEpcWcFFnXEKCBfYrlyzgvpS2L2cpmZ+e6S2",
-	"oHCcBW8lbrdd8pZ0cPeUVjcWW7e7LPe/PTs7Jqma6ZripvBFOz5YHHN3zXJcWchtfyEOYS1lSwt51IWi",
-	"Ej4SI0cjFHRJQ+H2myPzipDK7SH5W2SJmSxj16GvDpB8t3JhP6x9pfvRAn5X90Kmr+WYi0MP/Dok+lIY",
-	"CtnwwighcVK3MQ+eH77YsrZYowGeKeYmW5z7FCMpYu0sWCMBaS1ed1d29hsQ27z/YqUrd34/h1oi+n7P",
-	"tdVnTJtvede+v73Nq9i2Dfxwsgz3e3XeLjx/OHHale6Sjr9/BRZB8OPJ6zrE9tc+n7Ixbqdi/GzINO7v",
-	"Bfw/nr85mfX+8Wosf//1tybSfa/O16Tekde1BI2eyJmoQbDfSEfv1blfq3FzBj8YmjTfZcSU4lhXE53H",
-	"f/v919+Cyv+vpKoco/X9VcF5235A98g9P5zcD+9UPc3Gg8gNOXddMWNzUqdWT7ogizUK/aWuk4yLKrSO",
-	"KPyQcoXaRzFW+FuOoIxMNQzRAnHBEh6v63rZ/ZuJdLEPb+m9V2TIxdhgti3g0A8OqiA3YfDU+VOHhfWs",
-	"l8nDSolpavTynsthkH8E5M1VfWBrIimDcVBEuqVADVxESRZjXOOJ3SayG87P4yI21Ww9fWyi1oZQ1RYX",
-	"FU9Bw3Cee+8+HLSEoCtiJ2cTqbFq2FtR5qar68GmTckUG6Z8k6KAGQ61jN6hqYK6asaF86fp6453icag",
-	"PNL1aOJ+REcDLd6LFPHrtsU/f1kMQNYDhctxwuX4G4XYrhX7dA5ihbCLUNHCNl38pVyhGLpyp58hoFDH",
-	"9GeJK3gQXnPxrvWoW6PHRXLgiuDxSppoOMQVwF5pIS4d1lV2fRPqVix+r/xPR3OftPBdudDC5ibNil56",
-	"g1FcoNJkg1kTYsbNpNvEyyMlpy1Jmmjtkkd6QQnVySr/v7VEjV3rfIpNgf5IpnOQI2BF4gJlNbjsvTJJ",
-	"VM5Endw15BdRy1HrRdG4+/J573Bvd+fw8f7BztOd/ZePX+w0gWkN5PrIbzFJZOOnfIrasGm6rvBcIAfC",
-	"PkFancuDELgzLvG2mkw+n9jM6fRzys3v3R3GNyxLmm43lUyXSe+FkqlPf7BmSTVUK+SsRvC1uFWFzpzl",
-	"eK6d47a8hMtMBIGzmnnnfDtKpBVz8KNrCz4JOlP2gU+tgb27b89qyoX7Z3PwYh3E3Ku4rC58gtqey+ci",
-	"CL98I1mkTffHFVMP/Ee103m80s7Np74CwiJJ/hpm3RqSdvW15nVvIa8+maYrthV2A+38XonR4fo+6Y9W",
-	"/COEzm7l+K9AxGnERCse3qvWKJzVg30oIkjOQqBEt+4a8ahmiFDEXlndE/WhMBXteA/EV+6wFecVKJoj",
-	"hAHsWDrcf/Jkdx+iCVMsMqgWgoS5XTRlH16jGJtJp08DSFHlv+xcJZ8W7cBqFZDLEc40Kmt7wsYVMnDz",
-	"Sn5YT3blKGlBqWm1xG+SCuQXO7+xjfqJhmdl/brlWW5mGQ+XQUdjlClu5qeWuN32h0zz6CBzF2hE9GQf",
-	"2V9LMCbGpC7XjTfGQ8dyxsiy1+U9szf7NTANg07d7B90YGM4L0LYUsFftwoqHYjqHfkmXWrHijJgzASn",
-	"IC9Q0QVpdyAG4iUZf1Q05MoTApdhXkYBA8ruFIBeXvQHIvw4II4cdPowyHq93ahy4Uo/YACDHM30Vef3",
-	"X38bdOyvlnPtT7//+ttl2IU3Il8wtP8lBK4HgsLAmUhQ6+KGdYJJChvMxWqda0cDfamUdZXounWT9nWQ",
-	"JIAiTiW3OMQPEaYu7j+hi0FIlRyiBoEYu9vi5/bIgGVmUsSfB6KSWOoipS6hIKokz26EW1t03Ft2bAjb",
-	"EB4cH58/Pzg9Ojw/+PHsWyprOYAp15qEeJ5DW04CYzRF5mwNu3u9naCKx0EtHXjQCQp0WoxdhrT1F74e",
-	"KvaZvdVKyb4XbHuQoFWTOig0bdgNAwjPQwthuBUGA0F7rmRRuCF0623HVOjHV7b4uxQI/7nlZe/WURwG",
-	"hHce596sPdREjkFhJFWsHabzpE+6DujCSxZNrEvi7lEg4dpiiNZyVEb1S0z4lZ8BFwOhJ1KZPuz1euRe",
-	"sLJIb1WFHvjCvGew19sZiA3acPjTTz9tWda2pxQxg+EmYUJmxhFhlQ7syF237EA0FGARPK5CqlYREkvU",
-	"1eIgI5/B3s6u5dqB2Nt54ndSLymgmxJpIFxKfX0Ge4+fwoYv56omrG8CG9Gtc0ua/t7uDq1lxYO21JXX",
-	"6TwbiCcFRpuqWp7Bkx4BDE96e455ymxoJlwqtD1hyoUm8lnYtK+I6kKZ/DujCH7EkgQVTJgYa8jSgRji",
-	"yBXNYD6WeEfIghBaiIxT5vDe06cuQ8cadkKTOvN1s98dnXWCTqYSL691f3vb+sSurKQr1XjbD9qecuO0",
-	"kCGtRdL791//t9z1NEsMz3M2Tl6enuWo6gQdQi9J/V53p9vLLxxYyq0C7Pa6u86GnZB62fYS3/49RjJl",
-	"Cq44ijv9zmuuzQv/zUIt7uNeb4188PXSthvi0g25204Y5LU5UsWoXHIsd5Vse72dtoUKyLcXCx72erur",
-	"B5XFm3bE46erRywWw9hxu2uAt1iNdxl0njhEXz2uXsZG1kQ2nTI194eY63ZrNbCxLpM6deettRmlbgh4",
-	"usR2p56nqZmDTqTpwk9eSoWFPROSJ8Vjq8rGeTa7NRvr1FRNlPc15KjNcxnPr1dZUDEKK5bg2kUCTfn6",
-	"l8vF5o8dOd0iga8qARE4K64RiTTXOPhKSfw9skBvDRYo6r/tgJ01llgsn6NxT9bZT0Opyh+EUe2o3bWO",
-	"rChwqjO3I+bi/plYtJHJL4NC3G9/LDjo0vFTgk3Ztj8K5zVUyhdkRfvykS9k8+7DBjcQc+s2IlNFsRwO",
-	"BHmBjzS8dt95hbIZgFvYNSnI6xBGPCGRE4PCqfR+hZM8pFvrIuUFzVARKXekoeqpsStbBYwpq+QL5+G9",
-	"1SOKYt6vmJ3smDVQsdA2oM6FjgwLLmzRso0m1is0d0++6+mfP4ju+QrptkZMr9CsoqRqY6Ofm9cqP9ku",
-	"Gh9dvm3RAtvkp1XcgIW8Seuqa/jhpMirs/I58uZhLp+9QijcLyq06MJpxHy8g8JJ5PyW9Q6VBGXYOEWq",
-	"e9Xw+3//T64tPLQu7vLThCdlch/X1fy+UaZciRxLEg0KTaZEmeDpk/OSOTnyM1eNQc1xcMq4sNMVbTPm",
-	"IPDCuu0pCmALl4tdII/XwuL3oKQp8GDXchEJgR8MweJB0f7XGdUtw0/VKBBHDSoTVG8CmdDWr/WVH16n",
-	"jC1Shyx6B0ZCvQrGOfP1JbU7MDZSqCdd2Os9tZgujIS87JUlClk8L1PZmlRsnth5h+JpMVG1RT4VSbX5",
-	"WeZpu1+ZwLq2df2gmVs182s5Bk7xSU89FYnqhN7dydPt/KrrxtO3eeYHuhrMH7mmE5Uofb2QbVSrKnMX",
-	"QN2BeFORvf0FcVtIYCeva1dHXGiDLCYxJwYCfbmJE36uyYz73nUWgDG/QJFH9SjUaOF18jCkL8OBWAiZ",
-	"duFwLe3SJq8O3UkvIH5ZpDT3yAvsYnaRJdCLtngE73JfvLvpg/f2E4Il/jqwDsXasZKlIpXGQMkta4Ja",
-	"yU+LLqgReFGIVK93+ndXCw9Bly9VF1Wpt0EhXaFVfMu6W9coK2I9LbEdqId28ttB7e+F28I7TkmQVNeG",
-	"zXUAzg51t0ACZwPhElHIcs0vTHO4XMegfEZ3P7TyXshIyGiLVolsVGqqrR1sFRm8w9RstigUmX1hTrq/",
-	"brOGO137ZuZB3D1Inislj/31GoHhbYXex7wTeXOYSI1VcfNIV/ODKb7g/qmBjRkXzhAlUULtFqzjTAwc",
-	"kNjwFo/nCwa+h86M6aKPTqM0GYi6OGkSACc5Jr4sGRCAkGVkQowfJMC/w4VPQYzXYuay3UJjgO/M9/Ms",
-	"mjlTI7RXL8+gabZw+Wq3iGKfuoW+EBZ5pIs+HQ9B7S8mqF2cyl1EtydFw5FGSj/OhgmPuvC414MZRZPJ",
-	"jFWScnooI0+7/MUmGvd9P+6Quhe6mLR5vx5eiuHyi9zXvTbZ3TM1+ATXTv/nt/UElQsUdjuUNlkhCj3X",
-	"BqderE3RKB61yzDvelj3itqLBXnX1uEcXFW868CUmUhOMXB5mT6sQh8pmRmkb8rePksU8J2HYiUJGPxg",
-	"ttOE8YXDb3jjoL4Pv0IedTpW0kKPmXbdJVxCcvdBON2icKrgeFqcbyMR+mS67pxNk9asuVdo3qQoDo6P",
-	"ricp8kmvQSxWGPi1St1daVpr7d9hxhPXePghTe4KIjibcF3gsO38KU7xr7W0iyzaYVh/xWVLuxtFym2x",
-	"v1rX3fsdGiZMD8QQx1kR0rDaqdYLuMk5eYXmxAL1eZXSSRG/MYqNRjz6A2ikm5riLVrshOrHVqox3xxl",
-	"O6p3XmkUJA2NMe7wlK9o/9Fw4m/qFb36QSPdpjA6lJmotYEB45oPlF1lnYSvklneIrVGZ775LAVxGiMx",
-	"L5RMdUuZdsuisEFRlDBWMnUlNUZluOluBH23H91YlB3WC7rDbhE5LnsOIMWACWoqI8gUepnpZ/PXPFxR",
-	"zwJXjTBk0Ts5GvUh0wicetMZai8vZzCXmQKqLPQFH5FM0fVtsOYgG7tO+0Ez99Uq3z8la5lq5F2h+2JZ",
-	"+5O1L+SagLqsV6DZJS7vXk40Fr63mCiusIMenrHLYvzV+eMPd21rSLXnCtm7BYmSc7oUkGYqlRpXijS6",
-	"dNLtEq2oW6gss1j52IWjGKepNL7FSbPipYmOK2/e3d4VfK0s3NeCX1cK1GrgP48UqLcaaGH/pTcJH9j/",
-	"35H9i1qFkh7yvJl1GH77I/3v5cqqtaKf1L0Ur7X3VmvhhvIpitzm8QUU3tr6WnnkD1k3t0Ssj/RCl6xG",
-	"6r1uENv3T3m7muq3P/6yomyn+pqQRvSvU1KTSpdAspC+0ar+TqgA54srrnF5HF+hDflHYxBHH8DqDOGo",
-	"az0hf0M2Ca7RqrHhEeNf1n6z+brdHa/iXwvf1s0ygnPp0JZMcVZ5MsLQ45cL+ZH0VG1+Pt6OxZg8cm50",
-	"nhLcJgfyNpSfYgO7jVfaU17X1l3shfl5zN1aU8yVkuorlVMPiai3GIH+1NQu99rDAsNTsc8nWtm+L8xa",
-	"ZvZ3+bd3z4FN3ThbGLFM7s/3EoBMYnqGkyv9YGF/ERb2zCmnBWoFhRHyC3q26F7Max0xcZea2c6v87ch",
-	"6CZ/Iyya74WV7nsudzrPxmam0lm+kf9OLeDX1czXYrlqh8EHtfugdh/Ubr9DVc2sKEnNX4JbV+WiiLcr",
-	"fSKbhccpitja8i7vJ/fZ88e62NR1Pwr/ueVc9K2jOHSVFa63VvGyLz13Y/1+urXL31C2QqnCM0UJMHU4",
-	"oy9ddw+BGGM8EMPM5G3mAtjr7eVlh5l4J+RMFFUjZIxU6wUrj+wORKWoJGis7vCv8Rb1zV04WChbHoji",
-	"JtAaPBt5yrdCKnt2EPj+wJULyE3q1c64d3yCgchSagfbyxtEB1A0AGPGAud6/S1UP1pcSetpZmmtRKbS",
-	"PIysi6LbupEDkRed5C3JqO4c7YTeDWMQs3kADAYdu/3KxINO3vhtykVmcDMo3tDOV6DqcB89/PvRixIm",
-	"hWOuDS3CzUBQtXzgHoemSbWcIpCRRDXoMR+NsFre4/ccc5Yk7mnoJSVUNkRdp96yepKWCXThojuaLZ30",
-	"ClW31FXe3qPIn1JfWb5nnXds/bSKy4YOs/etcxu6+Dbo3OqNGqYGayT5oHwflO+XVQJlqTrXpWWj50I9",
-	"o4itbq7nd9Ua8P781soJlwDTJN4Oyo6V9LqUy3mgpzZE/hhBNPEPpZedIPvb2x8nUpvL/kd7opedoHPB",
-	"FLcbJ86eFKbByL290ElkxBL6OWiP/D/SYD8hM4E0Yhwr1C5Ly65Tn3K31+stzXZkNNhPqQmt/SMMXPfZ",
-	"4zcnZ+Fm1wqFtwUKm9OxqchT5wqLq1I15XmP3VLk5xcqy/Fda/9T25lcgdT7E1djH5X5XDnt8myn/v3U",
-	"PCpQGUJ0sDzi22pb3yBPEvbbqqSNVmdySX/Lc70RyRy4gDCPJefvpYX9hdSIAlc+RyLvUqCp5e+iw2wN",
-	"Ul2zSgNfFV8PDgXU79Z1jXEt1hYutJx9oSdy5nxzbgpnvAtHVcCtxRVS7xmNlX7I3sjZ6+05iyHHiDeB",
-	"L99e/l8AAAD//w==",
+	"7H3rcttGlvCrdOGbKks1IEVdZ0z/+EaWHUczTqxIynpqA6/QBA6JjsFuuLshmuNSVX7tA2ztM+TB8iRb",
+	"fbpxIwGRkiXZyWirtkZm0LfT537rT14kppngwLXyhp+8jEo6BQ0S//UCLlkExy/M3zGoSLJMM8G9oXee",
+	"AInxvz5RhMU+iRKhgJPRnMxF3vd8j5nPMqoTz/c4nYI39OyACxZ7vifhQ84kxN5Qyxx8T0UJTKlZCD7S",
+	"aZaa76fznh3i+WYmDdLM+V8/Hfb+k/b+Neg9fVf92b/ovfs08A92r/7k+Z6eZ2YCpSXjE+/qyvdOEsGh",
+	"/RyKTfOUaogJjSKRc/1Ekcx8Tng+HYEckr8QLcj2PonZhGnlE8qJwBloSlKgMeMT8ueOQ+NMax74YOev",
+	"2zu7e/sHf/nr0+aZg+DP//+nbXNic+xPB/72XutBr8xCKhNcAd7gcxqfwocclDb/igTXwPFPmmUpi6g5",
+	"xNbPysCithHzZQzecG8w8L2YauoNeZ6mvjcFpeikcZdkmitNplRHCVl9NVf1g/9Jwtgbev9vq8LBLftf",
+	"1dZLKYV8yS8hFRnYgy3fnLRHI0yRKU3HQk4hHhJKzA2QEpV98iEHOa//kACNQQZcSDIS8ZzohGoykkDf",
+	"K8K0IjJPgWzoBIg7MTG3qcgsYVFCKI/JLJlv+kRIQgNeTcEU4UIT+Egjnc6JwaG/n735nojRzxBpIsbE",
+	"zBmLKJ8CNxg3ZpDGqh9wA5kjwccpi255VU+vvypSUlOxy0hwDpGG+I5vpbkK44QSpakGCyKapmKmiE6Y",
+	"akJY0bkD8Gbf7OgbIUcsjoHfDhy7XeCIpFCqp5iu8EfCOFd3CodTOyOhilDSsuIGJSMpZgokmVL5HmLC",
+	"dP27GdNJwMMziHrfgI6S3hnTECLCGfwM30g2YTwsgIzQVCAvQW5WH30rlA4D7r4xyIjfTaiGGZ0TytUM",
+	"pDK8bUMBkLDXw8uBuJcIpVW46fDylR1wzqYg8lth5/5gr+s63iZUq8MsIzGLcZ92WwZvNJvCHd7JipWe",
+	"kRZsNDStycxco3oPMSLmt8g81LkQr6mcwK3Qc3e7Cx4FhlgWZW5HkBTXuRfe+USVK1EJdiVpKJUjOCxO",
+	"GcEImVZ4/GNuhBJNcZXbIUOnVGFubgI4+d2d+JCMaZ4iNzLHKkjAkGE+sXycKC2kY1JjylKIN/vkvEKJ",
+	"gCNOCJ7OSbCw08Cz2JOKCUmoslweNGWpIjmPEaIGp6YQ8FJoxY68vhf6G5Hz+HZ8bm9ttm9QfowL3R1c",
+	"vxdE5VHieL7v9CYhiQQlchnB9Tz+hM5TQePPIqXt3VWkZOXz/dKRXYSpFRRENrbJd+z5Zp8c8nmFC5Rz",
+	"kfPI6JG0mAEnnIB2stIxqxGMDZZSPtcJ45OAQ6pQ1kqgsY8cC8x6qMWIXINDsnMhvqN87pRBdStI73Sq",
+	"GAa4U8rnjnAMHTCunhEJWs6JUa7vkpjPW1cjYymmFlZRyoAbIcvJ8cnlHqFxLEEpS+f420HAtw72Np8R",
+	"A6x5eYk4BdMWnlaC51yzlISn5iS9w7EGGZKMKgWF1vYjp7lOhGT/gluScKcsaEx9d/A7khAD14ymlulH",
+	"go/ZJJdGX+ExYm0phahRHjgg6GZS8InRI8zRDe4XOE/TmSHsQu3FOxAcKgBdUpbSUQq3ExedBF6jL6P/",
+	"JLnWhoRiMeN3TOWFwFhcBuFSKhaRyFOrWowMCGmUQIyCIeDLHLBPvhdIw6heRAnlE4h9okTjAqZ0TkYo",
+	"NbRkEJcgVXmWCakh/g5iRs/RDLwN89y/DrYN3oZ23gjI0sR3KaXRUOghMAxkig3MEqEqdDMAVobAqQp4",
+	"eGTP3DMwGC7tLiQbTtFWJDJsFofGKOYDvqBxi9zM+d6sPGZSaasAl+dDrnkkgWqwnpGaaZ1JkYHUzJrd",
+	"ladjyePwCjhI9DbMEuCEjsxJ+p5/T34P94s1QM1V2Z0vb7myBpe2/FpMJsZC4cgeBE8Zh3612kiIFCji",
+	"QYTAiS8owsQY5OYvg2HQQ21+aYt+E1btQFga83MbZA2dpowbY8ogH+VMcPL34xdN4NZ9LMPtnb+pvpGZ",
+	"imZZn4P2fM8QguVV1lGztHhKlb6AQvtdtDHmTvlDlct8SlIYa0LJRIjY4ndzQ0pLoFMiIUtpBDEZGctM",
+	"6ARkYaGbqdfZF17TBePL2zosAKNAKQMW+MiU0efbLjGjDKdcQc0n9rNjPhY4qnCwdbqzVh4gS6k2ONOc",
+	"hfJYCvQZrp4gV8mF9bvVZzhMLRqtHK8oj0fi43XuTpKySzDSzWn0OOCJqjkROeiZkO/bYYv3vwqylkTP",
+	"8NNizIViPII2hAO7lSiX0vBE62oZwYRys4V1aPCq7p38qeGmtfu1BOeXvswKzrVLqyOgX2MnzQM0yKfC",
+	"tQbrqC7iXScDK8VICyOLm/e/Y+xNN40x2yZWGbVib52bMF+XgrGOWG/+sRKYuJtquFu2+1yvmdJ3dzam",
+	"YarWP6SbiEpJ5w956LOCKpq4HcZMlXgUDgkXNY5INsIS30KiIU2NXgXIN2nB5wJuGd1mn4QO1cIhoeSH",
+	"U6O3uV+I2a7RK0Su+yQsljCfBrz6F2oIhZug5KTVANxi2iYqA15sVeQ6HFb6orB+AWs0A48hdiajnTow",
+	"hAQ8nyJV1mDRJJxyhwtkV61ZA33F7F5OMz2/O1RbEDjWIjAct9/NeSs8uH9Mayqfncdd5vvfnp+fIFfN",
+	"VUNwo+ulGx40jpkNEZ3UFrLHX/ChGM3b4ELhMUKPivMiifEYeGw1Ukjj2wPzGnfQ3QH5W6CpTpaha8HX",
+	"3JB4v3JhN6x7pYeRAu5UD4Kmr8WE8SO3+XVQ9CXX6G5ipVKC7KSpYx4+P3rRM7pYqwKeS2onW5z7DCLB",
+	"Y2U1WC0I4Fqsaa5sH7QAtv385UrXnvxhLrUC9MPea6fNmLVHqNeOPd9lGLnrAD+cLu/7g7zoZp4/nFrp",
+	"inGwk+9fEQMg8uPp6+aOza9DNqUT2Mr45NmIKjjY89l/PH9zOhv849VE/PbLr22o+0FerIm9YydrcTcq",
+	"ETPe2MFBKx59kBdurdbDafiocdLilBGVkkFTTHg7f/vtl1/92v+vxKoCos3z1bfzrvuCHpB6fjh9GNqp",
+	"W5qtF1EocjbUMqNzFKdGTloni1EKXUDacsZFEdoEFHzMmATlvBgr7C2LUFpkiozAbOKSpixe1/Qy59eJ",
+	"sL4Pp+l9kKjIxdCiti3A0A3261tug+CZtaeOSu1ZLaOH4RLTTKvlM1fDSPERQWuubgMbFUlqiP3Scy44",
+	"KMJ4lOYxxA2a2G1Du9H8Ii59U+3a06c2bG1xVfUYr1kKiozmhfXu3EFLALrGd3KOvseaYm9YmZ2uKQfb",
+	"DiUyaJnyTQaczGCkRPQedH2rq2ZcuH+cvml4V2D0qytdDycehnW04OKDcBG3bpf/8+dFB2TTUbjsJ1z2",
+	"v6GL7Ua+T2sg1hC7dBUtHNP6X6oVyqErT/oFHApNSH8Rv4LbwmvG33dedaf3uExsXOE8XokTLZe4YrPX",
+	"aohLl3WdXt8GuhWLPyj949U8JC58Vy20cLikXdALpzDyS5AKdTCjQsyYTvpttDyWYtqRYApGL3miFoRQ",
+	"E62K/1uL1Zi1LqbQ5uiPRDYnYkxomXSBGRk287BKcBUz3kR3RYpA1LLXepE17r58Pjja290+2jk43H66",
+	"ffBy58V22zaNgtwc+S2kqWj9lE1BaTrN1mWeC+iA0Med1udyW/DtHVdwW40mX45tFnj6Jfnm9zaG8Q3N",
+	"07bophTZMuq9kCJz6RRGLam7armYNRC+4beq4ZnVHC+UNdyWl7BZlYTDrKHeWdsOk4D5nLjRjQX3fW9K",
+	"P7KpUbB3D8xdTRm3/2x3XqwDmAdll/WFT0GZe/lSCOGWb0WLrC1+XFP1iPuocTs7K/XcYuprdlgm+N9A",
+	"rVuD064Oa940Cnn9zbSF2FboDXjyB0VGC+uHxD9c8ffgOruT678GEGcR5Z1w+CA7vXBGDg5J6UGyGgIm",
+	"zvXX8Ee17wh47ITVA2EfcF2Tjg+AfNUJO2Fe20W7h9An2wYPD/b3dw9IlFBJIw1ywUlY6EVT+vE18IlO",
+	"vCEOQEFV/LJ9HX9a1APrFUw2vzlXII3uSTau4YGb19LDeryrAEkHSHWnJn6bVCC32MWtddTPVDxr6zc1",
+	"z+owy3C48j0FUS6Znp8Z5LbHH1HFosPcBtAQ6VE/Mr9W20i0zmzuHGv1h07EjKJmr6o4s1P7FaGKBF5T",
+	"7Q88sjGaly5sIclfeyWWBrweI9/EoHYsMQNGJzAl4hIkBkj7AQ/4S1T+sODJZiv7Nju+8gL6mC3KCTh+",
+	"MQx4+ClAigy8IQnywWA3qgVc8QfwSVCAGb/yfvvl18AzvxrKNT/99suvV2GfvOHFgqH5LyFhKuDoBs55",
+	"CkqVEdYE0oxsUOurtaYdDnRlXsZUwnDrJp7rME0J8DgTzMAQPkaQWb9/goFBkkkxAkU4QGyjxc/NlRGa",
+	"66T0Pwe8lqhqPaU2oSCqJeNuhL0eXnfPjA3JFgkPT04unh+eHR9dHP54/i2W5BySKVMKmXiRk1tNYjPG",
+	"XSZuA7p7g22/DsegkV4ceH4JTgOxqxCP/sLVcsUuU7he5Tl0jG2PpGDEpPJLSRv2Q5+EF6HZYdgL/YDj",
+	"mWtZFHYIRr3NmBr+uER3F0sh4T97jvf2juPQR7izuLBmzaWmYkIkRELGykK6yBrFcECfvKRRYkwSG0ch",
+	"KVMGQriWxTKsvaLcrfyMMB5wlQiph2RvMEDzglYFhquqC4krKnxG9gbbAd/AA4dv377tGdI2txRRDeFm",
+	"mXGKSFjHAzNy1y7bSFEtzoX7sdVdjWqWWICqFzZp8Yzsbe8aqg343va+O0mzHAIjJUKTcClz9hnZ23lK",
+	"NlwpWj0BfpPQMUadO9L+93a3cS3DHpTBrqLG6FnA90uItlXkPCP7A9ww2R/sWeKpsqtt+q7NhsbcakSf",
+	"hUO7aq4+OVzIHo5omoIkCeUTRfIs4K6UAjHJjkXa4aJEhA4kY9ow0r2nT22GjlHsuEJx5mp+vzs+93wv",
+	"l6nj12q4tWVsYlsS0xdysuUGbU2ZtlJIo9RC7v3bL/9bnXqap5oVORunL8/OC1B5vofgRa4/6G/3B0XA",
+	"gWbMCMD+oL9rddgExcuW4/jm7wmgKlNSxXHsDb3XTOkX7puFOuKdwWCN/PL10sBb/NItueCWGRR1RULG",
+	"IG1yLLNVeHuD7a6Fyp1vLRZQ7A12Vw+qCk/NiO01RiyWMZlxO09Xj1ssyjHjdtc41mIF4pXv7dsLun5c",
+	"s3QPtZB8OqVy7i6/0AmMtkEnqkoGVd47o2sK1eIotQnxVqxPMz0nKhW6T9467haWelCIFhiLjQicFFnw",
+	"Rt1sYmE9wd7VzYPSz0U8v1mFQ02ZrGmQaxcrtOX5Xy0X2O9YNLxDwlhVisJhVoYfEaXXuPhaG4AHJJ3B",
+	"GiRQ1rx/Dq1t769znpaSmd8JoZpRu2tdWVlo1SRui8xl3BpJtJXIr/xSTGx9KinoytJTCm1Zuj9ya23U",
+	"yh5ETWqzsSuoc2bHBtMkZsbcBCrLoj0IOFqPTxR5bb9zgmjTJ3Zh25ihqF8YsxRZTkwkTIWzRyznQZnc",
+	"ZCkvcIYaS7knydZMqV3ZHmGC2ShfOQ3vrR5RFjA/0vDd0rAZswb8F/ozNEnf4n5J+h2ivVUffAX6/mlm",
+	"PaH3OxF4D0Usvzfl8hXoVRhY7zz1U/ta1SdbZWeqq3cdImsLjdGarbOQHKqp1Ir8cFomDxphEjldthAm",
+	"TnqVNiZWk/TJWUSdUwd9ZmjhV0UdtSxssnEGWCysyG///T+FaHO7tc6ltwlLqwxGpupJjONc2jpAmqaK",
+	"SNC55FUWq8tATOforZjZkhOs+4cpZdxMV/Y1mROObQEwMksXIqh9gma92Ys7gxS6hINZy7pdOHzUuBe3",
+	"FeV+nWGxN3lbd3UxUETmHItqSM6VMd5deYsTgBMD1BGN3hMtSLPUx3osmksqe2F0LEElfbI3eGogXWo0",
+	"Rfslmkqg8bzK12vTB4rs1Xtka4vZuB18rcwcLu6yyE3+gzG6BzMFHjWBTk3gtZgQhs5bh3U1TmyZ5f3x",
+	"4a0iDnjr6bvcD4eqHukY2w4ftRBGs8pv3Ci5s9GxfsDf1Hj2cIFNl5zb8vlGXI1xpbHvik6ABxxcLY5l",
+	"mrZ7kP3etnEgE3YJvHB5oh/W7Nfy0RC/DAO+4E/uk6O1pFIXnzuyN70A+GVW1N780DeLmUWWtl72O8T9",
+	"Ljc8vJ8Gh+8+wyPkYqXNXaztEFqq4Gn1Bt2xBGnUQ3XIkAaCl1VazWKwR3HyaJV+nbKojr0tAukaqeJ6",
+	"Ed65RFnh0OpwYJGm/6oInSoXNO/yYVkhgVxdaTpXPrH6qw2RcZgF3GbpoMZbRJOLfdn2TMWMNni2Mmim",
+	"BcnxiEaIbNQKzo3+bAQZeQ+Z7X3TIlBE/pU5BVws0ij8GBPP9SO7e2R3Xx+7M7/ewOW+JcEZxPfC5I5S",
+	"oaDO456oesY2OkPsPxWhE8q41X6Rf2EDDGPlI9fwkVc5NcsRIyWuq9GMqrKzUSsLC3iTh7VxndMCEl8X",
+	"4/EJF5UbhU8e2c4j27mn+F1JATfiIFXXjVYX6LlrSVv2IzeWaPjq5Tlpmy1cjtSX8YEzu9BXQpdPVNmu",
+	"5TFc8LsPF5S3eR9xg6TsV9NKISf5KGVRn+wMBmSGfnpU9KXAlDBM6FQ2/bWNNlzbmHukioUmOF3+Abdf",
+	"9I6zy8Ib8GCZUA+MRS6v2hv+9K6Z33QJ3IABs3VryKTmSsPUsdEpaMmibp7pjDpjuGJXO79oPjyaE9uM",
+	"wTb+ynUkpuDbdGDnsMKPsCczflO1lFrCnO/cLlaijoaPeitLKVtAmpZnQZrncCsU/rwTKczuIVe2qYnN",
+	"g+8/MsOvgBnW7mZa4kUr8rrcz/6cTtPOJM9XoN9kwA9Pjm/GmYpJb4Bkhvm4tSodo9az2RgHo5yltu/2",
+	"Y1bnPSDPecJUCfsuvEGP07/WkoKi7PpijEBbFGBjypiKZX5lfFIYc4okVAV8BJO8dE4ZKdpood1m8b0C",
+	"fWo29WWF52npidOSjscs+gNLztuaKB3S9hTLK1eKW9c7aCtqNiZqZVwtfWPuETuu6Y7TgilvmgXv6lFy",
+	"fg3M70jkvNFdiWjb06Nq1mwlUR09i87DDfx0PZ3RE9fqTnshRaY6uh90LEo20BUWxlJktlJNyxw2bSzZ",
+	"NdFSrb0OwmafhLBfxhyqVh6A0QPcNVbn5BIcj3azuQAhk9gKxBb5jGj0XozHQ5IrIAxbPmp8BULMyFzk",
+	"kmDBrqujikQGth2KUXfpxD6I4bdTbaOhxOck9WPrCds/YrFbxP7aody2TV01CzvNElf3z19a+0l0qFK2",
+	"XgrfojLLQvzo3/g38R82uNpzCfT9AkcpKF1wkuUyEwpWsjQMV6pujlaW9dSWWSwo7pPjGKaZ0K5zULvA",
+	"xolOas9g3l3yRqPbgmuxcFMu0Ggt8WW4QLODRwf5Lz1T+kj+/47kX5byVPhQZFytQ/Bbn/B/r1YWg5Zt",
+	"2h6kJrS7ZWEHNVQvvBQ6j6svctrWI438AcpRl5D8iVpoWteK9TcNCrh2Ru9WU8vWp59XVMPVHwtTAMXj",
+	"fcp22xG5XkgY6hSbp1jX9tXVrNnMoUfd899T+FikJLRJhRal15NIt6RN/wbtWlseYf957Tfnb9rh9Tqm",
+	"YfbXu13ie8GSutJ3zmvPxmh8vHchDRif2i7uxyndEKP7gGlVZL53MZ+iFe3nKOz24LUWtTdVzBf74X4Z",
+	"3bzRGHcle/yDMsfHTKA7dLN/bjKhffFlgeCxFu4zTQLXG2otm+C74tv7p8C2jrwdhFjVsBRn8YlIY3za",
+	"l0n1aA78rs2BmRVqC1hOJETALvHJswexBVRE+X1KdDO/Kt6VwXSMjbBs3BnWOnfa0oKiWIHq2qsUrXR7",
+	"ZjZ+U4l+I1Ktdyd9FNeP4vpRXA89bBZAy0rv4hXJdUU18Hir1mO2nXmcAY+NDWCTtwoHQ/HQH53azmnh",
+	"P3vWn9A7jkNbeGT78pWvjONTWSLXNku/eM/dMKUazZSV9dgdEb+0HX44QAxxwEe5LlpU+mRvsFdU5eb8",
+	"PRczXhZVoRJTL6ctivi50AGv1Vz5rcVP7iXwsm1AnxwudAMIeBnuNIrSRlGcIAG7CdgduN7itSjrJr7z",
+	"QJkzmPyA5xm2kh4UzeV9UjYPpNpszvYJXSgONrASxkLNs0YFWa3xIGol5UsNWgS8qMkq2hliOwcwEzrz",
+	"jZKYzn1CSeCZ49cmDryiaeSU8VzDpl++51+sgE0XnIv078cvqj1JmDClcRGmA45NKHz7UD1OqsQUCCpX",
+	"2NohZuMx1Kvf3JljRtPUPlO/JISqZsrrlCPXb9IQgSpNe4uzlXFfw+qOsuO7e1D9c8qPq7f1i27Pn1eQ",
+	"3NKd+qFlbksH8BaZWw8bQqahgZKPwvdR+H5dxXoGqwtZWjWJL8Uz8NjI5mbyW6N590/vDJ+wWT5t7O2w",
+	"6naLL9PZxA58pocXD5lECbPBgaqL7HBr61MilL4afjI3euX53iWVzBwcKTspVYOxfbfFS0VEU/zZ7w5T",
+	"PFHEfIJqAkrEOJagbAqbWac55e5gMFia7VgrYj7FBtbmj9C3natP3pyeh5t9wxTelSBsz6nHGmhVCCwm",
+	"K9FUJJP2K5ZfRH+W/cJG/8duToUAafY2r/tMavPZavPl2c7c28uFN6E2BPFgecS39ZbgfpGx7Y5Vy8Wt",
+	"z2QzIpfnesPTOWGchIUPunhrMRwu5H+UsHKJIEUTD4XtwhcNZqOQqoZW6rumEU2nko+9sm0zJttmcSH6",
+	"ZvULlYiZtc2ZLo3xPjmub9xoXCG2dFJQ66XulJy9wZ7VGAqIOBX46t3V/wUAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
