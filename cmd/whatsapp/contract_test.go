@@ -260,6 +260,8 @@ func TestContractCheckerCatchesDrift(t *testing.T) {
 			`{"code":200,"message":"OK","data":` + device + `}`, "refuses"},
 		{"a malformed id refused", "GET", "/devices/-bad", "", 400, map[string]string{"X-Request-Id": "r1"},
 			`{"code":400,"message":"device_id must match","data":null}`, ""},
+		{"an unknown field acted on", "POST", "/devices", `{"device_id":"d1","color":"red"}`, 201, map[string]string{"X-Request-Id": "r1"},
+			`{"code":201,"message":"Created","data":` + device + `}`, "refuses"},
 		{"an empty message sent", "POST", "/send/message", `{"phone":"628111111111","message":""}`, 200, map[string]string{"X-Request-Id": "r1"},
 			`{"code":200,"message":"sent","data":{"message_id":"X","timestamp":"2026-12-01T10:00:00Z","device_id":"d1"}}`, "refuses"},
 	} {
