@@ -74,10 +74,10 @@ func openGateway(ctx context.Context, cfg Config, sandbox bool, logOut io.Writer
 
 	g.root, err = filepath.Abs(cfg.Storages)
 	if err != nil {
-		return nil, fmt.Errorf("storage folder: %w", err)
+		return nil, fmt.Errorf("%s: %w", cfg.name("storages"), err)
 	}
 	if err := os.MkdirAll(g.root, 0o700); err != nil {
-		return nil, fmt.Errorf("storage folder: %w", err)
+		return nil, fmt.Errorf("%s: %w", cfg.name("storages"), err)
 	}
 	sessions, err := sqlite.NewSessions(g.root)
 	if err != nil {
@@ -120,7 +120,7 @@ func openGateway(ctx context.Context, cfg Config, sandbox bool, logOut io.Writer
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	g.ln, err = net.Listen("tcp", addr)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", cfg.name("port"), err)
 	}
 	handler := httpapi.NewHandler(httpapi.Config{
 		Devices:  g.devices,
