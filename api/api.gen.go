@@ -514,7 +514,9 @@ type SandboxPhoneEnvelope struct {
 
 // SandboxPhoneRequest defines model for SandboxPhoneRequest.
 type SandboxPhoneRequest struct {
-	// Phone Example: 628123456789
+	// Phone 7 to 15 digits, an optional leading +.
+	//
+	// Example: 628123456789
 	Phone string `json:"phone"`
 
 	// PushName Example: Alice
@@ -2697,6 +2699,8 @@ type ListDevicesResponse struct {
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -2718,6 +2722,11 @@ func (r ListDevicesResponse) GetJSON401() *Unauthorized {
 // GetJSON403 returns the response for an HTTP 403 `application/json` response
 func (r ListDevicesResponse) GetJSON403() *Forbidden {
 	return r.JSON403
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r ListDevicesResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -2888,6 +2897,10 @@ type DeleteDeviceResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -2923,6 +2936,16 @@ func (r DeleteDeviceResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r DeleteDeviceResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r DeleteDeviceResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r DeleteDeviceResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -2992,6 +3015,8 @@ type GetDeviceResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -3023,6 +3048,11 @@ func (r GetDeviceResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r GetDeviceResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r GetDeviceResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -3084,6 +3114,8 @@ type LoginQRResponse struct {
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -3124,6 +3156,11 @@ func (r LoginQRResponse) GetJSON404() *NotFound {
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
 func (r LoginQRResponse) GetJSON409() *Conflict {
 	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r LoginQRResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -3320,6 +3357,10 @@ type LogoutDeviceResponse struct {
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -3360,6 +3401,16 @@ func (r LogoutDeviceResponse) GetJSON404() *NotFound {
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
 func (r LogoutDeviceResponse) GetJSON409() *Conflict {
 	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r LogoutDeviceResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r LogoutDeviceResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -3431,6 +3482,10 @@ type ReconnectDeviceResponse struct {
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -3469,6 +3524,16 @@ func (r ReconnectDeviceResponse) GetJSON404() *NotFound {
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
 func (r ReconnectDeviceResponse) GetJSON409() *Conflict {
 	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r ReconnectDeviceResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r ReconnectDeviceResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -3533,6 +3598,8 @@ type GetDeviceStatusResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -3564,6 +3631,11 @@ func (r GetDeviceStatusResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r GetDeviceStatusResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r GetDeviceStatusResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -3617,6 +3689,8 @@ type GetHealthResponse struct {
 	JSON200 *HealthEnvelope
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON431 the response for an HTTP 431 `application/json` response
 	JSON431 *HeadersTooLarge
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -3631,6 +3705,11 @@ func (r GetHealthResponse) GetJSON200() *HealthEnvelope {
 // GetJSON403 returns the response for an HTTP 403 `application/json` response
 func (r GetHealthResponse) GetJSON403() *Forbidden {
 	return r.JSON403
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r GetHealthResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON431 returns the response for an HTTP 431 `application/json` response
@@ -3681,6 +3760,8 @@ type GetMetricsResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -3702,6 +3783,11 @@ func (r GetMetricsResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r GetMetricsResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r GetMetricsResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -3757,6 +3843,8 @@ type GetOpenAPIResponse struct {
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -3778,6 +3866,11 @@ func (r GetOpenAPIResponse) GetJSON401() *Unauthorized {
 // GetJSON403 returns the response for an HTTP 403 `application/json` response
 func (r GetOpenAPIResponse) GetJSON403() *Forbidden {
 	return r.JSON403
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r GetOpenAPIResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -3831,6 +3924,8 @@ type GetReadyResponse struct {
 	JSON200 *HealthEnvelope
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON431 the response for an HTTP 431 `application/json` response
 	JSON431 *HeadersTooLarge
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -3847,6 +3942,11 @@ func (r GetReadyResponse) GetJSON200() *HealthEnvelope {
 // GetJSON403 returns the response for an HTTP 403 `application/json` response
 func (r GetReadyResponse) GetJSON403() *Forbidden {
 	return r.JSON403
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r GetReadyResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON431 returns the response for an HTTP 431 `application/json` response
@@ -3904,6 +4004,8 @@ type SandboxConnectionsResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -3930,6 +4032,11 @@ func (r SandboxConnectionsResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r SandboxConnectionsResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SandboxConnectionsResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -4197,6 +4304,8 @@ type SandboxListDevicesResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -4228,6 +4337,11 @@ func (r SandboxListDevicesResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r SandboxListDevicesResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SandboxListDevicesResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -4287,6 +4401,10 @@ type SandboxRemoveDeviceResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -4318,6 +4436,16 @@ func (r SandboxRemoveDeviceResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r SandboxRemoveDeviceResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SandboxRemoveDeviceResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r SandboxRemoveDeviceResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -4495,6 +4623,8 @@ type SandboxListMessagesResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *TooManyRequests
 	// JSON431 the response for an HTTP 431 `application/json` response
@@ -4526,6 +4656,11 @@ func (r SandboxListMessagesResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r SandboxListMessagesResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SandboxListMessagesResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
@@ -5319,6 +5454,13 @@ func ParseListDevicesResponse(rsp *http.Response) (*ListDevicesResponse, error) 
 		}
 		response.JSON403 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5490,6 +5632,20 @@ func ParseDeleteDeviceResponse(rsp *http.Response) (*DeleteDeviceResponse, error
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5579,6 +5735,13 @@ func ParseGetDeviceResponse(rsp *http.Response) (*GetDeviceResponse, error) {
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5660,6 +5823,13 @@ func ParseLoginQRResponse(rsp *http.Response) (*LoginQRResponse, error) {
 			return nil, err
 		}
 		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
@@ -5867,6 +6037,20 @@ func ParseLogoutDeviceResponse(rsp *http.Response) (*LogoutDeviceResponse, error
 		}
 		response.JSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5963,6 +6147,20 @@ func ParseReconnectDeviceResponse(rsp *http.Response) (*ReconnectDeviceResponse,
 		}
 		response.JSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -6045,6 +6243,13 @@ func ParseGetDeviceStatusResponse(rsp *http.Response) (*GetDeviceStatusResponse,
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -6099,6 +6304,13 @@ func ParseGetHealthResponse(rsp *http.Response) (*GetHealthResponse, error) {
 		}
 		response.JSON403 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -6152,6 +6364,13 @@ func ParseGetMetricsResponse(rsp *http.Response) (*GetMetricsResponse, error) {
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
@@ -6214,6 +6433,13 @@ func ParseGetOpenAPIResponse(rsp *http.Response) (*GetOpenAPIResponse, error) {
 		}
 		response.JSON403 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -6267,6 +6493,13 @@ func ParseGetReadyResponse(rsp *http.Response) (*GetReadyResponse, error) {
 			return nil, err
 		}
 		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
@@ -6335,6 +6568,13 @@ func ParseSandboxConnectionsResponse(rsp *http.Response) (*SandboxConnectionsRes
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
@@ -6589,6 +6829,13 @@ func ParseSandboxListDevicesResponse(rsp *http.Response) (*SandboxListDevicesRes
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -6663,6 +6910,20 @@ func ParseSandboxRemoveDeviceResponse(rsp *http.Response) (*SandboxRemoveDeviceR
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
@@ -6841,6 +7102,13 @@ func ParseSandboxListMessagesResponse(rsp *http.Response) (*SandboxListMessagesR
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
@@ -8056,6 +8324,20 @@ func (response ListDevices403JSONResponse) VisitListDevicesResponse(w http.Respo
 	return err
 }
 
+type ListDevices413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response ListDevices413JSONResponse) VisitListDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListDevices429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response ListDevices429JSONResponse) VisitListDevicesResponse(w http.ResponseWriter) error {
@@ -8340,6 +8622,36 @@ func (response DeleteDevice404JSONResponse) VisitDeleteDeviceResponse(w http.Res
 	return err
 }
 
+type DeleteDevice413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response DeleteDevice413JSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDevice415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response DeleteDevice415JSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteDevice429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response DeleteDevice429JSONResponse) VisitDeleteDeviceResponse(w http.ResponseWriter) error {
@@ -8488,6 +8800,20 @@ func (response GetDevice404JSONResponse) VisitGetDeviceResponse(w http.ResponseW
 	return err
 }
 
+type GetDevice413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response GetDevice413JSONResponse) VisitGetDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetDevice429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response GetDevice429JSONResponse) VisitGetDeviceResponse(w http.ResponseWriter) error {
@@ -8618,6 +8944,20 @@ func (response LoginQR409JSONResponse) VisitLoginQRResponse(w http.ResponseWrite
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LoginQR413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response LoginQR413JSONResponse) VisitLoginQRResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -8978,6 +9318,36 @@ func (response LogoutDevice409JSONResponse) VisitLogoutDeviceResponse(w http.Res
 	return err
 }
 
+type LogoutDevice413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response LogoutDevice413JSONResponse) VisitLogoutDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type LogoutDevice415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response LogoutDevice415JSONResponse) VisitLogoutDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type LogoutDevice429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response LogoutDevice429JSONResponse) VisitLogoutDeviceResponse(w http.ResponseWriter) error {
@@ -9140,6 +9510,36 @@ func (response ReconnectDevice409JSONResponse) VisitReconnectDeviceResponse(w ht
 	return err
 }
 
+type ReconnectDevice413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response ReconnectDevice413JSONResponse) VisitReconnectDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReconnectDevice415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response ReconnectDevice415JSONResponse) VisitReconnectDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ReconnectDevice429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response ReconnectDevice429JSONResponse) VisitReconnectDeviceResponse(w http.ResponseWriter) error {
@@ -9274,6 +9674,20 @@ func (response GetDeviceStatus404JSONResponse) VisitGetDeviceStatusResponse(w ht
 	return err
 }
 
+type GetDeviceStatus413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response GetDeviceStatus413JSONResponse) VisitGetDeviceStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetDeviceStatus429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response GetDeviceStatus429JSONResponse) VisitGetDeviceStatusResponse(w http.ResponseWriter) error {
@@ -9347,6 +9761,20 @@ func (response GetHealth403JSONResponse) VisitGetHealthResponse(w http.ResponseW
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetHealth413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response GetHealth413JSONResponse) VisitGetHealthResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9435,6 +9863,20 @@ func (response GetMetrics404JSONResponse) VisitGetMetricsResponse(w http.Respons
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetMetrics413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response GetMetrics413JSONResponse) VisitGetMetricsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9536,6 +9978,20 @@ func (response GetOpenAPI403JSONResponse) VisitGetOpenAPIResponse(w http.Respons
 	return err
 }
 
+type GetOpenAPI413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response GetOpenAPI413JSONResponse) VisitGetOpenAPIResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetOpenAPI429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response GetOpenAPI429JSONResponse) VisitGetOpenAPIResponse(w http.ResponseWriter) error {
@@ -9609,6 +10065,20 @@ func (response GetReady403JSONResponse) VisitGetReadyResponse(w http.ResponseWri
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetReady413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response GetReady413JSONResponse) VisitGetReadyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9714,6 +10184,20 @@ func (response SandboxConnections404JSONResponse) VisitSandboxConnectionsRespons
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxConnections413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SandboxConnections413JSONResponse) VisitSandboxConnectionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -10138,6 +10622,20 @@ func (response SandboxListDevices404JSONResponse) VisitSandboxListDevicesRespons
 	return err
 }
 
+type SandboxListDevices413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SandboxListDevices413JSONResponse) VisitSandboxListDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type SandboxListDevices429JSONResponse struct{ TooManyRequestsJSONResponse }
 
 func (response SandboxListDevices429JSONResponse) VisitSandboxListDevicesResponse(w http.ResponseWriter) error {
@@ -10255,6 +10753,36 @@ func (response SandboxRemoveDevice404JSONResponse) VisitSandboxRemoveDeviceRespo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxRemoveDevice413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SandboxRemoveDevice413JSONResponse) VisitSandboxRemoveDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxRemoveDevice415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response SandboxRemoveDevice415JSONResponse) VisitSandboxRemoveDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -10554,6 +11082,20 @@ func (response SandboxListMessages404JSONResponse) VisitSandboxListMessagesRespo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxListMessages413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SandboxListMessages413JSONResponse) VisitSandboxListMessagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -11697,121 +12239,124 @@ func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, par
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3tchu3suCrdM3eKku1I4qyZN9j+s+VP+LoHDt2JGVzakOvBpxpkoiHwBjAiOZxqSq/9gG29hnyYHmS",
-	"W2hgvsgZkZIl2cnRrbp1ZGYANBr9je7G5yCWs0wKFEYHg89BxhSboUFF/3qB5zzGoxf27wR1rHhmuBTB",
-	"IDidIiT0Xx9o4EkI8VRqFDBawELmvSAMuP0sY2YahIFgMwwGgRtwxpMgDBR+zLnCJBgYlWMY6HiKM2YX",
-	"wk9slqX2+9lixw0JQjuTQWXn/D+/HO78b7bzr/7Ok/fVn72znfef++Hj/Yv/CMLALDI7gTaKi0lwcREG",
-	"76ZSYPs+NJ/lKTOYAItjmQvzQENmPweRz0aoQkj4hBvdsSv6dMMdPX74t72H+wePHv/n3560gHlhZ9GZ",
-	"FBoJ/89Ycowfc9TG/iuWwqCgP1mWpTxmdhO7v2q7k9oq9ssEg8FBvx8GCTMsGIg8TcNghlqzSeMkYJZr",
-	"AzNm4imsR+xFfVf/oXAcDIL/sVtR0K77r3r3pVJSvRTnmMoM3cZW8a7c1oBrmLF0LNUMkwEwsOiFkhBD",
-	"+JijWtR/mCJLUA2FVDCSyQLMlBkYKWQfNHCjQeUpwpaZIvgdgz0qDfMpj6fARALz6WI7BKmADUU1Bdcg",
-	"pAH8xGKTLsBSwN9P3v4AcvQrxgbkGOyciYzzGQpLL2OOaaJ7Q2Ex81yKccrjax7Vk8uPCkpeKKCMpRAY",
-	"G0xu+FSaq3ABDLRhBh2KWJrKuQYz5bqJYc0WHsHbPQvRd1KNeJKguB469rvQESup9Y7mpqIfheNc3yge",
-	"jt2MwDQwaFlxi8FIyblGBTOmPmAC3NS/m3MzHYroBOOd79DE050TbjAigrP0Gb1VfMJFVCCZsKlRnaPa",
-	"rj76XmoTDYX/xhIjfTdhBudsAUzoOSoNRsKWRoRoZ4cOB5OdqdRGR9ueLl+5Aad8hjK/FnU+6h90HcfP",
-	"U2b0YZZBwhOC04Fl6cbwGd7gmaxZ6Sm0UKPlaQNze4z6AyZEmN+T8NCnUr5maoLXIs/9vS58FBTiRJQ9",
-	"HQkprXMrsvOBLldiCt1KynKqIHQ4mrJqDTOrvy7C4EhYNcpSWuV6xNCpVbifG5Amv7kdH8KY5SlJI7ut",
-	"ggUsG+YTJ8dBG6m8kBoznmKy3YPTiiSGgmhCinQBwyVIh4GjnlROYMq0k/JoGE815CIhjFqamuFQlEor",
-	"8ez1gzTfyVwk15NzBxuLfUvyY1ro5vD6gwSdx1Mv80Nv9UgFCrXMVYyXy/h3bJFKlnwRK+3tr2Mlp59v",
-	"l4/cIlyv4SDY2oM3/Jnb/amUb5hYeANNX2v3DzvVvt3wjImFJ2ZLm1zop6DQqAVYc/UmGey0dTUYKzlz",
-	"WidOOQqr+AQcvTs/AJYkCrV2vEe/PR6K3ccH208Bz625ViCWpuBkW3k9DbkwPIXo2O5k53BsUEWQMa2x",
-	"sKR+Eiw3U6n4v/CabNUpnxtT3xz+nitMUBjOUieIYynGfJIra0OIhCip1AzMKnSBhLq5kmJidbvduqXH",
-	"gg5ZOrfMVpiidAZSYIWgc8ZTNkrxeiK8k+lqNG9tkmluDBcTSORc3DDnFUJ8eRnCS6nsY5mnTt2PLApZ",
-	"PMWEhPVQrEqlHvwgzdROZFV+PGVigkkIWjYOYMYWMCJJbhTHpESpzrNMKoPJG0w4OyXX7DoC7dFluG3I",
-	"G/K9RggrE9+k5myK0Zqboy1DMw3Rc7fFHbvlwQowUY/8Z7+iBei5QmbQxQZq7mmmZIbKcOe6Vr7+is/9",
-	"CgUq8rfnUxTARhYS61zfjufvf3FOnEWtg3wV5MqjWgH5tZxMrJUviJ2lSLnAXrXaSMoUGZ1bTMhJzhjh",
-	"xDq19i9LEbhDFvEKiGETV+1IWBnzaxtmLV+lXFiHxBILE1wK+PvRiyZy60GIwd7D/9I9aylrlmU9gSYI",
-	"A0u4Tra4SMbK4inT5gwLC3LZTl94A4rMFvsppDg2wGAiZeKcySZA2ihkM1CYpSzGBEbWu5Fmiqrwcu3U",
-	"m8BFx3TGxSpYhwViNGpt0YKfuHYxndVDzBinKddw3zv32ZEYSxpVhJg64z1rN5ClzFiaac7CRKIkRc3W",
-	"T5Dr6ZkLTNVnOEwdGa0dr5B5yXbZxgveZ4WwYiIZyU+XhQkh5edodZi3pWnAA10Lvgk0c6k+tJ8IUc1m",
-	"YJ3Qp8WYM81FjG1kig6UOFfKSkIX5BjhhAkLwiace1EP+v3SCG86eEt8On4Ny1hhdUy1M6/Tb1iTRs2d",
-	"NLivItWG5KlO5H2n/Cu1RoscTJrk89C6fH4a6zlNnO3ptNwmR2K/LvVgnS7f/mMtVgmaarhftntfr7k2",
-	"N7c3bnCmN9+kn4gpxRZ3uenjkm0vFcZcWxXGjXbUTqaWFQlOEQtvPAnERFuziotJDxKuS1IcQOTp7Qw/",
-	"ZRbYKByK8jfnPERh9VXMRIyp/bFXinIxGQxFVAn2s1RqE/VAjsdWrQ4gcvrgrNAHdkKDs0wqphZnIyZo",
-	"UeeRnMncWA6lj/ycZ97RqP/kQetBbnX3B7tNJpKh8BwnczOAKJUTmRs7TOFMntvfxRmxrP3NXw6cpTL+",
-	"4Dc+YkK4dQoNelbN4RXNWS4UssRKXRpT/DzjWnMxqX+Js8wsImuQhgGKfGYpYQnfFcf7LdV+KJFdSY8C",
-	"vSRDGki1JFjHqR3TxGg1S4HQ2i/l4m6/JOmaKAvCoImxIAwcvoIwWEKXBW8FW7UfPa5qvxCqLEOs1Wh1",
-	"pbDCH1GduqOB002pLLy00liwVp+Q4DFt+cjFheZs0asYIBoAgx+PLVcVX1pGtp/L3PRKanSfVv/w8WIf",
-	"wypNlGoAwZa22aAQebZxwA9FATHX8AEzA6PcNK8LQhrufQDvA1EEeSgip62i7R5EJZ8UWKnmRZFYoLfc",
-	"2YWQYIpOmAxF6bihSCgsbueqmKyJ4gRYA8PcDIUb5yLaFTjWjjh+efjizUtIFJtrH2QwignN7Vk2maZ+",
-	"qk0dWeJ8ScN6LAZhUG680seWQt+3kNZLS4Q3p2uWDFYXAbD03eu23CpFcPuqpulsdm531QL8/vT0HWmc",
-	"XDcMfwp/duODJQmdLUvf1RZy21+KY1pP27JdEbWlqKaP5Mrx2FMsXdddH5mXhGRvDsnfI0vNdBW7Dn1N",
-	"gOSHtQv7Yd0r3Y0Z6Hd1J2T6Wk64eO6B34REXwpDIV9euiekwJo+6uGz5y92rC/X6sDnirnJluc+wViK",
-	"RDsP2EhAWos3wx17j1sQ277/cqVLd343h1oh+m7PtTPmlLXnePynRfzeI5/FYfUfyMwJFkiRkWj4n90h",
-	"ks2CSgTdj8erQH1UZ92S8cdjZyHQRfO7H16B3T38dPy6CY79dcBnbIK7mZg8HTGNjw9C/r+evT2e9//x",
-	"aiL/+O33Nrr8qM42JM2xdJdcBI2eyrloQPC4lUg+qjO/VuvmDH4yNGmxy5gpxbGpA4KH//XHb7+Htf9f",
-	"SzIFRpv7q4PzvvuA7pA1fjy+G8aoh6FaD6IwRkubdcnxM1NUPuPDib1l/dhElHNFtA9xrgmrOIIyMtMw",
-	"QgvEOUt5smmExe7fTKULjHrj7qMi2y3BFptsCYd+cFgHuQ2DJy5a8rx0mvQqeTBj/SWjV/dcDYPiI6BY",
-	"TT3UZe0fReZ3cQ0mBVp3PE7zBJMGT+y3kd1ocZaUget20+hzG7W2xLF3uKgFVjWMFkWAwMeKVxB0SWD1",
-	"dCo11p0TK8rcdE0l17YpmWHLlG8zFDDHkbZ+o6mDum7GpfOn6ZthtQqNYXWkm9HE3YiOFlq8Eyni1+26",
-	"HPl1+XaieYuweomwGpyn+PuVLkack1sj7DIivLRNF12tViiHrt3pVwgXNjH9VaKGHoTXXHzoPOrOq6Uy",
-	"73fNzdJammg5xDXAXmr+rRzWZUZ7G+rWLH6n/E9Hc5e08KZaaGlz03ZFL73BKM5RabLBrAkx52baa+Pl",
-	"sZKzjvxrtHbJA72khJpkVfzfRqLGrnU2w7ZbwFhmC5BjYGVWE6U8udTeKv9bzkWT3DUUt9Srl1PLonH/",
-	"5bP+84P9vecPHx/uPdl7/PLhi702MK2B3Bz5PaapbP2Uz1AbNss2FZ5L5EDYJ0jrc3kQQnfGFd7Wk8nX",
-	"E5sFnX5NufmDu6r8juVpW+qDktkq6b1QMvNhS2uW1KwaEHLeIPhGUKpGZ85yPNPOcVtdwqUtg8B5w7xz",
-	"vh1l2YsF+NGNBR+FwYx94jNrYO8/tmc148L9sz0ysQli7lRc1hc+Rm3P5WsRhF++lSyytuSSmqkH/qPG",
-	"6Txca+cWU18CYVn/cgWzbgNJuz7n4aopCpefTNsF+hq7gXZ+p8TocH2X9Ecrro+L3ekhXQLuScxEJ7Qf",
-	"VWeszGqrAZRxHqfHKVe1t0HUqB0iFIlXKXdEIyhMTYfdAYlUO+zEeQ2K9jheCHtgJDx+9Gj/McRTplhs",
-	"UC2F8grrZcY+vUYxMdNgQANInRS/7F0mRZattXoZnkvzzzUqayHC1iWSavuK0dw2CVOgpAOlptNevk42",
-	"n1/s7NqW5Beah7X1m/ZhtZlVPFyEgcY4V9wsTixxu+2PmObxYe7usIjoyYqxv1ZgTI3JXLoqb41aTuSc",
-	"kf2tq1Rgb5xrYBqGQdM4HwawNVqUgWap4G87JZUORf02fpuumhNF6WhmijOQ56jojrI3FEPxkkw0qvtz",
-	"FUahKxKpYnUhJWgLQC8vBkMRfR4SRw6DAQzzfn8/rt150g8YwrBAM30V/PHb78PA/mo51/70x2+/X0Q9",
-	"eCuKBSP7XyLgeigoWJuLFLUuLzmnmGawxVxE1TlgNNBXO1qHhm48t2lfh2kKKJJMcotD/BRj5qLzU7qb",
-	"g0zJEWpK/nEXts/skQHLzbSMEg9FLTfcxTPJ4YO4lv++Fe3s0HHv2LER7EJ0+O7d2bPDk6PnZ4c/nX5P",
-	"lWmH4JM6qjT4ahKYoCmT3xvYPejvhXU8DhsZ/cMgLNFpMXYR0dZf+OynxCfn10uVB16wHUCKxoq0sLwn",
-	"inpRCNFZZCGMdqJwKGjPRcKGVT00hC6e7Zga/fjiNH/jAdE/d7zs3TlKopDwzpPC57SHmsoJKIylSrTD",
-	"dJG3TUH7Hrxk8dQ6Du62A1KuTZEF4aiMShCZ8Cs/BS6GQk+lMgM46PfJCWBVne26IlvwtbVP4aC/NxRb",
-	"tOHo559/3rGsbU8pZgajbcKEzI0jwjod2JH7btmhaKmhJHhckWOjqCuRqOv1fUY+hYO9fZeudbD3yO+k",
-	"WRVE9xnSQLSSvf4UDh4+gS1fkVmvOdkGNqaL345Km4P9PVrLigdtqasotXs6FI9KjLYVpj2FR30CGB71",
-	"DxzzVAUNTLhqBnvCVM5A5LO0aV/U2IMqf39OcfaYpSkqmDIx0ZBnQzHCsat7w2Is8Y6QJSF0EBmn5P+D",
-	"J09c6ow17IQmdebr2t8cnQZhkKvUy2s92N21nqurDOtJNdn1g3Zn3DgtZEhrkfT+47f/X+16lqeGF2kT",
-	"xy9PTgtUBWFA6CWp3+/t9frFtQDLuFWAvX5v3xUBTEm97HqJb/+eIJkyJVccJcEgeM21eeG/WSqnf9jv",
-	"b1DSsVnlRUv0uKX8wgmDorxOqgSVy2/nrhj1oL/XtVAJ+e5yzdJBf3/9oKr+2o54+GT9iOV6NjtufwPw",
-	"lgtqL8LgkUP05eOalahkTeSzGVMLf4iFbrdWA5voKsNaB++tzSh1S1jS1aY49TzLzIJSzXrws5dSUWnP",
-	"RJQHwCkTblIUpFizsUlN9VoX3+MBtXkmk8XVioNqRmHNEty4zqet5OZitV/EQ0dON0jg66q4BM7Lyz4i",
-	"zQ0OvtbV4g5ZoL8BC5QtHOyAvQ2WWK6ApXGPNtlPS7XZn4RR7aj9jY6srFFsMrcj5vKWmFi0lckvwlLc",
-	"734uOejC8VOKbQm9PwnnNdSS3mVN+/Kxr0X17sMWN5Bw6zYiU2W9Kw4FeYEPNLx233mFsl0ku7o+I0Xu",
-	"6pinJHIScEnQukxydbq1KVJe0Aw1kXJLGqqZnbq228eEcj++cR4+WD+irMf/C7OTHbMBKpY6fzS50JFh",
-	"yYUdWrbVxHqF5vbJdzP98yfRPX9Bum0Q0ys06yip3lnsl/a1qk92y85jF+87tMAu+Wk1N2Apu9G66hp+",
-	"PC6z36x8jr15WBYhOIVQul9UFNqDk5j5eAeFk8j5LXVIPUcYtk6QStc1/PF//1+hLTy0Lu7y85Sn2Fo5",
-	"EsI4V67KlaWpBoUmV6JKw/QpdOmCHPl5USNhP5wxLux0ZeebBQg8t257hgLY0hVgD8jjrVVnKGlKPNi1",
-	"XERC4CdDsHhQtP91Tq0H4Od6FIijBpULqmyBXOiYSnvqendikTpi8QcwEpqFNs6Zby6p3YGxsUI97cFB",
-	"/4nFdGkkFJXrLFXIkkWVcNamYov0y1sUT8vppB3yqUx9Lc6ySK79iwmsK1vX95q5UzO/lhPgFJ/01FOT",
-	"qE7o3Z483S2uuq49fZdnfqjrwfyx6xtTi9I3S+aKfPT6BVBvKN7WZO9gSdyWEtjJ68bVERfaIEtIzImh",
-	"QF/x4YSfKy9z37vmIDDh5yiKqB6FGi28Th5GriJ0KJZCpj14vpF26ZJXz91JLyF+VaR0NankY1pkBfSy",
-	"bSXBu9q38hp9Kt9/QSTE3/U1l9g4ELJSBNIaBblhMd8oqekQ9A3qLQt9mvVE/+4y/z6i8q0qmjr1tmib",
-	"S1SGbyl54+piTSCnI3ADzbhNcfWn/aVvV+zGaQAS2dqwhQ7BGZnuikfgnBoFcOHM0uI2tICrWSvuLn/W",
-	"XvoY6VsRWA2xtVRhbbUUlW9vd2gLmX9jHri/S7NWOd3p5uZe3N1Lnkslj+v7sHHUd1ehdyBvRd48T6XG",
-	"urh5oOspuhQ8cP/UwCaMC2dlul4qUllZ4xk4JLHhLR7PFwx8j6s502Wfq1ZpMhRNcdImAI4LTHxbMiAE",
-	"Iee1thb3EuDf4TanJMYrMXPVzqA1enfq++2WzdapUeGrl6fQNlu0em9bhqhP3ELfCIs80GUfjPuI9TcT",
-	"sS5P5TZC19OyoUcrpb/LRymPe/Cw34c5hYrJjFWSEnYo3U675MQ2Gvd9NW6Rupe6hHR5vx5eCtDy88LX",
-	"vTLZ3TE1+OzVYPDL+2b2yTkKux3KiawRhV5ogzMv1mZoFI+7ZZh3Pax75but+a7KowW4wnTXyCk3sZxh",
-	"6JIufViFPlIyN0jfVL1zVijgjYdiLQkY/GR2s5TxpcNveYOkuQ+/QhFSeqekhR5z7Ro8uGzj3r1wukHh",
-	"VMPxrDzfViL0mXK9BZulnSlxr9C8zVAcvju6mqQoJr0CsVhh4NeqdHetqbS1f0c5T11j8PscuEuI4HTK",
-	"dYnDrvOnOMW/NtIusuxIYf0VlwrtrgspccX+al1373domDI9FCOc5GVIw2qnRq/uNufkFZpjC9TXVUrH",
-	"ZfzGKDYe8/hPoJGua4p3aLFjam20Vo35/iS7cbP5SasgaelNcYunfEkHjpYTf9ssqtX3GukmhdFzmYtG",
-	"JxYwrv6/6t/sJHydzIoexA06822eKYjTGol5oWSmOyqlOxaFLYqiRImSmauXMSrHbXfd5xvu6Na66KhZ",
-	"Ux31yshxVfaPFAMmqKlGIFfoZaafzV/zcEVtA1ypwYjFH+R4PIBcI3Dq/Wbo+Qc5h4XMFVDZoK/miGWG",
-	"rnWCNQfZxL2EEbZzX6P4/EtSkqlM3dWaL1eWP9r4Qq4NqItmeZld4uL25URr7XmHieKqNuhhKLssJn85",
-	"f/z+rm0DqfZMIfuwJFEKTpcCslxlUuNakUaXTrpbopVFCbVllssae3CU4CyTxncZaVe8NNG72oOTN3cF",
-	"36j59oXeV5UCjTL0ryMFmtX+Hey/8uLnPfv/O7J/WYhQ0UORFLMJw+9+pv+9WFuSVrZ0upPKtO72Zh3c",
-	"UD0VU9g8vjrCW1t/VR75UxbFrRDrA73UqKqVeq8axPYtTN6vp/rdz7+uqcmpv/alEf3rsdQn0iWQLKVv",
-	"dKq/Y6qu+eYqZ1wex1/QhvyzMYijD2BNhnDUtZmQvyabhFfoltjygvivG7+IftUGi5fxr4Vv53rpvoV0",
-	"6EqmqPJpKQ1S06Pe9fxIekq6OB9vx2JCHjk3usj37ZIDRSfIL7GB3cZrHSKvausut6P8OuZuoy/lWkn1",
-	"F5VT94moNxiB/tLULveawhLDUyXPF1rZvunLRmb2m+Lb2+fAtoaYHYxYZe4XewlBpgk9k8uVvrewvwkL",
-	"e+6U0xK1gsIY+bl7OOsuzGsdM3GbmtnOr4vnGegmfysqO+tFtdZ6Lne6yMZmptbcvZX/TmJ6TexqmvlK",
-	"LFdvH3ivdu/V7r3aHQRUsszKelPfoGxjlYsi2a01gWwXHicoEmvLu7yfwmcvHsNiM9faKPrnjnPRd46S",
-	"yFVWuMZZ5cvb9OKM9fvp1q5449wKpRrPlPW91L6MvnStOwRigslQjHJT9JAL4aB/UNQU5uKDkHNRVo2Q",
-	"MVIvBqw9gj0UtaKSsLW6w7+UVxYv9+BwqSZ5KMqbQHoXr0j5Vkg1zQ4C36K3dgG5Te3SGfeOTzgUeUYv",
-	"FfWLHs0hlN29mLHAuUZ+S6WNFlfSepp51iiRqXUGI+uibHhu5FAURSdFvzEqKkc7oXfDGCRsEQKDYWC3",
-	"X5t4GBRd3WZc5Aa3w/KN+2IFKv320cO/H72oYFI44drQItwMBZXCh+7xdppUyxkCGUlUYJ7w8Rjr5T1+",
-	"zwlnaeqebl9RQlW3002KKesnaZlAly66o9nKSa9RdUfR5CUdPr+oYrJ6Qb5osPplNZQtDWHvWou2NN1t",
-	"0aL1OzLMDDaI7F6d3qvTb6uoyVJ1oR2rvsylwkWRWG3bzNhq9Mv95b2VEy6lpU1gHVYNJunJJpfFQO9X",
-	"iKLDfzzlLoJeNW4c7O5+nkptLgaf7YleBGFwzhS3GyfOnpbKfuweNAhSGbN06t4N7ozlP9BgPyHFTzou",
-	"SRRql3dl12lOud/v91dmOzIa7KfUM9b+EYWuWey7t8en0XbPCoX3JQrbE6ypbFMXKoirStkUmYy9SogX",
-	"VySrEdvXxavQhUpothOuRzNq87kC2dXZTvyLo4WfXxtCdLA64vt6F96wSPv126olgtZncml8q3O9FekC",
-	"uKhepS4eISue313NQvBZD0VTAU0depddYGti6oadGfo692a4J6T2tK7Ji+uItnRF5SwGPZVz521zU7rX",
-	"PTiqA25tqIhaxWistS/2ZstB/8DZAAVGvFF78f7ivwMAAP//",
+	"7D3bcttGlr/ShZ0qSzUgRVmyZkw/7MiXOJqxY0dSNlNjaIkmcEh0DHbD3Q3RjEtVedoP2NpvyIflS7b6",
+	"dONGAiIlS7KT0VRNhYLRt9PnfsMnLxKzTHDgWnnDT15GJZ2BBol/PYdzFsHRc/M7BhVJlmkmuDf0ThMg",
+	"Mf7rA0VY7JMoEQo4GS/IQuR9z/eYeS2jOvF8j9MZeEPPDhix2PM9CR9yJiH2hlrm4HsqSmBGzULwkc6y",
+	"1Lw/W/TsEM83M2mQZs7/fnfY+xft/TzoPT6rfvZHvbNPA/9g7+JPnu/pRWYmUFoyPvUuLnzvbSI4tJ9D",
+	"sVmeUg0xoVEkcq4fKJKZ1wnPZ2OQQ/IXogXZfURiNmVa+YRyInAGmpIUaMz4lPy549A404YHPnj4192H",
+	"e/uPDv7y18fNMwfBn//z3a45sTn2pwN/d7/1oBdmIZUJrgBv8CmNj+FDDkqbvyLBNXD8SbMsZRE1h9j5",
+	"SRlY1DZi3ozBG+4PBr4XU029Ic/T1PdmoBSdNu6SzHKlyYzqKCHrr+aifvA/SZh4Q+8/dioc3LH/qnZe",
+	"SCnkC34OqcjAHmz15qQ9GmGKzGg6EXIG8ZBQYm6AlKjskw85yEX9QQI0BhlwIclYxAuiE6rJWAJ9rwjT",
+	"isg8BbKlEyDuxMTcpiLzhEUJoTwm82Sx7RMhCQ14NQVThAtN4CONdLogBof+fvLmOyLGP0GkiZgQM2cs",
+	"onwG3GDchEEaq37ADWSeCT5JWXTNq3p8+VWRkpqKXUaCc4g0xDd8K81VGCeUKE01WBDRNBVzRXTCVBPC",
+	"ii4cgLf7ZkffCDlmcQz8euDY6wJHJIVSPcV0hT8SJrm6UTgc2xkJVYSSlhW3KBlLMVcgyYzK9xATpuvv",
+	"zZlOAh6eQNT7BnSU9E6YhhARzuBn+EayKeNhAWSEpgJ5DnK7eulboXQYcPeOQUZ8b0o1zOmCUK7mIJXh",
+	"bVsKgIS9Hl4OxL1EKK3CbYeXL+2AUzYDkV8LOx8N9ruu48eEanWYZSRmMe7TbsvgjWYzuME7WbPSE9KC",
+	"jYamNZmba1TvIUbE/BaZhzoV4hWVU7gWeu7tdsGjwBDLosztCJLiOrfCOx+ociUqwa4kDaVyBIfFKSMY",
+	"IdMKj3/EjVCiKa5yPWTolCrMzU0AJ7+5Ex+SCc1T5EbmWAUJGDLMp5aPE6WFdExqQlkK8XafnFYoEXDE",
+	"CcHTBQmWdhp4FntSMSUJVZbLg6YsVSTnMULU4NQMAl4KrdiR13dCfyNyHl+Pz+1vzPYNyk9woZuD63eC",
+	"qDxKHM/3nd4kJJGgRC4juJzHv6WLVND4s0hpd28dKVn5fLt0ZBdhag0Fka1d8po93e6TQ76ocIFyLnIe",
+	"GT2SFjPghFPQTlY6ZjWGicFSyhc6YXwacEgVyloJNPaRY4FZD7UYkWtwSHYqxGvKF04ZVNeC9MNOFcMA",
+	"d0b5whGOoQPG1RMiQcsFMcr1TRLzaetqZCLFzMIqShlwI2Q5OXp7vk9oHEtQytI5PjsI+M7B/vYTYoC1",
+	"KC8Rp2DawtNK8JxrlpLw2JykdzjRIEOSUaWg0Np+4DTXiZDsZ7gmCXfKgsbUNwe/ZxJi4JrR1DL9SPAJ",
+	"m+bS6Cs8RqwtpRA1ygMHBN1cCj41eoQ5usH9AudpOjeEXai9eAeCQwWgc8pSOk7heuKik8Br9GX0nyTX",
+	"2pBQLOb8hqm8EBjLyyBcSsUiEnlqVYuxASGNEohRMAR8lQP2yXcCaRjViyihfAqxT5RoXMCMLsgYpYaW",
+	"DOISpCrPMiE1xK8hZvQUzcDrMM9Hl8G2wdvQzhsDWZn4JqU0Ggo9BIaBTLGBeSJUhW4GwMoQOFUBD5/Z",
+	"M/cMDIYruwvJllO0FYkMm8WhMYr5gC9p3CI3c743K0+YVNoqwOX5kGs+k0A1WM9IzbSmccysR+CtFBlI",
+	"zYwBPqGpAt/Lao8+1dwgK+6Il8BBoitingAndGyO2ff8W3KKuCfWOjX3aI+FjqDGlitTcWXLr8R0aswX",
+	"jrxD8JRx6FerjYVIgSKSRAi5eEQRYMZaN78M+kEPVf2VLfpNWLUDYWXMT22QNUScMm4sLYOZlDPByd+P",
+	"njeBW3fADHcf/k31jUBVNMv6HLTne4ZKLCOzXpyVxVOq9AgK1XjZAFk4zRD1MfMqSWGiCSVTIWKL/M0N",
+	"KS2BzoiELKURxGRszDahE5CF+W6m3mRfeE0jxle3dVgARoFSBizwkSmj7LddYkYZTrmG1N/a1474ROCo",
+	"wvvW6etae4AspdrgTHMWymMp0KG4foJcJSPrlKvPcJhaNFo7XgJ1bPSygxeMgRackfJ4LD5e5kElKTsH",
+	"IzCdkYADHqiaX5KDngv5vv1GEGs229YJvlqMGSnGI2hDU7BbiXIpDZu13psxTCk3W9iEci/qDs93Dc+v",
+	"3W8JT0uvfuknra6pdud1/PVr3Kh5kgb1Vaja4DzVjZx18r9SRLXwwbiJPg+NLeumMSbh1Cq6VqRuciXm",
+	"7VLo1vHyzT/WQhV3Uw13y3af6xVT+ubOxjTM1OaHdBNRKeniLg99XJLtpcyYKSPCjNWEGIV6nWEJVhBz",
+	"p6lxgFgZHY7xaZ/ETJWoOCShw7cRfMzMZkM/4OUza6mEfvVWRHkEqXnYL1k5nw4DHlaMfZQKpcM+EZOJ",
+	"EatDElp5MCrkgZlQwywTksrFaEw5LmrNn5HItaFQfMnNOXJWTf2R21qf5EZ2o/JDeRxwR3Ei10MSpmIq",
+	"cm2GSZiJc/Ocj5BkzTMXNxmlInrvDj6mnNt1Cgk6quZwgmaUc2O1Gq6LY4rHM6YU49P6mzDL9CI06pjv",
+	"Ac9nBhOW4F1RvDtS7UEJ7Ip7FOBFHtIAqkHBOkzNmCZEq1kKgNaelIvb8yKna4LM870mxDzfs/DyfG8J",
+	"XGZ7K9CqPXSwqj1BUBmCWCvR6kJhhT7COnaHQyubUlGYhKWyYLQ+LoiDtKEj6/Ca00W/IoBwSCj5/thQ",
+	"VfGmIWTzush1v8RG+2r1h3OEO+dcqaJUA3BvaZsOSkJHNnbzAS92zBR5D5km41w34yA+DncGhjO40DUe",
+	"8NBKq3C7T8KSTgqoVPMCx1jglr07n8SQgmUmAS+tROAx+vvNXBWRNUEcE9qAMNMBt+Osq77ajtEjjl8c",
+	"Pn/9gsSSzpXzaGhJuUKLpEk09VttysgS5ksS1kHR873y4JU8Nhh61oJaLwwS3pysWVJYrbvB4He/W3Or",
+	"BMHti5qmZdt53FUN8NvT07cocXLVUPzRr9sNj3Zr0x5/yUFrzHpDdoU7Gt21zkUtJhOHsRiHvD4wL/E1",
+	"3xyQvwWa6mQVuhZ8zQ2J92sXdsO6V7obNdCd6k7Q9JWYMv7MbX4TFH3BNfqyWWmeoABr2qiHT5897xlb",
+	"rtWAzyW1ky3PfQKR4LGyFrAWBHAt1nR37B60ALb9/OVKl578bi61AvTd3uv1HFJZe27MxlkvN5nA0nW6",
+	"749Xb+yDHHVz1u+PrYaBEfi3370kBnrkh+NXzR2bp0M2o1PYyfj0yZgqONj32X89fXM8H/zj5VT89suv",
+	"bXj9QY42RO2JsNE/3I1KxJw3dnDQimQf5Mit1Xo4DR81TlqcMqJSMmjKEO/h33775Ve/9v+1KFdAtHm+",
+	"+nbOui/oDknr++O7Iay6G6v1IgplttR5lwxHnYB0qTCWbS7L1yagrCmjnIt0jVvGIpQWmSJjMJs4pymL",
+	"N/XQmPPrRFjHqlMOP0jU/WJo0emWYOgG+/Utt0HwxHpbnpVGl1pFD8MlZplWq2euhpHiJYK+nrqrzOhP",
+	"EtX3ImYnOBhzPkrzGOIGTey1od14MYpLx3c73/zUhq0tfvAe4zXHrCLjReFgcL7mFQBd4pg9xahHzbgx",
+	"rMxO1xSSbYcSGbRM+SYDTuYwVsbu1PWtrptx6f5x+qZbrgKjX13pZjhxN6yjBRfvhIu4dbuCKz8tRzea",
+	"UYjVIMSqcx/991cKrFgjuYbYpUd56ZjWO1utUA5de9Iv4G5sQvqLeB3dFl4x/r7zqjtDU2VK9ZrI1Fqc",
+	"aLnENZu9vvq4cpOXWQRtcF2zsztlDnhvd4kor6uFlg6XtGsBwmmT/BykQgXN6BdzppN+G6FPpJh15L2D",
+	"UVoeqCUJ1cS54n8b8SGz1mgGbSHGSGQLIiaElrlgmChmE6KrvHsx501aUKQIga9Gvpb55t6Lp4Nn+3u7",
+	"zx4eHO4+3j148fD5bts2jfbcHPktpKlofZXNQGk6yzblrEvogNDHndbnclvw7R1XcFuPJl+OpxZ4+iWZ",
+	"6nc2DvoNzdMrJ11Ika3i5XMpMucwNQpNTR8iXMwb1NBwh9WQ0OqcI2VNvtUlbCY44TBvKIbWKsTCBb4g",
+	"bnRjwUe+N6Mf2cyo5nsH5iJnjNs/230im0DtTnlpfeFjUObSvhS2uOVXTm3QImtLa6kpicS91Lidh2s1",
+	"5GLqS3ZYFiVdQSHcgA2vz7a4anLE5TfTFrpfo3Hgye8UGS2s7xL/cMXfvUfuRnDjEiidRJRfD0gfZKfn",
+	"z4jXISm9VlbxwDTh/gY+sPbtAo+dDLwjvAWua0L3DtC2OuH1LqS2xXaXpU92DQYfPHq0d0CihEoaaZBL",
+	"XstCF5vRj6+AT3XiDXEAyr/iye5lbG9Z96wXc9pSj1yBNPou2bqEtW5fSkmbscQCJB3w1p3a/3USH91i",
+	"o2vrxZ+p7NbWb2q71WFW4XDhewqiXDK9ODGYb48/popFh7kN9yFFoNplnlbbSLTObBoxa3XQTsWcojWh",
+	"qhRtZ2ooQhUJvKapEXhka7wofepCkr/2SiwNeD1xYRuj8rHEzD2dwIyIc5AYzu0HPOAvUKfE2k9buOHb",
+	"QqHKLelj4jwn4JjJMODhpwDJNfCGJMgHg72oFh7GB+CToAAzvuX99suvgWeeGrI2j3775deLsE/e8GLB",
+	"0PxLSJgKOPqlc56CUmU8OIE0I1vUOo+tOYkDXcWrMc8wOLyN5zpMUwI8zgQzMISPEWQ2EJFgGJNkUoxB",
+	"YZ6UjW0/NVdGaK6T0iEe8FrOvnXdovlKolpdwlbY6+F198zYkOyQ8PDt29HTw5OjZ6PDH06/xerEQ+Ly",
+	"X6ryhGoSWzzjihIa0N0f7Pp1OAaNSovA80twGohdhHj05y5RLHZFE/WC96FjbPskBSNglV/K6LAf+iQc",
+	"hWaHYS/0A45nLnJbjFzCIRijN2Nq+ONqflxwh4T/7DnG3DuKQx/hzuLCgjaXmoopkRAJGSsL6SKBHuMT",
+	"ffKCRomxdGxgh6RM6SJhxGIZlqFS7lZ+QhgPuEqE1EOyPxig1UKrWut1hdbE1Vc/IfuD3YBv4YHDH3/8",
+	"sWdI29xSRDWE22XyPSJhHQ/MyD27bCNbvzgX7scWujYK+2IBql7jqcUTsr+7ZzPb9ncfuZM0K8MwdCM0",
+	"CVeKCJ6Q/YePyZaryq3XAm0TOsEYeUcF1P7eLq5l2IMy2FWUWz4J+KMSom3FiU/IowFumDwa7FviqQpN",
+	"bCWDLQzBMhNEn6VDu8LWPjlcKqSIaJqCJAnlU0XyLOCuqgwxyY5F2uGiRIQOJGPaMNL9x49tlpFRCblC",
+	"cebaH7w+OvV8L5ep49dquLNjTG1bHdgXcrrjBu3MmLZSSKPUQu792y//V516lqeaFRkmxy9OTgtQeb6H",
+	"4EWuP+jv9gdFBIRmzAjA/qC/Z7XfBMXLjuP45vcUUM8pqeIo9obeK6b0c/fOUkuFh4PBBqU2m1XEtDjK",
+	"W8piLDMoSiyFjEHaUgBmC5L3B7tdC5U731muJdsf7K0fVNXgmxG7G4xYrug04x4+Xj9uuT7RjNvb4FjL",
+	"xdgXvvfIXtDl45pVzKiF5LMZlQt3+YVOYLQNOlVVErvyzoyuKVSLc9bWBlmxPsv0ArP5+uRHx93CUg8K",
+	"0XZjmGw4LWp+jLrZxMJ6rZFrIQJKPxXx4mrFXjVlsqZBbly31VbydLHaa+ShRcMbJIx1VXkc5mU8FFF6",
+	"g4uvdUS5Q9IZbEACZfuPz6G13UebnKelevB3Qqhm1N5GV1bWnDaJ2yJzGUhHEm0l8gu/FBM7n0oKurD0",
+	"lEJbzvQP3FobtboCUZPabOJqi53ZscU0iZkxN4HKsn4ZAo7W4wNFXtn3nCDaLvKJbY+aIj14wlJkOTGx",
+	"eeaqzCO2MrnJUp7jDDWWckuSrZkAvLZTzBTTY75yGt5fP6Ls5XBPwzdLw2bMBvBfalXTJH2L+yXpd4j2",
+	"Vn3wJejbp5nNhN7vRODdFbH83pTLl6DXYWC9Cd+79rWqV3bKJn0XZx0iaweN0Zqts5StqqnUinx/XGYz",
+	"GmESOV22LEqx0qu0MbFIuE9OIuqcOugzQwu/FHj1nHGydQLYN0GR3/7nfwvR5nZrnUs/JiyF1koin0xy",
+	"aaueaZoqIkHnkldptS4lMl2gt2Je1MyYF2eUcTNd2eJpQTh2SMGAL10KzPYJmvW1ah0pdAkHs5Z1u3D4",
+	"qHEvbivKPZ1j3wvyY93VxUARmXOsdCI5VxGWetWVhKkB6phG74kWpFl4ZT0WzSWVvTA6kaCSPtkfPDaQ",
+	"LjWaohMdTSXQeFElELbpA0U67S2yteX04A6+VqYyF3dZJEv/wRjdnZkC95pApybwSkwJQ+etw7oaJ7bM",
+	"8vb48E4RJLz29F3uh0NVj3RMbLOjWgijWXpZ1CXUo2P9gL+p8ezhEpsuObfl8424GuNKYwsqnQAPOLjK",
+	"Ics0bZmifd92tCFTdg68cHmiH9bs1/LR0FYWB3zJn9wnzzaSSl187pm96SXAr7Ki9j6wvlnMLLKy9bL1",
+	"K+53tffr7fR6PfsMj5CLlTZ3sbFDaKXeqNUbdMMSpFG91SFDGghe1pQ1S9fuxcm9Vfp1yqI69rYIpEuk",
+	"imvLeuMSZY1Dq8OBRZr+qyJ0qlzQvMuHZYUEcnWl6UL5xOqvNkTGYY49KRi3Gm8RTS721WxLYINna4Nm",
+	"WriuF0aIbC0V8xtBhp0CtjsEisi/MqeAi0UahR9j4rm+Z3f37O7rY3e2r8nGLvcdCc4gvhUm9ywVCuo8",
+	"7oGqJ4KjM8T+qQidUsat9mt7BQlpGJzjGj7yKqdmOWKkxPVwm1NV9nFrZWEBb/KwNq5zXEDi62I8PuFi",
+	"Xmvbcs927tnOLcXvSgq4EgepeoS0ukBPXXfu8tMMxhINX744JW2zhauR+jI+cGIX+kro8oEqm8vchwt+",
+	"9+GC8jZvI26QlN11WinkbT5OWdQnDwcDMkc/PSr6UmBKGCZ0Kpv+2kYbrsnNLVLFUsueLv+A2y96x9l5",
+	"4Q24s0yoO8Yil1ftDd+dNfObzoEbMGC2bg2Z1EJpmDk2OgMtWdTNM51RZwxX1zLR9WEfL4jtDmG7seU6",
+	"EjPwbTqwc1jhS9ieHt+pGmCtYM5rt4u1qKPho97JUsqWkKblC0nNc7gVCn/eWynM7iFXtsuKzYPv3zPD",
+	"r4AZ1u5mVuJFK/K63M/+gs7SziTPl6DfZMAP3x5djTMVk14ByQzzcWtVOkatfb0xDsY5S+0nCO6zOm8B",
+	"eU4TpkrYd+ENepx+3kgKirINjTECbVGAjSljKpZ5yvi0MOYUSagK+BimeemcMlK08TWBNovvJehjs6kv",
+	"KzyPS0+clnQyYdEfWHJe10TpkLbHWJi5Vty6ZkY7UbNTUivjamlkc4vYcUm7nhZMedOso1f3kvNrYH7P",
+	"RM4b7Z6Itn1EqibzVhLV0bNolN7AT9eLHj1xre6051JkqqOpQseiZAtdYWEsRWYr1bTMYdvGkl1XL9Xa",
+	"QiFstl8I+2XMoWofAhg9wF1jdU4uwfFoN5sLEDKJ7Udskc+YRu/FZDIkuQLCsEGlxg/iiDlZiFwSrOZ1",
+	"dVSRyMC2YDHqLp3abwP57VTbaGLxOUn92NHCtqVYbkLxaONQbtumLpqFnWaJi9vnL61tKjpUKVsvhZ/l",
+	"M8tCfO/f+DfxHza42lMJ9P0SRykoXXCS5TITCtayNAxXqm6OVpb11JZZLijuk6MYZpnQrltRu8DGid7W",
+	"vgh8c8kbjT4NrjnDVblAo2PFl+ECzcYgHeS/8sXme/L/dyT/spSnwoci42oTgt/5hP+9WFsMWraGu5Oa",
+	"0O4eih3UUH3PqtB5XH2R07buaeQPUI66guQP1FKjvFasv2pQwHVJOltPLTufflpTDVf/bqICKL5jqmwr",
+	"HpHrpYShTrF5jHVtX13Nms0cutc9/z2Fj0VKQptUaFF6M4l0Tdr0r9A/FpOSM4qhN6cZ2n6+Tb1ufYby",
+	"Ji1nL2MaZn+96yW+FyypK32nyizHbF/DXpppwAmtQqhFAApidB8wrYrM9y7mU/TG/RyF3R681hb3qor5",
+	"coPeL6ObN5rxrmWPf1DmeJ8JdINu9s9NJrTfp1kieKyF+0yTwPWG2sgmeF28e/sU2NYFuIMQqxqW4iw+",
+	"EWmMXzlnUt2bA79rc2BuhdoSlhMJEbBz+wnDu7AFVET5bUp0M78qPnSD6RhbYdnVM6y19bSlBUWxAtW1",
+	"z2S00u1JhN91vJpEvxKp1vua3ovre3F9L66HHjYLoGWlt+t/uLGoBh7v1HrMtjOPE+CxsQFs8lbhYCg+",
+	"S0hntnNa+M+e9Sf0juLQFh7ZvnyuPDXg+O0ukWubpe+6SOJHC2o0U1bWY3dEfNN2+OEAMcQBH+e6aFHp",
+	"k/3BflGVm/P3XMx5WVSFSky9nLYo4udCB7xWc+W3Fj+5b5aWbQP65HCpG0DAy3AnfqG0KE6QgN0E7A5c",
+	"y/JalHUbvy1BmTOY/IDnGTahHhQ9631SNg+k2mzO9gldKg42sBLGQs2zRgVZrfEgaiXl1yG0CHhRk1W0",
+	"M8R2DmAmdOYbJTFd+ISSwDPHr00ceEXTyBnjuYZt+21XM1uxAjZdcC7Svx89r/YkYcqUxkWYDjg2ofDJ",
+	"PGFRgpMqMQOCyhW2dojZZAL16jd35pjRNIW4NRJcdVrepBy5fpOGCFRp2lucrYz7GlZ3lB3XGwjXao7f",
+	"Hfb+RXs/D3qPz6qf/VHv7NPAP9i78fLjkorLbs+fV5Dc0rr6rmVuS3vwFplbDxtCpqGBkvfC9174fl3F",
+	"egarC1ladZAvxTPw2MjmZvJbo3n3uzPDJ2yWTxt7O6y63eKn8mxiB34aiBffR4kSZoMDVRfZ4c7Op0Qo",
+	"fTH8ZG70wvO9cyqZOThSdlKqBhP7rRgvFRFNE/u9984wxQNFzCuoJqBEjGMJyqawmXWaU+4NBoOV2Y60",
+	"IuZVbGBtfoS+7Vz99s3xabjdN0zhrARhe0491kCrQmAxWYmmIpm0X7H8Ivqz6hd+VXzNvxAgzd7mdZ9J",
+	"bT5bbb4624n7UnThTagNQTxYHfFtvSW4X2Rsu2PVcnHrM9mMyNW53vB0QRgnYeGDLj7+WHw2fTUxwyWC",
+	"FE08FLYLXzaYjUKqGlqp75pGNJ1KPvbKts2YbJvFpeib1S9UIubWNme6NMb75Ki+caNxhdjSSUGtl7pT",
+	"cvYH+1ZjKCDiVOCLs4v/DwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

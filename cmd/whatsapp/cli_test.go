@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -163,6 +164,20 @@ func TestRuntimeFailureExitsOne(t *testing.T) {
 	t.Setenv("APP_BASIC_AUTH_FILE", missing)
 	_, stderr, status = runCLI(t, "rest", "--port", "0", "--host", "127.0.0.1", "--storages", t.TempDir())
 	if status != 1 || !strings.HasPrefix(stderr, "whatsapp: APP_BASIC_AUTH_FILE: ") {
+		t.Errorf("exit %d, stderr %q", status, stderr)
+	}
+}
+
+// A storage folder that cannot be made is a runtime failure naming the
+// setting that chose it.
+func TestStorageFailureNamesTheSetting(t *testing.T) {
+	file := t.TempDir() + "/a-file"
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("APP_STORAGES", file+"/storages")
+	_, stderr, status := runCLI(t, "rest", "--port", "0", "--host", "127.0.0.1")
+	if status != 1 || !strings.HasPrefix(stderr, "whatsapp: APP_STORAGES: ") || strings.Count(stderr, "\n") != 1 {
 		t.Errorf("exit %d, stderr %q", status, stderr)
 	}
 }

@@ -80,11 +80,6 @@ func loadConfig(cmd string, args []string, out io.Writer) (Config, error) {
 	if err := envconfig.Process(envPrefix, &cfg); err != nil {
 		return Config{}, &usageError{cmd, envMessage(err)}
 	}
-	for _, f := range []string{"port", "host", "storages", "os", "debug", "basic-auth", "basic-auth-file", "trusted-proxies", "shutdown-grace"} {
-		if _, ok := os.LookupEnv(envName(f)); ok {
-			cfg.names[f] = envName(f)
-		}
-	}
 	if cfg.Storages == "" {
 		cfg.Storages = defaultStorages
 		if cmd == "sandbox" {
@@ -103,6 +98,13 @@ func loadConfig(cmd string, args []string, out io.Writer) (Config, error) {
 	fs.StringVar(&cfg.BasicAuthFile, "basic-auth-file", cfg.BasicAuthFile, "file of user:pass lines, re-read on SIGHUP and on change (APP_BASIC_AUTH_FILE)")
 	fs.StringVar(&cfg.TrustedProxies, "trusted-proxies", cfg.TrustedProxies, "IPs and CIDRs of reverse proxies whose X-Forwarded-For is believed (APP_TRUSTED_PROXIES)")
 	fs.Var(&durationValue{"shutdown-grace", &cfg.ShutdownGrace, &bad}, "shutdown-grace", "how long (a `duration` such as 15s) in-flight requests may take to finish at shutdown (APP_SHUTDOWN_GRACE)")
+	// A setting is named as its flag when the flag was given, else as its
+	// variable when that is set.
+	fs.VisitAll(func(f *flag.Flag) {
+		if _, ok := os.LookupEnv(envName(f.Name)); ok && len(f.Name) > 1 {
+			cfg.names[f.Name] = envName(f.Name)
+		}
+	})
 	if err := parseFlags(fs, cmd, args, out, &bad); err != nil {
 		return Config{}, err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"mime"
@@ -259,6 +260,8 @@ func TestContractCheckerCatchesDrift(t *testing.T) {
 			`{"code":200,"message":"OK","data":` + device + `}`, "refuses"},
 		{"a malformed id refused", "GET", "/devices/-bad", "", 400, map[string]string{"X-Request-Id": "r1"},
 			`{"code":400,"message":"device_id must match","data":null}`, ""},
+		{"an unknown field acted on", "POST", "/devices", `{"device_id":"d1","color":"red"}`, 201, map[string]string{"X-Request-Id": "r1"},
+			`{"code":201,"message":"Created","data":` + device + `}`, "refuses"},
 		{"an empty message sent", "POST", "/send/message", `{"phone":"628111111111","message":""}`, 200, map[string]string{"X-Request-Id": "r1"},
 			`{"code":200,"message":"sent","data":{"message_id":"X","timestamp":"2026-12-01T10:00:00Z","device_id":"d1"}}`, "refuses"},
 	} {
@@ -296,3 +299,58 @@ type discardWriter struct{ h http.Header }
 func (d discardWriter) Header() http.Header         { return d.h }
 func (d discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (d discardWriter) WriteHeader(int)             {}
+
+// TestContractOfTheRarerAnswers makes the answers the other end-to-end
+// tests do not, so that the contract check sees them too: the document
+// itself, a reconnect, a network fault, a device deleted while linked.
+func TestContractOfTheRarerAnswers(t *testing.T) {
+	t.Parallel()
+	tg := startGateway(t, t.TempDir(), withAuth("admin:contract-pass"))
+	if code, env := tg.do("POST", "/sandbox/phones", `{"phone":"628333333333","push_name":"Carol"}`); code != 200 {
+		t.Fatalf("create phone: %d %s", code, env.raw)
+	}
+	code, env := tg.do("GET", "/devices/rare-1/login", "")
+	if code != 200 {
+		t.Fatalf("login: %d %s", code, env.raw)
+	}
+	var qr struct {
+		QRString string `json:"qr_string"`
+	}
+	if err := json.Unmarshal(env.Data, &qr); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string]string{"qr": qr.QRString})
+	if code, env := tg.do("POST", "/sandbox/phones/628333333333/scan", string(body)); code != 200 {
+		t.Fatalf("scan: %d %s", code, env.raw)
+	}
+	tg.waitState("rare-1", api.Connected)
+
+	if code, env := tg.do("POST", "/devices/rare-1/reconnect", ""); code != 200 {
+		t.Errorf("reconnect: %d %s", code, env.raw)
+	}
+	tg.waitState("rare-1", api.Connected)
+	if code, env := tg.do("POST", "/sandbox/network", `{"drop":false,"refuse_seconds":0}`); code != 200 {
+		t.Errorf("network fault: %d %s", code, env.raw)
+	}
+	if code, env := tg.do("DELETE", "/devices/rare-1", ""); code != 200 {
+		t.Errorf("delete: %d %s", code, env.raw)
+	}
+	if code, env := tg.do("DELETE", "/devices/rare-1", ""); code != 404 {
+		t.Errorf("delete again: %d %s", code, env.raw)
+	}
+
+	req, err := http.NewRequest("GET", tg.url+"/openapi.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(tg.user, tg.pass)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Equal(doc, api.Spec) {
+		t.Errorf("GET /openapi.yaml: %d, %d bytes, want the %d of api.Spec", resp.StatusCode, len(doc), len(api.Spec))
+	}
+}

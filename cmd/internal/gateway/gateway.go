@@ -124,10 +124,10 @@ func OpenCore(ctx context.Context, cfg Config, log *slog.Logger) (c *Core, err e
 	}()
 	c.Root, err = filepath.Abs(cfg.Storages)
 	if err != nil {
-		return nil, fmt.Errorf("storage folder: %w", err)
+		return nil, fmt.Errorf("%s: %w", cfg.name("storages"), err)
 	}
 	if err := os.MkdirAll(c.Root, 0o700); err != nil {
-		return nil, fmt.Errorf("storage folder: %w", err)
+		return nil, fmt.Errorf("%s: %w", cfg.name("storages"), err)
 	}
 	if c.lock, err = lockStorage(c.Root); err != nil {
 		return nil, err
@@ -225,7 +225,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err er
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	g.ln, err = net.Listen("tcp", addr)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", cfg.name("port"), err)
 	}
 	handler := httpapi.NewHandler(httpapi.Config{
 		Devices:  g.Devices,
