@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/gowa-dev/gowa/adapters/httpapi"
 )
 
 // Config is the gateway's configuration: environment variables (APP_…)
@@ -21,7 +23,13 @@ type Config struct {
 	BasicAuth      string        `envconfig:"BASIC_AUTH"`
 	BasicAuthFile  string        `envconfig:"BASIC_AUTH_FILE"`
 	TrustedProxies string        `envconfig:"TRUSTED_PROXIES"`
+	AllowedHosts   string        `envconfig:"ALLOWED_HOSTS"`
 	ShutdownGrace  time.Duration `envconfig:"SHUTDOWN_GRACE" default:"15s"`
+
+	// Connection limits, not flags: tests shorten them (0: the
+	// httpapi defaults).
+	Limits      httpapi.Limits `ignored:"true"`
+	BodyTimeout time.Duration  `ignored:"true"`
 }
 
 // Default storage folders: the sandbox keeps its simulated sessions apart
@@ -55,6 +63,7 @@ func loadConfig(cmd string, args []string, stderr io.Writer) (Config, error) {
 	fs.Var(secret{&cfg.BasicAuth}, "b", "short for --basic-auth `user:pass`")
 	fs.StringVar(&cfg.BasicAuthFile, "basic-auth-file", cfg.BasicAuthFile, "file of user:pass lines, re-read on SIGHUP and on change (APP_BASIC_AUTH_FILE)")
 	fs.StringVar(&cfg.TrustedProxies, "trusted-proxies", cfg.TrustedProxies, "IPs and CIDRs of reverse proxies whose X-Forwarded-For is believed (APP_TRUSTED_PROXIES)")
+	fs.StringVar(&cfg.AllowedHosts, "allowed-hosts", cfg.AllowedHosts, "host names the API answers to besides IPs and localhost, comma-separated, for a proxy that keeps the public name in Host (APP_ALLOWED_HOSTS)")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "how long in-flight requests may take to finish at shutdown (APP_SHUTDOWN_GRACE)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err

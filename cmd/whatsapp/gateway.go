@@ -71,6 +71,10 @@ func openGateway(ctx context.Context, cfg Config, sandbox bool, logOut io.Writer
 	if err != nil {
 		return nil, fmt.Errorf("--trusted-proxies: %w", err)
 	}
+	allowedHosts, err := middleware.ParseAllowedHosts(cfg.AllowedHosts)
+	if err != nil {
+		return nil, fmt.Errorf("--allowed-hosts: %w", err)
+	}
 
 	g.root, err = filepath.Abs(cfg.Storages)
 	if err != nil {
@@ -132,13 +136,12 @@ func openGateway(ctx context.Context, cfg Config, sandbox bool, logOut io.Writer
 		Proxies:  proxies,
 		Throttle: middleware.NewThrottle(10, time.Minute, time.Now),
 		Metrics:  metrics,
+		Sites:    middleware.NewSiteGuard(allowedHosts, isLoopback(g.ln.Addr())),
+
+		AccessLog:   logOut,
+		BodyTimeout: cfg.BodyTimeout,
 	})
-	g.http = &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	g.http = httpapi.NewServer(handler, cfg.Limits, log)
 	if !g.auth.Enabled() && !isLoopback(g.ln.Addr()) {
 		log.Warn("no credentials are configured and the API listens beyond loopback: anyone who can reach it controls the linked WhatsApp accounts; set --basic-auth or APP_BASIC_AUTH")
 	}
@@ -163,7 +166,7 @@ func (g *gateway) Run(ctx context.Context) error {
 	}
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- g.http.Serve(g.ln) }()
+	go func() { serveErr <- g.http.Serve(httpapi.Listener(g.ln)) }()
 	g.ready.Store(true)
 	g.log.Info("listening", "addr", g.Addr(), "sandbox", g.sim != nil, "storages", g.root)
 loop:
@@ -186,6 +189,9 @@ loop:
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownGrace)
 	defer cancel()
 	if err := g.http.Shutdown(shutdownCtx); err != nil {
+		// The grace is over: cut what is left (requests still running,
+		// clients still sending), rather than leave it to hold the stores.
+		_ = g.http.Close()
 		g.log.Warn("in-flight requests cut off at shutdown", "err", err)
 	}
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
