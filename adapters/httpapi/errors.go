@@ -17,11 +17,6 @@ import (
 	"github.com/gowa-dev/gowa/domain"
 )
 
-// StatusClientClosedRequest is the status logged and counted for a request
-// whose caller hung up before its answer was ready (nginx's 499). The
-// caller never reads it.
-const StatusClientClosedRequest = 499
-
 // statusOf maps a domain error code to its HTTP status. It is the only place
 // that does.
 var statusOf = map[string]int{
@@ -64,11 +59,12 @@ func writeError(log *slog.Logger, w http.ResponseWriter, r *http.Request, err er
 func answeredAsTransport(w http.ResponseWriter, r *http.Request, err error) bool {
 	var tooLarge *http.MaxBytesError
 	switch {
-	case r.Context().Err() != nil:
-		envelope.Error(w, StatusClientClosedRequest, "client closed the request")
 	case middleware.IsReadTimeout(err):
+		// Checked first: the failed read also ended the request's context.
 		w.Header().Set("Connection", "close")
 		envelope.Error(w, http.StatusRequestTimeout, "request body not received in time")
+	case r.Context().Err() != nil:
+		envelope.Error(w, middleware.StatusClientClosedRequest, "client closed the request")
 	case errors.As(err, &tooLarge):
 		envelope.Error(w, http.StatusRequestEntityTooLarge, "request body too large")
 	default:

@@ -53,7 +53,11 @@ func ReadTimeout(d time.Duration) func(http.Handler) http.Handler {
 			body := &deadlineBody{ReadCloser: r.Body, rc: rc}
 			r.Body = body
 			next.ServeHTTP(w, r)
-			body.drain()
+			if !body.drain() {
+				if rec, ok := w.(*recorder); ok {
+					rec.hungUp = true
+				}
+			}
 		})
 	}
 }
@@ -77,31 +81,46 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 		}
 	case err != nil:
 		b.failed = true
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = &bodyTimeoutError{err}
+		}
 	}
 	return n, err
 }
 
+// bodyTimeoutError marks a body read cut by ReadTimeout, so that it is
+// never mistaken for another timeout (one of WhatsApp's, say) on its way up.
+type bodyTimeoutError struct{ err error }
+
+func (e *bodyTimeoutError) Error() string { return "request body not received in time" }
+func (e *bodyTimeoutError) Unwrap() error { return e.err }
+
 // drain reads away what the handler left of the body, up to maxDrain,
 // under the deadline. A body that failed or does not end in time is
 // closed: net/http then closes the connection after the answer rather
-// than reading on.
-func (b *deadlineBody) drain() {
+// than reading on. drain reports false when the caller has gone (the
+// connection ended rather than timed out), so the answer will never
+// arrive.
+func (b *deadlineBody) drain() (callerThere bool) {
 	if b.eof {
-		return
+		return true
 	}
+	var err error
 	if !b.failed {
-		_, err := io.CopyN(io.Discard, b, maxDrain+1)
+		_, err = io.CopyN(io.Discard, b, maxDrain+1)
 		if b.eof || err == nil {
 			// Read to the end, or more than maxDrain is left, which
 			// net/http refuses to read and closes the connection for.
-			return
+			return true
 		}
 	}
 	_ = b.ReadCloser.Close()
+	return err == nil || IsReadTimeout(err)
 }
 
 // IsReadTimeout tells whether err comes from a body that did not arrive
 // within ReadTimeout's bound.
 func IsReadTimeout(err error) bool {
-	return errors.Is(err, os.ErrDeadlineExceeded)
+	var bt *bodyTimeoutError
+	return errors.As(err, &bt)
 }
