@@ -57,7 +57,7 @@ func (s *server) GetDevice(ctx context.Context, req api.GetDeviceRequestObject) 
 	if err != nil {
 		return nil, err
 	}
-	return api.GetDevice200JSONResponse{Code: 200, Message: ok, Data: s.toDevice(st)}, nil
+	return deviceAnswer{status: 200, message: ok, device: s.toDevice(st)}, nil
 }
 
 func (s *server) GetDeviceStatus(ctx context.Context, req api.GetDeviceStatusRequestObject) (api.GetDeviceStatusResponseObject, error) {
@@ -65,7 +65,7 @@ func (s *server) GetDeviceStatus(ctx context.Context, req api.GetDeviceStatusReq
 	if err != nil {
 		return nil, err
 	}
-	return api.GetDeviceStatus200JSONResponse{Code: 200, Message: ok, Data: s.toDevice(st)}, nil
+	return deviceAnswer{status: 200, message: ok, device: s.toDevice(st)}, nil
 }
 
 func (s *server) DeleteDevice(ctx context.Context, req api.DeleteDeviceRequestObject) (api.DeleteDeviceResponseObject, error) {

@@ -159,16 +159,16 @@ func NewHandler(cfg Config) http.Handler {
 	})
 }
 
-// publicPaths are the health probes, which answer without credentials so
-// that orchestrators can probe them.
-var publicPaths = map[string]bool{"/health": true, "/readyz": true}
+// isPublic tells whether path is a health probe, which answers without
+// credentials so that orchestrators can probe it.
+func isPublic(path string) bool { return path == "/health" || path == "/readyz" }
 
 // public applies mw to every path but the health probes.
 func public(mw func(http.Handler) http.Handler) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		guarded := mw(next)
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if publicPaths[r.URL.Path] {
+			if isPublic(r.URL.Path) {
 				next.ServeHTTP(w, r)
 				return
 			}

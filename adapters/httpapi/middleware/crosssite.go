@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 
 	"github.com/gowa-dev/gowa/adapters/httpapi/envelope"
 )
@@ -41,6 +42,10 @@ type SiteGuard struct {
 	exact        map[string]bool // lower-case host names
 	suffixes     []string        // ".example.com" for "*.example.com"
 	loopbackOnly bool
+
+	// lastHost is the last Host header found allowed: clients send the
+	// same one request after request.
+	lastHost atomic.Pointer[string]
 }
 
 // NewSiteGuard returns the guard for a server listening on loopback only
@@ -105,11 +110,23 @@ func (g *SiteGuard) Middleware(next http.Handler) http.Handler {
 	})
 }
 
-// hostAllowed applies the Host rule.
+// hostAllowed applies the Host rule, remembering the last host it allowed.
 func (g *SiteGuard) hostAllowed(hostport string) bool {
 	if g.any {
 		return true
 	}
+	if last := g.lastHost.Load(); last != nil && *last == hostport {
+		return true
+	}
+	if !g.checkHost(hostport) {
+		return false
+	}
+	g.lastHost.Store(&hostport)
+	return true
+}
+
+// checkHost applies the Host rule.
+func (g *SiteGuard) checkHost(hostport string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h

@@ -31,11 +31,14 @@ func RequestID() func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			id := r.Header.Get(RequestIDHeader)
-			if !callerID.MatchString(id) {
+			if id == "" || !callerID.MatchString(id) {
 				id = base + strconv.FormatUint(n.Add(1), 10)
 			}
-			w.Header().Set(RequestIDHeader, id)
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), chimw.RequestIDKey, id)))
+			w.Header()[RequestIDHeader] = []string{id}
+			// chi's key too, for code that reads it with chimw.GetReqID.
+			ctx := context.WithValue(r.Context(), chimw.RequestIDKey, id)
+			ctx = context.WithValue(ctx, infoKey, &requestInfo{id: id})
+			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}
 }
