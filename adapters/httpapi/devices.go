@@ -159,17 +159,20 @@ func (s *server) secondsLeft(t time.Time) int {
 }
 
 func (s *server) toDevice(st domain.Status) api.Device {
+	// The optional strings share one allocation: this runs on every
+	// status request.
+	opt := &[5]string{st.Identity.JID, st.Identity.Phone, st.Identity.PushName, st.Identity.Platform, st.LastError}
 	d := api.Device{
 		DeviceID:   st.DeviceID,
 		State:      api.DeviceState(st.State),
-		Jid:        optional(st.Identity.JID),
-		Phone:      optional(st.Identity.Phone),
-		PushName:   optional(st.Identity.PushName),
-		Platform:   optional(st.Identity.Platform),
+		Jid:        optionalIn(opt, 0),
+		Phone:      optionalIn(opt, 1),
+		PushName:   optionalIn(opt, 2),
+		Platform:   optionalIn(opt, 3),
 		LoggedIn:   st.LoggedIn,
 		Connected:  st.Connected,
 		StateSince: st.Since.UTC(),
-		LastError:  optional(st.LastError),
+		LastError:  optionalIn(opt, 4),
 		CreatedAt:  st.CreatedAt.UTC(),
 		Sandbox:    s.sandbox != nil,
 	}
@@ -179,10 +182,10 @@ func (s *server) toDevice(st domain.Status) api.Device {
 	return d
 }
 
-// optional returns nil for "", so that JSON shows null for unknown values.
-func optional(s string) *string {
-	if s == "" {
+// optionalIn returns &opt[i], or nil when it is "".
+func optionalIn(opt *[5]string, i int) *string {
+	if opt[i] == "" {
 		return nil
 	}
-	return &s
+	return &opt[i]
 }

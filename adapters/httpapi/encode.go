@@ -25,6 +25,10 @@ type deviceAnswer struct {
 func (a deviceAnswer) VisitGetDeviceStatusResponse(w http.ResponseWriter) error { return a.write(w) }
 func (a deviceAnswer) VisitGetDeviceResponse(w http.ResponseWriter) error       { return a.write(w) }
 
+// jsonContentType is shared by every answer rather than allocated for
+// each; net/http only reads it.
+var jsonContentType = []string{"application/json"}
+
 // answerPool holds the buffers answers are encoded into.
 var answerPool = sync.Pool{New: func() any {
 	b := make([]byte, 0, 1024)
@@ -34,7 +38,7 @@ var answerPool = sync.Pool{New: func() any {
 func (a deviceAnswer) write(w http.ResponseWriter) error {
 	bp := answerPool.Get().(*[]byte)
 	b := a.appendJSON((*bp)[:0])
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(a.status)
 	_, err := w.Write(b)
 	if cap(b) <= 64<<10 {

@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 
-	chimw "github.com/go-chi/chi/v5/middleware"
-
 	"github.com/gowa-dev/gowa/adapters/httpapi/envelope"
 	"github.com/gowa-dev/gowa/adapters/httpapi/middleware"
 	"github.com/gowa-dev/gowa/api"
@@ -46,7 +44,7 @@ func writeError(log *slog.Logger, w http.ResponseWriter, r *http.Request, err er
 			slog.String("method", middleware.Bound(r.Method)),
 			slog.String("path", middleware.Bound(r.URL.Path)),
 			slog.Int("status", status),
-			slog.String("request_id", chimw.GetReqID(r.Context())),
+			slog.String("request_id", middleware.RequestIDFrom(r.Context())),
 			slog.String("err", err.Error()))
 	}
 	envelope.Error(w, status, domain.ErrorMessage(err))

@@ -139,6 +139,7 @@ func NewHandler(cfg Config) http.Handler {
 		}
 		r.Use(public(cfg.Auth.Middleware(Realm, onFail)))
 	}
+	r.Use(strictJSON)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		envelope.Error(w, http.StatusNotFound, "no such endpoint: "+middleware.Bound(r.Method)+" "+middleware.Bound(r.URL.Path))
 	})
@@ -154,7 +155,6 @@ func NewHandler(cfg Config) http.Handler {
 	})
 	return api.HandlerWithOptions(strict, api.ChiServerOptions{
 		BaseRouter:       r,
-		Middlewares:      []api.MiddlewareFunc{strictJSON},
 		ErrorHandlerFunc: badRequest,
 	})
 }

@@ -43,14 +43,25 @@ var requestBodies = map[string]reflect.Type{
 // and values of the field's JSON type; anything else is a 400 naming the
 // field and what was expected. The body is then handed on unchanged.
 //
-// It runs per operation, after routing, so it knows the body's type.
+// It runs as the router's last middleware, before routing: it looks the
+// route up itself, and only for requests with a body, so that requests
+// without one (the hot path) pay nothing for it.
 func strictJSON(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 			next.ServeHTTP(w, r)
 			return
 		}
-		typ, ok := requestBodies[r.Method+" "+chi.RouteContext(r.Context()).RoutePattern()]
+		rctx := chi.RouteContext(r.Context())
+		if rctx == nil || rctx.Routes == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		path := r.URL.RawPath
+		if path == "" {
+			path = r.URL.Path
+		}
+		typ, ok := requestBodies[r.Method+" "+rctx.Routes.Find(chi.NewRouteContext(), r.Method, path)]
 		if !ok {
 			next.ServeHTTP(w, r)
 			return

@@ -9,7 +9,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
-	chimw "github.com/go-chi/chi/v5/middleware"
 )
 
 // AccessLog writes one line to out, "http request" at level INFO, per
@@ -76,7 +75,7 @@ func writeAccessLine(out io.Writer, r *http.Request, rec *recorder, start time.T
 	b = append(b, `,"client_ip":`...)
 	b = appendJSONString(b, Bound(ClientIPFrom(r.Context())))
 	b = append(b, `,"request_id":`...)
-	b = appendJSONString(b, Bound(chimw.GetReqID(r.Context())))
+	b = appendJSONString(b, Bound(RequestIDFrom(r.Context())))
 	if id := deviceID(r, rctx); id != "" {
 		b = append(b, `,"device_id":`...)
 		b = appendJSONString(b, Bound(id))

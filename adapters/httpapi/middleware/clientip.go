@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 )
 
 // TrustedProxies is the set of reverse proxies whose X-Forwarded-For and
@@ -162,12 +163,32 @@ func resolveClient(tp *TrustedProxies, r *http.Request) (ip, scheme string) {
 		return peerText, scheme
 	}
 	if !tp.Contains(peer) {
-		return peer.String(), scheme
+		return addrString(peer), scheme
 	}
 	if p := forwardedProto(r.Header.Values("X-Forwarded-Proto")); p != "" {
 		scheme = p
 	}
 	return forwardedClient(tp, peer, r.Header.Values("X-Forwarded-For")).String(), scheme
+}
+
+// lastAddr caches the text of the address formatted last: most requests
+// come from the same few peers (a proxy, a load generator, localhost), and
+// formatting allocates.
+var lastAddr atomic.Pointer[addrText]
+
+type addrText struct {
+	addr netip.Addr
+	text string
+}
+
+// addrString is a.String(), from the cache when a was formatted last.
+func addrString(a netip.Addr) string {
+	if last := lastAddr.Load(); last != nil && last.addr == a {
+		return last.text
+	}
+	t := &addrText{addr: a, text: a.String()}
+	lastAddr.Store(t)
+	return t.text
 }
 
 // forwardedClient walks X-Forwarded-For from the right, starting from a

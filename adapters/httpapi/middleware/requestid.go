@@ -8,8 +8,6 @@ import (
 	"regexp"
 	"strconv"
 	"sync/atomic"
-
-	chimw "github.com/go-chi/chi/v5/middleware"
 )
 
 // RequestIDHeader carries a request's id, both ways.
@@ -22,7 +20,7 @@ var callerID = regexp.MustCompile(`^[A-Za-z0-9._:/+=-]{1,128}$`)
 // RequestID gives every request an id: the caller's X-Request-Id when it
 // is well formed (so a proxy's id follows the request through), else a new
 // one. The id is answered in X-Request-Id, logged by AccessLog and read
-// with chi's middleware.GetReqID.
+// with RequestIDFrom.
 func RequestID() func(http.Handler) http.Handler {
 	var prefix [6]byte
 	_, _ = rand.Read(prefix[:])
@@ -32,13 +30,20 @@ func RequestID() func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			id := r.Header.Get(RequestIDHeader)
 			if id == "" || !callerID.MatchString(id) {
-				id = base + strconv.FormatUint(n.Add(1), 10)
+				var buf [40]byte
+				id = string(strconv.AppendUint(append(buf[:0], base...), n.Add(1), 10))
 			}
 			w.Header()[RequestIDHeader] = []string{id}
-			// chi's key too, for code that reads it with chimw.GetReqID.
-			ctx := context.WithValue(r.Context(), chimw.RequestIDKey, id)
-			ctx = context.WithValue(ctx, infoKey, &requestInfo{id: id})
-			next.ServeHTTP(w, r.WithContext(ctx))
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), infoKey, &requestInfo{id: id})))
 		})
 	}
+}
+
+// RequestIDFrom returns the id RequestID gave the request, or "" when it
+// did not run.
+func RequestIDFrom(ctx context.Context) string {
+	if info := infoFrom(ctx); info != nil {
+		return info.id
+	}
+	return ""
 }
