@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"github.com/gowa-dev/gowa/adapters/httpapi"
 	"github.com/gowa-dev/gowa/adapters/httpapi/middleware"
 	"github.com/gowa-dev/gowa/domain"
+	"github.com/gowa-dev/gowa/domain/device"
 )
 
 // syncBuffer is a log sink safe for concurrent writes.
@@ -302,14 +304,22 @@ type hangUp struct {
 	started chan struct{}
 }
 
+func (h hangUp) LoginQR(ctx context.Context, _ string) (device.QR, error) {
+	h.started <- struct{}{}
+	<-ctx.Done()
+	return device.QR{}, fmt.Errorf("login cut short: %w", ctx.Err())
+}
+
 func (h hangUp) Send(ctx context.Context, _, _, _ string) (domain.SentMessage, string, error) {
 	h.started <- struct{}{}
 	<-ctx.Done()
 	return domain.SentMessage{}, "", domain.Errorf(domain.EUNAVAILABLE, "send cut short: %v", ctx.Err())
 }
 
-// TestCallerHangUpIs499: a caller that hangs up mid-send is a 499 in the
-// access log and the metrics, and no ERROR line.
+// TestCallerHangUpIs499: a caller that hangs up mid-login or mid-send is
+// a 499 in the access log and the metrics, and no ERROR line, whatever
+// error the service returns for the cut-short work (an internal one for
+// the login here).
 func TestCallerHangUpIs499(t *testing.T) {
 	t.Parallel()
 	started := make(chan struct{}, 1)
@@ -320,24 +330,31 @@ func TestCallerHangUpIs499(t *testing.T) {
 		Logger:  slogTo(logs),
 		Metrics: metrics,
 	}, httpapi.Limits{})
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "POST", e.url+"/send/message", strings.NewReader(`{"phone":"628123456789","message":"hi"}`))
-	req.Header.Set("Content-Type", "application/json")
-	errc := make(chan error, 1)
-	go func() {
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/send/message", `{"phone":"628123456789","message":"hi"}`},
+		{"GET", "/devices/d1/login", ""},
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, c.method, e.url+c.path, strings.NewReader(c.body))
+		if c.body != "" {
+			req.Header.Set("Content-Type", "application/json")
 		}
-		errc <- err
-	}()
-	<-started
-	cancel()
-	<-errc
-	waitFor(t, func() bool { return strings.Contains(e.logs.String(), `"path":"/send/message"`) }, "the access log line")
+		errc := make(chan error, 1)
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+			errc <- err
+		}()
+		<-started
+		cancel()
+		<-errc
+		waitFor(t, func() bool { return strings.Contains(e.logs.String(), `"path":"`+c.path+`"`) }, "the access log line of "+c.path)
+	}
 	for _, l := range e.logs.lines(t) {
-		if l["path"] == "/send/message" && l["status"] != 499.0 {
-			t.Errorf("logged as %v, want 499", l["status"])
+		if l["status"] != 499.0 {
+			t.Errorf("%v logged as %v, want 499", l["path"], l["status"])
 		}
 	}
 	if strings.Contains(logs.String(), `"level":"ERROR"`) {
@@ -349,7 +366,8 @@ func TestCallerHangUpIs499(t *testing.T) {
 	}
 	m, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(m), `gowa_http_requests_total{method="POST",route="/send/message",status="499"} 1`) {
+	if !strings.Contains(string(m), `gowa_http_requests_total{method="POST",route="/send/message",status="499"} 1`) ||
+		!strings.Contains(string(m), `gowa_http_requests_total{method="GET",route="/devices/{device_id}/login",status="499"} 1`) {
 		t.Errorf("metrics lack the 499:\n%s", m)
 	}
 }
