@@ -57,7 +57,7 @@ func (s *server) GetDevice(ctx context.Context, req api.GetDeviceRequestObject) 
 	if err != nil {
 		return nil, err
 	}
-	return deviceAnswer{status: 200, message: ok, device: s.toDevice(st)}, nil
+	return s.newDeviceAnswer(200, ok, st), nil
 }
 
 func (s *server) GetDeviceStatus(ctx context.Context, req api.GetDeviceStatusRequestObject) (api.GetDeviceStatusResponseObject, error) {
@@ -65,7 +65,7 @@ func (s *server) GetDeviceStatus(ctx context.Context, req api.GetDeviceStatusReq
 	if err != nil {
 		return nil, err
 	}
-	return deviceAnswer{status: 200, message: ok, device: s.toDevice(st)}, nil
+	return s.newDeviceAnswer(200, ok, st), nil
 }
 
 func (s *server) DeleteDevice(ctx context.Context, req api.DeleteDeviceRequestObject) (api.DeleteDeviceResponseObject, error) {
@@ -159,10 +159,15 @@ func (s *server) secondsLeft(t time.Time) int {
 }
 
 func (s *server) toDevice(st domain.Status) api.Device {
-	// The optional strings share one allocation: this runs on every
-	// status request.
-	opt := &[5]string{st.Identity.JID, st.Identity.Phone, st.Identity.PushName, st.Identity.Platform, st.LastError}
-	d := api.Device{
+	var d api.Device
+	s.fillDevice(&d, new([5]string), st)
+	return d
+}
+
+// fillDevice sets d from st; d's optional strings point into opt.
+func (s *server) fillDevice(d *api.Device, opt *[5]string, st domain.Status) {
+	*opt = [5]string{st.Identity.JID, st.Identity.Phone, st.Identity.PushName, st.Identity.Platform, st.LastError}
+	*d = api.Device{
 		DeviceID:   st.DeviceID,
 		State:      api.DeviceState(st.State),
 		Jid:        optionalIn(opt, 0),
@@ -179,7 +184,6 @@ func (s *server) toDevice(st domain.Status) api.Device {
 	if p := st.Pairing; p != nil {
 		d.Pairing = &api.PairingInfo{Method: api.PairingInfoMethod(p.Method), ExpiresAt: p.ExpiresAt.UTC()}
 	}
-	return d
 }
 
 // optionalIn returns &opt[i], or nil when it is "".

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gowa-dev/gowa/api"
+	"github.com/gowa-dev/gowa/domain"
 )
 
 // deviceAnswer is a Device in the envelope, encoded by hand: the status
@@ -20,10 +21,19 @@ type deviceAnswer struct {
 	status  int
 	message string
 	device  api.Device
+	strings [5]string // what device's optional strings point to (see newDeviceAnswer)
 }
 
-func (a deviceAnswer) VisitGetDeviceStatusResponse(w http.ResponseWriter) error { return a.write(w) }
-func (a deviceAnswer) VisitGetDeviceResponse(w http.ResponseWriter) error       { return a.write(w) }
+// newDeviceAnswer returns st as a Device answer, in one allocation: the
+// status endpoint runs it on every request.
+func (s *server) newDeviceAnswer(status int, message string, st domain.Status) *deviceAnswer {
+	a := &deviceAnswer{status: status, message: message}
+	s.fillDevice(&a.device, &a.strings, st)
+	return a
+}
+
+func (a *deviceAnswer) VisitGetDeviceStatusResponse(w http.ResponseWriter) error { return a.write(w) }
+func (a *deviceAnswer) VisitGetDeviceResponse(w http.ResponseWriter) error       { return a.write(w) }
 
 // jsonContentType is shared by every answer rather than allocated for
 // each; net/http only reads it.
@@ -35,7 +45,7 @@ var answerPool = sync.Pool{New: func() any {
 	return &b
 }}
 
-func (a deviceAnswer) write(w http.ResponseWriter) error {
+func (a *deviceAnswer) write(w http.ResponseWriter) error {
 	bp := answerPool.Get().(*[]byte)
 	b := a.appendJSON((*bp)[:0])
 	w.Header()["Content-Type"] = jsonContentType
@@ -49,7 +59,7 @@ func (a deviceAnswer) write(w http.ResponseWriter) error {
 }
 
 // appendJSON appends the envelope as json.Encoder would write it.
-func (a deviceAnswer) appendJSON(b []byte) []byte {
+func (a *deviceAnswer) appendJSON(b []byte) []byte {
 	d := &a.device
 	b = append(b, `{"code":`...)
 	b = strconv.AppendInt(b, int64(a.status), 10)

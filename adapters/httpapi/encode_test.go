@@ -49,13 +49,13 @@ func TestDeviceAnswerMatchesJSON(t *testing.T) {
 	}
 	for i, d := range devices {
 		want := encodeAsGenerated(t, 200, "OK", d)
-		got := deviceAnswer{status: 200, message: "OK", device: d}.appendJSON(nil)
+		got := (&deviceAnswer{status: 200, message: "OK", device: d}).appendJSON(nil)
 		if !bytes.Equal(got, want) {
 			t.Errorf("device %d:\n got %s\nwant %s", i, got, want)
 		}
 	}
 	rec := httptest.NewRecorder()
-	if err := (deviceAnswer{status: 200, message: "OK", device: devices[2]}).VisitGetDeviceStatusResponse(rec); err != nil {
+	if err := (&deviceAnswer{status: 200, message: "OK", device: devices[2]}).VisitGetDeviceStatusResponse(rec); err != nil {
 		t.Fatal(err)
 	}
 	if rec.Code != 200 || rec.Header().Get("Content-Type") != "application/json" || !bytes.Equal(rec.Body.Bytes(), encodeAsGenerated(t, 200, "OK", devices[2])) {

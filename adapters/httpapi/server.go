@@ -116,9 +116,8 @@ func NewHandler(cfg Config) http.Handler {
 	}
 	log := cfg.Logger
 
+	// Request id and client IP: see RequestContext, around r at the end.
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID())
-	r.Use(middleware.ClientIP(cfg.Proxies))
 	r.Use(middleware.AccessLog(cfg.AccessLog))
 	if cfg.Metrics != nil {
 		r.Use(cfg.Metrics.Middleware)
@@ -153,10 +152,11 @@ func NewHandler(cfg Config) http.Handler {
 			writeError(log, w, r, err)
 		},
 	})
-	return api.HandlerWithOptions(strict, api.ChiServerOptions{
+	api.HandlerWithOptions(strict, api.ChiServerOptions{
 		BaseRouter:       r,
 		ErrorHandlerFunc: badRequest,
 	})
+	return middleware.RequestContext(cfg.Proxies, r)
 }
 
 // isPublic tells whether path is a health probe, which answers without

@@ -95,6 +95,8 @@ const infoKey ctxKey = 0
 type requestInfo struct {
 	id, ip, scheme string
 	resolved       bool // ClientIP ran
+
+	header [1]string // the X-Request-Id header's value, in the same allocation
 }
 
 func infoFrom(ctx context.Context) *requestInfo {

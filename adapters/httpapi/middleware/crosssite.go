@@ -121,7 +121,8 @@ func (g *SiteGuard) hostAllowed(hostport string) bool {
 	if !g.checkHost(hostport) {
 		return false
 	}
-	g.lastHost.Store(&hostport)
+	h := hostport // a copy, so that only this path allocates
+	g.lastHost.Store(&h)
 	return true
 }
 

@@ -7,8 +7,8 @@
 // Every answer it writes itself goes through package envelope, so clients
 // see the same JSON shape whether a handler or a middleware answered.
 //
-// The order adapters/httpapi uses, outermost first: RequestID, ClientIP,
-// AccessLog, Metrics, Recoverer, ReadTimeout, SiteGuard, MaxBody, Throttle,
+// The order adapters/httpapi uses, outermost first: RequestID and ClientIP
+// (as RequestContext, around the router), AccessLog, Metrics, Recoverer, ReadTimeout, SiteGuard, MaxBody, Throttle,
 // Auth. ClientIP must run before anything that calls ClientIPFrom (the
 // access log, the throttle); AccessLog and Metrics outside Recoverer, so
 // that they see a panic's 500; ReadTimeout inside them and outside anything
