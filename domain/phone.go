@@ -4,15 +4,19 @@ import (
 	"strings"
 )
 
+// The one wording of each phone rule, whichever check failed: a caller
+// learns the whole rule from any refusal.
+const (
+	phoneRule     = "phone: expected an international phone number, 7 to 15 digits with an optional leading + and no leading 0, such as 628123456789"
+	recipientRule = phoneRule + ", or a user JID such as 628123456789@" + UserServer
+)
+
 // NormalizePhone checks a phone number as the API accepts it (7 to 15
-// digits, an optional leading "+", nothing else) and returns its digits.
+// digits, an optional leading "+", no leading 0) and returns its digits.
 func NormalizePhone(s string) (string, error) {
 	digits := strings.TrimPrefix(s, "+")
-	if len(digits) < 7 || len(digits) > 15 || !allDigits(digits) {
-		return "", Errorf(EINVALID, "phone must be 7 to 15 digits with an optional leading +")
-	}
-	if digits[0] == '0' {
-		return "", Errorf(EINVALID, "phone must be in international format, without a leading 0")
+	if len(digits) < 7 || len(digits) > 15 || !allDigits(digits) || digits[0] == '0' {
+		return "", Errorf(EINVALID, phoneRule)
 	}
 	return digits, nil
 }
@@ -29,15 +33,12 @@ func ParseRecipient(s string) (string, error) {
 	if !isJID {
 		digits, err := NormalizePhone(s)
 		if err != nil {
-			return "", err
+			return "", Errorf(EINVALID, recipientRule)
 		}
 		return digits + "@" + UserServer, nil
 	}
-	if server != UserServer {
-		return "", Errorf(EINVALID, "phone must be a phone number or a JID ending in @%s", UserServer)
-	}
-	if _, err := NormalizePhone(user); err != nil || strings.HasPrefix(user, "+") {
-		return "", Errorf(EINVALID, "phone must be a phone number or a user JID like 628123456789@%s", UserServer)
+	if _, err := NormalizePhone(user); server != UserServer || err != nil || strings.HasPrefix(user, "+") {
+		return "", Errorf(EINVALID, recipientRule)
 	}
 	return user + "@" + UserServer, nil
 }

@@ -146,3 +146,25 @@ func FuzzParseRecipient(f *testing.F) {
 		}
 	})
 }
+
+// TestPhoneRuleOneWording: whichever check fails, a caller reads the same
+// message for the same rule.
+func TestPhoneRuleOneWording(t *testing.T) {
+	t.Parallel()
+	messages := map[string]bool{}
+	for _, in := range []string{"", "123", "0812345678", "+0812345678", "62812345678901234", "62-812-3456", "abc"} {
+		_, err := domain.NormalizePhone(in)
+		messages[domain.ErrorMessage(err)] = true
+	}
+	if len(messages) != 1 {
+		t.Errorf("NormalizePhone answers %d wordings: %v", len(messages), messages)
+	}
+	recipients := map[string]bool{}
+	for _, in := range []string{"123", "0812345678", "628123456789@g.us", "+628123456789@s.whatsapp.net", "62812:1@s.whatsapp.net", "x@s.whatsapp.net"} {
+		_, err := domain.ParseRecipient(in)
+		recipients[domain.ErrorMessage(err)] = true
+	}
+	if len(recipients) != 1 {
+		t.Errorf("ParseRecipient answers %d wordings: %v", len(recipients), recipients)
+	}
+}

@@ -66,7 +66,7 @@ func (s *server) GetDevice(ctx context.Context, req api.GetDeviceRequestObject) 
 	if err != nil {
 		return nil, err
 	}
-	return api.GetDevice200JSONResponse{Code: 200, Message: ok, Data: s.toDevice(st)}, nil
+	return s.newDeviceAnswer(200, ok, st), nil
 }
 
 func (s *server) GetDeviceStatus(ctx context.Context, req api.GetDeviceStatusRequestObject) (api.GetDeviceStatusResponseObject, error) {
@@ -74,7 +74,7 @@ func (s *server) GetDeviceStatus(ctx context.Context, req api.GetDeviceStatusReq
 	if err != nil {
 		return nil, err
 	}
-	return api.GetDeviceStatus200JSONResponse{Code: 200, Message: ok, Data: s.toDevice(st)}, nil
+	return s.newDeviceAnswer(200, ok, st), nil
 }
 
 func (s *server) DeleteDevice(ctx context.Context, req api.DeleteDeviceRequestObject) (api.DeleteDeviceResponseObject, error) {
@@ -168,25 +168,32 @@ func (s *server) secondsLeft(t time.Time) int {
 }
 
 func (s *server) toDevice(st domain.Status) api.Device {
-	d := api.Device{
+	var d api.Device
+	s.fillDevice(&d, new([5]string), st)
+	return d
+}
+
+// fillDevice sets d from st; d's optional strings point into opt.
+func (s *server) fillDevice(d *api.Device, opt *[5]string, st domain.Status) {
+	*opt = [5]string{st.Identity.JID, st.Identity.Phone, st.Identity.PushName, st.Identity.Platform, st.LastError}
+	*d = api.Device{
 		DeviceID:   st.DeviceID,
 		State:      api.DeviceState(st.State),
 		Reason:     optionalReason(st.Reason),
-		Jid:        optional(st.Identity.JID),
-		Phone:      optional(st.Identity.Phone),
-		PushName:   optional(st.Identity.PushName),
-		Platform:   optional(st.Identity.Platform),
+		Jid:        optionalIn(opt, 0),
+		Phone:      optionalIn(opt, 1),
+		PushName:   optionalIn(opt, 2),
+		Platform:   optionalIn(opt, 3),
 		LoggedIn:   st.LoggedIn,
 		Connected:  st.Connected,
 		StateSince: st.Since.UTC(),
-		LastError:  optional(st.LastError),
+		LastError:  optionalIn(opt, 4),
 		CreatedAt:  st.CreatedAt.UTC(),
 		Sandbox:    s.sandbox != nil,
 	}
 	if p := st.Pairing; p != nil {
 		d.Pairing = &api.PairingInfo{Method: api.PairingInfoMethod(p.Method), ExpiresAt: p.ExpiresAt.UTC()}
 	}
-	return d
 }
 
 // optionalReason returns nil for no reason, so that JSON shows null.
@@ -198,10 +205,10 @@ func optionalReason(r domain.Reason) *api.DeviceReason {
 	return &v
 }
 
-// optional returns nil for "", so that JSON shows null for unknown values.
-func optional(s string) *string {
-	if s == "" {
+// optionalIn returns &opt[i], or nil when it is "".
+func optionalIn(opt *[5]string, i int) *string {
+	if opt[i] == "" {
 		return nil
 	}
-	return &s
+	return &opt[i]
 }

@@ -7,6 +7,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -32,11 +33,64 @@ type Config struct {
 	// Ready tells the readiness probe whether to take traffic.
 	Ready func() bool
 
+	// AccessLog receives the access log, one JSON line per request in the
+	// shape of Logger's records (see middleware.AccessLog); nil discards it.
+	AccessLog io.Writer
+
 	Auth     *middleware.Auth           // nil: no authentication
 	Proxies  *middleware.TrustedProxies // nil: trust no proxy
 	Throttle *middleware.Throttle       // nil: no throttling of failed logins
 	Metrics  *middleware.Metrics        // nil: /metrics answers 404
+	Sites    *middleware.SiteGuard      // nil: no Host, cross-site or media-type checks
 	MaxBody  int64                      // 0: 1 MiB
+
+	// BodyTimeout bounds how long a request body may take to arrive,
+	// from the moment its headers were read (0: DefaultBodyTimeout).
+	BodyTimeout time.Duration
+}
+
+// Connection limits NewServer applies when the Limits fields are 0.
+const (
+	DefaultHeaderTimeout  = 10 * time.Second
+	DefaultBodyTimeout    = 30 * time.Second
+	DefaultIdleTimeout    = 2 * time.Minute
+	DefaultMaxHeaderBytes = 16 << 10
+)
+
+// Limits bound what one connection can hold of the server.
+type Limits struct {
+	// HeaderTimeout bounds reading a request's headers
+	// (http.Server.ReadHeaderTimeout).
+	HeaderTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle for this long.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers; past it (and net/http's
+	// own 4 KiB of slack) the answer is 431 in the envelope.
+	MaxHeaderBytes int
+}
+
+// NewServer returns the HTTP server for handler with limits applied (the
+// body's own bound is Config.BodyTimeout, applied per request by the
+// handler). Serve it on Listener(ln), so that net/http's own refusals come
+// in the envelope too.
+func NewServer(handler http.Handler, limits Limits, logger *slog.Logger) *http.Server {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: orDefault(limits.HeaderTimeout, DefaultHeaderTimeout),
+		IdleTimeout:       orDefault(limits.IdleTimeout, DefaultIdleTimeout),
+		MaxHeaderBytes:    orDefault(limits.MaxHeaderBytes, DefaultMaxHeaderBytes),
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // Realm is the Basic auth realm.
@@ -63,14 +117,17 @@ func NewHandler(cfg Config) http.Handler {
 	}
 	log := cfg.Logger
 
+	// Request id and client IP: see RequestContext, around r at the end.
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID())
-	r.Use(middleware.ClientIP(cfg.Proxies))
-	r.Use(middleware.AccessLog(log))
+	r.Use(middleware.AccessLog(cfg.AccessLog))
 	if cfg.Metrics != nil {
 		r.Use(cfg.Metrics.Middleware)
 	}
 	r.Use(middleware.Recoverer(log))
+	r.Use(middleware.ReadTimeout(orDefault(cfg.BodyTimeout, DefaultBodyTimeout)))
+	if cfg.Sites != nil {
+		r.Use(public(cfg.Sites.Middleware))
+	}
 	r.Use(middleware.MaxBody(cfg.MaxBody))
 	if cfg.Throttle != nil {
 		r.Use(public(cfg.Throttle.Middleware))
@@ -82,39 +139,37 @@ func NewHandler(cfg Config) http.Handler {
 		}
 		r.Use(public(cfg.Auth.Middleware(Realm, onFail)))
 	}
+	r.Use(strictJSON)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		envelope.Error(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+		envelope.Error(w, http.StatusNotFound, "no such endpoint: "+middleware.Bound(r.Method)+" "+middleware.Bound(r.URL.Path))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		envelope.Error(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path)
+		envelope.Error(w, http.StatusMethodNotAllowed, "method "+middleware.Bound(r.Method)+" not allowed on "+middleware.Bound(r.URL.Path))
 	})
 
 	strict := api.NewStrictHandlerWithOptions(srv, nil, api.StrictHTTPServerOptions{
-		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
-			badRequest(w, err)
-		},
+		RequestErrorHandlerFunc: badRequest,
 		ResponseErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 			writeError(log, w, r, err)
 		},
 	})
-	return api.HandlerWithOptions(strict, api.ChiServerOptions{
-		BaseRouter: r,
-		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
-			badRequest(w, err)
-		},
+	api.HandlerWithOptions(strict, api.ChiServerOptions{
+		BaseRouter:       r,
+		ErrorHandlerFunc: badRequest,
 	})
+	return middleware.RequestContext(cfg.Proxies, r)
 }
 
-// publicPaths are the health probes, which answer without credentials so
-// that orchestrators can probe them.
-var publicPaths = map[string]bool{"/health": true, "/readyz": true}
+// isPublic tells whether path is a health probe, which answers without
+// credentials so that orchestrators can probe it.
+func isPublic(path string) bool { return path == "/health" || path == "/readyz" }
 
 // public applies mw to every path but the health probes.
 func public(mw func(http.Handler) http.Handler) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		guarded := mw(next)
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if publicPaths[r.URL.Path] {
+			if isPublic(r.URL.Path) {
 				next.ServeHTTP(w, r)
 				return
 			}

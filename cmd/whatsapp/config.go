@@ -30,7 +30,12 @@ type Config struct {
 	BasicAuth      string        `split_words:"true"`
 	BasicAuthFile  string        `split_words:"true"`
 	TrustedProxies string        `split_words:"true"`
+	AllowedHosts   string        `split_words:"true"`
 	ShutdownGrace  time.Duration `split_words:"true" default:"15s"`
+
+	// BodyTimeout bounds reading a request body (0: the default); not a
+	// flag, tests shorten or lengthen it.
+	BodyTimeout time.Duration `ignored:"true"`
 
 	// names maps a flag name to how the user gave that setting ("--port",
 	// "-b", "APP_PORT"), so that an error names what the user typed.
@@ -97,6 +102,7 @@ func loadConfig(cmd string, args []string, out io.Writer) (Config, error) {
 	fs.Var(secret{&cfg.BasicAuth}, "b", "short for --basic-auth `user:pass`")
 	fs.StringVar(&cfg.BasicAuthFile, "basic-auth-file", cfg.BasicAuthFile, "file of user:pass lines, re-read on SIGHUP and on change (APP_BASIC_AUTH_FILE)")
 	fs.StringVar(&cfg.TrustedProxies, "trusted-proxies", cfg.TrustedProxies, "IPs and CIDRs of reverse proxies whose X-Forwarded-For is believed (APP_TRUSTED_PROXIES)")
+	fs.StringVar(&cfg.AllowedHosts, "allowed-hosts", cfg.AllowedHosts, "host names the API answers to besides IPs and localhost, comma-separated, for a proxy that keeps the public name in Host (APP_ALLOWED_HOSTS)")
 	fs.Var(&durationValue{"shutdown-grace", &cfg.ShutdownGrace, &bad}, "shutdown-grace", "how long (a `duration` such as 15s) in-flight requests may take to finish at shutdown (APP_SHUTDOWN_GRACE)")
 	// A setting is named as its flag when the flag was given, else as its
 	// variable when that is set.
@@ -130,6 +136,9 @@ func loadConfig(cmd string, args []string, out io.Writer) (Config, error) {
 	}
 	if err := gateway.CheckTrustedProxies(cfg.TrustedProxies); err != nil {
 		return Config{}, &usageError{cmd, cfg.name("trusted-proxies") + ": " + err.Error()}
+	}
+	if err := gateway.CheckAllowedHosts(cfg.AllowedHosts); err != nil {
+		return Config{}, &usageError{cmd, cfg.name("allowed-hosts") + ": " + err.Error()}
 	}
 	return cfg, nil
 }

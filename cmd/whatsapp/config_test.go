@@ -74,6 +74,7 @@ func TestBadSettingsStopStartup(t *testing.T) {
 	for _, args := range [][]string{
 		{"rest", "--port", "70000"},
 		{"rest", "--trusted-proxies", "10.0.0.0/8,not-an-ip"},
+		{"rest", "--allowed-hosts", "https://gowa.example.com"},
 		{"rest", "--basic-auth-file", "/nonexistent/credentials"},
 		{"rest", "stray-argument"},
 		{"frobnicate"},

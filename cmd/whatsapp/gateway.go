@@ -16,6 +16,9 @@ func openGateway(ctx context.Context, cfg Config, sandbox bool, logOut io.Writer
 
 // openTuned is openGateway with lifetimes shortened, for tests.
 func openTuned(ctx context.Context, cfg Config, sandbox bool, logOut io.Writer, tuning gateway.Tuning) (*gateway.Gateway, error) {
+	if tuning.BodyTimeout == 0 {
+		tuning.BodyTimeout = cfg.BodyTimeout
+	}
 	return gateway.Open(ctx, gateway.Config{
 		Port:           cfg.Port,
 		Host:           cfg.Host,
@@ -25,9 +28,10 @@ func openTuned(ctx context.Context, cfg Config, sandbox bool, logOut io.Writer, 
 		BasicAuth:      cfg.BasicAuth,
 		BasicAuthFile:  cfg.BasicAuthFile,
 		TrustedProxies: cfg.TrustedProxies,
+		AllowedHosts:   cfg.AllowedHosts,
 		ShutdownGrace:  cfg.ShutdownGrace,
 		Sandbox:        sandbox,
 		Tuning:         tuning,
 		FlagName:       cfg.name,
-	}, gateway.NewLogger(logOut, cfg.Debug))
+	}, logOut)
 }

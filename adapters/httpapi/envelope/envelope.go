@@ -15,6 +15,16 @@ type Body struct {
 	Data    any    `json:"data"`
 }
 
+// Marshal is the envelope around data as JSON, or the 500 envelope if
+// data cannot be encoded.
+func Marshal(status int, message string, data any) []byte {
+	b, err := json.Marshal(Body{Code: status, Message: message, Data: data})
+	if err != nil {
+		return []byte(`{"code":500,"message":"internal error","data":null}`)
+	}
+	return b
+}
+
 // Write writes status and the envelope around data.
 func Write(w http.ResponseWriter, status int, message string, data any) {
 	b, err := json.Marshal(Body{Code: status, Message: message, Data: data})

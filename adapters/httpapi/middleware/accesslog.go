@@ -1,25 +1,37 @@
 package middleware
 
 import (
-	"log/slog"
+	"io"
 	"net/http"
+	"strconv"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
-	chimw "github.com/go-chi/chi/v5/middleware"
 )
 
-// AccessLog logs one Info line, "http request", per request when it
-// completes: method, path, route (the chi pattern, when one matched),
-// status, duration_ms, bytes, client_ip, request_id and, where the request
-// names one, device_id. It never logs headers, the query string or bodies,
-// since those carry credentials, QR texts, pairing codes and messages.
+// AccessLog writes one line to out, "http request" at level INFO, per
+// request when it completes: method, path, route (the chi pattern, when one
+// matched), status, duration_ms, bytes, client_ip, request_id and, where
+// the request has them, device_id and user_agent. Every value taken from
+// the request is cut by Bound, for refused requests too. It never logs
+// other headers, the query string or bodies, since those carry credentials,
+// QR texts, pairing codes and messages.
+//
+// A line has the shape and keys of a log/slog JSON handler's record
+// ({"time":…,"level":"INFO","msg":"http request",…}), so it sits in the
+// same stream as the gateway's other logs, but it is encoded here, into a
+// pooled buffer, and written with one Write: every request pays for this
+// line, and slog's generic encoding was the largest cost of the hot path.
+// out must take each Write whole (the gateway's log writer does); a nil
+// out discards the lines.
 //
 // It belongs outside Recoverer, so that a panic is logged as the 500 the
-// client got, and inside ClientIP and chi's RequestID.
-func AccessLog(logger *slog.Logger) func(http.Handler) http.Handler {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+// client got, and inside ClientIP and RequestID.
+func AccessLog(out io.Writer) func(http.Handler) http.Handler {
+	if out == nil {
+		out = io.Discard
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -28,26 +40,131 @@ func AccessLog(logger *slog.Logger) func(http.Handler) http.Handler {
 			defer func() {
 				// Deferred, so that a request whose handler aborts with a
 				// panic is logged too (as the panic unwinds).
-				status := rec.finalStatus()
-				route, rctx := rec.routeFor(r)
-				attrs := []slog.Attr{
-					slog.String("method", r.Method),
-					slog.String("path", r.URL.Path),
-					slog.String("route", route),
-					slog.Int("status", status),
-					slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
-					slog.Int64("bytes", rec.bytes),
-					slog.String("client_ip", ClientIPFrom(r.Context())),
-					slog.String("request_id", chimw.GetReqID(r.Context())),
-				}
-				if id := deviceID(r, rctx); id != "" {
-					attrs = append(attrs, slog.String("device_id", id))
-				}
-				logger.LogAttrs(r.Context(), slog.LevelInfo, "http request", attrs...)
+				writeAccessLine(out, r, rec, start)
 			}()
 			next.ServeHTTP(rec, r)
 		})
 	}
+}
+
+// linePool holds the buffers lines are encoded into.
+var linePool = sync.Pool{New: func() any {
+	b := make([]byte, 0, 1024)
+	return &b
+}}
+
+func writeAccessLine(out io.Writer, r *http.Request, rec *recorder, start time.Time) {
+	end := time.Now()
+	route, rctx := rec.routeFor(r)
+	bp := linePool.Get().(*[]byte)
+	b := (*bp)[:0]
+	b = append(b, `{"time":"`...)
+	b = end.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","level":"INFO","msg":"http request","method":`...)
+	b = appendJSONString(b, Bound(r.Method))
+	b = append(b, `,"path":`...)
+	b = appendJSONString(b, Bound(r.URL.Path))
+	b = append(b, `,"route":`...)
+	b = appendJSONString(b, route)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(rec.finalStatus()), 10)
+	b = append(b, `,"duration_ms":`...)
+	b = appendMillis(b, end.Sub(start))
+	b = append(b, `,"bytes":`...)
+	b = strconv.AppendInt(b, rec.bytes, 10)
+	b = append(b, `,"client_ip":`...)
+	b = appendJSONString(b, Bound(ClientIPFrom(r.Context())))
+	b = append(b, `,"request_id":`...)
+	b = appendJSONString(b, Bound(RequestIDFrom(r.Context())))
+	if id := deviceID(r, rctx); id != "" {
+		b = append(b, `,"device_id":`...)
+		b = appendJSONString(b, Bound(id))
+	}
+	if ua := r.Header.Get("User-Agent"); ua != "" {
+		b = append(b, `,"user_agent":`...)
+		b = appendJSONString(b, Bound(ua))
+	}
+	b = append(b, "}\n"...)
+	_, _ = out.Write(b)
+	if cap(b) <= 64<<10 {
+		*bp = b
+		linePool.Put(bp)
+	}
+}
+
+// appendMillis appends d in milliseconds with microsecond precision, the
+// shortest way (0.125, 3, 1500.5).
+func appendMillis(b []byte, d time.Duration) []byte {
+	us := d.Microseconds()
+	if us < 0 {
+		us = 0
+	}
+	b = strconv.AppendInt(b, us/1000, 10)
+	frac := us % 1000
+	if frac == 0 {
+		return b
+	}
+	digits := [3]byte{byte('0' + frac/100), byte('0' + frac/10%10), byte('0' + frac%10)}
+	n := 3
+	for digits[n-1] == '0' {
+		n--
+	}
+	b = append(b, '.')
+	return append(b, digits[:n]...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string: quotes, backslashes and
+// control characters escaped, invalid UTF-8 replaced by U+FFFD, and U+2028
+// and U+2029 escaped, as log/slog does. Plain ASCII, the usual case, is
+// copied in one go.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c < utf8.RuneSelf && c != '"' && c != '\\' {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // routeOf is the chi route for r, such as "/devices/{device_id}", or ""

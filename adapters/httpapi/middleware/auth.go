@@ -37,7 +37,17 @@ type Auth struct {
 // themselves, so comparing costs the same whatever their lengths.
 type credentialSet struct {
 	entries []digestPair
+
+	// approved holds digests of Authorization headers found valid against
+	// this set, so that a client repeating its header costs one digest
+	// instead of a decode, two digests and a scan. It lives and dies with
+	// the set: a rotation starts with none approved. At most maxApproved.
+	approved  sync.Map // [sha256.Size]byte → struct{}
+	nApproved atomic.Int32
 }
+
+// maxApproved bounds credentialSet.approved: a few clients per credential.
+const maxApproved = 256
 
 type digestPair struct {
 	user, pass [sha256.Size]byte
@@ -187,15 +197,40 @@ func (a *Auth) poll() {
 // digests in constant time against every entry, whether or not the user
 // exists, so timing tells nothing about which users or passwords are right.
 func (a *Auth) valid(user, pass string) bool {
+	return a.live.Load().valid(user, pass)
+}
+
+// valid tells whether user and pass match an entry of set, as Auth.valid.
+func (set *credentialSet) valid(user, pass string) bool {
 	u := sha256.Sum256([]byte(user))
 	p := sha256.Sum256([]byte(pass))
-	set := a.live.Load()
 	match := 0
 	for i := range set.entries {
 		e := &set.entries[i]
 		match |= subtle.ConstantTimeCompare(u[:], e.user[:]) & subtle.ConstantTimeCompare(p[:], e.pass[:])
 	}
 	return match == 1
+}
+
+// approvedHeader tells whether an Authorization header was already found
+// valid against set. The lookup is by the header's SHA-256, so its timing
+// tells nothing about the secret.
+func (set *credentialSet) approvedHeader(h string) bool {
+	if h == "" {
+		return false
+	}
+	_, ok := set.approved.Load(sha256.Sum256([]byte(h)))
+	return ok
+}
+
+// approve remembers a header that was found valid against set.
+func (set *credentialSet) approve(h string) {
+	if set.nApproved.Load() >= maxApproved {
+		return
+	}
+	if _, loaded := set.approved.LoadOrStore(sha256.Sum256([]byte(h)), struct{}{}); !loaded {
+		set.nApproved.Add(1)
+	}
 }
 
 // Middleware requires HTTP Basic credentials from the live set when Enabled
@@ -209,14 +244,23 @@ func (a *Auth) Middleware(realm string, onFail func(*http.Request)) func(http.Ha
 			return next
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// One set for the whole check: a header is approved only in
+			// the set it was found valid in.
+			set := a.live.Load()
+			header := r.Header.Get("Authorization")
+			if set.approvedHeader(header) {
+				next.ServeHTTP(w, r)
+				return
+			}
 			user, pass, ok := r.BasicAuth()
-			if !ok || !a.valid(user, pass) {
+			if !ok || !set.valid(user, pass) {
 				if onFail != nil {
 					onFail(r)
 				}
 				envelope.Unauthorized(w, realm)
 				return
 			}
+			set.approve(header)
 			next.ServeHTTP(w, r)
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 )
 
 // TrustedProxies is the set of reverse proxies whose X-Forwarded-For and
@@ -85,10 +86,23 @@ func (tp *TrustedProxies) Len() int {
 
 type ctxKey int
 
-const (
-	clientIPKey ctxKey = iota
-	schemeKey
-)
+// infoKey holds a request's *requestInfo.
+const infoKey ctxKey = 0
+
+// requestInfo is what RequestID and ClientIP learn about a request, kept
+// in one context value: RequestID creates it and ClientIP fills it in, so
+// that the two cost one copy of the request between them, not two.
+type requestInfo struct {
+	id, ip, scheme string
+	resolved       bool // ClientIP ran
+
+	header [1]string // the X-Request-Id header's value, in the same allocation
+}
+
+func infoFrom(ctx context.Context) *requestInfo {
+	info, _ := ctx.Value(infoKey).(*requestInfo)
+	return info
+}
 
 // ClientIP works out who the client is and stores it in the request
 // context for ClientIPFrom and SchemeFrom.
@@ -104,9 +118,13 @@ func ClientIP(tp *TrustedProxies) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ip, scheme := resolveClient(tp, r)
-			ctx := context.WithValue(r.Context(), clientIPKey, ip)
-			ctx = context.WithValue(ctx, schemeKey, scheme)
-			next.ServeHTTP(w, r.WithContext(ctx))
+			if info := infoFrom(r.Context()); info != nil && !info.resolved {
+				info.ip, info.scheme, info.resolved = ip, scheme, true
+				next.ServeHTTP(w, r)
+				return
+			}
+			info := &requestInfo{ip: ip, scheme: scheme, resolved: true}
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), infoKey, info)))
 		})
 	}
 }
@@ -114,16 +132,20 @@ func ClientIP(tp *TrustedProxies) func(http.Handler) http.Handler {
 // ClientIPFrom returns the client IP that ClientIP stored in ctx, or ""
 // when ClientIP did not run.
 func ClientIPFrom(ctx context.Context) string {
-	ip, _ := ctx.Value(clientIPKey).(string)
-	return ip
+	if info := infoFrom(ctx); info != nil {
+		return info.ip
+	}
+	return ""
 }
 
 // SchemeFrom returns the scheme the client used, "http" or "https", as
 // ClientIP worked it out (from X-Forwarded-Proto when a trusted proxy set
 // it, from the connection otherwise), or "" when ClientIP did not run.
 func SchemeFrom(ctx context.Context) string {
-	s, _ := ctx.Value(schemeKey).(string)
-	return s
+	if info := infoFrom(ctx); info != nil {
+		return info.scheme
+	}
+	return ""
 }
 
 // resolveClient applies the client-IP rule to r.
@@ -143,12 +165,32 @@ func resolveClient(tp *TrustedProxies, r *http.Request) (ip, scheme string) {
 		return peerText, scheme
 	}
 	if !tp.Contains(peer) {
-		return peer.String(), scheme
+		return addrString(peer), scheme
 	}
 	if p := forwardedProto(r.Header.Values("X-Forwarded-Proto")); p != "" {
 		scheme = p
 	}
 	return forwardedClient(tp, peer, r.Header.Values("X-Forwarded-For")).String(), scheme
+}
+
+// lastAddr caches the text of the address formatted last: most requests
+// come from the same few peers (a proxy, a load generator, localhost), and
+// formatting allocates.
+var lastAddr atomic.Pointer[addrText]
+
+type addrText struct {
+	addr netip.Addr
+	text string
+}
+
+// addrString is a.String(), from the cache when a was formatted last.
+func addrString(a netip.Addr) string {
+	if last := lastAddr.Load(); last != nil && last.addr == a {
+		return last.text
+	}
+	t := &addrText{addr: a, text: a.String()}
+	lastAddr.Store(t)
+	return t.text
 }
 
 // forwardedClient walks X-Forwarded-For from the right, starting from a

@@ -3,6 +3,7 @@ package middleware
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +41,36 @@ type Metrics struct {
 	logins   *prometheus.CounterVec
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+
+	// series caches the counter and histogram of each (route, method,
+	// status), so that a request costs a map load rather than hashing its
+	// labels and formatting its status. Routes, methods and statuses are
+	// bounded sets, so it stays small.
+	series sync.Map // seriesKey → *requestSeries
+}
+
+type seriesKey struct {
+	route, method string
+	status        int
+}
+
+type requestSeries struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
+}
+
+// seriesFor returns the cached series of a request.
+func (m *Metrics) seriesFor(route, method string, status int) *requestSeries {
+	k := seriesKey{route, method, status}
+	if s, ok := m.series.Load(k); ok {
+		return s.(*requestSeries)
+	}
+	s := &requestSeries{
+		count:    m.requests.WithLabelValues(route, method, strconv.Itoa(status)),
+		duration: m.duration.WithLabelValues(route, method),
+	}
+	actual, _ := m.series.LoadOrStore(k, s)
+	return actual.(*requestSeries)
 }
 
 // NewMetrics returns the metrics, with devicesByState (which may be nil)
@@ -96,10 +127,9 @@ func (m *Metrics) Middleware(next http.Handler) http.Handler {
 		if route == "" {
 			route = unmatchedRoute
 		}
-		status := rec.finalStatus()
-		method := normalMethod(r.Method)
-		m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
-		m.duration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+		s := m.seriesFor(route, normalMethod(r.Method), rec.finalStatus())
+		s.count.Inc()
+		s.duration.Observe(time.Since(start).Seconds())
 	})
 }
 

@@ -14,6 +14,11 @@ type recorder struct {
 	status int
 	bytes  int64
 
+	// hungUp is set when the caller went away before the answer could be
+	// sent (see ReadTimeout): the status it would have had was never
+	// received, so the request is logged and counted as a 499.
+	hungUp bool
+
 	// The request's route, looked up once for both (see routeFor).
 	routed bool
 	route  string
@@ -66,11 +71,18 @@ func (r *recorder) Status() int { return r.status }
 // finalStatus is the status the client got once the handler returned: 200
 // when nothing was written, as net/http sends then.
 func (r *recorder) finalStatus() int {
+	if r.hungUp {
+		return StatusClientClosedRequest
+	}
 	if r.status == 0 {
 		return http.StatusOK
 	}
 	return r.status
 }
+
+// StatusClientClosedRequest is the status logged and counted for a request
+// whose caller hung up before its answer was sent (nginx's 499).
+const StatusClientClosedRequest = 499
 
 // routeFor is routeOf(req), computed once per request.
 func (r *recorder) routeFor(req *http.Request) (string, *chi.Context) {

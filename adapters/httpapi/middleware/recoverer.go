@@ -33,8 +33,8 @@ func Recoverer(logger *slog.Logger) func(http.Handler) http.Handler {
 					panic(v)
 				}
 				logger.LogAttrs(r.Context(), slog.LevelError, "panic in handler",
-					slog.String("method", r.Method),
-					slog.String("path", r.URL.Path),
+					slog.String("method", Bound(r.Method)),
+					slog.String("path", Bound(r.URL.Path)),
 					slog.String("panic", fmt.Sprint(v)),
 					slog.String("stack", string(debug.Stack())),
 				)

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	chimw "github.com/go-chi/chi/v5/middleware"
-
 	"github.com/gowa-dev/gowa/adapters/httpapi/middleware"
 )
 
@@ -15,7 +13,7 @@ func TestRequestID(t *testing.T) {
 	t.Parallel()
 	var seen string
 	h := middleware.RequestID()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen = chimw.GetReqID(r.Context())
+		seen = middleware.RequestIDFrom(r.Context())
 	}))
 	ids := map[string]bool{}
 	for _, tc := range []struct {

@@ -43,7 +43,7 @@ func newStack(t *testing.T, creds, proxies string) *stack {
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID())
 	r.Use(middleware.ClientIP(tp))
-	r.Use(middleware.AccessLog(log))
+	r.Use(middleware.AccessLog(logs))
 	r.Use(metrics.Middleware)
 	r.Use(middleware.Recoverer(log))
 	r.Use(middleware.MaxBody(0))

@@ -3,9 +3,11 @@ package middleware
 import (
 	"math"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gowa-dev/gowa/adapters/httpapi/envelope"
@@ -24,8 +26,13 @@ type Throttle struct {
 	window time.Duration
 	now    func() time.Time
 
+	// empty is true while fails is, so that clients pass without taking
+	// the lock when nobody failed lately (the common case, and the hot
+	// path's).
+	empty atomic.Bool
+
 	mu        sync.Mutex
-	fails     map[string][]time.Time // per IP, the latest ≤ limit failures, oldest first
+	fails     map[string][]time.Time // per throttleKey, the latest ≤ limit failures, oldest first
 	lastSweep time.Time
 }
 
@@ -40,14 +47,35 @@ func NewThrottle(limit int, window time.Duration, now func() time.Time) *Throttl
 	if now == nil {
 		now = time.Now
 	}
-	return &Throttle{limit: limit, window: window, now: now, fails: map[string][]time.Time{}}
+	t := &Throttle{limit: limit, window: window, now: now, fails: map[string][]time.Time{}}
+	t.empty.Store(true)
+	return t
+}
+
+// throttleKey is what failures are counted under: the IP itself for IPv4,
+// its /64 for IPv6. One ordinary IPv6 subscriber or host gets a whole /64
+// and can pick a fresh address in it for every guess, so counting full
+// addresses would not throttle anyone.
+func throttleKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip // not an IP (a Unix socket peer): count it as it is
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, _ := a.WithZone("").Prefix(64)
+	return p.String()
 }
 
 // Fail records a failed authentication from ip, as ClientIPFrom gives it.
+// IPv6 clients are counted per /64 (see throttleKey).
 func (t *Throttle) Fail(ip string) {
 	if t.limit <= 0 {
 		return
 	}
+	ip = throttleKey(ip)
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -63,13 +91,15 @@ func (t *Throttle) Fail(ip string) {
 		list = append(list[:0], list[len(list)-t.limit+1:]...)
 	}
 	t.fails[ip] = append(list, now)
+	t.empty.Store(false)
 }
 
 // retryAfter is how long ip stays refused, or 0 when it is not.
 func (t *Throttle) retryAfter(ip string) time.Duration {
-	if t.limit <= 0 {
+	if t.limit <= 0 || t.empty.Load() {
 		return 0
 	}
+	ip = throttleKey(ip)
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -80,6 +110,7 @@ func (t *Throttle) retryAfter(ip string) time.Duration {
 	list = t.liveLocked(list, now)
 	if len(list) == 0 {
 		delete(t.fails, ip)
+		t.empty.Store(len(t.fails) == 0)
 		return 0
 	}
 	t.fails[ip] = list
@@ -112,6 +143,7 @@ func (t *Throttle) sweepLocked(now time.Time) {
 			delete(t.fails, ip)
 		}
 	}
+	t.empty.Store(len(t.fails) == 0)
 }
 
 // evictOldestLocked forgets the tenth of the IPs whose latest failures are

@@ -165,3 +165,46 @@ func TestThrottleConcurrent(t *testing.T) {
 		t.Fatalf("%d", rec.Code)
 	}
 }
+
+// TestThrottleIPv6Per64 counts IPv6 failures per /64: a client that picks
+// a fresh address of its /64 for every guess is throttled all the same,
+// and a neighbouring /64 is not.
+func TestThrottleIPv6Per64(t *testing.T) {
+	t.Parallel()
+	clock := &fakeClock{t: time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)}
+	th := middleware.NewThrottle(3, time.Minute, clock.Now)
+	from := func(ip string) int {
+		req := httptest.NewRequest("GET", "/devices", nil)
+		req.RemoteAddr = "[" + ip + "]:1234"
+		rec := httptest.NewRecorder()
+		middleware.ClientIP(nil)(th.Middleware(ok)).ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for i := range 3 {
+		th.Fail("2001:db8:1:2::" + strconv.Itoa(i+1))
+	}
+	for _, ip := range []string{"2001:db8:1:2::99", "2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::1"} {
+		if code := from(ip); code != http.StatusTooManyRequests {
+			t.Errorf("%s, in the /64 that failed 3 times: %d, want 429", ip, code)
+		}
+	}
+	for _, ip := range []string{"2001:db8:1:3::1", "2001:db8:1::1"} {
+		if code := from(ip); code != http.StatusOK {
+			t.Errorf("%s, another /64: %d, want 200", ip, code)
+		}
+	}
+	// IPv4 stays per address, and IPv4-mapped IPv6 is the same address.
+	for range 3 {
+		th.Fail("192.0.2.1")
+	}
+	if code := from("::ffff:192.0.2.1"); code != http.StatusTooManyRequests {
+		t.Errorf("mapped IPv4 of a throttled address: %d", code)
+	}
+	if code := from("::ffff:192.0.2.2"); code != http.StatusOK {
+		t.Errorf("the next IPv4 address: %d", code)
+	}
+	clock.Advance(time.Minute)
+	if code := from("2001:db8:1:2::99"); code != http.StatusOK {
+		t.Errorf("after the window: %d", code)
+	}
+}

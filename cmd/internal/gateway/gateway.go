@@ -42,6 +42,7 @@ type Config struct {
 	BasicAuth      string
 	BasicAuthFile  string
 	TrustedProxies string
+	AllowedHosts   string
 	ShutdownGrace  time.Duration
 	// Sandbox wires the simulated WhatsApp network instead of WhatsApp.
 	Sandbox bool
@@ -71,6 +72,7 @@ type Tuning struct {
 	LoginWait       time.Duration // for WhatsApp's first QR or pairing code (30 s)
 	UnlinkWait      time.Duration // for an offline device to come online to unlink (15 s)
 	SendWait        time.Duration // for a connecting device before a send fails (10 s)
+	BodyTimeout     time.Duration // for a request body to arrive (httpapi's default)
 	// Wrap, when set, wraps the whole HTTP handler; the end-to-end tests
 	// hold every answer to openapi.yaml with it.
 	Wrap func(http.Handler) http.Handler
@@ -191,7 +193,8 @@ func (c *Core) Close() {
 }
 
 // Open opens the core and binds the listener. It does not serve until Run.
-func Open(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err error) {
+func Open(ctx context.Context, cfg Config, logOut io.Writer) (g *Gateway, err error) {
+	log := NewLogger(logOut, cfg.Debug)
 	g = &Gateway{cfg: cfg}
 	opened := g // the early returns below set g to nil
 	defer func() {
@@ -211,6 +214,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err er
 	proxies, err := middleware.ParseTrustedProxies(cfg.TrustedProxies)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.name("trusted-proxies"), err)
+	}
+	allowedHosts, err := middleware.ParseAllowedHosts(cfg.AllowedHosts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.name("allowed-hosts"), err)
 	}
 
 	g.Core, err = OpenCore(ctx, cfg, log)
@@ -237,13 +244,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (g *Gateway, err er
 		Proxies:  proxies,
 		Throttle: middleware.NewThrottle(10, time.Minute, time.Now),
 		Metrics:  g.Metrics,
+		Sites:    middleware.NewSiteGuard(allowedHosts, isLoopback(g.ln.Addr())),
+
+		AccessLog:   logOut,
+		BodyTimeout: cfg.Tuning.BodyTimeout,
 	})
-	g.http = &http.Server{
-		Handler:           wrap(cfg.Tuning.Wrap, handler),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	g.http = httpapi.NewServer(wrap(cfg.Tuning.Wrap, handler), httpapi.Limits{}, log)
 	if !g.auth.Enabled() && !isLoopback(g.ln.Addr()) {
 		log.Warn("no credentials are configured and the API listens beyond loopback: anyone who can reach it controls the linked WhatsApp accounts; set --basic-auth or APP_BASIC_AUTH")
 	}
@@ -268,7 +274,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- g.http.Serve(g.ln) }()
+	go func() { serveErr <- g.http.Serve(httpapi.Listener(g.ln)) }()
 	g.ready.Store(true)
 	g.Log.Info("listening", "addr", g.Addr(), "sandbox", g.Sim != nil, "storages", g.Root)
 loop:
@@ -291,6 +297,9 @@ loop:
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownGrace)
 	defer cancel()
 	if err := g.http.Shutdown(shutdownCtx); err != nil {
+		// The grace is over: cut what is left (requests still running,
+		// clients still sending), rather than leave it to hold the stores.
+		_ = g.http.Close()
 		g.Log.Warn("in-flight requests cut off at shutdown", "err", err)
 	}
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -333,5 +342,11 @@ func CheckCredentials(s string) error {
 // CheckTrustedProxies reports whether s is a valid --trusted-proxies value.
 func CheckTrustedProxies(s string) error {
 	_, err := middleware.ParseTrustedProxies(s)
+	return err
+}
+
+// CheckAllowedHosts reports whether s is a valid --allowed-hosts value.
+func CheckAllowedHosts(s string) error {
+	_, err := middleware.ParseAllowedHosts(s)
 	return err
 }
