@@ -91,6 +91,11 @@ func checkContract(t *testing.T, h http.Handler) http.Handler {
 		}
 		rec := &recordingWriter{ResponseWriter: w, status: http.StatusOK}
 		h.ServeHTTP(rec, r)
+		if rec.status == 499 {
+			// The caller hung up: nobody receives this answer, and the
+			// contract lists only what can be received (499 is log-only).
+			return
+		}
 		if msg := c.check(r, route, params, reqBody.Bytes(), rec); msg != "" {
 			c.report(msg)
 		}
