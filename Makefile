@@ -18,8 +18,13 @@ BUILDVCS := $(shell git rev-parse HEAD >/dev/null 2>&1 && echo true || echo fals
 build: ## bin/whatsapp: a static binary, as the Dockerfile builds it
 	CGO_ENABLED=0 $(GO) build -buildvcs=$(BUILDVCS) -trimpath -ldflags="-s -w" -o bin/whatsapp ./cmd/whatsapp
 
+# The console's browser tests leave a screenshot of each step here.
+SCREENSHOTS ?= $(or $(TMPDIR),/tmp)/gowa-console-screenshots
+
 test: check ## vet, format, generated-code drift, then every test under -race
-	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	@rm -rf $(SCREENSHOTS)
+	GOWA_SCREENSHOTS=$(SCREENSHOTS) $(GO) test -race -count=1 -timeout 15m $(PKGS)
+	@if ls $(SCREENSHOTS)/*.png >/dev/null 2>&1; then echo "console screenshots of the browser tests: $(SCREENSHOTS)"; fi
 
 check: vet fmt tidy check-generate
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/gowa-dev/gowa/adapters/httpapi/console"
 	"github.com/gowa-dev/gowa/adapters/httpapi/envelope"
 	"github.com/gowa-dev/gowa/adapters/httpapi/middleware"
 	"github.com/gowa-dev/gowa/adapters/sandbox"
@@ -47,6 +48,10 @@ type Config struct {
 	// BodyTimeout bounds how long a request body may take to arrive,
 	// from the moment its headers were read (0: DefaultBodyTimeout).
 	BodyTimeout time.Duration
+
+	// UI serves the browser console at "/" (see package console), behind
+	// the same authentication as the API.
+	UI bool
 }
 
 // Connection limits NewServer applies when the Limits fields are 0.
@@ -146,6 +151,14 @@ func NewHandler(cfg Config) http.Handler {
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		envelope.Error(w, http.StatusMethodNotAllowed, "method "+middleware.Bound(r.Method)+" not allowed on "+middleware.Bound(r.URL.Path))
 	})
+
+	if cfg.UI {
+		ui := console.New(r.NotFoundHandler())
+		for _, p := range []string{"/", console.Prefix + "*"} {
+			r.Method(http.MethodGet, p, ui)
+			r.Method(http.MethodHead, p, ui)
+		}
+	}
 
 	strict := api.NewStrictHandlerWithOptions(srv, nil, api.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc: badRequest,

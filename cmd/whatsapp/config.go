@@ -32,6 +32,7 @@ type Config struct {
 	TrustedProxies string        `split_words:"true"`
 	AllowedHosts   string        `split_words:"true"`
 	ShutdownGrace  time.Duration `split_words:"true" default:"15s"`
+	UI             bool          `split_words:"true" default:"true"`
 
 	// BodyTimeout bounds reading a request body (0: the default); not a
 	// flag, tests shorten or lengthen it.
@@ -103,6 +104,7 @@ func loadConfig(cmd string, args []string, out io.Writer) (Config, error) {
 	fs.StringVar(&cfg.BasicAuthFile, "basic-auth-file", cfg.BasicAuthFile, "file of user:pass lines, re-read on SIGHUP and on change (APP_BASIC_AUTH_FILE)")
 	fs.StringVar(&cfg.TrustedProxies, "trusted-proxies", cfg.TrustedProxies, "IPs and CIDRs of reverse proxies whose X-Forwarded-For is believed (APP_TRUSTED_PROXIES)")
 	fs.StringVar(&cfg.AllowedHosts, "allowed-hosts", cfg.AllowedHosts, "host names the API answers to besides IPs and localhost, comma-separated, for a proxy that keeps the public name in Host (APP_ALLOWED_HOSTS)")
+	fs.Var(&boolValue{"ui", &cfg.UI, &bad}, "ui", "serve the browser console at / (on by default; --ui=false turns it off) (APP_UI)")
 	fs.Var(&durationValue{"shutdown-grace", &cfg.ShutdownGrace, &bad}, "shutdown-grace", "how long (a `duration` such as 15s) in-flight requests may take to finish at shutdown (APP_SHUTDOWN_GRACE)")
 	// A setting is named as its flag when the flag was given, else as its
 	// variable when that is set.

@@ -46,6 +46,8 @@ type Config struct {
 	ShutdownGrace  time.Duration
 	// Sandbox wires the simulated WhatsApp network instead of WhatsApp.
 	Sandbox bool
+	// UI serves the browser console at "/".
+	UI bool
 	// Tuning shortens lifetimes for tests; zero values keep the defaults.
 	Tuning Tuning
 	// FlagName names a setting in errors as the user gave it (--basic-auth
@@ -248,6 +250,7 @@ func Open(ctx context.Context, cfg Config, logOut io.Writer) (g *Gateway, err er
 
 		AccessLog:   logOut,
 		BodyTimeout: cfg.Tuning.BodyTimeout,
+		UI:          cfg.UI,
 	})
 	g.http = httpapi.NewServer(wrap(cfg.Tuning.Wrap, handler), httpapi.Limits{}, log)
 	if !g.auth.Enabled() && !isLoopback(g.ln.Addr()) {
