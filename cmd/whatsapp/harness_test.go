@@ -18,7 +18,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
+	goleak.VerifyTestMain(cleanupAfter{m},
 		// whatsmeow's frame reader sends a frame that arrived while the
 		// socket was closing on an unbuffered channel nobody reads any more,
 		// and blocks there for good (socket/framesocket.go, frameComplete).
@@ -30,6 +30,18 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 	)
+}
+
+// cleanupAfter removes what tests shared across the package once they
+// have all run.
+type cleanupAfter struct{ m *testing.M }
+
+func (c cleanupAfter) Run() int {
+	code := c.m.Run()
+	if linked.dir != "" {
+		_ = os.RemoveAll(linked.dir)
+	}
+	return code
 }
 
 // testGateway is a real gateway in sandbox mode on a loopback port, with

@@ -329,10 +329,11 @@ func (d *device) openPairing(e openPairing) {
 			d.post(pairingOpened{Gen: e.Gen, Key: key, Err: domain.Wrap(domain.EINTERNAL, err, "open session")})
 			return
 		}
-		// Posted before StartQR, so that the owner knows the session
-		// before any event of it.
+		// Installed, then posted before StartQR: the owner knows the
+		// session and can use its client before any event of it.
+		installed := d.install(e.Gen, cs, c)
 		d.post(pairingOpened{Gen: e.Gen, Key: key})
-		if !d.install(e.Gen, cs, c) {
+		if !installed {
 			return
 		}
 		if err := c.StartQR(cs.ctx); err != nil && cs.ctx.Err() == nil {
@@ -372,7 +373,7 @@ func (d *device) promote(e promote) {
 	createdAt := d.createdAt
 	d.job(func() {
 		jid := e.Identity.JID
-		if _, err := d.svc.cfg.Sessions.Promote(e.Key, jid); err != nil {
+		if err := d.svc.cfg.Sessions.Promote(e.Key, jid); err != nil {
 			d.svc.log.Error("saving the paired session", "device_id", d.id, "err", err)
 			d.post(promoted{Gen: e.Gen, Err: err})
 			return
@@ -408,7 +409,7 @@ func (d *device) connect(e connect) {
 			return
 		default:
 		}
-		c, err := d.svc.cfg.WhatsApp.Open(cs.ctx, d.svc.cfg.Sessions.Path(e.JID), d.events(e.Gen))
+		c, err := d.svc.cfg.WhatsApp.Open(cs.ctx, e.JID, d.events(e.Gen))
 		if err != nil {
 			release()
 			if cs.ctx.Err() == nil {

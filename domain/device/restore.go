@@ -105,25 +105,24 @@ func (s *Service) Start(ctx context.Context) error {
 func (s *Service) finishPairing(ctx context.Context, st ports.StoredSession) ports.StoredSession {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c, err := s.cfg.WhatsApp.Open(ctx, st.Path, func(domain.Event) {})
+	c, err := s.cfg.WhatsApp.Open(ctx, st.Key, func(domain.Event) {})
 	if err != nil {
 		s.log.Warn("a cut-off pairing session cannot be read; discarding it", "device_id", st.DeviceID, "err", err)
-		_ = s.cfg.Sessions.Discard(st.Path)
+		_ = s.cfg.Sessions.Discard(st.Key)
 		return ports.StoredSession{}
 	}
 	id, paired := c.Identity()
 	_ = c.Close()
 	if !paired {
-		_ = s.cfg.Sessions.Discard(st.Path)
+		_ = s.cfg.Sessions.Discard(st.Key)
 		return ports.StoredSession{}
 	}
-	path, err := s.cfg.Sessions.Promote(st.Path, id.JID)
-	if err != nil {
+	if err := s.cfg.Sessions.Promote(st.Key, id.JID); err != nil {
 		s.log.Error("saving a session paired before a crash", "device_id", st.DeviceID, "err", err)
 		return ports.StoredSession{}
 	}
 	s.log.Info("finished a pairing cut off by a restart", "device_id", st.DeviceID, "jid", id.JID)
-	return ports.StoredSession{JID: id.JID, Path: path, DeviceID: st.DeviceID}
+	return ports.StoredSession{JID: id.JID, Key: id.JID, DeviceID: st.DeviceID}
 }
 
 // adopt chooses the slot for a session that no slot claims: the slot named

@@ -39,14 +39,14 @@ func TestPairedPromotesSessionAndConnects(t *testing.T) {
 	if h.disk.has(pairing.path) {
 		t.Error("the temporary session is still there")
 	}
-	if !h.disk.has(h.disk.Path(jid1)) {
-		t.Errorf("no session at %s; disk has %v", h.disk.Path(jid1), h.disk.paths())
+	if !h.disk.has(h.disk.key(jid1)) {
+		t.Errorf("no session at %s; disk has %v", h.disk.key(jid1), h.disk.paths())
 	}
 	if sl, _ := h.reg.get("d"); sl.JID != jid1 {
 		t.Errorf("registry slot %+v, want jid %s", sl, jid1)
 	}
 	conn := h.wa.nth(t, 2)
-	if conn.path != h.disk.Path(jid1) {
+	if conn.path != h.disk.key(jid1) {
 		t.Errorf("connected on %s, want the promoted path", conn.path)
 	}
 	eventually(t, "Connect", func() bool { _, c, _, _ := conn.calls(); return c == 1 })
@@ -173,7 +173,7 @@ func TestLogoutWhatsAppUnreachableKeepsSession(t *testing.T) {
 	if st := h.status("d"); !st.LoggedIn {
 		t.Errorf("session dropped although WhatsApp did not confirm: %+v", st)
 	}
-	if !h.disk.has(h.disk.Path(jid1)) {
+	if !h.disk.has(h.disk.key(jid1)) {
 		t.Error("session files deleted")
 	}
 }

@@ -128,7 +128,7 @@ func OpenCore(ctx context.Context, cfg Config, log *slog.Logger) (c *Core, err e
 	}
 
 	cfg.OS = cmp.Or(cfg.OS, DefaultOS)
-	waOpts := whatsapp.Options{OS: cfg.OS, Logger: log, Debug: cfg.Debug, FirstCodeLife: cfg.Tuning.FirstQR, CodeLife: cfg.Tuning.NextQR}
+	waOpts := whatsapp.Options{Locate: sessions.Locate, OS: cfg.OS, Logger: log, Debug: cfg.Debug, FirstCodeLife: cfg.Tuning.FirstQR, CodeLife: cfg.Tuning.NextQR}
 	if cfg.Sandbox {
 		c.Sim, err = wasim.New(wasim.Options{Dir: filepath.Join(c.Root, ".wasim"), Logger: log.With("component", "wasim")})
 		if err != nil {
