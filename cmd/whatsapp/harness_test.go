@@ -205,7 +205,10 @@ func (tg *testGateway) status(id string) api.Device {
 func (tg *testGateway) waitState(id string, state api.DeviceState) api.Device {
 	tg.t.Helper()
 	var last api.Device
-	eventually(tg.t, 20*time.Second, func() bool {
+	// Generous: a first connection generates 812 prekeys, which takes
+	// seconds under -race on a loaded machine; a passing test never waits
+	// this long.
+	eventually(tg.t, 60*time.Second, func() bool {
 		last = tg.status(id)
 		return last.State == state
 	}, "device "+id+" "+string(state))

@@ -289,6 +289,7 @@ type fakeClient struct {
 
 	mu          sync.Mutex
 	closed      bool
+	online      bool // it reported Connected, and no Disconnected since
 	qrs         int
 	startQRs    int
 	connects    int
@@ -348,6 +349,9 @@ func (c *fakeClient) Connect(ctx context.Context) error {
 	c.mu.Lock()
 	c.connects++
 	c.mu.Unlock()
+	if _, paired := c.Identity(); !paired {
+		return domain.Errorf(domain.ECONFLICT, "the session is not paired")
+	}
 	c.w.mu.Lock()
 	c.w.connecting++
 	c.w.maxConnecting = max(c.w.maxConnecting, c.w.connecting)
@@ -362,7 +366,7 @@ func (c *fakeClient) Connect(ctx context.Context) error {
 	if c.w.connectErr != nil {
 		return c.w.connectErr
 	}
-	if _, paired := c.Identity(); paired && !c.w.noAutoConnect {
+	if !c.w.noAutoConnect {
 		c.emit(domain.Connected{})
 	}
 	return nil
@@ -371,6 +375,7 @@ func (c *fakeClient) Connect(ctx context.Context) error {
 func (c *fakeClient) Disconnect() {
 	c.mu.Lock()
 	c.disconnects++
+	c.online = false
 	c.mu.Unlock()
 }
 
@@ -381,8 +386,17 @@ func (c *fakeClient) Logout(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err // as whatsmeow's request would
 	}
+	if _, paired := c.Identity(); !paired {
+		return domain.Errorf(domain.ECONFLICT, "the session is not paired")
+	}
 	if c.w.logoutErr != nil {
 		return c.w.logoutErr
+	}
+	c.mu.Lock()
+	online := c.online
+	c.mu.Unlock()
+	if !online {
+		return domain.Errorf(domain.EUNAVAILABLE, "WhatsApp could not be reached to log out")
 	}
 	// whatsmeow deletes the device from its store on logout.
 	c.w.disk.setIdentity(c.path, nil)
@@ -403,13 +417,35 @@ func (c *fakeClient) Close() error {
 		return nil
 	}
 	c.closed = true
+	c.online = false
 	c.w.mu.Lock()
 	c.w.open--
 	c.w.mu.Unlock()
 	return nil
 }
 
-func (c *fakeClient) emit(ev domain.Event) { c.events(ev) }
+// emit reports ev, as whatsmeow's event handler would: never once the
+// client is closed. It tracks whether the client is online, as the real
+// one knows.
+func (c *fakeClient) emit(ev domain.Event) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	switch ev.(type) {
+	case domain.Connected:
+		c.online = true
+	case domain.Disconnected, domain.Offline, domain.LoggedOut:
+		c.online = false
+	}
+	c.mu.Unlock()
+	c.events(ev)
+}
+
+// deliverLate reports ev even though the client may be closed: an event
+// that was on its way when it closed.
+func (c *fakeClient) deliverLate(ev domain.Event) { c.events(ev) }
 
 // pair saves identity in the client's session and reports Paired, as
 // whatsmeow does after the phone scans the code.
@@ -471,6 +507,9 @@ func (r *fakeRegistry) List(ctx context.Context) ([]domain.Slot, error) {
 func (r *fakeRegistry) Put(ctx context.Context, slot domain.Slot) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if slot.ID == "" {
+		return domain.Errorf(domain.EINVALID, "a slot needs an id")
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

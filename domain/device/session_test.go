@@ -350,7 +350,7 @@ func TestStaleEventsIgnored(t *testing.T) {
 		domain.LoggedOut{}, domain.Offline{Reason: domain.ReasonStreamReplaced}, domain.Offline{Reason: domain.ReasonRefused},
 		domain.Disconnected{}, domain.QRCode{Code: "stale"},
 	} {
-		old.emit(ev)
+		old.deliverLate(ev)
 	}
 	h.settle("d")
 	if st := h.status("d"); st.State != domain.StateConnected || !st.LoggedIn {
