@@ -70,6 +70,10 @@ type Options struct {
 	// pairing, and each later one, are shown. Default 60 s and 20 s, as
 	// WhatsApp's web client does; tests shorten them.
 	FirstCodeLife, CodeLife time.Duration
+	// OnWhatsAppFor and OffWhatsAppFor are how long an answer to "is this
+	// number on WhatsApp?" is remembered: a yes (default a day) and a no
+	// (default a minute).
+	OnWhatsAppFor, OffWhatsAppFor time.Duration
 }
 
 // WhatsApp opens whatsmeow sessions. It is safe for concurrent use.
@@ -116,6 +120,12 @@ func New(opts Options) *WhatsApp {
 	}
 	if opts.CodeLife <= 0 {
 		opts.CodeLife = codeLife
+	}
+	if opts.OnWhatsAppFor <= 0 {
+		opts.OnWhatsAppFor = onWhatsAppFor
+	}
+	if opts.OffWhatsAppFor <= 0 {
+		opts.OffWhatsAppFor = offWhatsAppFor
 	}
 	return &WhatsApp{opts: opts, log: log}
 }
@@ -170,6 +180,7 @@ func (w *WhatsApp) open(ctx context.Context, path string, events func(domain.Eve
 	}
 	c := newClient(ctx, wa, container, log, events)
 	c.firstLife, c.life = w.opts.FirstCodeLife, w.opts.CodeLife
+	c.onFor, c.offFor = w.opts.OnWhatsAppFor, w.opts.OffWhatsAppFor
 	return c, nil
 }
 

@@ -59,11 +59,13 @@ func (s *Service) Start(ctx context.Context) error {
 		s.log.Info("adopted a session found on disk", "device_id", sl.ID, "jid", sl.JID)
 	}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
+	// Decide each device's first state, and record what changed, before
+	// taking the service's lock: no registry write happens under it.
+	type loaded struct {
+		slot domain.Slot
+		m    machine
 	}
+	var devs []loaded
 	restoring := 0
 	for _, id := range slices.Sorted(maps.Keys(byID)) {
 		sl := byID[id]
@@ -73,8 +75,6 @@ func (s *Service) Start(ctx context.Context) error {
 		}
 		switch {
 		case sl.JID != "" && !onDisk[sl.JID]:
-			// Registry writes here run before any device does, and Start
-			// runs before the API serves: nothing waits on this lock.
 			reason := cmp.Or(sl.Ended, domain.ReasonSessionMissing)
 			m.JID, m.Identity = "", domain.Identity{}
 			m.State, m.Reason = domain.StateLoggedOut, reason
@@ -83,6 +83,7 @@ func (s *Service) Start(ctx context.Context) error {
 				s.log.Warn("session dropped: its files are missing; the device must log in again", "device_id", sl.ID, "reason", reason)
 			}
 			sl.JID, sl.Ended, sl.EndedAt = "", reason, cmp.Or(sl.EndedAt, m.Since)
+			m.Since = sl.EndedAt
 			if err := s.cfg.Registry.Put(ctx, sl); err != nil {
 				return fmt.Errorf("clear lost session of slot %s: %w", sl.ID, err)
 			}
@@ -93,8 +94,16 @@ func (s *Service) Start(ctx context.Context) error {
 			m.State = domain.StateConnecting
 			restoring++
 		}
-		d := s.addLocked(sl, m)
-		d.post(start{})
+		devs = append(devs, loaded{sl, m})
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
+	}
+	for _, l := range devs {
+		s.addLocked(l.slot, l.m).post(start{})
 	}
 	s.log.Info("restoring sessions", "devices", len(byID), "sessions", restoring)
 	return nil
