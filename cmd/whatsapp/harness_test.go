@@ -28,7 +28,6 @@ func TestMain(m *testing.M) {
 		// net/http keeps idle keep-alive connections of the test clients.
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 	)
 }
 

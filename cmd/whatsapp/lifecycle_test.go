@@ -70,6 +70,11 @@ func linkedCopy(t *testing.T) (string, map[string]string) {
 	return dst, linked.jids
 }
 
+// quick bounds what must happen at once: no waiting for WhatsApp or a
+// deadline, only local work (files, registry), on a machine that may be
+// busy with other tests.
+const quick = 3 * time.Second
+
 // removeWhileOffline unlinks jid on the phone while no gateway runs: the
 // simulated network is opened on its own on the gateway's storage, as if
 // the phone acted while the gateway was down.
@@ -110,8 +115,12 @@ func TestRevokedWhileOfflineLogoutAnswersAtOnce(t *testing.T) {
 			if code != 200 {
 				t.Fatalf("%s: %d %s", verb, code, env.raw)
 			}
-			if took > time.Second {
-				t.Errorf("%s took %s, want under a second", verb, took)
+			// Under a second on an idle machine; the bound is loose for
+			// loaded CI runners, and far below the 15 s unlink wait that
+			// used to run out here.
+			t.Logf("%s answered in %s", verb, took)
+			if took > quick {
+				t.Errorf("%s took %s, want it at once (under %s)", verb, took, quick)
 			}
 			if verb == "logout" {
 				dev := tg.status("dev")
@@ -188,8 +197,10 @@ func TestUnreadableSession(t *testing.T) {
 	if code, env := tg.do("POST", "/devices/dev/logout", ""); code != 200 {
 		t.Fatalf("logout: %d %s", code, env.raw)
 	}
-	if took := time.Since(start); took > time.Second {
-		t.Errorf("logout took %s", took)
+	took := time.Since(start)
+	t.Logf("logout answered in %s", took)
+	if took > quick {
+		t.Errorf("logout took %s, want it at once (under %s)", took, quick)
 	}
 	if _, err := os.Stat(filepath.Join(dir, jid)); !os.IsNotExist(err) {
 		t.Errorf("bad session files left: %v", err)
