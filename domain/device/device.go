@@ -295,7 +295,6 @@ func (d *device) publish(old machine) {
 		c = d.clientOf(d.m.Gen)
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	same := d.pub.State == st.State && d.pub.Reason == st.Reason && d.pub.LoggedIn == st.LoggedIn &&
 		d.pub.Identity == st.Identity && d.pub.LastError == st.LastError && d.pub.Since.Equal(st.Since) &&
 		samePairing(d.pub.Pairing, st.Pairing) && d.client == c && d.gen == d.m.Gen
@@ -304,6 +303,8 @@ func (d *device) publish(old machine) {
 		close(d.changed)
 		d.changed = make(chan struct{})
 	}
+	d.mu.Unlock()
+	// Told outside the lock: the hook may read the device.
 	if old.State != d.m.State || old.Reason != d.m.Reason {
 		d.svc.transitioned(d.id, old, d.m)
 	}
