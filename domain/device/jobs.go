@@ -121,9 +121,6 @@ func (d *device) askCode(e askCode) {
 		ctx, cancel := context.WithTimeout(cctx, d.svc.cfg.LoginWait)
 		defer cancel()
 		code, expires, err := c.PairCode(ctx, e.Phone, d.svc.cfg.DisplayName)
-		if err == nil && expires.IsZero() {
-			expires = d.svc.cfg.Clock.Now().Add(d.svc.cfg.CodeValidity)
-		}
 		d.post(codeGiven{Gen: e.Gen, Phone: e.Phone, Code: code, ExpiresAt: expires, Err: err})
 	}()
 }
