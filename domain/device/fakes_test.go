@@ -213,6 +213,7 @@ type fakeWhatsApp struct {
 	pairCodeGate  chan struct{} // when set, PairCode waits for it to close
 	startQRErr    error
 	connectErr    error
+	openErr       error // returned by Open when set
 	logoutErr     error
 	pairCodeErr   func(phone string) error
 }
@@ -220,6 +221,12 @@ type fakeWhatsApp struct {
 var _ ports.WhatsApp = (*fakeWhatsApp)(nil)
 
 func (w *fakeWhatsApp) Open(ctx context.Context, path string, events func(domain.Event)) (ports.Client, error) {
+	w.mu.Lock()
+	openErr := w.openErr
+	w.mu.Unlock()
+	if openErr != nil {
+		return nil, openErr
+	}
 	w.disk.mu.Lock()
 	if s, ok := w.disk.sessions[path]; ok {
 		s.opened = true
