@@ -62,10 +62,18 @@ type Options struct {
 	// server certificates must chain to (whatsmeow.WACertPubKey, a
 	// process-wide variable). The sandbox sets it to the simulator's key.
 	CertRoot *[32]byte
+	// Locate turns a session key (ports.SessionStore's) into the path of
+	// its database; the wiring gives it the session store's Locate. nil
+	// takes keys as paths (the adapter's own tests).
+	Locate func(key string) (string, error)
 	// FirstCodeLife and CodeLife are how long the first QR code of a
 	// pairing, and each later one, are shown. Default 60 s and 20 s, as
 	// WhatsApp's web client does; tests shorten them.
 	FirstCodeLife, CodeLife time.Duration
+	// OnWhatsAppFor and OffWhatsAppFor are how long an answer to "is this
+	// number on WhatsApp?" is remembered: a yes (default a day) and a no
+	// (default a minute).
+	OnWhatsAppFor, OffWhatsAppFor time.Duration
 }
 
 // WhatsApp opens whatsmeow sessions. It is safe for concurrent use.
@@ -113,16 +121,29 @@ func New(opts Options) *WhatsApp {
 	if opts.CodeLife <= 0 {
 		opts.CodeLife = codeLife
 	}
+	if opts.OnWhatsAppFor <= 0 {
+		opts.OnWhatsAppFor = onWhatsAppFor
+	}
+	if opts.OffWhatsAppFor <= 0 {
+		opts.OffWhatsAppFor = offWhatsAppFor
+	}
 	return &WhatsApp{opts: opts, log: log}
 }
 
-// Open opens the session database at path, creating it (mode 0600) with an
-// empty, unpaired session if it does not exist, and returns a client for
-// it. The database holds one session. Events are reported to events in the
-// order they happen, from the client's goroutines; ctx is the session's
-// lifetime and the context every background task of the client runs on.
-// Open does not connect.
-func (w *WhatsApp) Open(ctx context.Context, path string, events func(domain.Event)) (ports.Client, error) {
+// Open opens the session named key: its database (Options.Locate says
+// where), created (mode 0600) with an empty, unpaired session if it does
+// not exist. The database holds one session. Events are reported to events
+// in the order they happen, from the client's goroutines; ctx is the
+// session's lifetime and the context every background task of the client
+// runs on. Open does not connect.
+func (w *WhatsApp) Open(ctx context.Context, key string, events func(domain.Event)) (ports.Client, error) {
+	path := key
+	if w.opts.Locate != nil {
+		var err error
+		if path, err = w.opts.Locate(key); err != nil {
+			return nil, err
+		}
+	}
 	c, err := w.open(ctx, path, events)
 	if err != nil {
 		return nil, err
@@ -159,6 +180,7 @@ func (w *WhatsApp) open(ctx context.Context, path string, events func(domain.Eve
 	}
 	c := newClient(ctx, wa, container, log, events)
 	c.firstLife, c.life = w.opts.FirstCodeLife, w.opts.CodeLife
+	c.onFor, c.offFor = w.opts.OnWhatsAppFor, w.opts.OffWhatsAppFor
 	return c, nil
 }
 
