@@ -27,6 +27,10 @@ func TestNewSessionStartsWithTheSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	var mode string
+	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+		t.Fatalf("journal mode %q, %v", mode, err)
+	}
 	var version, devices int
 	if err := db.QueryRow(`SELECT version FROM whatsmeow_version`).Scan(&version); err != nil || version == 0 {
 		t.Fatalf("schema version %d, %v", version, err)
