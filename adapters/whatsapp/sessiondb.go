@@ -112,12 +112,16 @@ func makeEmptySession(ctx context.Context) ([]byte, error) {
 		out, err = s.Serialize()
 		return err
 	})
-	if err != nil || len(out) < 100 {
-		return nil, fmt.Errorf("serialize the empty session: %d bytes, %w", len(out), err)
+	if err != nil {
+		return nil, fmt.Errorf("serialize the empty session: %w", err)
 	}
-	// Mark the file as a WAL database (the header's write and read format
-	// versions, bytes 18 and 19), as the DSN's journal_mode(WAL) would on
-	// first open, with a write and an fsync on the login's path.
+	if len(out) < 100 {
+		return nil, fmt.Errorf("serialize the empty session: %d bytes", len(out))
+	}
+	// Mark the file a WAL database (the header's write and read format
+	// versions, bytes 18 and 19), so that the DSN's journal_mode(WAL) finds
+	// nothing to change: converting on first open would write and fsync on
+	// the login's path.
 	out[18], out[19] = 2, 2
 	return out, nil
 }
