@@ -10,14 +10,10 @@ package whatsapp
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -38,11 +34,6 @@ var (
 	_ ports.WhatsApp = (*WhatsApp)(nil)
 	_ ports.Client   = (*Client)(nil)
 )
-
-// maxConns bounds each session database's connection pool. Hundreds of
-// sessions run at once, each with its own file; two connections let a read
-// proceed beside a write (WAL) without multiplying file handles.
-const maxConns = 2
 
 // Options configures the adapter.
 type Options struct {
@@ -74,6 +65,9 @@ type Options struct {
 	// number on WhatsApp?" is remembered: a yes (default a day) and a no
 	// (default a minute).
 	OnWhatsAppFor, OffWhatsAppFor time.Duration
+	// SessionIdle is how long a session database stays open unused before
+	// its connection is closed (see sessiondb.go); 0 means 5 s.
+	SessionIdle time.Duration
 }
 
 // WhatsApp opens whatsmeow sessions. It is safe for concurrent use.
@@ -127,6 +121,7 @@ func New(opts Options) *WhatsApp {
 	if opts.OffWhatsAppFor <= 0 {
 		opts.OffWhatsAppFor = offWhatsAppFor
 	}
+	go emptySession() // made before the first login needs it
 	return &WhatsApp{opts: opts, log: log}
 }
 
@@ -155,12 +150,10 @@ func (w *WhatsApp) open(ctx context.Context, path string, events func(domain.Eve
 	if err := createPrivate(path); err != nil {
 		return nil, fmt.Errorf("create session database: %w", err)
 	}
-	db, err := sql.Open("sqlite", dsn(path))
+	db, err := openSessionDB(path, w.opts.SessionIdle)
 	if err != nil {
 		return nil, fmt.Errorf("open session database: %w", err)
 	}
-	db.SetMaxOpenConns(maxConns)
-	db.SetMaxIdleConns(maxConns)
 	log := w.log.With("session", path)
 	waLogger := newLogger(log, w.opts.Debug)
 	container := sqlstore.NewWithDB(db, "sqlite", waLogger.Sub("Database"))
@@ -182,32 +175,4 @@ func (w *WhatsApp) open(ctx context.Context, path string, events func(domain.Eve
 	c.firstLife, c.life = w.opts.FirstCodeLife, w.opts.CodeLife
 	c.onFor, c.offFor = w.opts.OnWhatsAppFor, w.opts.OffWhatsAppFor
 	return c, nil
-}
-
-// createPrivate creates path with mode 0600 unless it exists, so that
-// SQLite never creates the session database with the umask's mode.
-func createPrivate(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return f.Close()
-}
-
-// dsn is the modernc SQLite data source for path. whatsmeow refuses to run
-// without foreign keys; WAL with synchronous=NORMAL keeps the first login's
-// 812 single-row prekey inserts fast while staying crash-safe; immediate
-// transactions take the write lock up front, so two pooled connections wait
-// on busy_timeout instead of failing a read-to-write upgrade with BUSY.
-func dsn(path string) string {
-	escaped := strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23").Replace(path)
-	return "file:" + escaped +
-		"?_pragma=foreign_keys(1)" +
-		"&_pragma=journal_mode(WAL)" +
-		"&_pragma=synchronous(NORMAL)" +
-		"&_pragma=busy_timeout(5000)" +
-		"&_txlock=immediate"
 }

@@ -75,7 +75,7 @@ type Tuning struct {
 	// How long "is this number on WhatsApp?" answers are kept: yes (a day),
 	// no (a minute).
 	OnWhatsAppFor, OffWhatsAppFor time.Duration
-	BodyTimeout     time.Duration // for a request body to arrive (httpapi's default)
+	BodyTimeout                   time.Duration // for a request body to arrive (httpapi's default)
 	// Wrap, when set, wraps the whole HTTP handler; the end-to-end tests
 	// hold every answer to openapi.yaml with it.
 	Wrap func(http.Handler) http.Handler
