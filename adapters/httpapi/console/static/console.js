@@ -164,7 +164,11 @@ function makeRow(id) {
     b.addEventListener('click', onclick);
     acts.append(b);
   };
-  button('link', 'Link', '', () => openLink(id, 'qr'));
+  button('link', 'Link', '', () => {
+    // a pairing under way is shown the way it was started
+    const d = state.devices.get(id);
+    openLink(id, d && d.pairing && d.pairing.method === 'code' ? 'code' : 'qr');
+  });
   button('reconnect', 'Reconnect', 'secondary', () => act(id, 'reconnect'));
   button('logout', 'Log out', 'secondary', () => act(id, 'logout'));
   button('delete', 'Delete', 'danger', () => act(id, 'delete'));
@@ -220,8 +224,16 @@ function renderDevices() {
   renderDeviceChoices();
 }
 
+let choicesShown = '';
+
+// renderDeviceChoices fills the device pickers, only when what they list
+// changed, so that an event never disturbs a picker in use.
 function renderDeviceChoices() {
   const ids = [...state.devices.keys()].sort();
+  const seen = [...new Set(state.events.map((ev) => ev.device_id).filter(Boolean))].sort();
+  const shown = JSON.stringify([ids.map((id) => state.devices.get(id).state), ids, seen]);
+  if (shown === choicesShown) return;
+  choicesShown = shown;
   for (const [selId, first] of [['send-device', null], ['feed-device', 'All devices']]) {
     const sel = $(selId);
     const keep = sel.value;
