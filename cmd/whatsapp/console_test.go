@@ -371,8 +371,19 @@ func TestConsoleLinksByQRAndCode(t *testing.T) {
 	p.choose("scan-phone", alice)
 	p.click("#scan-form button[type=submit]")
 	p.waitFor("web-qr connected", rowState("web-qr")+` === 'connected' && !document.getElementById('link').open`)
-	if row := p.evalString(`document.querySelector('tr[data-device="web-qr"]').innerText`); !strings.Contains(row, alice) || !strings.Contains(row, "Alice") {
-		t.Errorf("the row of web-qr shows %q, want Alice's phone and name", row)
+	// The row shows what the API says of the device.
+	d := tg.status("web-qr")
+	want := map[string]string{"col-phone": alice, "col-platform": "—", "col-name": "—"}
+	if d.Platform != nil {
+		want["col-platform"] = *d.Platform
+	}
+	if d.PushName != nil {
+		want["col-name"] = *d.PushName
+	}
+	for col, v := range want {
+		if got := p.evalString(fmt.Sprintf(`document.querySelector('tr[data-device="web-qr"] td.%s').textContent`, col)); got != v {
+			t.Errorf("the row of web-qr shows %s %q, the API says %q", col, got, v)
+		}
 	}
 	p.shot("qr-linked")
 
@@ -417,7 +428,9 @@ func TestConsoleLinksByQRAndCode(t *testing.T) {
 	p.click(`tr[data-device="web-qr"] [data-action=logout]`)
 	p.waitFor("the confirmation", `document.getElementById('confirm').open`)
 	p.click("#confirm-ok")
-	p.waitFor("web-qr logged out", rowState("web-qr")+` === 'logged_out'`)
+	p.waitFor("web-qr logged out", `(() => { const row = document.querySelector('tr[data-device="web-qr"]');
+		return row && row.querySelector('[data-action=logout]').hidden && !row.querySelector('[data-action=link]').hidden &&
+			['logged_out', 'disconnected'].includes(row.querySelector('.state').dataset.state); })()`)
 	if d := tg.status("web-qr"); d.LoggedIn {
 		t.Errorf("after logout in the console the API says %s, logged in", d.State)
 	}

@@ -430,6 +430,8 @@ async function requestCode(ev) {
   $('pair-code').textContent = d.code;
   $('code-box').hidden = false;
   $('enter-form').hidden = !state.sandbox;
+  const digits = phone.replace(/^\+/, '');
+  if (state.phones.has(digits)) $('enter-phone').value = digits; // the phone the code is for
   setDeadline(link, d.duration * 1000, 'code');
   if (!state.devices.has(link.id)) refreshDevice(link.id);
 }
