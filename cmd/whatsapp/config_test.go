@@ -29,6 +29,34 @@ func TestFlagsWinOverEnvironment(t *testing.T) {
 	}
 }
 
+// The console is on unless --ui=false or APP_UI=false turns it off.
+func TestConsoleFlag(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want bool
+	}{
+		{"", nil, true},
+		{"", []string{"--ui=false"}, false},
+		{"false", nil, false},
+		{"false", []string{"--ui"}, true},
+	} {
+		if tc.env != "" {
+			t.Setenv("APP_UI", tc.env)
+		}
+		cfg, err := loadConfig("rest", tc.args, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.UI != tc.want {
+			t.Errorf("APP_UI=%q %v: UI %v, want %v", tc.env, tc.args, cfg.UI, tc.want)
+		}
+	}
+	if _, err := loadConfig("rest", []string{"--ui=maybe"}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "--ui: not a boolean") {
+		t.Errorf("--ui=maybe: %v", err)
+	}
+}
+
 func TestSandboxKeepsItsOwnStorage(t *testing.T) {
 	for cmd, want := range map[string]string{"rest": defaultStorages, "sandbox": defaultSandboxStorages} {
 		cfg, err := loadConfig(cmd, nil, &bytes.Buffer{})
