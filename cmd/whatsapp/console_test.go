@@ -422,6 +422,17 @@ func TestConsoleLinksByQRAndCode(t *testing.T) {
 	p.waitFor("web-code's events only", `(() => { const items = [...document.querySelectorAll('#events li')];
 		return items.length > 0 && items.every(li => li.dataset.device === 'web-code') &&
 			items.some(li => li.dataset.type === 'device.connected'); })()`)
+
+	// Alice's simulated phone writes to Bob, whom web-code is linked to:
+	// message.received arrives in the feed.
+	from := fmt.Sprintf(`#phones li[data-phone=%q] `, alice)
+	p.do("write from Alice's phone",
+		chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector(%q).value = %q; document.querySelector(%q).value = ''`,
+			from+"input[name=to]", bob, from+"input[name=message]")),
+		chromedp.SendKeys(chromedp.CSS(from+"input[name=message]"), "hi Bob, it's Alice"))
+	p.click(from + "button[type=submit]")
+	p.waitFor("message.received in the feed", `[...document.querySelectorAll('#events li[data-type="message.received"]')].some(li =>
+		li.dataset.device === 'web-code' && li.textContent.includes("hi Bob, it's Alice"))`)
 	p.shot("feed-filtered")
 
 	// Log out from the console, confirmed.
