@@ -287,7 +287,9 @@ function openLink(id, method) {
   if (state.link && state.link.id !== id) closeLink();
   const fresh = !state.link;
   if (fresh) {
-    state.link = { id, method, seq: 0, qr: '', code: '', deadline: 0, over: false, eventLife: 0 };
+    // expires: when the QR code and the pairing code shown stop being
+    // valid (performance.now() time) and how long each was given
+    state.link = { id, method, seq: 0, qr: '', code: '', over: false, eventLife: 0, expires: {} };
     $('link-device').textContent = id;
     $('qr-img').hidden = true;
     $('qr-img').removeAttribute('src');
@@ -295,6 +297,10 @@ function openLink(id, method) {
     $('qr-wait').textContent = 'Asking WhatsApp for a code…';
     $('qr-over').hidden = true;
     $('code-box').hidden = true;
+    $('pair-code').textContent = '';
+    $('qr-left').textContent = '–';
+    $('code-left').textContent = '–';
+    $('qr-bar').value = 0;
     $('link-error').textContent = '';
   }
   selectTab(method);
@@ -363,23 +369,25 @@ async function fetchQR() {
 }
 
 function setDeadline(link, ms, which) {
-  link.deadline = performance.now() + ms;
-  link.total = Math.max(1, Math.round(ms / 1000));
-  link.which = which;
+  link.expires[which] = { at: performance.now() + ms, total: Math.max(1, Math.round(ms / 1000)) };
   tick();
 }
 
+// tick redraws the countdowns from the codes' own expiry.
 function tick() {
   const link = state.link;
-  if (!link || !link.deadline) return;
-  const left = Math.max(0, Math.ceil((link.deadline - performance.now()) / 1000));
-  if (link.which === 'qr') {
+  if (!link) return;
+  const left = (which) => Math.max(0, Math.ceil((link.expires[which].at - performance.now()) / 1000));
+  if (link.expires.qr) {
+    const s = left('qr');
     const bar = $('qr-bar');
-    bar.max = link.total;
-    bar.value = left;
-    $('qr-left').textContent = link.over ? 'Expired' : left > 0 ? `Expires in ${left} s` : 'Waiting for the next code…';
-  } else {
-    $('code-left').textContent = link.over ? 'Expired: get a new code' : left > 0 ? `Expires in ${fmtLeft(left)}` : 'Expired: get a new code';
+    bar.max = link.expires.qr.total;
+    bar.value = link.over ? 0 : s;
+    $('qr-left').textContent = link.over ? 'Expired' : s > 0 ? `Expires in ${s} s` : 'Waiting for the next code…';
+  }
+  if (link.expires.code) {
+    const s = left('code');
+    $('code-left').textContent = link.over || s === 0 ? 'Expired: get a new code' : `Expires in ${fmtLeft(s)}`;
   }
 }
 
@@ -391,7 +399,7 @@ function seriesOver(reason) {
   const link = state.link;
   link.over = true;
   link.qr = '';
-  if (link.which === 'code' || link.method === 'code') {
+  if (link.method === 'code') {
     $('link-error').textContent = `The pairing ended${reason ? ` (${reason.replaceAll('_', ' ')})` : ''}. Get a new code to try again.`;
   }
   $('qr-img').hidden = true;
