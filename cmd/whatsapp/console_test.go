@@ -334,7 +334,7 @@ func TestConsoleLinksByQRAndCode(t *testing.T) {
 	} else {
 		t.Log("this build has no GET /events: the live parts of the console are not checked")
 	}
-	p.waitFor("the sandbox panel", `!document.getElementById('sandbox').hidden`)
+	p.waitFor("the sandbox panel", `document.getElementById('sandbox').checkVisibility()`)
 	p.shot("empty")
 	p.do("mark the page", chromedp.Evaluate[chromedp.Void](`window.__notReloaded = true`))
 
@@ -349,7 +349,7 @@ func TestConsoleLinksByQRAndCode(t *testing.T) {
 	// Link by QR: the code on screen is the API's current code.
 	p.fill("new-id", "web-qr")
 	p.click(`#new-device button[value=qr]`)
-	p.waitFor("the QR code", `!document.getElementById('qr-img').hidden && document.getElementById('qr-img').complete`)
+	p.waitFor("the QR code", `document.getElementById('qr-img').checkVisibility() && document.getElementById('qr-img').complete`)
 	onScreen, err := p.screenQR()
 	if err != nil {
 		p.shot("qr-unreadable")
@@ -402,7 +402,7 @@ func TestConsoleLinksByQRAndCode(t *testing.T) {
 	// then the code is shown and entered on Bob's phone.
 	p.fill("new-id", "web-code")
 	p.click(`#new-device button[value=code]`)
-	p.waitFor("the pairing-code form", `document.getElementById('link').open && !document.getElementById('pane-code').hidden`)
+	p.waitFor("the pairing-code form", `document.getElementById('link').open && document.getElementById('pane-code').checkVisibility()`)
 	p.fill("code-phone", "12ab")
 	p.click("#code-form button[type=submit]")
 	p.waitFor("the phone refused", `document.getElementById('link-error').textContent.includes('7 to 15 digits')`)
@@ -440,7 +440,7 @@ func TestConsoleLinksByQRAndCode(t *testing.T) {
 	p.waitFor("the confirmation", `document.getElementById('confirm').open`)
 	p.click("#confirm-ok")
 	p.waitFor("web-qr logged out", `(() => { const row = document.querySelector('tr[data-device="web-qr"]');
-		return row && row.querySelector('[data-action=logout]').hidden && !row.querySelector('[data-action=link]').hidden &&
+		return row && !row.querySelector('[data-action=logout]').checkVisibility() && row.querySelector('[data-action=link]').checkVisibility() &&
 			['logged_out', 'disconnected'].includes(row.querySelector('.state').dataset.state); })()`)
 	if d := tg.status("web-qr"); d.LoggedIn {
 		t.Errorf("after logout in the console the API says %s, logged in", d.State)
@@ -484,10 +484,17 @@ func TestConsoleQRRotation(t *testing.T) {
 	p := openConsole(t, browser, tg, "rotation")
 	p.waitFor("the live stream", `document.getElementById('live').dataset.state === 'live'`)
 
+	p.fill("phone-number", alice)
+	p.click("#phone-form button[type=submit]")
+	p.waitFor("Alice's phone", fmt.Sprintf(`!!document.querySelector('#phones li[data-phone=%q]')`, alice))
+
 	p.fill("new-id", "web-rot")
 	p.click(`#new-device button[value=qr]`)
-	p.waitFor("the QR code", `!document.getElementById('qr-img').hidden && document.getElementById('qr-img').complete`)
+	p.waitFor("the QR code", `document.getElementById('qr-img').checkVisibility() && document.getElementById('qr-img').complete`)
 	frame := p.evalString(`JSON.stringify(document.querySelector('.qr-frame').getBoundingClientRect())`)
+	if !p.evalBool(`document.getElementById('scan-form').checkVisibility()`) {
+		t.Error(`"Scan with" is not offered beside the code`)
+	}
 	first, err := p.screenQR()
 	if err != nil {
 		t.Fatal(err)
@@ -496,7 +503,7 @@ func TestConsoleQRRotation(t *testing.T) {
 
 	// The next code replaces the image, read back from the screen.
 	p.waitFor("the next code", fmt.Sprintf(`(() => { const i = document.getElementById('qr-img');
-		return !i.hidden && i.complete && i.src !== %q; })()`, p.evalString(`document.getElementById('qr-img').src`)))
+		return i.checkVisibility() && i.complete && i.src !== %q; })()`, p.evalString(`document.getElementById('qr-img').src`)))
 	second, err := p.screenQR()
 	if err != nil {
 		t.Fatal(err)
@@ -510,8 +517,11 @@ func TestConsoleQRRotation(t *testing.T) {
 	}
 
 	// The series runs out: a "New code" button, in the same frame.
-	p.waitFor("the end of the series", `!document.getElementById('qr-over').hidden && document.getElementById('qr-img').hidden`)
+	p.waitFor("the end of the series", `document.getElementById('qr-over').checkVisibility() && !document.getElementById('qr-img').checkVisibility()`)
 	p.shot("series-over")
+	if p.evalBool(`document.getElementById('scan-form').checkVisibility()`) {
+		t.Error(`"Scan with" is offered when there is no code to scan`)
+	}
 	if now := p.evalString(`JSON.stringify(document.querySelector('.qr-frame').getBoundingClientRect())`); now != frame {
 		t.Errorf("the QR frame moved at the end of the series: %s, then %s", frame, now)
 	}
@@ -519,7 +529,7 @@ func TestConsoleQRRotation(t *testing.T) {
 		t.Error(`the "New code" button does not have the focus when the series ends`)
 	}
 	p.click("#qr-new")
-	p.waitFor("a new series", `!document.getElementById('qr-img').hidden && document.getElementById('qr-img').complete`)
+	p.waitFor("a new series", `document.getElementById('qr-img').checkVisibility() && document.getElementById('qr-img').complete`)
 	// The code shown now is the API's current one. The codes live two
 	// seconds here, so a reading counts only when the API's code did not
 	// change while the screen was read; the image follows a rotation within

@@ -364,7 +364,7 @@ async function fetchQR() {
   // the login answer's is whole seconds.
   setDeadline(link, link.eventLife || d.qr_duration * 1000, 'qr');
   link.eventLife = 0;
-  $('scan-form').hidden = !state.sandbox;
+  $('scan-form').hidden = !state.sandbox || state.phones.size === 0;
   if (!state.devices.has(link.id)) refreshDevice(link.id);
 }
 
@@ -437,7 +437,7 @@ async function requestCode(ev) {
   link.code = d.code;
   $('pair-code').textContent = d.code;
   $('code-box').hidden = false;
-  $('enter-form').hidden = !state.sandbox;
+  $('enter-form').hidden = !state.sandbox || state.phones.size === 0;
   const digits = phone.replace(/^\+/, '');
   if (state.phones.has(digits)) $('enter-phone').value = digits; // the phone the code is for
   setDeadline(link, d.duration * 1000, 'code');
@@ -583,8 +583,8 @@ function renderPhones() {
     if (phones.some((p) => p.phone === keep)) sel.value = keep;
   }
   const link = state.link;
-  $('scan-form').hidden = !state.sandbox || !link || !link.qr;
-  $('enter-form').hidden = !state.sandbox || !link || !link.code;
+  $('scan-form').hidden = !state.sandbox || !link || !link.qr || link.over || phones.length === 0;
+  $('enter-form').hidden = !state.sandbox || !link || !link.code || link.over || phones.length === 0;
 }
 
 function phoneItem(p) {
