@@ -19,6 +19,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 	"github.com/makiuchi-d/gozxing"
 	"github.com/makiuchi-d/gozxing/qrcode"
 
@@ -280,6 +281,19 @@ func (p *browserPage) click(sel string) {
 	p.do("click "+sel, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
 }
 
+// checkLabels fails the test for any control shown without a name a
+// screen reader can say: a label, aria-label, or a button's text.
+func (p *browserPage) checkLabels() {
+	p.t.Helper()
+	if bad := p.evalString(`[...document.querySelectorAll('input, select, textarea, button')]
+		.filter(e => e.checkVisibility())
+		.filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') &&
+			!(e.tagName === 'BUTTON' && e.textContent.trim()))
+		.map(e => e.outerHTML.slice(0, 120)).join('\n')`); bad != "" {
+		p.t.Errorf("controls without a label:\n%s", bad)
+	}
+}
+
 // rowState is the state the console's row for device id shows.
 func rowState(id string) string {
 	return fmt.Sprintf(`(document.querySelector('tr[data-device=%q] .state') || {}).dataset?.state`, id)
@@ -346,9 +360,11 @@ func TestConsoleLinksByQRAndCode(t *testing.T) {
 		p.waitFor("phone "+ph.phone, fmt.Sprintf(`!!document.querySelector('#phones li[data-phone=%q]')`, ph.phone))
 	}
 
-	// Link by QR: the code on screen is the API's current code.
-	p.fill("new-id", "web-qr")
-	p.click(`#new-device button[value=qr]`)
+	p.checkLabels()
+
+	// Link by QR, from the keyboard (Enter in the id field): the code on
+	// screen is the API's current code.
+	p.fill("new-id", "web-qr\n")
 	p.waitFor("the QR code", `document.getElementById('qr-img').checkVisibility() && document.getElementById('qr-img').complete`)
 	onScreen, err := p.screenQR()
 	if err != nil {
@@ -361,6 +377,7 @@ func TestConsoleLinksByQRAndCode(t *testing.T) {
 	if left := p.evalString(`document.getElementById('qr-left').textContent`); !strings.HasPrefix(left, "Expires in ") {
 		t.Errorf("countdown shows %q", left)
 	}
+	p.checkLabels()
 	p.shot("qr")
 
 	if !live {
@@ -548,4 +565,6 @@ func TestConsoleQRRotation(t *testing.T) {
 		t.Fatalf("after New code the screen shows %q, the API's current code is %q", shown, current)
 	}
 	p.shot("new-series")
+	p.do("Escape", chromedp.KeyEvent(kb.Escape))
+	p.waitFor("the dialog closed by Escape", `!document.getElementById('link').open`)
 }
