@@ -462,6 +462,14 @@ func TestConsoleLinksByQRAndCode(t *testing.T) {
 	if d := tg.status("web-qr"); d.LoggedIn {
 		t.Errorf("after logout in the console the API says %s, logged in", d.State)
 	}
+	// Delete, confirmed: the row goes, and so does the device.
+	p.click(`tr[data-device="web-code"] [data-action=delete]`)
+	p.waitFor("the confirmation", `document.getElementById('confirm').open`)
+	p.click("#confirm-ok")
+	p.waitFor("web-code gone", `!document.querySelector('tr[data-device="web-code"]')`)
+	if code, env := tg.do("GET", "/devices/web-code", ""); code != 404 {
+		t.Errorf("after delete in the console the API answers %d %s", code, env.raw)
+	}
 	if !p.evalBool(`window.__notReloaded === true`) {
 		t.Error("the page was reloaded")
 	}
