@@ -397,6 +397,7 @@ function fmtLeft(s) {
 
 function seriesOver(reason) {
   const link = state.link;
+  link.seq++; // a code still on its way belongs to the series that ended
   link.over = true;
   link.qr = '';
   if (link.method === 'code') {
