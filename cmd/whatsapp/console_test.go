@@ -227,13 +227,29 @@ func (p *browserPage) shot(name string) {
 }
 
 // screenQR reads the QR code the page shows, from a screenshot of the
-// image as the browser drew it.
+// image as the browser draws it. The capture is scaled so that the image is
+// drawn at its own pixel size, as on a high-density screen; a phone camera
+// copes with the uneven modules of a scaled-down code that a decoder of
+// screenshots misreads now and then. If that capture cannot be read, the
+// one at the page's own scale is tried.
 func (p *browserPage) screenQR() (string, error) {
-	buf, err := chromedp.Run(p.ctx, chromedp.Screenshot(chromedp.ID("qr-img"), chromedp.NodeVisible))
-	if err != nil {
-		return "", err
+	scale, err := chromedp.Run(p.ctx, chromedp.Evaluate[float64](
+		`(() => { const i = document.getElementById('qr-img'); return i.naturalWidth / i.getBoundingClientRect().width; })()`))
+	if err != nil || scale < 1 {
+		scale = 1
 	}
-	return decodeQRImage(buf)
+	var text string
+	for _, s := range []float64{scale, 1} {
+		var buf []byte
+		buf, err = chromedp.Run(p.ctx, chromedp.ScreenshotScale(chromedp.ID("qr-img"), s, chromedp.NodeVisible))
+		if err != nil {
+			return "", err
+		}
+		if text, err = decodeQRImage(buf); err == nil {
+			return text, nil
+		}
+	}
+	return "", err
 }
 
 // decodeQRImage reads a QR code from a PNG or JPEG, falling back to the
