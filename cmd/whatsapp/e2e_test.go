@@ -293,10 +293,10 @@ func TestPairingCodeAndRemovalFromPhone(t *testing.T) {
 
 func TestStreamReplacedDoesNotFight(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
+	dir, jids := linkedCopy(t)
 	tg := startGateway(t, dir)
-	tg.createPhone(alice, "Alice")
-	jid := *tg.pairByQR("dev", alice).Jid
+	jid := jids["dev"]
+	tg.waitState("dev", api.Connected)
 
 	// Another client takes over the same session: a bare whatsmeow client on
 	// a consistent copy of the live database.
