@@ -392,7 +392,7 @@ func TestLoginFollowsARegistrationRefresh(t *testing.T) {
 	tg.createPhone(alice, "Alice")
 	first := tg.loginQR("refreshed")
 	ref, _, _ := strings.Cut(strings.TrimPrefix(first.QrString, qrLinkPrefix), ",")
-	if err := tg.g.sim.RefreshRegistration(ref); err != nil {
+	if err := tg.g.Sim.RefreshRegistration(ref); err != nil {
 		t.Fatal(err)
 	}
 	var next api.LoginQR
