@@ -187,6 +187,48 @@ func TestQRPairingOldForm(t *testing.T) {
 	waitFor[*events.Connected](t, c)
 }
 
+// WhatsApp's companion_reg_refresh during QR linking (checklist: 2026
+// protocol): whatsmeow makes a new ADV secret and shows the same ref again
+// with it; the new code links, a code read before the refresh does not.
+func TestRegistrationRefresh(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, "")
+	createPhone(t, srv, alice, "Alice")
+	refresh := func(t *testing.T) (old, fresh string) {
+		c := newClient(t, srv, dbPath(t))
+		qrs, first := startPairing(t, c)
+		fields := strings.Split(strings.TrimPrefix(first.Code, "https://wa.me/settings/linked_devices#"), ",")
+		if err := srv.RefreshRegistration(fields[0]); err != nil {
+			t.Fatalf("refresh: %v", err)
+		}
+		next := nextQR(t, qrs)
+		again := strings.Split(strings.TrimPrefix(next.Code, "https://wa.me/settings/linked_devices#"), ",")
+		if next.Event != whatsmeow.QRChannelEventCode || len(again) != 5 || again[0] != fields[0] ||
+			again[1] != fields[1] || again[2] != fields[2] || again[3] == fields[3] {
+			t.Fatalf("after the refresh the QR channel gave %q with fields changed %v", next.Event,
+				[]bool{again[0] != fields[0], again[1] != fields[1], again[2] != fields[2], again[3] != fields[3]})
+		}
+		return first.Code, next.Code
+	}
+	t.Run("the new code links", func(t *testing.T) {
+		_, fresh := refresh(t)
+		if _, err := srv.Scan(context.Background(), alice, fresh); err != nil {
+			t.Fatalf("scan of the refreshed code: %v", err)
+		}
+	})
+	t.Run("the old code does not", func(t *testing.T) {
+		old, _ := refresh(t)
+		_, err := srv.Scan(context.Background(), alice, old)
+		wantCode(t, err, domain.ECONFLICT)
+		if !strings.Contains(err.Error(), "rejected") {
+			t.Fatalf("scan of the old code: %v, want the device's rejection", err)
+		}
+	})
+	if err := srv.RefreshRegistration("2@nobody"); domain.ErrorCode(err) != domain.ENOTFOUND {
+		t.Fatalf("refresh of an unknown ref: %v", err)
+	}
+}
+
 // A device that never confirms the link makes Scan fail with ETIMEOUT
 // when the caller's deadline passes, and nothing is linked.
 func TestScanTimesOut(t *testing.T) {

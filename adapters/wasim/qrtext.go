@@ -3,8 +3,11 @@ package wasim
 import (
 	"encoding/base64"
 	"strings"
+	"time"
 
 	"go.mau.fi/whatsmeow"
+	waBinary "go.mau.fi/whatsmeow/binary"
+	"go.mau.fi/whatsmeow/types"
 
 	"github.com/gowa-dev/gowa/domain"
 )
@@ -60,4 +63,24 @@ func parseQR(text string) (qrText, error) {
 		}
 	}
 	return q, nil
+}
+
+// RefreshRegistration sends WhatsApp's companion_reg_refresh notification
+// to the unlinked device whose QR code carries ref. WhatsApp has sent it
+// during QR linking since mid-2026; whatsmeow (since September 2026) then
+// makes a new ADV secret and shows its QR codes again with it, so a code
+// read before the refresh no longer links. A ref no connection shows (any
+// more) is ENOTFOUND.
+func (s *Server) RefreshRegistration(ref string) error {
+	s.mu.Lock()
+	c := s.qrRefs[ref]
+	s.mu.Unlock()
+	if c == nil {
+		return domain.Errorf(domain.ENOTFOUND, "no device shows that QR code")
+	}
+	return c.send(waBinary.Node{
+		Tag:     "notification",
+		Attrs:   waBinary.Attrs{"from": types.ServerJID, "type": "companion_reg_refresh", "id": c.nextID(), "t": time.Now().Unix()},
+		Content: []waBinary.Node{{Tag: "companion_reg_refresh"}},
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +34,9 @@ type qrLogin struct {
 	first   chan struct{} // closed at the first QR code: PairPhone may run
 	done    chan struct{} // closed when the pairing has ended either way
 	restart chan struct{} // closed when WhatsApp's 515 restart arrives
+	// rekey carries WhatsApp's registration refreshes to the rotation: each
+	// replaces the ADV secret in the codes not yet expired.
+	rekey chan *events.RotateADVSecret
 
 	firstOnce, restartOnce sync.Once
 
@@ -110,6 +114,7 @@ func (c *Client) startQR() (*qrLogin, error) {
 		first:   make(chan struct{}),
 		done:    make(chan struct{}),
 		restart: make(chan struct{}),
+		rekey:   make(chan *events.RotateADVSecret, 4),
 	}
 	// One pairing per client, even a failed one: a client whose pairing
 	// ended is closed and a new one opened.
@@ -166,6 +171,14 @@ func (c *Client) handlePairing(evt any) bool {
 			codes := slices.Clone(e.Codes)
 			c.goTask(func() { c.rotateQR(q, codes) })
 		}
+	case *events.RotateADVSecret:
+		// WhatsApp's companion_reg_refresh: the codes shown so far carry a
+		// secret it has retired, and no phone could link with them.
+		select {
+		case q.rekey <- e:
+		default:
+			c.log.Warn("dropped a QR secret rotation: too many at once")
+		}
 	case *events.PairSuccess:
 		// whatsmeow has saved the session by now.
 		c.mu.Lock()
@@ -194,25 +207,40 @@ func (c *Client) handlePairing(evt any) bool {
 
 // rotateQR shows the codes WhatsApp gave, one after the other, each for its
 // lifetime, until the pairing ends; when they run out unscanned it
-// disconnects and reports PairingExpired.
+// disconnects and reports PairingExpired. A registration refresh re-keys
+// the current and later codes, and the current one is shown again for the
+// rest of its life.
 func (c *Client) rotateQR(q *qrLogin, codes []string) {
-	for i, code := range codes {
+	for i := range codes {
 		life := c.life
 		if i == 0 {
 			life = c.firstLife
 		}
-		if !q.showCode(c, code, life) {
+		if !q.showCode(c, codes[i], life) {
 			return
 		}
+		expires := time.Now().Add(life)
 		timer := time.NewTimer(life)
-		select {
-		case <-timer.C:
-		case <-q.done:
-			timer.Stop()
-			return
-		case <-c.ctx.Done():
-			timer.Stop()
-			return
+	wait:
+		for {
+			select {
+			case <-timer.C:
+				break wait
+			case rot := <-q.rekey:
+				for j := i; j < len(codes); j++ {
+					codes[j] = strings.Replace(codes[j], rot.OldSecret, rot.NewSecret, 1)
+				}
+				if !q.showCode(c, codes[i], time.Until(expires)) {
+					timer.Stop()
+					return
+				}
+			case <-q.done:
+				timer.Stop()
+				return
+			case <-c.ctx.Done():
+				timer.Stop()
+				return
+			}
 		}
 	}
 	if q.finish(c, domain.PairingExpired{}) {

@@ -46,7 +46,7 @@ var adapterOptions = sync.OnceValue(func() whatsapp.Options {
 })
 
 // wait bounds every wait for the simulator; generous for -race on 2 cores.
-const wait = 30 * time.Second
+const wait = 60 * time.Second
 
 // env is one simulated WhatsApp network and the adapter pointed at it.
 type env struct {

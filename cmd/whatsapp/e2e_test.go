@@ -293,10 +293,10 @@ func TestPairingCodeAndRemovalFromPhone(t *testing.T) {
 
 func TestStreamReplacedDoesNotFight(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
+	dir, jids := linkedCopy(t)
 	tg := startGateway(t, dir)
-	tg.createPhone(alice, "Alice")
-	jid := *tg.pairByQR("dev", alice).Jid
+	jid := jids["dev"]
+	tg.waitState("dev", api.Connected)
 
 	// Another client takes over the same session: a bare whatsmeow client on
 	// a consistent copy of the live database.
@@ -381,6 +381,36 @@ func TestSandboxScansOldQRForm(t *testing.T) {
 	if dev := tg.waitState("old-form", api.Connected); dev.Jid == nil || *dev.Jid != scan.JSON200.Data.Jid {
 		t.Fatalf("device JID %v, phone linked %s", dev.Jid, scan.JSON200.Data.Jid)
 	}
+}
+
+// When WhatsApp refreshes the registration during QR linking
+// (companion_reg_refresh), the login answers the re-keyed code, and that
+// code links.
+func TestLoginFollowsARegistrationRefresh(t *testing.T) {
+	t.Parallel()
+	tg := startGateway(t, t.TempDir())
+	tg.createPhone(alice, "Alice")
+	first := tg.loginQR("refreshed")
+	ref, _, _ := strings.Cut(strings.TrimPrefix(first.QrString, qrLinkPrefix), ",")
+	if err := tg.g.Sim.RefreshRegistration(ref); err != nil {
+		t.Fatal(err)
+	}
+	var next api.LoginQR
+	eventually(t, 20*time.Second, func() bool {
+		next = tg.loginQR("refreshed")
+		return next.QrString != first.QrString
+	}, "the re-keyed QR code")
+	if !strings.HasPrefix(next.QrString, qrLinkPrefix+ref+",") {
+		t.Fatal("the re-keyed code shows another ref")
+	}
+	if got := decodeQR(t, next.QrCode); got != next.QrString {
+		t.Error("the PNG does not carry the re-keyed code")
+	}
+	scan, err := tg.client.SandboxScanWithResponse(context.Background(), alice, api.SandboxScanJSONRequestBody{Qr: next.QrString})
+	if err != nil || scan.JSON200 == nil {
+		t.Fatalf("scan of the re-keyed code: %v %d %s", err, scan.StatusCode(), scan.Body)
+	}
+	tg.waitState("refreshed", api.Connected)
 }
 
 func TestConcurrentLoginsOpenOneConnection(t *testing.T) {

@@ -201,7 +201,7 @@ func (s *Service) Delete(ctx context.Context, id string) (warning string, err er
 	defer cancel()
 	r, err := d.call(ctx, func(op uint64) input { return cmdDelete{Op: op} })
 	if err != nil {
-		return "", err
+		return "", unlinkWaitError(id, err)
 	}
 	return r.Warning, nil
 }
@@ -220,7 +220,7 @@ func (s *Service) Logout(ctx context.Context, id string) (domain.Status, error) 
 	ctx, cancel := s.unlinkContext(ctx)
 	defer cancel()
 	if _, err := d.call(ctx, func(op uint64) input { return cmdLogout{Op: op} }); err != nil {
-		return domain.Status{}, err
+		return domain.Status{}, unlinkWaitError(id, err)
 	}
 	return d.status(), nil
 }
@@ -300,10 +300,20 @@ func loginWaitError(ctx context.Context, err error, timeout string) error {
 
 // unlinkContext bounds the wait of a logout or delete: it goes on if the
 // caller hangs up (the device finishes the unlink either way, and the
-// caller gets the outcome), bounded by the unlink's own deadlines with room
-// to spare.
+// caller gets the outcome). The device answers within its own deadlines
+// (UnlinkWait to come online, UnlinkWait for WhatsApp's answer, then local
+// work); this bound is only a safety net, with room for a busy disk.
 func (s *Service) unlinkContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), 3*s.cfg.UnlinkWait)
+	return context.WithTimeout(context.WithoutCancel(ctx), 2*s.cfg.UnlinkWait+30*time.Second)
+}
+
+// unlinkWaitError is the error of a logout or delete whose safety net ran
+// out: the unlink goes on, and the device's state will say how it ended.
+func unlinkWaitError(id string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return domain.Errorf(domain.EUNAVAILABLE, "the unlink of device %s did not finish in time; it goes on, see the device's state", id)
+	}
+	return err
 }
 
 // lookup returns the device with id, or an ENOTFOUND error.
