@@ -90,6 +90,14 @@ func rule(rel string) func(imp string) string {
 			}
 			return "ports depend on domain and the standard library only"
 		}
+	case rel == "ports/portstest":
+		// The contract suites every implementation of a port runs.
+		return func(imp string) string {
+			if r, ours := relPath(imp); isStd(imp) || (ours && (r == "domain" || r == "ports")) {
+				return ""
+			}
+			return "port contract suites depend on domain, ports and the standard library only"
+		}
 	case rel == "api" || strings.HasPrefix(rel, "api/"):
 		return func(imp string) string {
 			if _, ours := relPath(imp); ours {

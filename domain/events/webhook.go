@@ -1,0 +1,283 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gowa-dev/gowa/domain"
+	"github.com/gowa-dev/gowa/ports"
+)
+
+func jsonMarshal(v any) (json.RawMessage, error) { return json.Marshal(v) }
+
+func globalKey(url string) string { return "global:" + url }
+func deviceKey(id string) string  { return "device:" + id }
+
+// endpoint is one webhook and its dispatcher, the only reader of its part
+// of the outbox.
+type endpoint struct {
+	hub    *Hub
+	key    string
+	hook   domain.Webhook
+	wakeCh chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (h *Hub) newEndpoint(key string, w domain.Webhook) *endpoint {
+	ctx, cancel := context.WithCancel(h.ctx)
+	return &endpoint{hub: h, key: key, hook: w, wakeCh: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{})}
+}
+
+func (h *Hub) startEndpoint(e *endpoint) {
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		defer close(e.done)
+		e.run()
+	}()
+}
+
+func (e *endpoint) wake() {
+	select {
+	case e.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+// stop ends the dispatcher and waits for it.
+func (e *endpoint) stop() {
+	e.cancel()
+	<-e.done
+}
+
+// window is how many pending deliveries a dispatcher looks at a time.
+const window = 256
+
+// run delivers the endpoint's outbox until the endpoint is stopped: oldest
+// first, each device's events one at a time and in order, devices in
+// parallel. A device whose earliest delivery is waiting for a retry is left
+// out until it is due, so that it holds up neither other devices nor other
+// endpoints.
+func (e *endpoint) run() {
+	h := e.hub
+	blocked := map[string]time.Time{} // device → when its head is due again
+	for e.ctx.Err() == nil {
+		now := h.cfg.Clock.Now()
+		var skip []string
+		for dev, at := range blocked {
+			if at.After(now) {
+				skip = append(skip, dev)
+			} else {
+				delete(blocked, dev)
+			}
+		}
+		slices.Sort(skip)
+		pend, err := h.cfg.Store.Pending(e.ctx, e.key, skip, window)
+		if err != nil {
+			if e.ctx.Err() == nil {
+				h.log.Error("reading the webhook outbox", "endpoint", e.key, "err", err)
+				e.sleep(time.Second)
+			}
+			continue
+		}
+		if len(pend) == 0 {
+			e.idle(blocked)
+			continue
+		}
+		if h.cfg.Sender == nil {
+			e.idle(nil)
+			continue
+		}
+		var order []string
+		groups := map[string][]domain.Delivery{}
+		for _, d := range pend {
+			if _, ok := groups[d.DeviceID]; !ok {
+				order = append(order, d.DeviceID)
+			}
+			groups[d.DeviceID] = append(groups[d.DeviceID], d)
+		}
+		var (
+			mu  sync.Mutex
+			wg  sync.WaitGroup
+			sem = make(chan struct{}, h.cfg.DeliveryParallelism)
+		)
+		for _, dev := range order {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func(group []domain.Delivery) {
+				defer func() { <-sem; wg.Done() }()
+				if at, ok := e.deliverInOrder(group); ok {
+					mu.Lock()
+					blocked[group[0].DeviceID] = at
+					mu.Unlock()
+				}
+			}(groups[dev])
+		}
+		wg.Wait()
+	}
+}
+
+// deliverInOrder sends a device's deliveries one by one until one fails,
+// returning when that one is due again (and true) if so.
+func (e *endpoint) deliverInOrder(group []domain.Delivery) (time.Time, bool) {
+	h := e.hub
+	for _, d := range group {
+		if e.ctx.Err() != nil {
+			return time.Time{}, false
+		}
+		now := h.cfg.Clock.Now()
+		if d.NextAt.After(now) {
+			return d.NextAt, true
+		}
+		err := h.cfg.Sender.Send(e.ctx, e.hook, d)
+		if e.ctx.Err() != nil {
+			return time.Time{}, false // shutting down: tried again at the next start
+		}
+		now = h.cfg.Clock.Now()
+		var outcome string
+		switch {
+		case err == nil:
+			outcome = OutcomeDelivered
+		case errors.Is(err, ports.ErrRejected):
+			outcome = OutcomeRejected
+			h.log.Warn("webhook rejected a delivery; not retrying", "endpoint", e.key, "event_id", d.EventID, "err", err)
+		case now.Sub(d.CreatedAt) >= h.cfg.MaxDeliveryAge:
+			outcome = OutcomeExpired
+			h.log.Error("webhook delivery given up", "endpoint", e.key, "event_id", d.EventID, "attempts", d.Attempts+1, "err", err)
+		default:
+			e.observe(OutcomeRetry)
+			next := now.Add(h.backoff(d.Attempts + 1))
+			h.log.Warn("webhook delivery failed; retrying", "endpoint", e.key, "event_id", d.EventID, "attempt", d.Attempts+1, "retry_at", next, "err", err)
+			if err := h.cfg.Store.Retry(e.ctx, d.ID, d.Attempts+1, next); err != nil {
+				h.log.Error("recording a webhook retry", "endpoint", e.key, "err", err)
+			}
+			return next, true
+		}
+		e.observe(outcome)
+		if err := h.cfg.Store.Done(e.ctx, d.ID); err != nil {
+			h.log.Error("removing a delivery from the outbox", "endpoint", e.key, "err", err)
+			return now.Add(time.Second), true
+		}
+	}
+	return time.Time{}, false
+}
+
+func (e *endpoint) observe(outcome string) {
+	if e.hub.cfg.OnDelivery != nil {
+		e.hub.cfg.OnDelivery(e.key, outcome)
+	}
+}
+
+// backoff is the wait before attempt n+1: RetryBase·2^(n-1), capped at
+// RetryMax, between half and all of it at random (jitter spreads the
+// retries of many devices after a receiver outage).
+func (h *Hub) backoff(n int) time.Duration {
+	d := float64(h.cfg.RetryBase) * math.Pow(2, float64(n-1))
+	d = min(d, float64(h.cfg.RetryMax))
+	return time.Duration(d/2 + d/2*h.cfg.Rand())
+}
+
+// idle waits for new deliveries, the earliest retry in blocked, or stop.
+func (e *endpoint) idle(blocked map[string]time.Time) {
+	var wait <-chan time.Time
+	if len(blocked) > 0 {
+		var first time.Time
+		for _, at := range blocked {
+			if first.IsZero() || at.Before(first) {
+				first = at
+			}
+		}
+		t := time.NewTimer(max(first.Sub(e.hub.cfg.Clock.Now()), 0))
+		defer t.Stop()
+		wait = t.C
+	}
+	select {
+	case <-e.wakeCh:
+	case <-wait:
+	case <-e.ctx.Done():
+	}
+}
+
+func (e *endpoint) sleep(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-e.ctx.Done():
+	}
+}
+
+// DeviceWebhook returns device id's webhook, without its secret, and
+// false when it has none.
+func (h *Hub) DeviceWebhook(id string) (domain.Webhook, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e, ok := h.hooks[deviceKey(id)]
+	if !ok {
+		return domain.Webhook{}, false
+	}
+	w := e.hook
+	w.Secret = ""
+	return w, true
+}
+
+// SetDeviceWebhook creates or replaces device id's webhook. Events still
+// waiting for the old one go to the new one.
+func (h *Hub) SetDeviceWebhook(ctx context.Context, w domain.Webhook) error {
+	if err := domain.ValidateWebhook(w); err != nil {
+		return err
+	}
+	if err := h.cfg.Store.PutWebhook(ctx, w); err != nil {
+		return domain.Wrap(domain.EINTERNAL, err, "save the webhook")
+	}
+	// Swapped in one step, so that no event written meanwhile misses the
+	// device's webhook; the old dispatcher stops before the new one reads
+	// the outbox, so that no delivery is sent twice at once.
+	key := deviceKey(w.DeviceID)
+	e := h.newEndpoint(key, w)
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
+	}
+	old := h.hooks[key]
+	h.hooks[key] = e
+	h.wg.Add(1) // before Close can wait
+	h.mu.Unlock()
+	if old != nil {
+		old.stop()
+	}
+	go func() {
+		defer h.wg.Done()
+		defer close(e.done)
+		e.run()
+	}()
+	return nil
+}
+
+// DeleteDeviceWebhook removes device id's webhook and drops what was still
+// waiting for it. It reports whether there was one.
+func (h *Hub) DeleteDeviceWebhook(ctx context.Context, id string) (bool, error) {
+	key := deviceKey(id)
+	h.mu.Lock()
+	old := h.hooks[key]
+	delete(h.hooks, key)
+	h.mu.Unlock()
+	if old != nil {
+		old.stop()
+	}
+	if err := h.cfg.Store.DeleteWebhook(ctx, id); err != nil {
+		return false, domain.Wrap(domain.EINTERNAL, err, "delete the webhook")
+	}
+	if err := h.cfg.Store.DropEndpoint(ctx, key); err != nil {
+		return false, domain.Wrap(domain.EINTERNAL, err, "drop the webhook's outbox")
+	}
+	return old != nil, nil
+}
