@@ -57,6 +57,9 @@ type Config struct {
 	RetryMax       time.Duration
 	MaxDeliveryAge time.Duration
 	Rand           func() float64
+	// RetryPoll bounds how long a dispatcher sleeps before looking at the
+	// clock again while retries are pending. Default 1 s.
+	RetryPoll time.Duration
 	// DeliveryParallelism bounds the devices one endpoint is sent to at
 	// once (each device's events go one at a time). Default 8.
 	DeliveryParallelism int
@@ -125,6 +128,7 @@ func New(cfg Config) *Hub {
 	cfg.RetryBase = cmp.Or(cfg.RetryBase, time.Second)
 	cfg.RetryMax = cmp.Or(cfg.RetryMax, 10*time.Minute)
 	cfg.MaxDeliveryAge = cmp.Or(cfg.MaxDeliveryAge, 24*time.Hour)
+	cfg.RetryPoll = cmp.Or(cfg.RetryPoll, time.Second)
 	cfg.DeliveryParallelism = cmp.Or(cfg.DeliveryParallelism, 8)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Hub{

@@ -44,9 +44,12 @@ func (c *clock) Add(d time.Duration) {
 func newHub(t *testing.T, store *memStore, tweak func(*events.Config)) (*events.Hub, *clock) {
 	t.Helper()
 	clk := &clock{now: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
-	cfg := events.Config{Store: store, Clock: clk, PruneEvery: time.Hour, RetryBase: time.Millisecond, RetryMax: 4 * time.Millisecond, Rand: func() float64 { return 0.5 }}
+	cfg := events.Config{Store: store, Clock: clk, PruneEvery: time.Hour, RetryBase: time.Millisecond, RetryMax: 4 * time.Millisecond, RetryPoll: time.Millisecond, Rand: func() float64 { return 0.5 }}
 	if tweak != nil {
 		tweak(&cfg)
+	}
+	if c, ok := cfg.Clock.(*clock); ok {
+		clk = c
 	}
 	h := events.New(cfg)
 	if err := h.Start(context.Background()); err != nil {

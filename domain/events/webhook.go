@@ -194,7 +194,9 @@ func (e *endpoint) idle(blocked map[string]time.Time) {
 				first = at
 			}
 		}
-		t := time.NewTimer(max(first.Sub(e.hub.cfg.Clock.Now()), 0))
+		// Checked at least every RetryPoll, so that a clock that jumps (a
+		// suspended machine, a test's clock) is noticed.
+		t := time.NewTimer(min(max(first.Sub(e.hub.cfg.Clock.Now()), 0), e.hub.cfg.RetryPoll))
 		defer t.Stop()
 		wait = t.C
 	}
