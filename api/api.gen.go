@@ -175,6 +175,42 @@ type ErrorEnvelope struct {
 	Message string `json:"message"`
 }
 
+// Event defines model for Event.
+type Event struct {
+	// Data The type's payload.
+	Data map[string]interface{} `json:"data"`
+
+	// DeviceID Example: my-device
+	DeviceID string `json:"device_id"`
+
+	// ID Unique and increasing per gateway.
+	//
+	// Example: 42
+	ID   int64     `json:"id"`
+	Time time.Time `json:"time"`
+
+	// Type Example: device.connected
+	Type string `json:"type"`
+}
+
+// EventPage defines model for EventPage.
+type EventPage struct {
+	Events []Event `json:"events"`
+
+	// NextAfter Pass as `after` for the next page.
+	NextAfter int64 `json:"next_after"`
+}
+
+// EventPageEnvelope defines model for EventPageEnvelope.
+type EventPageEnvelope struct {
+	// Code Example: 200
+	Code int       `json:"code"`
+	Data EventPage `json:"data"`
+
+	// Message Example: OK
+	Message string `json:"message"`
+}
+
 // Health defines model for Health.
 type Health struct {
 	// Status Example: ok
@@ -465,6 +501,38 @@ type SentMessage struct {
 	Timestamp time.Time `json:"timestamp"`
 }
 
+// Webhook defines model for Webhook.
+type Webhook struct {
+	Events []string `json:"events"`
+
+	// URL Example: https://example.com/gowa
+	URL string `json:"url"`
+}
+
+// WebhookEnvelope defines model for WebhookEnvelope.
+type WebhookEnvelope struct {
+	// Code Example: 200
+	Code int     `json:"code"`
+	Data Webhook `json:"data"`
+
+	// Message Example: OK
+	Message string `json:"message"`
+}
+
+// WebhookRequest defines model for WebhookRequest.
+type WebhookRequest struct {
+	// Events Types or prefixes such as `device.`; empty or absent means every type.
+	Events *[]string `json:"events,omitempty"`
+
+	// Secret At least 16 bytes; signs every delivery.
+	Secret string `json:"secret"`
+
+	// URL An http or https URL.
+	//
+	// Example: https://example.com/gowa
+	URL string `json:"url"`
+}
+
 // DeviceID Example: my-device
 type DeviceID = string
 
@@ -480,6 +548,27 @@ type LoginCodeParams struct {
 	Phone *string `form:"phone,omitempty" json:"phone,omitempty"`
 }
 
+// GetEventsParams defines parameters for GetEvents.
+type GetEventsParams struct {
+	// DeviceID Only these devices' events (repeatable).
+	DeviceID *[]string `form:"device_id,omitempty" json:"device_id,omitempty"`
+
+	// Type Only these types (repeatable); a prefix ending in a dot, such as `device.`, matches a family.
+	Type *[]string `form:"type,omitempty" json:"type,omitempty"`
+
+	// LastEventID Resume the stream after this id, for clients that cannot set `Last-Event-ID`.
+	LastEventID *int64 `form:"last_event_id,omitempty" json:"last_event_id,omitempty"`
+
+	// After JSON page: events with ids above this one.
+	After *int64 `form:"after,omitempty" json:"after,omitempty"`
+
+	// Limit JSON page: at most this many events (1 to 1000, default 100).
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// LastEventIDHeader Resume the stream after this id.
+	LastEventIDHeader *string `json:"Last-Event-ID,omitempty"`
+}
+
 // SendMessageParams defines parameters for SendMessage.
 type SendMessageParams struct {
 	// XDeviceID The device that sends.
@@ -491,6 +580,9 @@ type CreateDeviceJSONRequestBody = CreateDeviceRequest
 
 // LoginCodeJSONRequestBody defines body for LoginCode for application/json ContentType.
 type LoginCodeJSONRequestBody = LoginCodeRequest
+
+// PutDeviceWebhookJSONRequestBody defines body for PutDeviceWebhook for application/json ContentType.
+type PutDeviceWebhookJSONRequestBody = WebhookRequest
 
 // SandboxNetworkFaultJSONRequestBody defines body for SandboxNetworkFault for application/json ContentType.
 type SandboxNetworkFaultJSONRequestBody = SandboxNetworkFault
@@ -680,6 +772,79 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /devices/{device_id}/status (the `GetDeviceStatus` operationId).
 	GetDeviceStatus(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteDeviceWebhook Remove a device's webhook
+	//
+	// Deliveries still waiting for it are dropped.
+	//
+	// Corresponds with DELETE /devices/{device_id}/webhook (the `DeleteDeviceWebhook` operationId).
+	DeleteDeviceWebhook(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetDeviceWebhook Get a device's webhook
+	//
+	// The webhook's URL and event filter; never its secret.
+	//
+	// Corresponds with GET /devices/{device_id}/webhook (the `GetDeviceWebhook` operationId).
+	GetDeviceWebhook(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutDeviceWebhookWithBody Set a device's webhook
+	//
+	// The device's events are POSTed to `url` as JSON with the headers
+	// `X-Gowa-Event` (the type), `X-Gowa-Delivery` (the event id; dedupe by
+	// it, delivery is at least once) and `X-Gowa-Signature:
+	// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+	// Network errors, timeouts (10 s), 408, 429 and 5xx are retried with
+	// exponential backoff for up to 24 hours, in order per device; other
+	// answers drop the delivery. Deliveries wait in an outbox on disk, so
+	// a restart resumes them. `events` filters by type (empty: all).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /devices/{device_id}/webhook (the `PutDeviceWebhook` operationId).
+	PutDeviceWebhookWithBody(ctx context.Context, deviceID DeviceID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutDeviceWebhook Set a device's webhook
+	//
+	// The device's events are POSTed to `url` as JSON with the headers
+	// `X-Gowa-Event` (the type), `X-Gowa-Delivery` (the event id; dedupe by
+	// it, delivery is at least once) and `X-Gowa-Signature:
+	// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+	// Network errors, timeouts (10 s), 408, 429 and 5xx are retried with
+	// exponential backoff for up to 24 hours, in order per device; other
+	// answers drop the delivery. Deliveries wait in an outbox on disk, so
+	// a restart resumes them. `events` filters by type (empty: all).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /devices/{device_id}/webhook (the `PutDeviceWebhook` operationId).
+	PutDeviceWebhook(ctx context.Context, deviceID DeviceID, body PutDeviceWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetEvents Stream or page through live events
+	//
+	// With `Accept: text/event-stream` (the default), a Server-Sent Events
+	// stream: each event is sent as `id: <id>`, `event: <type>` and
+	// `data: <the event's JSON>`, and a `: heartbeat` comment is sent every
+	// 15 seconds. To resume after a dropped connection, send the last id
+	// received as `Last-Event-ID` (browsers' EventSource does) or as
+	// `?last_event_id=`: the events since are read from the log, across
+	// gateway restarts. An id older than the log keeps (or unknown to this
+	// gateway) starts the stream with a `stream.gap` event, then the oldest
+	// event kept. A reader that falls too far behind is disconnected and
+	// resumes by id; it never slows the devices or other readers.
+	//
+	// With `Accept: application/json`, a page of events after `after`
+	// (default 0), at most `limit` (default 100); ask again with
+	// `after=next_after`.
+	//
+	// Types: `device.created`, `device.deleted`, `device.pairing`
+	// (`method`, `expires_at`; never the code), `device.connected` (`jid`,
+	// `phone`, `push_name`, `platform`), `device.disconnected` and
+	// `device.logged_out` (`reason`), `message.received` and `message.sent`
+	// (`id`, `chat`, `from`, `from_me`, `push_name`, `timestamp`, `type`,
+	// `text`), `stream.gap`.
+	//
+	// Corresponds with GET /events (the `GetEvents` operationId).
+	GetEvents(ctx context.Context, params *GetEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetHealth Liveness probe
 	//
@@ -1047,6 +1212,129 @@ func (c *Client) ReconnectDevice(ctx context.Context, deviceID DeviceID, reqEdit
 // Corresponds with GET /devices/{device_id}/status (the `GetDeviceStatus` operationId).
 func (c *Client) GetDeviceStatus(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetDeviceStatusRequest(c.Server, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteDeviceWebhook Remove a device's webhook
+//
+// Deliveries still waiting for it are dropped.
+//
+// Corresponds with DELETE /devices/{device_id}/webhook (the `DeleteDeviceWebhook` operationId).
+func (c *Client) DeleteDeviceWebhook(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteDeviceWebhookRequest(c.Server, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetDeviceWebhook Get a device's webhook
+//
+// The webhook's URL and event filter; never its secret.
+//
+// Corresponds with GET /devices/{device_id}/webhook (the `GetDeviceWebhook` operationId).
+func (c *Client) GetDeviceWebhook(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetDeviceWebhookRequest(c.Server, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutDeviceWebhookWithBody Set a device's webhook
+//
+// The device's events are POSTed to `url` as JSON with the headers
+// `X-Gowa-Event` (the type), `X-Gowa-Delivery` (the event id; dedupe by
+// it, delivery is at least once) and `X-Gowa-Signature:
+// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+// Network errors, timeouts (10 s), 408, 429 and 5xx are retried with
+// exponential backoff for up to 24 hours, in order per device; other
+// answers drop the delivery. Deliveries wait in an outbox on disk, so
+// a restart resumes them. `events` filters by type (empty: all).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /devices/{device_id}/webhook (the `PutDeviceWebhook` operationId).
+func (c *Client) PutDeviceWebhookWithBody(ctx context.Context, deviceID DeviceID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutDeviceWebhookRequestWithBody(c.Server, deviceID, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutDeviceWebhook Set a device's webhook
+//
+// The device's events are POSTed to `url` as JSON with the headers
+// `X-Gowa-Event` (the type), `X-Gowa-Delivery` (the event id; dedupe by
+// it, delivery is at least once) and `X-Gowa-Signature:
+// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+// Network errors, timeouts (10 s), 408, 429 and 5xx are retried with
+// exponential backoff for up to 24 hours, in order per device; other
+// answers drop the delivery. Deliveries wait in an outbox on disk, so
+// a restart resumes them. `events` filters by type (empty: all).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /devices/{device_id}/webhook (the `PutDeviceWebhook` operationId).
+func (c *Client) PutDeviceWebhook(ctx context.Context, deviceID DeviceID, body PutDeviceWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutDeviceWebhookRequest(c.Server, deviceID, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetEvents Stream or page through live events
+//
+// With `Accept: text/event-stream` (the default), a Server-Sent Events
+// stream: each event is sent as `id: <id>`, `event: <type>` and
+// `data: <the event's JSON>`, and a `: heartbeat` comment is sent every
+// 15 seconds. To resume after a dropped connection, send the last id
+// received as `Last-Event-ID` (browsers' EventSource does) or as
+// `?last_event_id=`: the events since are read from the log, across
+// gateway restarts. An id older than the log keeps (or unknown to this
+// gateway) starts the stream with a `stream.gap` event, then the oldest
+// event kept. A reader that falls too far behind is disconnected and
+// resumes by id; it never slows the devices or other readers.
+//
+// With `Accept: application/json`, a page of events after `after`
+// (default 0), at most `limit` (default 100); ask again with
+// `after=next_after`.
+//
+// Types: `device.created`, `device.deleted`, `device.pairing`
+// (`method`, `expires_at`; never the code), `device.connected` (`jid`,
+// `phone`, `push_name`, `platform`), `device.disconnected` and
+// `device.logged_out` (`reason`), `message.received` and `message.sent`
+// (`id`, `chat`, `from`, `from_me`, `push_name`, `timestamp`, `type`,
+// `text`), `stream.gap`.
+//
+// Corresponds with GET /events (the `GetEvents` operationId).
+func (c *Client) GetEvents(ctx context.Context, params *GetEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetEventsRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1747,6 +2035,238 @@ func NewGetDeviceStatusRequest(server string, deviceID DeviceID) (*http.Request,
 	return req, nil
 }
 
+// NewDeleteDeviceWebhookRequest constructs an http.Request for the DeleteDeviceWebhook method
+func NewDeleteDeviceWebhookRequest(server string, deviceID DeviceID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "device_id", deviceID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/devices/%s/webhook", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetDeviceWebhookRequest constructs an http.Request for the GetDeviceWebhook method
+func NewGetDeviceWebhookRequest(server string, deviceID DeviceID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "device_id", deviceID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/devices/%s/webhook", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPutDeviceWebhookRequest calls the generic PutDeviceWebhook builder with application/json body
+func NewPutDeviceWebhookRequest(server string, deviceID DeviceID, body PutDeviceWebhookJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPutDeviceWebhookRequestWithBody(server, deviceID, "application/json", bodyReader)
+}
+
+// NewPutDeviceWebhookRequestWithBody constructs an http.Request for the PutDeviceWebhook method, with any body, and a specified content type
+func NewPutDeviceWebhookRequestWithBody(server string, deviceID DeviceID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "device_id", deviceID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/devices/%s/webhook", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewGetEventsRequest constructs an http.Request for the GetEvents method
+func NewGetEventsRequest(server string, params *GetEventsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/events")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.DeviceID != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "device_id", *params.DeviceID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "array", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Type != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "type", *params.Type, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "array", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.LastEventID != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "last_event_id", *params.LastEventID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.After != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after", *params.After, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.LastEventIDHeader != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Last-Event-ID", *params.LastEventIDHeader, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Last-Event-ID", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewGetHealthRequest constructs an http.Request for the GetHealth method
 func NewGetHealthRequest(server string) (*http.Request, error) {
 	var err error
@@ -2377,6 +2897,85 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /devices/{device_id}/status (the `GetDeviceStatus` operationId).
 	GetDeviceStatusWithResponse(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*GetDeviceStatusResponse, error)
+
+	// DeleteDeviceWebhookWithResponse Remove a device's webhook
+	//
+	// Deliveries still waiting for it are dropped.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /devices/{device_id}/webhook (the `DeleteDeviceWebhook` operationId).
+	DeleteDeviceWebhookWithResponse(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*DeleteDeviceWebhookResponse, error)
+
+	// GetDeviceWebhookWithResponse Get a device's webhook
+	//
+	// The webhook's URL and event filter; never its secret.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /devices/{device_id}/webhook (the `GetDeviceWebhook` operationId).
+	GetDeviceWebhookWithResponse(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*GetDeviceWebhookResponse, error)
+
+	// PutDeviceWebhookWithBodyWithResponse Set a device's webhook
+	//
+	// The device's events are POSTed to `url` as JSON with the headers
+	// `X-Gowa-Event` (the type), `X-Gowa-Delivery` (the event id; dedupe by
+	// it, delivery is at least once) and `X-Gowa-Signature:
+	// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+	// Network errors, timeouts (10 s), 408, 429 and 5xx are retried with
+	// exponential backoff for up to 24 hours, in order per device; other
+	// answers drop the delivery. Deliveries wait in an outbox on disk, so
+	// a restart resumes them. `events` filters by type (empty: all).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /devices/{device_id}/webhook (the `PutDeviceWebhook` operationId).
+	PutDeviceWebhookWithBodyWithResponse(ctx context.Context, deviceID DeviceID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutDeviceWebhookResponse, error)
+
+	// PutDeviceWebhookWithResponse Set a device's webhook
+	//
+	// The device's events are POSTed to `url` as JSON with the headers
+	// `X-Gowa-Event` (the type), `X-Gowa-Delivery` (the event id; dedupe by
+	// it, delivery is at least once) and `X-Gowa-Signature:
+	// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+	// Network errors, timeouts (10 s), 408, 429 and 5xx are retried with
+	// exponential backoff for up to 24 hours, in order per device; other
+	// answers drop the delivery. Deliveries wait in an outbox on disk, so
+	// a restart resumes them. `events` filters by type (empty: all).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /devices/{device_id}/webhook (the `PutDeviceWebhook` operationId).
+	PutDeviceWebhookWithResponse(ctx context.Context, deviceID DeviceID, body PutDeviceWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*PutDeviceWebhookResponse, error)
+
+	// GetEventsWithResponse Stream or page through live events
+	//
+	// With `Accept: text/event-stream` (the default), a Server-Sent Events
+	// stream: each event is sent as `id: <id>`, `event: <type>` and
+	// `data: <the event's JSON>`, and a `: heartbeat` comment is sent every
+	// 15 seconds. To resume after a dropped connection, send the last id
+	// received as `Last-Event-ID` (browsers' EventSource does) or as
+	// `?last_event_id=`: the events since are read from the log, across
+	// gateway restarts. An id older than the log keeps (or unknown to this
+	// gateway) starts the stream with a `stream.gap` event, then the oldest
+	// event kept. A reader that falls too far behind is disconnected and
+	// resumes by id; it never slows the devices or other readers.
+	//
+	// With `Accept: application/json`, a page of events after `after`
+	// (default 0), at most `limit` (default 100); ask again with
+	// `after=next_after`.
+	//
+	// Types: `device.created`, `device.deleted`, `device.pairing`
+	// (`method`, `expires_at`; never the code), `device.connected` (`jid`,
+	// `phone`, `push_name`, `platform`), `device.disconnected` and
+	// `device.logged_out` (`reason`), `message.received` and `message.sent`
+	// (`id`, `chat`, `from`, `from_me`, `push_name`, `timestamp`, `type`,
+	// `text`), `stream.gap`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /events (the `GetEvents` operationId).
+	GetEventsWithResponse(ctx context.Context, params *GetEventsParams, reqEditors ...RequestEditorFn) (*GetEventsResponse, error)
 
 	// GetHealthWithResponse Liveness probe
 	//
@@ -3105,6 +3704,240 @@ func (r GetDeviceStatusResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetDeviceStatusResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeleteDeviceWebhookResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *EmptyEnvelope
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r DeleteDeviceWebhookResponse) GetJSON200() *EmptyEnvelope {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r DeleteDeviceWebhookResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r DeleteDeviceWebhookResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteDeviceWebhookResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteDeviceWebhookResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteDeviceWebhookResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteDeviceWebhookResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetDeviceWebhookResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *WebhookEnvelope
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetDeviceWebhookResponse) GetJSON200() *WebhookEnvelope {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetDeviceWebhookResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetDeviceWebhookResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetBody returns the raw response body bytes
+func (r GetDeviceWebhookResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetDeviceWebhookResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetDeviceWebhookResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetDeviceWebhookResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PutDeviceWebhookResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *WebhookEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *Error
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PutDeviceWebhookResponse) GetJSON200() *WebhookEnvelope {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r PutDeviceWebhookResponse) GetJSON400() *Error {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r PutDeviceWebhookResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r PutDeviceWebhookResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetBody returns the raw response body bytes
+func (r PutDeviceWebhookResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PutDeviceWebhookResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PutDeviceWebhookResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PutDeviceWebhookResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetEventsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *EventPageEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *Error
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetEventsResponse) GetJSON200() *EventPageEnvelope {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetEventsResponse) GetJSON400() *Error {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetEventsResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetEventsResponse) GetJSON503() *Error {
+	return r.JSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetEventsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetEventsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetEventsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetEventsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -4027,6 +4860,115 @@ func (c *ClientWithResponses) GetDeviceStatusWithResponse(ctx context.Context, d
 	return ParseGetDeviceStatusResponse(rsp)
 }
 
+// DeleteDeviceWebhookWithResponse Remove a device's webhook
+//
+// Deliveries still waiting for it are dropped.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /devices/{device_id}/webhook (the `DeleteDeviceWebhook` operationId).
+func (c *ClientWithResponses) DeleteDeviceWebhookWithResponse(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*DeleteDeviceWebhookResponse, error) {
+	rsp, err := c.DeleteDeviceWebhook(ctx, deviceID, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteDeviceWebhookResponse(rsp)
+}
+
+// GetDeviceWebhookWithResponse Get a device's webhook
+//
+// The webhook's URL and event filter; never its secret.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /devices/{device_id}/webhook (the `GetDeviceWebhook` operationId).
+func (c *ClientWithResponses) GetDeviceWebhookWithResponse(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*GetDeviceWebhookResponse, error) {
+	rsp, err := c.GetDeviceWebhook(ctx, deviceID, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetDeviceWebhookResponse(rsp)
+}
+
+// PutDeviceWebhookWithBodyWithResponse Set a device's webhook
+//
+// The device's events are POSTed to `url` as JSON with the headers
+// `X-Gowa-Event` (the type), `X-Gowa-Delivery` (the event id; dedupe by
+// it, delivery is at least once) and `X-Gowa-Signature:
+// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+// Network errors, timeouts (10 s), 408, 429 and 5xx are retried with
+// exponential backoff for up to 24 hours, in order per device; other
+// answers drop the delivery. Deliveries wait in an outbox on disk, so
+// a restart resumes them. `events` filters by type (empty: all).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /devices/{device_id}/webhook (the `PutDeviceWebhook` operationId).
+func (c *ClientWithResponses) PutDeviceWebhookWithBodyWithResponse(ctx context.Context, deviceID DeviceID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutDeviceWebhookResponse, error) {
+	rsp, err := c.PutDeviceWebhookWithBody(ctx, deviceID, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutDeviceWebhookResponse(rsp)
+}
+
+// PutDeviceWebhookWithResponse Set a device's webhook
+//
+// The device's events are POSTed to `url` as JSON with the headers
+// `X-Gowa-Event` (the type), `X-Gowa-Delivery` (the event id; dedupe by
+// it, delivery is at least once) and `X-Gowa-Signature:
+// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+// Network errors, timeouts (10 s), 408, 429 and 5xx are retried with
+// exponential backoff for up to 24 hours, in order per device; other
+// answers drop the delivery. Deliveries wait in an outbox on disk, so
+// a restart resumes them. `events` filters by type (empty: all).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /devices/{device_id}/webhook (the `PutDeviceWebhook` operationId).
+func (c *ClientWithResponses) PutDeviceWebhookWithResponse(ctx context.Context, deviceID DeviceID, body PutDeviceWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*PutDeviceWebhookResponse, error) {
+	rsp, err := c.PutDeviceWebhook(ctx, deviceID, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutDeviceWebhookResponse(rsp)
+}
+
+// GetEventsWithResponse Stream or page through live events
+//
+// With `Accept: text/event-stream` (the default), a Server-Sent Events
+// stream: each event is sent as `id: <id>`, `event: <type>` and
+// `data: <the event's JSON>`, and a `: heartbeat` comment is sent every
+// 15 seconds. To resume after a dropped connection, send the last id
+// received as `Last-Event-ID` (browsers' EventSource does) or as
+// `?last_event_id=`: the events since are read from the log, across
+// gateway restarts. An id older than the log keeps (or unknown to this
+// gateway) starts the stream with a `stream.gap` event, then the oldest
+// event kept. A reader that falls too far behind is disconnected and
+// resumes by id; it never slows the devices or other readers.
+//
+// With `Accept: application/json`, a page of events after `after`
+// (default 0), at most `limit` (default 100); ask again with
+// `after=next_after`.
+//
+// Types: `device.created`, `device.deleted`, `device.pairing`
+// (`method`, `expires_at`; never the code), `device.connected` (`jid`,
+// `phone`, `push_name`, `platform`), `device.disconnected` and
+// `device.logged_out` (`reason`), `message.received` and `message.sent`
+// (`id`, `chat`, `from`, `from_me`, `push_name`, `timestamp`, `type`,
+// `text`), `stream.gap`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /events (the `GetEvents` operationId).
+func (c *ClientWithResponses) GetEventsWithResponse(ctx context.Context, params *GetEventsParams, reqEditors ...RequestEditorFn) (*GetEventsResponse, error) {
+	rsp, err := c.GetEvents(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetEventsResponse(rsp)
+}
+
 // GetHealthWithResponse Liveness probe
 //
 // Public. 200 while the process serves HTTP.
@@ -4732,6 +5674,183 @@ func ParseGetDeviceStatusResponse(rsp *http.Response) (*GetDeviceStatusResponse,
 	return response, nil
 }
 
+// ParseDeleteDeviceWebhookResponse parses an HTTP response from a DeleteDeviceWebhookWithResponse call
+func ParseDeleteDeviceWebhookResponse(rsp *http.Response) (*DeleteDeviceWebhookResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteDeviceWebhookResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest EmptyEnvelope
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetDeviceWebhookResponse parses an HTTP response from a GetDeviceWebhookWithResponse call
+func ParseGetDeviceWebhookResponse(rsp *http.Response) (*GetDeviceWebhookResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetDeviceWebhookResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest WebhookEnvelope
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePutDeviceWebhookResponse parses an HTTP response from a PutDeviceWebhookWithResponse call
+func ParsePutDeviceWebhookResponse(rsp *http.Response) (*PutDeviceWebhookResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PutDeviceWebhookResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest WebhookEnvelope
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetEventsResponse parses an HTTP response from a GetEventsWithResponse call
+func ParseGetEventsResponse(rsp *http.Response) (*GetEventsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetEventsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest EventPageEnvelope
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case rsp.StatusCode == 200:
+		// Content-type (text/event-stream) unsupported
+
+	}
+
+	return response, nil
+}
+
 // ParseGetHealthResponse parses an HTTP response from a GetHealthWithResponse call
 func ParseGetHealthResponse(rsp *http.Response) (*GetHealthResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -5302,6 +6421,18 @@ type ServerInterface interface {
 	// GetDeviceStatus Get a device's status
 	// (GET /devices/{device_id}/status)
 	GetDeviceStatus(w http.ResponseWriter, r *http.Request, deviceID DeviceID)
+	// DeleteDeviceWebhook Remove a device's webhook
+	// (DELETE /devices/{device_id}/webhook)
+	DeleteDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID)
+	// GetDeviceWebhook Get a device's webhook
+	// (GET /devices/{device_id}/webhook)
+	GetDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID)
+	// PutDeviceWebhook Set a device's webhook
+	// (PUT /devices/{device_id}/webhook)
+	PutDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID)
+	// GetEvents Stream or page through live events
+	// (GET /events)
+	GetEvents(w http.ResponseWriter, r *http.Request, params GetEventsParams)
 	// GetHealth Liveness probe
 	// (GET /health)
 	GetHealth(w http.ResponseWriter, r *http.Request)
@@ -5398,6 +6529,30 @@ func (_ Unimplemented) ReconnectDevice(w http.ResponseWriter, r *http.Request, d
 // GetDeviceStatus Get a device's status
 // (GET /devices/{device_id}/status)
 func (_ Unimplemented) GetDeviceStatus(w http.ResponseWriter, r *http.Request, deviceID DeviceID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// DeleteDeviceWebhook Remove a device's webhook
+// (DELETE /devices/{device_id}/webhook)
+func (_ Unimplemented) DeleteDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// GetDeviceWebhook Get a device's webhook
+// (GET /devices/{device_id}/webhook)
+func (_ Unimplemented) GetDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// PutDeviceWebhook Set a device's webhook
+// (PUT /devices/{device_id}/webhook)
+func (_ Unimplemented) PutDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// GetEvents Stream or page through live events
+// (GET /events)
+func (_ Unimplemented) GetEvents(w http.ResponseWriter, r *http.Request, params GetEventsParams) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -5705,6 +6860,190 @@ func (siw *ServerInterfaceWrapper) GetDeviceStatus(w http.ResponseWriter, r *htt
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.GetDeviceStatus(w, r, deviceID)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeleteDeviceWebhook operation middleware
+func (siw *ServerInterfaceWrapper) DeleteDeviceWebhook(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "device_id" -------------
+	var deviceID DeviceID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "device_id", chi.URLParam(r, "device_id"), &deviceID, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "device_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteDeviceWebhook(w, r, deviceID)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetDeviceWebhook operation middleware
+func (siw *ServerInterfaceWrapper) GetDeviceWebhook(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "device_id" -------------
+	var deviceID DeviceID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "device_id", chi.URLParam(r, "device_id"), &deviceID, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "device_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetDeviceWebhook(w, r, deviceID)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// PutDeviceWebhook operation middleware
+func (siw *ServerInterfaceWrapper) PutDeviceWebhook(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "device_id" -------------
+	var deviceID DeviceID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "device_id", chi.URLParam(r, "device_id"), &deviceID, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "device_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.PutDeviceWebhook(w, r, deviceID)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetEvents operation middleware
+func (siw *ServerInterfaceWrapper) GetEvents(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetEventsParams
+
+	// ------------- Optional query parameter "device_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "device_id", r.URL.Query(), &params.DeviceID, runtime.BindQueryParameterOptions{Type: "array", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "device_id"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "device_id", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "type" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "type", r.URL.Query(), &params.Type, runtime.BindQueryParameterOptions{Type: "array", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "type"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "type", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "last_event_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "last_event_id", r.URL.Query(), &params.LastEventID, runtime.BindQueryParameterOptions{Type: "integer", Format: "int64"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "last_event_id"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "last_event_id", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "after" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "after", r.URL.Query(), &params.After, runtime.BindQueryParameterOptions{Type: "integer", Format: "int64"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "after"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "after", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Last-Event-ID" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Last-Event-ID")]; found {
+		var LastEventIDHeader string
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Last-Event-ID", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Last-Event-ID", valueList[0], &LastEventIDHeader, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Last-Event-ID", Err: err})
+			return
+		}
+
+		params.LastEventIDHeader = &LastEventIDHeader
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetEvents(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -6143,6 +7482,18 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Post(options.BaseURL+"/devices/{device_id}/reconnect", wrapper.ReconnectDevice)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/events", wrapper.GetEvents)
+	})
+	r.Group(func(r chi.Router) {
+		r.Delete(options.BaseURL+"/devices/{device_id}/webhook", wrapper.DeleteDeviceWebhook)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/devices/{device_id}/webhook", wrapper.GetDeviceWebhook)
+	})
+	r.Group(func(r chi.Router) {
+		r.Put(options.BaseURL+"/devices/{device_id}/webhook", wrapper.PutDeviceWebhook)
 	})
 	r.Group(func(r chi.Router) {
 		r.Post(options.BaseURL+"/send/message", wrapper.SendMessage)
@@ -6736,6 +8087,278 @@ func (response GetDeviceStatus404JSONResponse) VisitGetDeviceStatusResponse(w ht
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeviceWebhookRequestObject struct {
+	DeviceID DeviceID `json:"device_id"`
+}
+
+type DeleteDeviceWebhookResponseObject interface {
+	VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error
+}
+
+type DeleteDeviceWebhook200JSONResponse EmptyEnvelope
+
+func (response DeleteDeviceWebhook200JSONResponse) VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeviceWebhook401JSONResponse struct{ ErrorJSONResponse }
+
+func (response DeleteDeviceWebhook401JSONResponse) VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeviceWebhook404JSONResponse ErrorEnvelope
+
+func (response DeleteDeviceWebhook404JSONResponse) VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceWebhookRequestObject struct {
+	DeviceID DeviceID `json:"device_id"`
+}
+
+type GetDeviceWebhookResponseObject interface {
+	VisitGetDeviceWebhookResponse(w http.ResponseWriter) error
+}
+
+type GetDeviceWebhook200JSONResponse WebhookEnvelope
+
+func (response GetDeviceWebhook200JSONResponse) VisitGetDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceWebhook401JSONResponse struct{ ErrorJSONResponse }
+
+func (response GetDeviceWebhook401JSONResponse) VisitGetDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceWebhook404JSONResponse ErrorEnvelope
+
+func (response GetDeviceWebhook404JSONResponse) VisitGetDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutDeviceWebhookRequestObject struct {
+	DeviceID DeviceID `json:"device_id"`
+	Body     *PutDeviceWebhookJSONRequestBody
+}
+
+type PutDeviceWebhookResponseObject interface {
+	VisitPutDeviceWebhookResponse(w http.ResponseWriter) error
+}
+
+type PutDeviceWebhook200JSONResponse WebhookEnvelope
+
+func (response PutDeviceWebhook200JSONResponse) VisitPutDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutDeviceWebhook400JSONResponse struct{ ErrorJSONResponse }
+
+func (response PutDeviceWebhook400JSONResponse) VisitPutDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutDeviceWebhook401JSONResponse ErrorEnvelope
+
+func (response PutDeviceWebhook401JSONResponse) VisitPutDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutDeviceWebhook404JSONResponse ErrorEnvelope
+
+func (response PutDeviceWebhook404JSONResponse) VisitPutDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEventsRequestObject struct {
+	Params GetEventsParams
+}
+
+type GetEventsResponseObject interface {
+	VisitGetEventsResponse(w http.ResponseWriter) error
+}
+
+type GetEvents200JSONResponse EventPageEnvelope
+
+func (response GetEvents200JSONResponse) VisitGetEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEvents200TextEventStreamResponse struct {
+	Body          io.Reader
+	ContentLength int64
+}
+
+func (response GetEvents200TextEventStreamResponse) VisitGetEventsResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "text/event-stream")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		// If w doesn't support flushing, fall back to io.Copy.
+		_, err := io.Copy(w, response.Body)
+		return err
+	}
+	// text/event-stream messages are typically small; use a
+	// modest buffer and flush after each chunk so clients see
+	// events immediately instead of waiting on OS buffering.
+	buf := make([]byte, 4096)
+	for {
+		n, err := response.Body.Read(buf)
+		if n > 0 {
+			if _, writeErr := w.Write(buf[:n]); writeErr != nil {
+				return writeErr
+			}
+			flusher.Flush()
+		}
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+type GetEvents400JSONResponse struct{ ErrorJSONResponse }
+
+func (response GetEvents400JSONResponse) VisitGetEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEvents401JSONResponse ErrorEnvelope
+
+func (response GetEvents401JSONResponse) VisitGetEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEvents503JSONResponse ErrorEnvelope
+
+func (response GetEvents503JSONResponse) VisitGetEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -7477,6 +9100,18 @@ type StrictServerInterface interface {
 	// GetDeviceStatus Get a device's status
 	// (GET /devices/{device_id}/status)
 	GetDeviceStatus(ctx context.Context, request GetDeviceStatusRequestObject) (GetDeviceStatusResponseObject, error)
+	// DeleteDeviceWebhook Remove a device's webhook
+	// (DELETE /devices/{device_id}/webhook)
+	DeleteDeviceWebhook(ctx context.Context, request DeleteDeviceWebhookRequestObject) (DeleteDeviceWebhookResponseObject, error)
+	// GetDeviceWebhook Get a device's webhook
+	// (GET /devices/{device_id}/webhook)
+	GetDeviceWebhook(ctx context.Context, request GetDeviceWebhookRequestObject) (GetDeviceWebhookResponseObject, error)
+	// PutDeviceWebhook Set a device's webhook
+	// (PUT /devices/{device_id}/webhook)
+	PutDeviceWebhook(ctx context.Context, request PutDeviceWebhookRequestObject) (PutDeviceWebhookResponseObject, error)
+	// GetEvents Stream or page through live events
+	// (GET /events)
+	GetEvents(ctx context.Context, request GetEventsRequestObject) (GetEventsResponseObject, error)
 	// GetHealth Liveness probe
 	// (GET /health)
 	GetHealth(ctx context.Context, request GetHealthRequestObject) (GetHealthResponseObject, error)
@@ -7801,6 +9436,117 @@ func (sh *strictHandler) GetDeviceStatus(w http.ResponseWriter, r *http.Request,
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetDeviceStatusResponseObject); ok {
 		if err := validResponse.VisitGetDeviceStatusResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeleteDeviceWebhook operation middleware
+func (sh *strictHandler) DeleteDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID) {
+	var request DeleteDeviceWebhookRequestObject
+
+	request.DeviceID = deviceID
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteDeviceWebhook(ctx, request.(DeleteDeviceWebhookRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteDeviceWebhook")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteDeviceWebhookResponseObject); ok {
+		if err := validResponse.VisitDeleteDeviceWebhookResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetDeviceWebhook operation middleware
+func (sh *strictHandler) GetDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID) {
+	var request GetDeviceWebhookRequestObject
+
+	request.DeviceID = deviceID
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetDeviceWebhook(ctx, request.(GetDeviceWebhookRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetDeviceWebhook")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetDeviceWebhookResponseObject); ok {
+		if err := validResponse.VisitGetDeviceWebhookResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// PutDeviceWebhook operation middleware
+func (sh *strictHandler) PutDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID) {
+	var request PutDeviceWebhookRequestObject
+
+	request.DeviceID = deviceID
+
+	var body PutDeviceWebhookJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.PutDeviceWebhook(ctx, request.(PutDeviceWebhookRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "PutDeviceWebhook")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(PutDeviceWebhookResponseObject); ok {
+		if err := validResponse.VisitPutDeviceWebhookResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetEvents operation middleware
+func (sh *strictHandler) GetEvents(w http.ResponseWriter, r *http.Request, params GetEventsParams) {
+	var request GetEventsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetEvents(ctx, request.(GetEventsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetEvents")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetEventsResponseObject); ok {
+		if err := validResponse.VisitGetEventsResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -8173,93 +9919,122 @@ func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, par
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7F39chu3dn+VM9s7Y3u6oihL9r1m/rnyRx3lOrEiKU2noSqCu4ck7F1gDWBFMx7N5K8+QKfPkAfzk3QO",
-	"gP0id0VKsmi308xkIq2wwMH5xsHvbD4FkUwzKVAYHQw+BRlTLEWDyv72Ei95hEcv6ecYdaR4ZrgUwSA4",
-	"myHE9q8PNPA4hGgmNQoYL2Ah814QBpyGZczMgjAQLMVgELgXLngchIHCDzlXGAcDo3IMAx3NMGW0EH5k",
-	"aZbQ+HSx414JQprJoKI5/+O3w51/Zzu/93eenVc/9i52zj/1w6f7V38JwsAsMppAG8XFNLi6CoPjmRTY",
-	"vg/N0zxhBmNgUSRzYR5oyGg4iDwdowoh5lNudMeu7NANd/T08d/2Hu8fPHn61789ayHzimbRmRQaLf9f",
-	"KSUV/RBJYVAY+pFlWcIjRvTvvtO0idoCNDLGYHDQPwiDmBkWDESeJGGQotZsWgkBSt6CkAYmMhdxcFUn",
-	"+i8KJ8Eg+KfdSkF23V/1rqXrlbjERGbo6G6y9VAA0pgQuAAzQ0A/uGeF4eehZV4oZAadop3ghxy13WWm",
-	"ZIbKcMeHSnFWBPgaBSorvPkMBbCxRmFIUu1qtKoY/okcv8PIEAscLatERFIIjAy2EPFGTqcY016ZiEGK",
-	"hAvsVauNpUyQCZo8stuNL5jd5USqlH4iUeGO4WkLiWFz9xttKwzetfGKlD3h4j3GQEJlgksBPxy9bLKr",
-	"rqODvcd/1735jBnNsqwn0JDe50nCxjTWKfrK4gnT5gIL3W3S8OtsYRXCKx8NhQQnBhhMpYxBG2awSZA2",
-	"ClkKCrOERRiTj2FCmhkq8DKhqTehy4rpgotVsg4LxmjUmtiCH7l2Jr8qxIxxOyVZY5K8nQSD3663l2P3",
-	"wpGYyODqfJlSmrHwTp2uYu3msoQZ0qfmLEzESlqHu36CXM8unE+rz3CYOBVb+75mIh7Lj9fFCkj4JWqQ",
-	"zif4Fx7omgcWaOZSvW/nu9WNdb7Jme+pHVq8c6G5iLBNGdGREuVKoTBO+2CMUyaIhE3s86ru+X9rxDhH",
-	"rzPGsIwTFZ9rQqsrZ1hzNc0NNEyr0sOGW6kEcd7p3ErX3eLk4qb8H/f75TRcGJyisj7JxpZNJEGjy+hT",
-	"V6y3/1jLTEtN9bpftntfb7g2X25v3GCqN9+kn4gpxRbb3PRpYRVN3R7FXJd6NBqAkDVvCQ9Hpb6NwGCS",
-	"aIqf1qeywgcOhXOCj3ow8qo2GgCDn09AKvBPgMgFrkHmpgejYgkaOhTVbzDnZkZTG6kqL1u9YElM2sLo",
-	"UBSkytyMBvArBaPDLCMayHRdpoYixth5FT/1kAwJRZ5aq6zxomk4JYVLZletWWN95exepZlZfDlVWwpG",
-	"yZwtNJDH7XV73koP7l/Tmglf53ZX/f73Z2fH1qvmuhHUbYLazQ8Wx5xmYclxbSG3/eYiP1F6S7oQo2E8",
-	"0aDzaAZMW12QkwmKmNRvwjGJb8/Ma5LmL8fk75ElZrbKXce+JkHy/dqF/WvdK20nCvhdbUVN38gpFy88",
-	"8Zuo6CthkNwIL5MS606a+efh8xcvdygXa03Oc8XcZMtzn2IkRaxddmskoF2LNw8ne09bGNu+/3Kla3e+",
-	"HaFWjN6uXDtPiFn78f6vxPi9J/4AHwITIDPnWCBBZl3DP3cffzY7MFrqfj5ZJeqDuuj2jD+fuNDJNDA4",
-	"/uk10O7hl5M3TXLo6YCnbIq7mZh+N2Yanx6E/F+fvz2Z9//xeio///Fnm15+UBcbqubEB1JLjZ7JuWhQ",
-	"8LRVST6oC79W6+YMfjR20mKXEVOKYzMGBI///vmPP8Pav2tVpuBoc391cs67BbRF0/j5ZDuGUT9YruwK",
-	"P2Zcofa1hjUnHyd9IzMNYySzuGQJjzc9BBGxZiZdhcLnXB+UTalibEmgljbsXw7rJLdt99SdbF6Ueaxe",
-	"3TUzBtPM6NU9V69BMQjsuap+GqVkRRmMQ1A4yTVSHooauIiSPMa4ocD7bToyXlzEZQWpPY/51KZaLQWl",
-	"HS5qObuG8aI4R/uizQqDrqlwnM2kxnqKTX7HTdeMSG2bkhm2TPk2QwFzHGsZvUdTJ3XdjEvyt9M3j8AV",
-	"G8NKpJvpxHbsvEUXt2Lyft2uKuW75TJhs5y3Ws1brZLZQtiNKpTuqFZT7LJos7RNVwmpVihfXbvTr3C0",
-	"b3L6q5zwPQlvuHjfKerOGm95P7OmxLtWJ1qEuIbYa3O1FWFdl2G3sW7N4lu1fyuaberCj9VCS5ubtQd6",
-	"6bM7cYlK24QJuLb1mF6bLU+UTDvuyVDEqB7opSDUVKvin41cDa11kWJbOT6S2QLkBBh41lAcpge0meqe",
-	"Ts5FU901FBdAq/XjZde4/+p5/8XB/t6Lx08P957tPX31+OVeG5mUzTbf/B6TRLYO5Slqw9JsU+e5pA6W",
-	"+5bS+lyehNDJuOLbejX5em6z0NOv6Td/crcJ/8LypO1WUclsVfVeKpkBXqJaAKUl9aKpkPOGwjcqSDU9",
-	"c5njhXanrNUlTuzfQeC8kd65gxjXkDKxAP92Y8EnYZCyjzylBHv/Kckq5cL92l5G2IQxW3WX9YVPUJNc",
-	"vpZC+OVb1SJru+WtpXrgBzWk83htnltMfQ2FJU7hBmndBp52/QXjTe8Dr5dM22XXmrzB7nyryuh4vU39",
-	"syuuL2JtVUjXkHsaMdFJ7QfVWdiiaDWAsijj4ngip1z0NijxtFOEIvYhZUs6gsLUYtgWVKTaYSfPa1Ts",
-	"gZHw9MmT/acQzZhikUGlewXep70k18jWOnOYjlrqYQMUBVIBg1yjojwQHl7jjx7dsMDa5keKjXcwznRm",
-	"xbcBz/jFLm6dL94xCayt38wCq82s8uEqDDRGueJmcUoq7LY/ZppHh7m7VrKqbXMVelqRMTMmcygu7guJ",
-	"TclP5ZzZLFtXt68+BdfANAyDZgo+DODheFHWfqWCv+2UOjoU9ZvjR/aqN1YWF2JmmIK8RGWvDXtDMRSv",
-	"bCL2w+nbn4AJPUcVOmBZVZEL6TTDRIkwGwzF6NPQ2t0wGMAw7/f3o9o1pH2AIQwLNttRwec//hwG9JTs",
-	"kx59/uPPq1EP3opiwRH9ZQRcDwXZGOQiQa3Le8cZJhk8ZK5u6o5Z9kUg7+yuI+0l5CO7r8MkARRxJjnx",
-	"ED9GmLmC+cxel0Gm5Bg1CMTY3aE+J5EBy83MAd3MDIdCoyJucV1ULd01e6QwRmE4SzQ8HO3sWHHv0Lsj",
-	"2IXR4fHxxfPD06MXF4e/nH0/IoIOIeVaW1etYK4kSaecBKZoaWSRSRYN7h7098I6H4fBL4KWkYr/jvEw",
-	"CEt2EseuRnbrrp4CPNbAFDaBowNwbu0AEjTk0MLy6mbUG4UwuhgRhaOdUTgUds81bIF7xd4F0zsOAUCB",
-	"UGjrGDxe88ejM2ekxhq1Ve7Pf/x3pdppnhheXPSevDo9gykzOGeLIAzoDO2Mot/b6/WL2ijLOPmHXr+3",
-	"77CqM2t9u94g6OcpWn9Ovslqx1EcDAI6nr30Y5awn4/7/Q2Qn5vhNVtKaC2gTWdrjuQQpIpRObQdj3u0",
-	"0YP+XtdCJeUOGuq8UZ6mTC38LgvfQF6HTXUFldLBOcUcqVuKFw4c6sw7zcwCdCJND37lZiZzA6PSH47s",
-	"1R6PyRSmBSKUwk6T3XWwqUfsojbPZby4Gci2FlRqkWRj+Gwb5vVqFf372PH7C2rAddKnHIFOpMWVgBV4",
-	"f2OB30w9aPSz2ymTY155d2FVolWprsLS/nY/lRK7cvJLsA0z9YtwUa4GUJWicgx8AtyQivlw95AbiDml",
-	"OciUhomSqfPLNmt5oOGNG+ct/FEIbmEN3OgSaTrhiVXxGBSm0sdBp+nWgzVV+KWdoabC9+QymgCnDn3x",
-	"PCKjs6iJW2jBwQ1GP+nv305nHNNKnenwQa0e+jWa+2f2ZtbZsMz74nKDb6/RrGNavWGkAwVdDdktG0qu",
-	"zjvMc9ceE2sBcwm5QDFfU2pZZJFkOJGPE4XheEuNJaVQ0jgwdw/oOOsM1OalNm2o4IQ1/A88PEVDqYWG",
-	"z//5X4UZe2pdAvfrjCdYEsE15CJGBXO2CGGSK4dOZ0miQaHJlaggFv7GnVIpi7awOyCHoDBlXNB0lPN/",
-	"R28sQCBleLYSyZYqhj04nNiEutyDkqbkA60V2p8EfjSWFk+K9k/nQEYLv9bTSY4aVC4snBNyoSMmhAdW",
-	"emOfElPHLHpPiVoTZEo7GYrmktoJjE0U6lkPDvrPiNOl9zYzZj0qSxSyeFHdT7f5vgJacY+WuAwV6TDF",
-	"EtZSyLIAznxDUfMO/vKNnAK3ObnfaM34nX3en+nvFkWcW0/flU0e6voBdiIV5Yy1k2kT0jxp4Itd0aM3",
-	"FG9rbmKw5BlKZ+FcS6NcwoU2yGJrkWIo0AMPnZ324KxcKWULGCNM+SWKontqLOOFLbg40x3ZkaOh+JBT",
-	"xl5yoQcvNnKEXab1wkl6ifGr2t/VJscndpEV0svGOUvvaufcLTrlzu+Qvfv6VnOJjZP3FSxia+b+hT1S",
-	"A9nZ4ZMa2lviTZuw1v9r7qm+5xYfdY2jkbm5Fyez5gjRcWSA5omhKJJoXx7rOjU4v2ENXRu20CG4KGp9",
-	"G0X4oXBVdxt3i7pRQdeMkVMoZvwOnvT33ZiSWor+0sAYh0Ihi2aUCUjI7RbJrzysNVxQFCffBu8xM486",
-	"fIzMv7FsGhilUDbtsNWv3Nz7KWaLRkJKfoOj8a5Cn8zdi2m8SKTGumU80PXbdZvIu181sCnjwoVRq/W2",
-	"bYgyVKtrodVw79K9CBn4PtE502WvaKviD0VT89t09aTgxLelriEIWR0BxPSbUtaG+pUMvJECVq0urac/",
-	"6+1YihDLKE9RGMqIRq9fnUHbbKPVAmB5mj91C30jYn2gyx6pr3O4Lwm4j1P+rOxrahXqcT5OeNSDx/0+",
-	"zO2p2gZEJSPUFO/UJWp3IdQmTt9edI+CXGqW6sq+PL32LMsviw8d+Bu5YPDbebMifomChtt7nhrT9UIb",
-	"TL2FpGgUj7rNwScJlAjZLuHQ3bHbBw5S7xopcxPJFEN3keTTZjtIydygHVO16K1w+EdPxVoWG/xodrOE",
-	"8SXmtnzlorkPv0JxZDhWkqjHXLs+EneDercriNqcabmfVqb765zegqVJ573NazRvMxSHx0c307xi0hsw",
-	"h5TLr1W5PZd32cs/CnfjnCfGJpN349LZjOtykS4G2RTz943MWZbNFRS/3X2fK2XZajc9pazLx2FNGelQ",
-	"jHGal9kouQM9y20xDmI5bw3Wr9GcEFFf1wuclKm3UWwy4VHvNvlbh8M4sc1qaz2Gb2LZjZodMq063NLA",
-	"cI/8u6ZNo4WXb5vIy63GxRcyF41mFjrzmMZ3gpzp1YVQfHKhIQX/MQubTLdmxC+VzHQH2LRjUXhos9lR",
-	"rGTmwAhG5fjI1ZV8z5JuhZaOmrDUUa88bFbIabTHRks1TBhPcoXeVv1svp7AlUVeU34+FGMWvZeTyQBy",
-	"jXQqJMpRG5jJOSxkrsAir5zmQSQzdOhziktsirrNotvwu3e5r7VIXwfXXQbnPtm48tNG1FUTu+M/53Lf",
-	"VtQK3+2IHRMaZKOEXRbjLVSBbml5zxWy90taX2ijFJDlKpMa15qdraXobqsrUQW1ZZZxTT04ijHNpPHN",
-	"BO2u0050XPv+15erRzagnR7PeVNNbaBNv46mNkG9HSq68gG2b1dFS/RBRXNRxd5EKXc/2f9erQUGld1F",
-	"W8EHdXfadUis+nxYETs8JMJHraYctyIZCzJakcsDvdQe1Cqomx5wPXD8fL2Adz+9W4M5IXZ6fBkFYO1a",
-	"QGx3ritTLxWJO73RiUWPfHPIEFctxnibuuBYAawpe8fIzUz3lhoR3qAds+VTku82/jTmTTs4r1NVom/n",
-	"dreuhSF0lXzPah9ooheALV1TzVhVhCpKExjbfJUbXVy7dql80Wp6l+jrNl5rQb1plF3ud/06gbbR+LrW",
-	"KBsm+W2E2TvUmt1XfJZUy6JM7hilPbJ5ozD9YzH2/mXd1tvZIfLqqr7YSwgyiel4NuFKbz9Cz53FLwmG",
-	"DpjIL+2X17YSnnXExH26O5pfF1/AsVXMh6OyH2pUa4hyN7zFnTEztU9ytKraKRF+U3d3I+2qN339vy/b",
-	"ti+zGEVWAsyKzyZu6sdQxLu1JrF2NT1FEVModtX1IrssvmzHUof6H/3bjksmd47ikUMazJDFqDxEaSjs",
-	"56MoQ7UlKd8gYvv0a9IpAX1wYC94UHgQtUCMMR6KcW6K7pMQDvoHBTIrF++FnIsSRWE9fB1SVWAHhTRD",
-	"UQNZhK1oBzcQSrRiDw6XQIhDUZa5KIo8LO6VFVoQo6PAt/DWqmuP7OcUGPd5SzgUeWY/O9YverhDGONE",
-	"Kr/QQf+ZawFaAogRryQlinnWgIyU76Jz2eUHEYwcigKE4ZqjaBKFKdKEPotiELNFCAyGAW2/NvEwcAOG",
-	"IuUiN/gotK6IZitWsFhPf6T74ehlRZPCKdfGLsLNUFjsawjzGY9mdlItUzok5sJYRGnMJxOsw138nmPO",
-	"kgTj1gpg1Q25CSStLkkygupj7U5nqxy7ptXB+s/Of0ncWfUN9qL18m5ItJaG0W3765am3BZ/XS+uYWaw",
-	"oWT/ix33HdA5xLnCA1e9waVTRxGTR29eCDW6OX87J110dwJtRsHKooKt2NuvSkQzbmNHrhLf9TnY3U1k",
-	"xJKZ1Gaw3+/3bXLjyWi/brZwM124Cq4qp1Bc4/WW/48PuuVgTDHewvcL0202jNZT+dp8Dti3Otup/8xr",
-	"keTWXrG8XH3j+3qfZVhcCvtt1W5B6zO5m7bVud6KZAFcwKg4hBcfkxsNlqrZJa98WbuA0Grbg7mcFFMq",
-	"oBv5QOhRnc2zTgiJLX6JmEKYLX00i17Os+uZnLv8m5sy4e7BUZ1winUji+HXWGtQ9eHloH/gfHXBEZ98",
-	"XJ1f/U8AAAD//w==",
+	"7D3tbhs5kq9S0C0QG9uWZcfJzihY3HqSXJLdzCQTZ24WO51zU+qSxKRFdki2ZW1gYH7dAxzuGebB5kkO",
+	"LJL9IXVbchIrucMdbjGx1E0W65v1pQ+9sZznUqAwujf80MuZYnM0qOivR3jBx/jskf13inqseG64FL1h",
+	"7/UMIaVv72jgaQTjmdQoYLSEpSz6vajH7WM5M7Ne1BNsjr1hz71wztNe1FP4vuAK097QqAKjnh7PcM7s",
+	"RnjJ5nlmn58vD9wrvciuZFDZNf/jl9ODf7CDfw4Ovn1T/bN/fvDmwyC6f/fqD72oZ5a5XUAbxcW0d3UV",
+	"9V7OpMD2c2g+LzJmMAU2HstCmDsacvs4iGI+QhVByqfc6I5T0aNbnuj+8TdHx3dP7t3/0zfftoB5ZVfR",
+	"uRQaCf+PlZLK/mMshUFh7D9Znmd8zCz8h2+1PURtA/tkir3hyeAk6qXMsN5QFFkW9eaoNZtWRIAStyCk",
+	"gYksRNq7qgP9B4WT3rD3L4cVgxy6b/UhwfVYXGAmc3RwN9F6KgDtMxFwAWaGgP7hPhHDr2O3eaiQGXSM",
+	"9grfF6jplLmSOSrDHR4qxlkj4BMUqIh4ixkKYCONwlhKtbPROmP4T+ToLY6NRYGDZR2IsRQCxwZbgHgu",
+	"p1NM7VmZSEGKjAvsV7uNpMyQCbv4mI6bnjM65USquf2XJRUeGD5vATFqnn6rY0W9t224ssyecfEOU7BE",
+	"ZYJLAX999qiJrjqPDo+O/6L7ixkzmuV5X6CxfF9kGRvZZx2jr22eMW3OMfBuE4afZ0tiCM989lHIcGKA",
+	"wVTKFLRhBpsAaaOQzUFhnrExplbHMCHNDBV4mtilt4GLyHTOxTpYpwExGrW2aMFLrp3IrxMxZ5yWtNKY",
+	"ZS8mveEv18vLS/fCMzGRvas3q5DaFYN26lQVGw+XZ8xYfmquwkSqJCnczQsUenbudFp9hdPMsdjG9zUT",
+	"6UheXmcrIOMXqEE6neBfuKNrGligWUj1rh3vxBubdJMT3zN6NLxzrrkYYxszogNlXCiFwjjugxFOmbAg",
+	"bCOfV3XN/0vDxjl4nTBGpZ2o8FwjWp05o5qqaR6gIVoVHzbUSkWIN53KrVTdLUoubdL/eDAol+HC4BQV",
+	"6SSyLdtQwj5dWp86Y73420ZkEjTV637b7nM959p8vrNxg3O9/SH9Qkwpttzloc+CVDR5O0m5LvkoGYKQ",
+	"NW0Je0nJbwkYzDJt7SfpVBZ0YCycEtzvQ+JZLRkCgx9fgVTgPwELLnANsjB9SMIW9tFYVH/BgpuZXdpI",
+	"VWnZ6gUCMWszo7EIoMrCJEP42Rqj0zy3MFjRdZ4aihRTp1X80rEVJBTFnKSyhoum4JQQrohdtWcN9ZWy",
+	"ezzPzfLzsdqKMcoWbKnBatx+t+at+OD2Oa3p8HUed13vP339+iVp1UI3jDo5qN34YGnK7Sose1nbyB2/",
+	"uckP1r21vJCiYTzToIvxDJgmXpCTCYrUst+EY5Z+PDKvcZo/I5IvvIu/4vzeGCcW8XZ1e49hy0yytGZP",
+	"q/0+xq9scyt/Evx9gSSzXFhLpC3Gc1QwZQYXbNmk/HHNrnJh7p/02jiBjO3WLrL7YJ1i/bpIX08nXj4S",
+	"NYy43/J6qr30HNOkHF6Ea/VWpsTRv8WSCLw052xisMWffsm0tuye0PcJTLxatO9AzqbY8GO68L2CCw94",
+	"Y+drz74bh6JC9U6U3lNkmZmtH8mps+bG8t3Gjf1r3TvtBon+VDvB4HM55eKhB34bk/FYGLT8y8tLApn3",
+	"5n3w9LuHjw7s3aj1slwo5hZbXfsMx1Kk2t02jQSkvXgzWHB0f7BROvz5y52uPfluiFoherd07YzY5O3h",
+	"tj9ZxB/d8wG1CJgAmTujBhkyMtV/7A5HbBfAIeh+fLUO1Ht13u2p/PjKubJMA4OXPzwBe3r46dXzJjj2",
+	"0yGfsyke5mL6YMQ03j+J+L9/9+LVYvC3J1P5+6+/tfHle3W+JWsGDU7Q6JlciAYE91uZ5L0693u1Hs5Y",
+	"a2BqpxwzpTg2fbLe8V9+//W3qPa/jSwTMNo8Xx2cN90E2qFo/PhqN4JRD/SsuwOXOVeofexvQyTCUd/I",
+	"XMMIrVhcsIyn2wYlLLBmJp1n5+9A7xVdcVJsudCsHNi/HNVBbjvumYs0PCzvlXr91MwYnOdGr5+5eg3C",
+	"Q0Bxjnp0yF4elME0AoWTQqO9F6K2jmZWpJg2GPhuG4+MludpGdFt96E/tLFWS4D3gIvaHVrDaBniWj6I",
+	"uoagayKOr2dSY/3Ka/WO91obFqntUDLHliVf5ChggSMtx+/Q1EHdtOIK/Wn5ZkiqQmNUkXQ7ntiNnLfw",
+	"4k5E3u/blTV4u3q9aobX16Pr61FrCkzfKGPgQic1xi6DqCvHdJHJaofy1Y0n/QKhtiamv0jEzYPwnIt3",
+	"naTuzLmU+dINKZeNPNFCxA3AXuurrRHrOg+7DXUbNt+p/BNpdskL31cbrRxu1m7opffuxAUqTQ4TcE3x",
+	"0X6bLE+UnHfkrVGkqO7oFSPUZKvwf1upGrvX+Rzb0mNjmS9BToCBR421w/YDe5gqby4XosnuGkJCdj2f",
+	"s6oa7z7+bvDw5O7Rw+P7p0ffHt1/fPzoqDXag5em+eZTzDLZ+iifozZsnm+rPFfYgbAf9cpIkFvLgxA5",
+	"Gld428wmX05tBj79knrzB5fd+zdWZG2BTiXzddZ7pGQOeIFqCdYtqScxhFw0GL4R0a3xmfMcz7W7Za1v",
+	"8Yq+B4GLhnvnLmJcw5yJJfi3Gxvei3pzdsnn1sG+e9/Sas6F+7M9jLANYnaqLusbv0Jt6fKlGMJv38oW",
+	"eVvVRc3VA/9QgzrHG/3csPQ1EJZ1Qzdw67bQtJsT/jfNz19Pmbbk8wa/gU6+U2Z0uN4l/9GOm4NYOyXS",
+	"NeCejZnohPa96gxsWWs1hDIo4+x4Jqdc9LcI8bRDhCL1JmVHPILC1GzYDlikOmEnzmtQHIGRcP/evbv3",
+	"YTxjio0NKt0P9XftIbmGt9bpw3TEUk8bRYogFTAoNCrrB8LeNfpo/4YB1jY9Eg7egTjT6RV/TNLRb3b+",
+	"0f7iJzqBtf2bXmB1mDY8/IyjmZTvtsoLdmQ0Kx+tUFnz8DNjcj08PPSf9MdyfjiVC7bxNHalKMBwDdy7",
+	"EeuApJ2ItN+sU5wrwqzI6zJHTUUvCif8Eqsqg8RH7JIHgPPcLEkMqQYV5siE9p6rhYTKh7emt8axwpb7",
+	"46mBDJk2cHQfRkuD+gFoPi03SjHj9h+tV0nPQ2ulupaVLODEUuspj0/kNH+SdXq4UxaKm+WZ5QZHgxHT",
+	"fHxauMQrcQl58/bTakMLkqs75j7U3jyUBY/uobqqF/KXVMqWx73mJTXuwd5oWWZHpIJvDkotHot6rdM+",
+	"FTqkiioZzQznIC9QUaFLPxaxeEx0+OvZix+ACb1AFblS6CpmHdn7PhNlTfQwFsmHmNg47g0hLgaDu+Na",
+	"4Qx9gBHEgcXpqd7vv/4W9+ynlt3tR7//+ttV0ocXImyY2G8S4DoW1gpBITLUuqyUmWGWwx5zmQUXiKAX",
+	"wfovroCGymb26VynWQYo0lxyi0O8HGPuUkozSihDruQINQjE1FX9fGdJBqwwM1eabWYYC43KYovrENd3",
+	"hWFjhSkKw1mmYS85OCByH9h3EziE5PTly/PvTs+ePTw//en108QCdApzrqnQRCpYKGmpUy4CUyQY2dhk",
+	"ywZ2TwZHUR2Pce8nYbeRiv8T07gXlei0GLtK6Ogu4gg81cAUNlsdhuAM/wlkaKzJj8rkZtJPIkjOEwth",
+	"cpBEsaAz16rh3CtUvWTfcTVr1lUUmtSg7zD4/tlrZ8YMySMx9++//nfF2vMiMzyUJr16fPY6VN70ot4F",
+	"Ku2EYtA/6g9C9oDl3FrQ/qB/13VXzEj6Dr1A2H9Pnf6xCpK441naG/aec20e+WdWuhWOB4MtehW26zBo",
+	"CTK3tBk89jrPPhuBVCkqVx/O07496MngqGujEnLXzOC0UTGfM7X0pwy6wWodNtVVca/uvbFemdQt6tm1",
+	"MzjxJnugM2n68DM3M1mYYC7OeZpQ8punVhSmoYfB6t0muuvtEb7HBLX5TqbLm7WF1Nyumq+1dcNHW5fG",
+	"1Xq/yrHD92fkgOuo/3rmYjYhaUYEH2xN8Juxh336249jJoe8MrtHLNHKVFdRKX+HH0qKXTn6ZdhW5fuT",
+	"cFau1lIhRaUY+AS4sSzmzd0eN5ByexFApjRMlJw7vUx+/R0Nz91zXsL3I3Aba+BGl70RE54Ri6egcC69",
+	"HXScThqsycKPaIUaC9+SymiW5Hbwi8eRFTqqK/oILji5wdP3Bnc/jmcc0kqe6dBBrRr6CZrbR/Z20tmQ",
+	"zNvCcgNvT9BsQlq9xbGjb6d65LBsgbx60yGehxRIqRnMldoea/O1dS2DF2kFZ+ztRBAcL6mptC6UNK79",
+	"qA9nY+YdJ/JLyW2oCuBrFXKwd4bGuhYafv/P/wpi7KF1DtzPM55hCQTXUIgUFSzYMoJJoVw/FcsyDQpN",
+	"oURVhORrUqwrRfVIrtTX2AfnjAu7nL0VP7BvLEHYm4iL1bOVmHofTifkUJdnUNKUeLB7RVXxqoXFg6L9",
+	"pwuwQgs/191JjhpUIagBAQqhx0wI3wrghX1qkTpi43fWUWu2RdiTxKK5pXYEYxOFetaHk8G3FtOl9jYz",
+	"RhqVZQpZuqwqONp0Xyg+ukVJXC2m6hDFsvAr0DKUln1FVvMT9OVzOQVOPrk/aE34nXzenugfhnjIRy/f",
+	"5U2e6voFdiKV9RlrN9NmE86k0RHjwoL9WLyoqYnhimYolYVTLY2AIhfaIEtJIkUs0JfmOjntw+typzlb",
+	"wghhyi9QhH7fkUxdLMSJbkJPJrF4X1iPvcRCHx5upQi7ROuho/QK4te5v6uxm09okzXQy1Zvgne91/sj",
+	"ervffIL37iPAzS22dt7XqnVbPffPrJEatc8dOqnBvWVFdrPw+/+aeqqfuUVHXaNoZGFuRclsuEJ0XBmg",
+	"eWMIQRLtw2NdtwanN0jQtWFLHYGzoqTbrIWPhctLkd0NcaMA14xZpRBWfAD3BnfdMyW01vpLAyOMhUI2",
+	"nllPQEJBR7R6Za/WImituNVt8A5zs9+hY2TxlXnTQO045HZQ9Kswt36L2aGQWCa/wdX4UKF35m5FNB5m",
+	"UmNdMu7oev0JOfLuTw1syrhwZpS4nhpdrYdKvBYRh3uV7knIwE82WDBdTjdoZfxYNDm/jVdfBUx8Xewa",
+	"gZDVFUBMvypmbbBficAbMWDVDNZ6+yNtx+YIqRwXcxSGkkZPHr+GttWS9QBgeZs/cxt9JWS9o8uu3i9z",
+	"uS8B2NUtf1Flc7uCcY9c8s3eSLXhWQYLxincb2WfG0oe1AqVusNkISn6paNl/sw7CpetSONcXmCd3IsS",
+	"KYHeIYddRcI6j3CH8pqksekt640YVA98tML5KWOF5hoJ3AFVVlPv19PlC8retcT4FDtcmA3Dxtw+JEsv",
+	"X5y9dg5eUqgssaqV8q5khH1qMkWlY5H8/eCJXLAD6iBOnBdoL2j7EYSvvPAu/beOS3j6AFJMixxhtIwF",
+	"N1GZYacYUEjGSzH2ieGw3BmfCmYKhcNYmD+7nG4h+GWoI/VJ3Ysj/90ML+Hp96cPD86enh7fu7/nuDEC",
+	"A3+EuNePe/BHupnuuxeTfix88aTP9kYUg5OF0bB3NAC9H8HJ4JsITo6/JcDuXV4S0hQaxX3eNRZ46SjC",
+	"WUYhMjmZkLYqcovW4xOYycKuzYVLr1Fbv6PFA6AZTLFwaW5Xg+mdFl+EADWNaHWhG+1hnbyRvLS3jJTr",
+	"dxFoGQsGCinyZv9b+PzzvA+Jo3fiBZaarizlYI/ya0NgWdbqu78sWsT2I+/foS4kmJh+VW7SVzhGfuGK",
+	"SEPRRo8dZFJMDxQTqZwf+I99AUZ3PcXWN/qVOparZuGFnyn1lSipiDhNFqahZG/9Wv+Rau5sazVn/YSq",
+	"XqjV/vxs9VByOh5jboZU8OfeOHB+v9c0KU5YkZn9CBicUXnEwZnVPaSrdCzcw0Ow19mgllxXBfmSPA0l",
+	"Izz1uiHyUhO+sPLiv3IBbyoMKb8N2u6OU5/lIlZrMEiGVo0qM0JmEhjL+bwOAVUdxeLoXlkfD6+lF+Hy",
+	"muN9ntrVKaLmFVIWNAGOp/a+7gSJTvWcaeO09cGzRwnsjZRcaFT6jkPLmSzUGClKuO/CjLFI/tUNx7Lf",
+	"n/P0z8kQyqOFxlKnAFlahTEyOY2AjZXUOha+aiKoIt2HU8rRyyyl2KdLxth34B1irmHPqkrxTsiFsPrS",
+	"zHi1yn7IJFDIwd/0XN1H4v7sT1meOABdlNUNrclS1CYWjtTvMDd9OCWoHQwGJpSlMVLChCkY4YwLqiOo",
+	"pzYcoYMupZKIB9YHdf6OzuSifq+l4jY3Us9tpF3KqMHAqxrDsgiNGAE5Kc0ykdwPI4nFnmduGFj2NjCX",
+	"2kCS8Tm3Vjh8eTQY7D8Apt/VLtGxcIv8uRpB4opxqBZvWBbe+clnluf9J847r38ShlfFYi9xrc0kImVv",
+	"cxLcwBDd3q/ereWK9pK3PE2iWPhodgRJWe5Nf/hhbknt9ZZsU/iqNtUK9hKFzKLUvrpqWRLnWISPrdzR",
+	"UaiIJBnPmLH/tRwd/ns+X4eurFulP5Y50kmsUqJNaxzZZk2foHkchsJcG21/ITIa8KhL1roTeGNPYY7M",
+	"sFGGvgQ5zyhz4vp22uLtjWl6pXG6QRWlWVJsnmbsXUXXAGuoxLMO4gPL3VTvCX6IFKc0oDTRevlnBHNm",
+	"xjPUwGDC5jxbbnlCP3HoFg73yinhmvZxwkktTTx1Ealxxok2pFd88FSjWVXAXfmQhsZtHGNt5ND1nVE3",
+	"BL6Ex3n4FUANsBsAraHz8mAqD2qv0VvPHj11K66DRFcLq+6GgaFdsC/VwEb2rurH1mAXstwcpc+IpBpE",
+	"QbdW/WpB6Kg88WgwGERQ17edFLW6uQFk2eFGi1Qgto0ReHObEYu1YVNXvhe04VU1k3LWOzo59sZ0CKtK",
+	"PRbOE/oQ93ga03CymE5FpaFrT1N5aFBJ9EhZS0ffWR1LHx8Pju8fHB0fDI5eHw2GA/v//6gXl36Ie2/9",
+	"CteP26WXyNysPey+CiqevqY2I/e5t0X0sR8CG/eurki1dwpFuyPv8Bq5DpOmvb91R/6jkwlnTmvQoMqp",
+	"lU0li+mMBtBCOd6s1amflWO/Wp36l8Uo4+M+HA8GsKCSGsqGKTlGbZ1idYHaVYO3GVE/fesWxWRlllhX",
+	"6tXDS4Us/CLM5fbl+L3hL2+a5bAXKOzjVORdQ5xeaoNzj7g5GsXH3dchnyG0zigNtY1cCxp94NwyN/ez",
+	"MGM5x8hVkfs7Oz2kZGHcnMFqouQahr/3UGxEMWmOPGN8BbkbZcLvEOoFXippocdCuzFLTql/Wv1xbc15",
+	"eZ5WpPta7v6SzbPOou0naF7kKE5fPrsZ54VFb6gw/F5VzsMlXanyf8E0jAqeGbqCfRqWXltjFzbpQhDl",
+	"l/+5lTjLcvaQkQpdjNHVsVGpq/3UuoE+CadhZq+dI5wWZSraqgM9K6gSD1K5EB2+9CsL1JfVAq/KvLtR",
+	"bDLh4/7H6NsOhfGKZrlt1Bh+xtPhuDlAqpWHW+b73CL+rpli1ILLF83BBDtNij2UhWjMenKBiPrPWjjR",
+	"qxMhTAhvUMHPXqdMems6/JGSue6YxdCxKexRKjtJlcxdJ5K9Cu37cIcbzKBbJy8kzakNSb+sNKkGiyDV",
+	"jLgo+ITxrFDoZdWv5ouJuKLBJC6u4MPcQyg0AqdRkAa1gZlcwFIWCsiddZwHY2mvheToy8KwKeo2iW4b",
+	"b/EpzRo0CMPdGVdnV9zbOkjcBtSOI8XXTbfosB3uhmKtBG2L6dcbK/5OIXu3wvWBG6WAvFC51LhR7Mi7",
+	"191SV7YU1bZZbWrsw7MU57k0ftZOu+qkhV7Wfq7m8xUjNiYf+HEHN+XUxjCGL8OpzZkXXfeh1d8L+npZ",
+	"tGw9qmAOJazbMOXhB/rv1cauwHL41k6aA7sH0XVQrPq1m2A7fD+Ut1pNOu6EMtRhuEaXO3plelYroW6a",
+	"YfdzVd5sJvDhh7cbGs4sOkOaRCOlabl2wytdjepKhWinNnIFHl9dW5grFcX0i9S6NGjvELmd6H4kR0Q3",
+	"mFbY8stnb7f+JbebDji8jlUtfAcf13IRBKGr3vN17fdEqNiArdSoz1iVHg6hCUx9fZcOPRddLB8mMX6K",
+	"9XUHr01ovKmVXR0H+WUMbWMu5EahbIjk12FmP6HQ1A25X2EtajH7RCvtM4Rbmenvw7O3T+u20YcdJK/6",
+	"dMJZIp8PhwlXevcWeuEkfoUwUBb97Mg86zETt6nu7Po6DIinKOZeUo4LS2rzwlyRW2gYYaY2sbqV1c4s",
+	"4DdVdzfirvpMtP/XZbvWZdSgzMru0vArX9vqMRTpYW3sUzubnqFIrSl20fXgXYYfYmJzN/Ij+fuBcyYP",
+	"nqWJazNyyWHfnxgL+nUF66FSSMpPh6ExtjXqlN28cEIJHhR+goJATDGNxagwYfRMBCeDk9CWGcqAQgsV",
+	"afh6P2VoHBbSxKLWYRW1tjq5B6HMPfbhdKUDmSqmqh9Y2wvVVqGOUraXXu3TtGHGvd8SxcLVeh4NQglX",
+	"BCOcSOU3Ohl86+b/rHSHWlxJ6ygWeaNfrHwXncou5wUbGYvQgeVKRu0iCudoF/ReFIOULSNgEPfs8WsL",
+	"xz33QCzmXBQG912Bml0t7ECN3v5K99dnjyqYFE65NrQJN7GgxvcIFjM+ntGiWs7tJbEQhkpVUz6ZYL3X",
+	"zZ855SzLMG2NAFbDArfpR61T0gqB7ixoqHF1b/OvJH/OptPqJ4PDZMJPa0Ntmae4a33dMrOyRV/Xg2uY",
+	"G2ww2f9ixf0p2XSkWlDSwNWcvVKpo0itRm8mhBqj3H55c0X10eqiXShYGVSgiD0VsYxnnGxHVTU9PDzM",
+	"5JhlM6nN8O5gMCDnxoPRnm6mXlMdVAVXlVIIabz+armZbrkYWxtPszuC6DanxdVd+dp6rqt3fbUzX1AW",
+	"nNzaK4TL9Tee1oesRSEp7I9Vy4LWV3KZtrazlDUQQ+fghqhYKld1qnYzPaha12dWrOMbxYJCPlRfykYZ",
+	"tlQul3UjDMpCJSoi0XwqrCX1xdW6D26OV1nbvFDcGKScEoO0ULRBJqew9w5zU3YlUEtGqJ4OdoeJpbVS",
+	"3BqCLLWea5ir5tHiaz06igG5gCTEJsJP0PhC4pbou4/2h7ECmubSrd4VrIekG25S5Dvdm1fACDKKCbq6",
+	"XYoINWOBzuDpmVw4qnFT3kP68KwOuHUBEpprorE2tM9b3ZPBSQMjwSe7enP1PwEAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

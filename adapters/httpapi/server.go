@@ -35,7 +35,11 @@ type Config struct {
 	Proxies  *middleware.TrustedProxies // nil: trust no proxy
 	Throttle *middleware.Throttle       // nil: no throttling of failed logins
 	Metrics  *middleware.Metrics        // nil: /metrics answers 404
-	MaxBody  int64                      // 0: 1 MiB
+	Events   Events                     // nil: /events and webhooks answer 404
+	// Heartbeat is how often an idle event stream gets a comment, so that
+	// proxies and clients see it alive. Default 15 s.
+	Heartbeat time.Duration
+	MaxBody   int64 // 0: 1 MiB
 }
 
 // Realm is the Basic auth realm.
@@ -59,6 +63,12 @@ func NewHandler(cfg Config) http.Handler {
 		clock:   cfg.Clock,
 		ready:   cfg.Ready,
 		metrics: cfg.Metrics,
+		events:  cfg.Events,
+		log:     cfg.Logger,
+	}
+	srv.heartbeat = cfg.Heartbeat
+	if srv.heartbeat <= 0 {
+		srv.heartbeat = 15 * time.Second
 	}
 	log := cfg.Logger
 
@@ -88,7 +98,7 @@ func NewHandler(cfg Config) http.Handler {
 		envelope.Error(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path)
 	})
 
-	strict := api.NewStrictHandlerWithOptions(srv, nil, api.StrictHTTPServerOptions{
+	strict := api.NewStrictHandlerWithOptions(srv, []api.StrictMiddlewareFunc{withRequest}, api.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 			badRequest(w, err)
 		},
@@ -130,6 +140,10 @@ type server struct {
 	clock   ports.Clock
 	ready   func() bool
 	metrics *middleware.Metrics
+	events  Events
+	log     *slog.Logger
+
+	heartbeat time.Duration
 }
 
 var _ api.StrictServerInterface = (*server)(nil)

@@ -22,6 +22,13 @@ type Config struct {
 	BasicAuthFile  string        `envconfig:"BASIC_AUTH_FILE"`
 	TrustedProxies string        `envconfig:"TRUSTED_PROXIES"`
 	ShutdownGrace  time.Duration `envconfig:"SHUTDOWN_GRACE" default:"15s"`
+
+	// Live events: global webhooks and the event log's retention.
+	Webhooks          []string      `envconfig:"WEBHOOK"`
+	WebhookSecret     string        `envconfig:"WEBHOOK_SECRET"`
+	WebhookSecretFile string        `envconfig:"WEBHOOK_SECRET_FILE"`
+	EventsRetention   time.Duration `envconfig:"EVENTS_RETENTION" default:"24h"`
+	EventsMax         int           `envconfig:"EVENTS_MAX" default:"1000000"`
 }
 
 // Default storage folders: the sandbox keeps its simulated sessions apart
@@ -56,11 +63,22 @@ func loadConfig(cmd string, args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.BasicAuthFile, "basic-auth-file", cfg.BasicAuthFile, "file of user:pass lines, re-read on SIGHUP and on change (APP_BASIC_AUTH_FILE)")
 	fs.StringVar(&cfg.TrustedProxies, "trusted-proxies", cfg.TrustedProxies, "IPs and CIDRs of reverse proxies whose X-Forwarded-For is believed (APP_TRUSTED_PROXIES)")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "how long in-flight requests may take to finish at shutdown (APP_SHUTDOWN_GRACE)")
+	fs.Var(&urlList{p: &cfg.Webhooks}, "webhook", "`URL` every device's events are POSTed to; repeatable or comma-separated (APP_WEBHOOK)")
+	fs.Var(secret{&cfg.WebhookSecret}, "webhook-secret", "`secret` that signs global webhook deliveries, at least 16 bytes; required with --webhook (APP_WEBHOOK_SECRET)")
+	fs.StringVar(&cfg.WebhookSecretFile, "webhook-secret-file", cfg.WebhookSecretFile, "file holding the webhook secret, instead of --webhook-secret (APP_WEBHOOK_SECRET_FILE)")
+	fs.DurationVar(&cfg.EventsRetention, "events-retention", cfg.EventsRetention, "how long the event log keeps events for resuming streams (APP_EVENTS_RETENTION)")
+	fs.IntVar(&cfg.EventsMax, "events-max", cfg.EventsMax, "most events the event log keeps (APP_EVENTS_MAX)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := checkWebhooks(&cfg); err != nil {
+		return Config{}, err
+	}
+	if cfg.EventsRetention <= 0 || cfg.EventsMax <= 0 {
+		return Config{}, errors.New("--events-retention and --events-max must be positive")
 	}
 	if cfg.Port < 0 || cfg.Port > 65535 {
 		return Config{}, errors.New("port must be between 1 and 65535 (0 picks a free one)")

@@ -21,9 +21,11 @@ import (
 	"github.com/gowa-dev/gowa/adapters/qrpng"
 	"github.com/gowa-dev/gowa/adapters/sqlite"
 	"github.com/gowa-dev/gowa/adapters/wasim"
+	"github.com/gowa-dev/gowa/adapters/webhook"
 	"github.com/gowa-dev/gowa/adapters/whatsapp"
 	"github.com/gowa-dev/gowa/domain"
 	"github.com/gowa-dev/gowa/domain/device"
+	"github.com/gowa-dev/gowa/domain/events"
 	"github.com/gowa-dev/gowa/ports"
 )
 
@@ -37,6 +39,8 @@ type gateway struct {
 	http     *http.Server
 	devices  *device.Service
 	registry *sqlite.Registry
+	eventDB  *sqlite.Events
+	events   *events.Hub
 	sim      *wasim.Server // nil outside the sandbox
 	auth     *middleware.Auth
 	ready    atomic.Bool
@@ -103,7 +107,32 @@ func openGateway(ctx context.Context, cfg Config, sandbox bool, logOut io.Writer
 	}
 
 	metrics := middleware.NewMetrics(func() map[string]int { return g.devices.CountByState() })
+	// The event service starts before the devices, so that the events of
+	// the sessions restored at start-up are logged and sent.
+	g.eventDB, err = sqlite.OpenEvents(g.root)
+	if err != nil {
+		return nil, err
+	}
+	var global []domain.Webhook
+	for _, u := range cfg.Webhooks {
+		global = append(global, domain.Webhook{URL: u, Secret: cfg.WebhookSecret})
+	}
+	g.events = events.New(events.Config{
+		Store:          g.eventDB,
+		Sender:         webhook.New(webhook.Options{}),
+		Logger:         log.With("component", "events"),
+		Global:         global,
+		Retention:      cfg.EventsRetention,
+		RetentionCount: cfg.EventsMax,
+		OnEvent:        func(t domain.EventType) { metrics.EventObserved(string(t)) },
+		OnDelivery:     metrics.DeliveryObserved,
+	})
+	if err := g.events.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start the event service: %w", err)
+	}
+	metrics.WatchEvents(g.events, time.Now)
 	g.devices = device.New(device.Config{
+		Events:      g.events,
 		WhatsApp:    whatsapp.New(waOpts),
 		Sessions:    sessions,
 		Registry:    g.registry,
@@ -132,6 +161,7 @@ func openGateway(ctx context.Context, cfg Config, sandbox bool, logOut io.Writer
 		Proxies:  proxies,
 		Throttle: middleware.NewThrottle(10, time.Minute, time.Now),
 		Metrics:  metrics,
+		Events:   g.events,
 	})
 	g.http = &http.Server{
 		Handler:           handler,
@@ -139,6 +169,9 @@ func openGateway(ctx context.Context, cfg Config, sandbox bool, logOut io.Writer
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// Event streams never go idle: end them when shutdown begins, so that
+	// the grace period is left to requests that finish.
+	g.http.RegisterOnShutdown(g.events.CloseStreams)
 	if !g.auth.Enabled() && !isLoopback(g.ln.Addr()) {
 		log.Warn("no credentials are configured and the API listens beyond loopback: anyone who can reach it controls the linked WhatsApp accounts; set --basic-auth or APP_BASIC_AUTH")
 	}
@@ -202,6 +235,13 @@ func (g *gateway) close() {
 	}
 	if g.devices != nil {
 		_ = g.devices.Close()
+	}
+	// After the devices, so that their last events are written.
+	if g.events != nil {
+		_ = g.events.Close()
+	}
+	if g.eventDB != nil {
+		_ = g.eventDB.Close()
 	}
 	if g.sim != nil {
 		_ = g.sim.Close()

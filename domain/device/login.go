@@ -97,6 +97,7 @@ func (s *Service) LoginCode(ctx context.Context, id, phone string) (PairingCode,
 	p.phone = digits
 	p.ExpiresAt = p.started.Add(s.cfg.CodeValidity)
 	d.setStateLocked(domain.StatePairing, "")
+	d.emit(domain.EventDevicePairing, domain.PairingEventData{Method: domain.PairingCode, ExpiresAt: p.ExpiresAt})
 	return PairingCode{Code: code, ExpiresAt: p.ExpiresAt}, nil
 }
 
@@ -212,6 +213,7 @@ func (d *device) endPairingLocked(p *pairing, reason, outcome string) {
 	d.mu.Lock()
 	d.setStateLocked(domain.StateDisconnected, reason)
 	d.mu.Unlock()
+	d.emitReason(domain.EventDeviceDisconnected, pairingEndReason(outcome, reason), reason)
 	d.svc.observeLogin(p.Method, outcome)
 }
 
@@ -232,6 +234,7 @@ func (d *device) onQRCodeLocked(ev domain.QRCode) {
 	p.QR = ev.Code
 	if p.Method == domain.PairingQR {
 		p.ExpiresAt = d.svc.cfg.Clock.Now().Add(ev.Timeout)
+		d.emit(domain.EventDevicePairing, domain.PairingEventData{Method: domain.PairingQR, ExpiresAt: p.ExpiresAt})
 	}
 	select {
 	case <-p.ready:

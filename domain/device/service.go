@@ -26,7 +26,9 @@ type Config struct {
 	Sessions ports.SessionStore
 	Registry ports.Registry
 	Clock    ports.Clock
-	Logger   *slog.Logger
+	// Events, when set, is told of every device transition (live events).
+	Events ports.Events
+	Logger *slog.Logger
 
 	// DisplayName is shown on the phone for devices linked by pairing code
 	// (--os).
@@ -184,6 +186,7 @@ func (s *Service) Delete(ctx context.Context, id string) (warning string, err er
 			warning = "WhatsApp could not be reached, so the phone may still list this device"
 			s.log.Warn("device deleted without unlinking it on WhatsApp", "device_id", id, "err", err)
 			d.dropSessionLocked(ctx, domain.StateDisconnected, "device deleted")
+			d.emitReason(domain.EventDeviceLoggedOut, domain.ReasonDeleted, "WhatsApp could not be reached; the phone may still list the device")
 		}
 	}
 	d.closeClientLocked()
@@ -196,6 +199,7 @@ func (s *Service) Delete(ctx context.Context, id string) (warning string, err er
 	}
 	s.mu.Unlock()
 	d.stop()
+	d.emit(domain.EventDeviceDeleted, nil)
 	return warning, nil
 }
 
@@ -231,7 +235,9 @@ func (s *Service) getOrCreate(ctx context.Context, id string) (*device, bool, er
 	if err := s.cfg.Registry.Put(ctx, slot); err != nil {
 		return nil, false, domain.Wrap(domain.EINTERNAL, err, "save device slot")
 	}
-	return s.addLocked(slot), true, nil
+	d := s.addLocked(slot)
+	d.emit(domain.EventDeviceCreated, nil)
+	return d, true, nil
 }
 
 // addLocked makes the in-memory device for slot and starts its event loop.

@@ -50,6 +50,9 @@ func (s *Service) Reconnect(ctx context.Context, id string) (domain.Status, erro
 	case !v.loggedIn:
 		return domain.Status{}, domain.Errorf(domain.ECONFLICT, "device %s is not logged in", id)
 	}
+	if v.state == domain.StateConnected {
+		d.emitReason(domain.EventDeviceDisconnected, domain.ReasonReconnect, "")
+	}
 	d.closeClientLocked()
 	d.connectLocked(s.cfg.Sessions.Path(v.jid))
 	return d.status(), nil
@@ -65,18 +68,21 @@ func (d *device) connectLocked(path string) {
 		}
 		d.svc.log.Error("opening session", "device_id", d.id, "err", err)
 		d.setState(domain.StateDisconnected, "could not open the stored session")
+		d.emitReason(domain.EventDeviceDisconnected, domain.ReasonConnectError, "could not open the stored session")
 		return
 	}
 	if _, ok := c.Identity(); !ok {
 		// WhatsApp logged the device out and whatsmeow emptied the
 		// database before the folder could be deleted (a crash in between).
 		d.dropSessionLocked(d.ctx, domain.StateLoggedOut, "the stored session was no longer linked")
+		d.emitReason(domain.EventDeviceLoggedOut, domain.ReasonSessionGone, "the stored session was no longer linked")
 		return
 	}
 	d.setState(domain.StateConnecting, "")
 	if err := c.Connect(d.ctx); err != nil {
 		d.svc.log.Warn("connecting", "device_id", d.id, "err", err)
 		d.setState(domain.StateDisconnected, "could not connect to WhatsApp")
+		d.emitReason(domain.EventDeviceDisconnected, domain.ReasonConnectError, "could not connect to WhatsApp")
 	}
 }
 
@@ -105,6 +111,7 @@ func (d *device) unlinkLocked(ctx context.Context) error {
 		case v.state == domain.StateLoggedOut || !v.loggedIn:
 			// Already unlinked from the phone; only the local part is left.
 			d.dropSessionLocked(ctx, domain.StateDisconnected, "")
+			d.emitReason(domain.EventDeviceLoggedOut, domain.ReasonLogout, "")
 			return nil
 		}
 	}
@@ -120,6 +127,7 @@ func (d *device) unlinkLocked(ctx context.Context) error {
 		d.svc.log.Warn("logout found no session on WhatsApp; deleting it here", "device_id", d.id, "err", err)
 	}
 	d.dropSessionLocked(ctx, domain.StateDisconnected, "")
+	d.emitReason(domain.EventDeviceLoggedOut, domain.ReasonLogout, "")
 	d.svc.log.Info("device logged out", "device_id", d.id)
 	return nil
 }
@@ -216,6 +224,9 @@ func (d *device) handle(gen uint64, ev domain.Event) {
 	case domain.Disconnected:
 		d.ifCurrent(gen, func() {
 			if d.jid != "" && (d.state == domain.StateConnected || d.state == domain.StateConnecting) {
+				if d.state == domain.StateConnected {
+					d.emitReason(domain.EventDeviceDisconnected, domain.ReasonConnectionLost, "")
+				}
 				d.setStateLocked(domain.StateConnecting, "connection lost; reconnecting")
 			}
 		})
@@ -227,11 +238,15 @@ func (d *device) handle(gen uint64, ev domain.Event) {
 		}
 		// The state changes only together with the session's removal, so
 		// that nobody sees logged_out while logged_in is still true.
-		d.withOp(gen, func() { d.dropSessionLocked(d.ctx, domain.StateLoggedOut, reason) })
+		d.withOp(gen, func() {
+			d.dropSessionLocked(d.ctx, domain.StateLoggedOut, reason)
+			d.emitReason(domain.EventDeviceLoggedOut, domain.ReasonRemovedOnPhone, ev.Reason)
+		})
 	case domain.StreamReplaced:
 		log.Warn("stream replaced: another connection uses this session; staying offline")
 		d.ifCurrent(gen, func() {
 			d.setStateLocked(domain.StateDisconnected, "stream replaced: another connection took over this session")
+			d.emitReason(domain.EventDeviceDisconnected, domain.ReasonStreamReplaced, "")
 		})
 		d.withOp(gen, func() {
 			if c := d.snapshot().client; c != nil {
@@ -242,17 +257,22 @@ func (d *device) handle(gen uint64, ev domain.Event) {
 		log.Warn("device temporarily banned", "code", ev.Code, "expire", ev.Expire)
 		d.ifCurrent(gen, func() {
 			d.setStateLocked(domain.StateDisconnected, fmt.Sprintf("temporarily banned by WhatsApp (code %d) for %s", ev.Code, ev.Expire))
+			d.emitReason(domain.EventDeviceDisconnected, domain.ReasonTemporaryBan, d.lastError)
 		})
 	case domain.ClientOutdated:
 		log.Error("WhatsApp says this client version is outdated")
 		d.ifCurrent(gen, func() {
 			d.setStateLocked(domain.StateDisconnected, "WhatsApp says this client version is outdated")
+			d.emitReason(domain.EventDeviceDisconnected, domain.ReasonClientOutdated, "")
 		})
 	case domain.ConnectFailure:
 		log.Warn("WhatsApp refused the connection", "reason", ev.Reason)
 		d.ifCurrent(gen, func() {
 			d.setStateLocked(domain.StateDisconnected, "WhatsApp refused the connection: "+ev.Reason)
+			d.emitReason(domain.EventDeviceDisconnected, domain.ReasonConnectFailure, ev.Reason)
 		})
+	case domain.IncomingMessage:
+		d.emit(domain.EventMessageReceived, ev.Message)
 	case domain.PushNameChanged:
 		d.ifCurrent(gen, func() {
 			d.identity.PushName = ev.PushName
@@ -270,4 +290,5 @@ func (d *device) onConnectedLocked() {
 		d.identity = id
 	}
 	d.setStateLocked(domain.StateConnected, "")
+	d.emitConnected(d.identity)
 }

@@ -108,6 +108,8 @@ type Hub struct {
 	subs   map[*Subscription]struct{}
 	hooks  map[string]*endpoint // by endpoint key
 	closed bool
+
+	started bool
 }
 
 // New returns a hub; Start opens it.
@@ -171,12 +173,13 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	for key, d := range depth {
 		if _, ok := h.hooks[key]; !ok {
-			h.log.Warn("dropping the undelivered events of a webhook no longer configured", "endpoint", key, "pending", d.Pending)
+			h.log.Warn("dropping the undelivered events of a webhook no longer configured", "endpoint", label(key), "pending", d.Pending)
 			if err := h.cfg.Store.DropEndpoint(ctx, key); err != nil {
 				return domain.Wrap(domain.EINTERNAL, err, "drop an old webhook's outbox")
 			}
 		}
 	}
+	h.started = true
 	h.wg.Add(2)
 	go func() { defer h.wg.Done(); h.writer() }()
 	go func() { defer h.wg.Done(); h.pruner() }()
@@ -197,6 +200,10 @@ func (h *Hub) Close() error {
 	}
 	h.qclosed = true
 	h.qmu.Unlock()
+	if !h.started {
+		h.cancel()
+		return nil
+	}
 	h.signal()
 	// The writer drains the queue before it stops, unless the log keeps
 	// failing; do not wait for ever on a broken disk.
@@ -370,7 +377,31 @@ func (h *Hub) Subscribers() int {
 	return len(h.subs)
 }
 
-// OutboxDepth returns each webhook endpoint's backlog.
+// OutboxDepth returns each webhook endpoint's backlog, by endpoint label
+// ("device:<id>", or "global:<URL without credentials or query>"); an
+// endpoint with nothing pending is listed with zero.
 func (h *Hub) OutboxDepth(ctx context.Context) (map[string]ports.OutboxDepth, error) {
-	return h.cfg.Store.Depth(ctx)
+	depth, err := h.cfg.Store.Depth(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]ports.OutboxDepth{}
+	h.mu.Lock()
+	for key := range h.hooks {
+		out[label(key)] = depth[key]
+	}
+	h.mu.Unlock()
+	return out, nil
+}
+
+// CloseStreams ends every open subscription, so that event streams end
+// when the HTTP server shuts down rather than holding it until its grace
+// runs out; their readers resume by id.
+func (h *Hub) CloseStreams() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		delete(h.subs, s)
+		s.end(ErrClosed)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/gowa-dev/gowa/domain"
 )
@@ -115,50 +116,51 @@ func (h *Hub) gap(after, next int64) *domain.LiveEvent {
 // when the reader fell too far behind, ErrClosed at shutdown, or ctx's
 // error.
 func (s *Subscription) Next(ctx context.Context) (domain.LiveEvent, error) {
+	ev, _, err := s.NextOrTick(ctx, nil)
+	return ev, err
+}
+
+// NextOrTick is Next that also returns, with false, when tick fires while
+// it waits: the stream writes a heartbeat then.
+func (s *Subscription) NextOrTick(ctx context.Context, tick <-chan time.Time) (domain.LiveEvent, bool, error) {
 	for {
 		if len(s.pending) > 0 {
 			ev := s.pending[0]
 			s.pending = s.pending[1:]
 			s.cursor = max(s.cursor, ev.ID)
-			return ev, nil
+			return ev, true, nil
 		}
 		if s.cursor < s.catchUp {
 			if err := s.readLog(ctx); err != nil {
-				return domain.LiveEvent{}, err
+				return domain.LiveEvent{}, false, err
 			}
 			continue
 		}
+		// Buffered events come before the end of the subscription: a
+		// reader cut off resumes after the last one it got.
 		select {
 		case ev := <-s.ch:
-			if ev.ID <= s.cursor {
-				continue
+			if ev.ID > s.cursor {
+				s.cursor = ev.ID
+				return ev, true, nil
 			}
-			s.cursor = ev.ID
-			return ev, nil
+			continue
 		default:
 		}
 		select {
 		case ev := <-s.ch:
-			if ev.ID <= s.cursor {
-				continue
+			if ev.ID > s.cursor {
+				s.cursor = ev.ID
+				return ev, true, nil
 			}
-			s.cursor = ev.ID
-			return ev, nil
 		case <-s.done:
-			// Events already buffered are still good; the reader resumes
-			// after the last one.
-			select {
-			case ev := <-s.ch:
-				if ev.ID > s.cursor {
-					s.cursor = ev.ID
-					return ev, nil
-				}
-				continue
-			default:
+			if len(s.ch) == 0 {
+				return domain.LiveEvent{}, false, s.err
 			}
-			return domain.LiveEvent{}, s.err
+		case <-tick:
+			return domain.LiveEvent{}, false, nil
 		case <-ctx.Done():
-			return domain.LiveEvent{}, ctx.Err()
+			return domain.LiveEvent{}, false, ctx.Err()
 		}
 	}
 }

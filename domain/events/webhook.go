@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,13 +18,28 @@ import (
 func jsonMarshal(v any) (json.RawMessage, error) { return json.Marshal(v) }
 
 func globalKey(url string) string { return "global:" + url }
-func deviceKey(id string) string  { return "device:" + id }
+
+// label is an endpoint key fit for logs and metrics: a global webhook's URL
+// loses its user info and query, where tokens tend to live.
+func label(key string) string {
+	rest, ok := strings.CutPrefix(key, "global:")
+	if !ok {
+		return key
+	}
+	u, err := url.Parse(rest)
+	if err != nil {
+		return "global:?"
+	}
+	return "global:" + u.Scheme + "://" + u.Host + u.Path
+}
+func deviceKey(id string) string { return "device:" + id }
 
 // endpoint is one webhook and its dispatcher, the only reader of its part
 // of the outbox.
 type endpoint struct {
 	hub    *Hub
 	key    string
+	label  string // key without the URL's credentials or query, for logs and metrics
 	hook   domain.Webhook
 	wakeCh chan struct{}
 	ctx    context.Context
@@ -32,7 +49,7 @@ type endpoint struct {
 
 func (h *Hub) newEndpoint(key string, w domain.Webhook) *endpoint {
 	ctx, cancel := context.WithCancel(h.ctx)
-	return &endpoint{hub: h, key: key, hook: w, wakeCh: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	return &endpoint{hub: h, key: key, label: label(key), hook: w, wakeCh: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{})}
 }
 
 func (h *Hub) startEndpoint(e *endpoint) {
@@ -82,7 +99,7 @@ func (e *endpoint) run() {
 		pend, err := h.cfg.Store.Pending(e.ctx, e.key, skip, window)
 		if err != nil {
 			if e.ctx.Err() == nil {
-				h.log.Error("reading the webhook outbox", "endpoint", e.key, "err", err)
+				h.log.Error("reading the webhook outbox", "endpoint", e.label, "err", err)
 				e.sleep(time.Second)
 			}
 			continue
@@ -147,22 +164,22 @@ func (e *endpoint) deliverInOrder(group []domain.Delivery) (time.Time, bool) {
 			outcome = OutcomeDelivered
 		case errors.Is(err, ports.ErrRejected):
 			outcome = OutcomeRejected
-			h.log.Warn("webhook rejected a delivery; not retrying", "endpoint", e.key, "event_id", d.EventID, "err", err)
+			h.log.Warn("webhook rejected a delivery; not retrying", "endpoint", e.label, "event_id", d.EventID, "err", err)
 		case now.Sub(d.CreatedAt) >= h.cfg.MaxDeliveryAge:
 			outcome = OutcomeExpired
-			h.log.Error("webhook delivery given up", "endpoint", e.key, "event_id", d.EventID, "attempts", d.Attempts+1, "err", err)
+			h.log.Error("webhook delivery given up", "endpoint", e.label, "event_id", d.EventID, "attempts", d.Attempts+1, "err", err)
 		default:
 			e.observe(OutcomeRetry)
 			next := now.Add(h.backoff(d.Attempts + 1))
-			h.log.Warn("webhook delivery failed; retrying", "endpoint", e.key, "event_id", d.EventID, "attempt", d.Attempts+1, "retry_at", next, "err", err)
+			h.log.Warn("webhook delivery failed; retrying", "endpoint", e.label, "event_id", d.EventID, "attempt", d.Attempts+1, "retry_at", next, "err", err)
 			if err := h.cfg.Store.Retry(e.ctx, d.ID, d.Attempts+1, next); err != nil {
-				h.log.Error("recording a webhook retry", "endpoint", e.key, "err", err)
+				h.log.Error("recording a webhook retry", "endpoint", e.label, "err", err)
 			}
 			return next, true
 		}
 		e.observe(outcome)
 		if err := h.cfg.Store.Done(e.ctx, d.ID); err != nil {
-			h.log.Error("removing a delivery from the outbox", "endpoint", e.key, "err", err)
+			h.log.Error("removing a delivery from the outbox", "endpoint", e.label, "err", err)
 			return now.Add(time.Second), true
 		}
 	}
@@ -171,7 +188,7 @@ func (e *endpoint) deliverInOrder(group []domain.Delivery) (time.Time, bool) {
 
 func (e *endpoint) observe(outcome string) {
 	if e.hub.cfg.OnDelivery != nil {
-		e.hub.cfg.OnDelivery(e.key, outcome)
+		e.hub.cfg.OnDelivery(e.label, outcome)
 	}
 }
 

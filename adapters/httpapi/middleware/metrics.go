@@ -40,6 +40,8 @@ type Metrics struct {
 	logins   *prometheus.CounterVec
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+
+	events, deliveries *prometheus.CounterVec // set by WatchEvents
 }
 
 // NewMetrics returns the metrics, with devicesByState (which may be nil)
