@@ -468,6 +468,40 @@ type SandboxScanRequest struct {
 	Qr string `json:"qr"`
 }
 
+// SandboxSendRequest defines model for SandboxSendRequest.
+type SandboxSendRequest struct {
+	// Message Example: Hello
+	Message string `json:"message"`
+
+	// To The recipient: a phone number or a user JID.
+	//
+	// Example: 628123456789
+	To string `json:"to"`
+}
+
+// SandboxSent defines model for SandboxSent.
+type SandboxSent struct {
+	// Delivered Linked devices online that acknowledged it.
+	Delivered []string `json:"delivered"`
+
+	// MessageID Example: 3A5F0C2B9E1D4A7C8B60
+	MessageID string `json:"message_id"`
+
+	// Offline Linked devices that get it when they next log in.
+	Offline   []string  `json:"offline"`
+	Timestamp time.Time `json:"timestamp"`
+}
+
+// SandboxSentEnvelope defines model for SandboxSentEnvelope.
+type SandboxSentEnvelope struct {
+	// Code Example: 200
+	Code int         `json:"code"`
+	Data SandboxSent `json:"data"`
+
+	// Message Example: OK
+	Message string `json:"message"`
+}
+
 // SendMessageEnvelope defines model for SendMessageEnvelope.
 type SendMessageEnvelope struct {
 	// Code Example: 200
@@ -595,6 +629,9 @@ type SandboxLinkCodeJSONRequestBody = SandboxLinkCodeRequest
 
 // SandboxScanJSONRequestBody defines body for SandboxScan for application/json ContentType.
 type SandboxScanJSONRequestBody = SandboxScanRequest
+
+// SandboxSendJSONRequestBody defines body for SandboxSend for application/json ContentType.
+type SandboxSendJSONRequestBody = SandboxSendRequest
 
 // SendMessageJSONRequestBody defines body for SendMessage for application/json ContentType.
 type SendMessageJSONRequestBody = SendMessageRequest
@@ -972,6 +1009,34 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /sandbox/phones/{phone}/scan (the `SandboxScan` operationId).
 	SandboxScan(ctx context.Context, phone Phone, body SandboxScanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SandboxSendWithBody Make a simulated phone send a message
+	//
+	// The phone sends a text to another account, as WhatsApp does: it is
+	// encrypted to every linked device of the recipient (a gateway device
+	// linked there emits `message.received`), and a copy goes to the
+	// sender's own linked devices (`message.received` with `from_me`).
+	// Devices online are waited for until they acknowledge it; devices
+	// offline get it at their next login (held in memory only).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /sandbox/phones/{phone}/send (the `SandboxSend` operationId).
+	SandboxSendWithBody(ctx context.Context, phone Phone, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SandboxSend Make a simulated phone send a message
+	//
+	// The phone sends a text to another account, as WhatsApp does: it is
+	// encrypted to every linked device of the recipient (a gateway device
+	// linked there emits `message.received`), and a copy goes to the
+	// sender's own linked devices (`message.received` with `from_me`).
+	// Devices online are waited for until they acknowledge it; devices
+	// offline get it at their next login (held in memory only).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /sandbox/phones/{phone}/send (the `SandboxSend` operationId).
+	SandboxSend(ctx context.Context, phone Phone, body SandboxSendJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// SendMessageWithBody Send a text message
 	//
@@ -1622,6 +1687,54 @@ func (c *Client) SandboxScanWithBody(ctx context.Context, phone Phone, contentTy
 // Corresponds with POST /sandbox/phones/{phone}/scan (the `SandboxScan` operationId).
 func (c *Client) SandboxScan(ctx context.Context, phone Phone, body SandboxScanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSandboxScanRequest(c.Server, phone, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SandboxSendWithBody Make a simulated phone send a message
+//
+// The phone sends a text to another account, as WhatsApp does: it is
+// encrypted to every linked device of the recipient (a gateway device
+// linked there emits `message.received`), and a copy goes to the
+// sender's own linked devices (`message.received` with `from_me`).
+// Devices online are waited for until they acknowledge it; devices
+// offline get it at their next login (held in memory only).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /sandbox/phones/{phone}/send (the `SandboxSend` operationId).
+func (c *Client) SandboxSendWithBody(ctx context.Context, phone Phone, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSandboxSendRequestWithBody(c.Server, phone, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SandboxSend Make a simulated phone send a message
+//
+// The phone sends a text to another account, as WhatsApp does: it is
+// encrypted to every linked device of the recipient (a gateway device
+// linked there emits `message.received`), and a copy goes to the
+// sender's own linked devices (`message.received` with `from_me`).
+// Devices online are waited for until they acknowledge it; devices
+// offline get it at their next login (held in memory only).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /sandbox/phones/{phone}/send (the `SandboxSend` operationId).
+func (c *Client) SandboxSend(ctx context.Context, phone Phone, body SandboxSendJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSandboxSendRequest(c.Server, phone, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2685,6 +2798,53 @@ func NewSandboxScanRequestWithBody(server string, phone Phone, contentType strin
 	return req, nil
 }
 
+// NewSandboxSendRequest calls the generic SandboxSend builder with application/json body
+func NewSandboxSendRequest(server string, phone Phone, body SandboxSendJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSandboxSendRequestWithBody(server, phone, "application/json", bodyReader)
+}
+
+// NewSandboxSendRequestWithBody constructs an http.Request for the SandboxSend method, with any body, and a specified content type
+func NewSandboxSendRequestWithBody(server string, phone Phone, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "phone", phone, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/sandbox/phones/%s/send", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewSendMessageRequest calls the generic SendMessage builder with application/json body
 func NewSendMessageRequest(server string, params *SendMessageParams, body SendMessageJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -3119,6 +3279,34 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /sandbox/phones/{phone}/scan (the `SandboxScan` operationId).
 	SandboxScanWithResponse(ctx context.Context, phone Phone, body SandboxScanJSONRequestBody, reqEditors ...RequestEditorFn) (*SandboxScanResponse, error)
+
+	// SandboxSendWithBodyWithResponse Make a simulated phone send a message
+	//
+	// The phone sends a text to another account, as WhatsApp does: it is
+	// encrypted to every linked device of the recipient (a gateway device
+	// linked there emits `message.received`), and a copy goes to the
+	// sender's own linked devices (`message.received` with `from_me`).
+	// Devices online are waited for until they acknowledge it; devices
+	// offline get it at their next login (held in memory only).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /sandbox/phones/{phone}/send (the `SandboxSend` operationId).
+	SandboxSendWithBodyWithResponse(ctx context.Context, phone Phone, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SandboxSendResponse, error)
+
+	// SandboxSendWithResponse Make a simulated phone send a message
+	//
+	// The phone sends a text to another account, as WhatsApp does: it is
+	// encrypted to every linked device of the recipient (a gateway device
+	// linked there emits `message.received`), and a copy goes to the
+	// sender's own linked devices (`message.received` with `from_me`).
+	// Devices online are waited for until they acknowledge it; devices
+	// offline get it at their next login (held in memory only).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /sandbox/phones/{phone}/send (the `SandboxSend` operationId).
+	SandboxSendWithResponse(ctx context.Context, phone Phone, body SandboxSendJSONRequestBody, reqEditors ...RequestEditorFn) (*SandboxSendResponse, error)
 
 	// SendMessageWithBodyWithResponse Send a text message
 	//
@@ -4604,6 +4792,75 @@ func (r SandboxScanResponse) ContentType() string {
 	return ""
 }
 
+type SandboxSendResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *SandboxSentEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *Error
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SandboxSendResponse) GetJSON200() *SandboxSentEnvelope {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r SandboxSendResponse) GetJSON400() *Error {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r SandboxSendResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r SandboxSendResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r SandboxSendResponse) GetJSON504() *Error {
+	return r.JSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r SandboxSendResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SandboxSendResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SandboxSendResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SandboxSendResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SendMessageResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5206,6 +5463,46 @@ func (c *ClientWithResponses) SandboxScanWithResponse(ctx context.Context, phone
 		return nil, err
 	}
 	return ParseSandboxScanResponse(rsp)
+}
+
+// SandboxSendWithBodyWithResponse Make a simulated phone send a message
+//
+// The phone sends a text to another account, as WhatsApp does: it is
+// encrypted to every linked device of the recipient (a gateway device
+// linked there emits `message.received`), and a copy goes to the
+// sender's own linked devices (`message.received` with `from_me`).
+// Devices online are waited for until they acknowledge it; devices
+// offline get it at their next login (held in memory only).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /sandbox/phones/{phone}/send (the `SandboxSend` operationId).
+func (c *ClientWithResponses) SandboxSendWithBodyWithResponse(ctx context.Context, phone Phone, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SandboxSendResponse, error) {
+	rsp, err := c.SandboxSendWithBody(ctx, phone, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSandboxSendResponse(rsp)
+}
+
+// SandboxSendWithResponse Make a simulated phone send a message
+//
+// The phone sends a text to another account, as WhatsApp does: it is
+// encrypted to every linked device of the recipient (a gateway device
+// linked there emits `message.received`), and a copy goes to the
+// sender's own linked devices (`message.received` with `from_me`).
+// Devices online are waited for until they acknowledge it; devices
+// offline get it at their next login (held in memory only).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /sandbox/phones/{phone}/send (the `SandboxSend` operationId).
+func (c *ClientWithResponses) SandboxSendWithResponse(ctx context.Context, phone Phone, body SandboxSendJSONRequestBody, reqEditors ...RequestEditorFn) (*SandboxSendResponse, error) {
+	rsp, err := c.SandboxSend(ctx, phone, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSandboxSendResponse(rsp)
 }
 
 // SendMessageWithBodyWithResponse Send a text message
@@ -6331,6 +6628,60 @@ func ParseSandboxScanResponse(rsp *http.Response) (*SandboxScanResponse, error) 
 	return response, nil
 }
 
+// ParseSandboxSendResponse parses an HTTP response from a SandboxSendWithResponse call
+func ParseSandboxSendResponse(rsp *http.Response) (*SandboxSendResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SandboxSendResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest SandboxSentEnvelope
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseSendMessageResponse parses an HTTP response from a SendMessageWithResponse call
 func ParseSendMessageResponse(rsp *http.Response) (*SendMessageResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -6469,6 +6820,9 @@ type ServerInterface interface {
 	// SandboxScan Scan a QR code with a simulated phone
 	// (POST /sandbox/phones/{phone}/scan)
 	SandboxScan(w http.ResponseWriter, r *http.Request, phone Phone)
+	// SandboxSend Make a simulated phone send a message
+	// (POST /sandbox/phones/{phone}/send)
+	SandboxSend(w http.ResponseWriter, r *http.Request, phone Phone)
 	// SendMessage Send a text message
 	// (POST /send/message)
 	SendMessage(w http.ResponseWriter, r *http.Request, params SendMessageParams)
@@ -6625,6 +6979,12 @@ func (_ Unimplemented) SandboxListMessages(w http.ResponseWriter, r *http.Reques
 // SandboxScan Scan a QR code with a simulated phone
 // (POST /sandbox/phones/{phone}/scan)
 func (_ Unimplemented) SandboxScan(w http.ResponseWriter, r *http.Request, phone Phone) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// SandboxSend Make a simulated phone send a message
+// (POST /sandbox/phones/{phone}/send)
+func (_ Unimplemented) SandboxSend(w http.ResponseWriter, r *http.Request, phone Phone) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -7290,6 +7650,32 @@ func (siw *ServerInterfaceWrapper) SandboxScan(w http.ResponseWriter, r *http.Re
 	handler.ServeHTTP(w, r)
 }
 
+// SandboxSend operation middleware
+func (siw *ServerInterfaceWrapper) SandboxSend(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "phone" -------------
+	var phone Phone
+
+	err = runtime.BindStyledParameterWithOptions("simple", "phone", chi.URLParam(r, "phone"), &phone, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "phone", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SandboxSend(w, r, phone)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // SendMessage operation middleware
 func (siw *ServerInterfaceWrapper) SendMessage(w http.ResponseWriter, r *http.Request) {
 
@@ -7512,6 +7898,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Delete(options.BaseURL+"/sandbox/phones/{phone}/devices/{jid}", wrapper.SandboxRemoveDevice)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/sandbox/phones/{phone}/send", wrapper.SandboxSend)
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/sandbox/phones/{phone}/messages", wrapper.SandboxListMessages)
@@ -8978,6 +9367,85 @@ func (response SandboxScan409JSONResponse) VisitSandboxScanResponse(w http.Respo
 	return err
 }
 
+type SandboxSendRequestObject struct {
+	Phone Phone `json:"phone"`
+	Body  *SandboxSendJSONRequestBody
+}
+
+type SandboxSendResponseObject interface {
+	VisitSandboxSendResponse(w http.ResponseWriter) error
+}
+
+type SandboxSend200JSONResponse SandboxSentEnvelope
+
+func (response SandboxSend200JSONResponse) VisitSandboxSendResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxSend400JSONResponse struct{ ErrorJSONResponse }
+
+func (response SandboxSend400JSONResponse) VisitSandboxSendResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxSend401JSONResponse ErrorEnvelope
+
+func (response SandboxSend401JSONResponse) VisitSandboxSendResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxSend404JSONResponse ErrorEnvelope
+
+func (response SandboxSend404JSONResponse) VisitSandboxSendResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxSend504JSONResponse ErrorEnvelope
+
+func (response SandboxSend504JSONResponse) VisitSandboxSendResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type SendMessageRequestObject struct {
 	Params SendMessageParams
 	Body   *SendMessageJSONRequestBody
@@ -9148,6 +9616,9 @@ type StrictServerInterface interface {
 	// SandboxScan Scan a QR code with a simulated phone
 	// (POST /sandbox/phones/{phone}/scan)
 	SandboxScan(ctx context.Context, request SandboxScanRequestObject) (SandboxScanResponseObject, error)
+	// SandboxSend Make a simulated phone send a message
+	// (POST /sandbox/phones/{phone}/send)
+	SandboxSend(ctx context.Context, request SandboxSendRequestObject) (SandboxSendResponseObject, error)
 	// SendMessage Send a text message
 	// (POST /send/message)
 	SendMessage(ctx context.Context, request SendMessageRequestObject) (SendMessageResponseObject, error)
@@ -9881,6 +10352,39 @@ func (sh *strictHandler) SandboxScan(w http.ResponseWriter, r *http.Request, pho
 	}
 }
 
+// SandboxSend operation middleware
+func (sh *strictHandler) SandboxSend(w http.ResponseWriter, r *http.Request, phone Phone) {
+	var request SandboxSendRequestObject
+
+	request.Phone = phone
+
+	var body SandboxSendJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SandboxSend(ctx, request.(SandboxSendRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SandboxSend")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SandboxSendResponseObject); ok {
+		if err := validResponse.VisitSandboxSendResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // SendMessage operation middleware
 func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, params SendMessageParams) {
 	var request SendMessageRequestObject
@@ -9919,122 +10423,128 @@ func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, par
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7D3tbhs5kq9S0C0QG9uWZcfJzihY3HqSXJLdzCQTZ24WO51zU+qSxKRFdki2ZW1gYH7dAxzuGebB5kkO",
-	"LJL9IXVbchIrucMdbjGx1E0W65v1pQ+9sZznUqAwujf80MuZYnM0qOivR3jBx/jskf13inqseG64FL1h",
-	"7/UMIaVv72jgaQTjmdQoYLSEpSz6vajH7WM5M7Ne1BNsjr1hz71wztNe1FP4vuAK097QqAKjnh7PcM7s",
-	"RnjJ5nlmn58vD9wrvciuZFDZNf/jl9ODf7CDfw4Ovn1T/bN/fvDmwyC6f/fqD72oZ5a5XUAbxcW0d3UV",
-	"9V7OpMD2c2g+LzJmMAU2HstCmDsacvs4iGI+QhVByqfc6I5T0aNbnuj+8TdHx3dP7t3/0zfftoB5ZVfR",
-	"uRQaCf+PlZLK/mMshUFh7D9Znmd8zCz8h2+1PURtA/tkir3hyeAk6qXMsN5QFFkW9eaoNZtWRIAStyCk",
-	"gYksRNq7qgP9B4WT3rD3L4cVgxy6b/UhwfVYXGAmc3RwN9F6KgDtMxFwAWaGgP7hPhHDr2O3eaiQGXSM",
-	"9grfF6jplLmSOSrDHR4qxlkj4BMUqIh4ixkKYCONwlhKtbPROmP4T+ToLY6NRYGDZR2IsRQCxwZbgHgu",
-	"p1NM7VmZSEGKjAvsV7uNpMyQCbv4mI6bnjM65USquf2XJRUeGD5vATFqnn6rY0W9t224ssyecfEOU7BE",
-	"ZYJLAX999qiJrjqPDo+O/6L7ixkzmuV5X6CxfF9kGRvZZx2jr22eMW3OMfBuE4afZ0tiCM989lHIcGKA",
-	"wVTKFLRhBpsAaaOQzUFhnrExplbHMCHNDBV4mtilt4GLyHTOxTpYpwExGrW2aMFLrp3IrxMxZ5yWtNKY",
-	"ZS8mveEv18vLS/fCMzGRvas3q5DaFYN26lQVGw+XZ8xYfmquwkSqJCnczQsUenbudFp9hdPMsdjG9zUT",
-	"6UheXmcrIOMXqEE6neBfuKNrGligWUj1rh3vxBubdJMT3zN6NLxzrrkYYxszogNlXCiFwjjugxFOmbAg",
-	"bCOfV3XN/0vDxjl4nTBGpZ2o8FwjWp05o5qqaR6gIVoVHzbUSkWIN53KrVTdLUoubdL/eDAol+HC4BQV",
-	"6SSyLdtQwj5dWp86Y73420ZkEjTV637b7nM959p8vrNxg3O9/SH9Qkwpttzloc+CVDR5O0m5LvkoGYKQ",
-	"NW0Je0nJbwkYzDJt7SfpVBZ0YCycEtzvQ+JZLRkCgx9fgVTgPwELLnANsjB9SMIW9tFYVH/BgpuZXdpI",
-	"VWnZ6gUCMWszo7EIoMrCJEP42Rqj0zy3MFjRdZ4aihRTp1X80rEVJBTFnKSyhoum4JQQrohdtWcN9ZWy",
-	"ezzPzfLzsdqKMcoWbKnBatx+t+at+OD2Oa3p8HUed13vP339+iVp1UI3jDo5qN34YGnK7Sose1nbyB2/",
-	"uckP1r21vJCiYTzToIvxDJgmXpCTCYrUst+EY5Z+PDKvcZo/I5IvvIu/4vzeGCcW8XZ1e49hy0yytGZP",
-	"q/0+xq9scyt/Evx9gSSzXFhLpC3Gc1QwZQYXbNmk/HHNrnJh7p/02jiBjO3WLrL7YJ1i/bpIX08nXj4S",
-	"NYy43/J6qr30HNOkHF6Ea/VWpsTRv8WSCLw052xisMWffsm0tuye0PcJTLxatO9AzqbY8GO68L2CCw94",
-	"Y+drz74bh6JC9U6U3lNkmZmtH8mps+bG8t3Gjf1r3TvtBon+VDvB4HM55eKhB34bk/FYGLT8y8tLApn3",
-	"5n3w9LuHjw7s3aj1slwo5hZbXfsMx1Kk2t02jQSkvXgzWHB0f7BROvz5y52uPfluiFoherd07YzY5O3h",
-	"tj9ZxB/d8wG1CJgAmTujBhkyMtV/7A5HbBfAIeh+fLUO1Ht13u2p/PjKubJMA4OXPzwBe3r46dXzJjj2",
-	"0yGfsyke5mL6YMQ03j+J+L9/9+LVYvC3J1P5+6+/tfHle3W+JWsGDU7Q6JlciAYE91uZ5L0693u1Hs5Y",
-	"a2BqpxwzpTg2fbLe8V9+//W3qPa/jSwTMNo8Xx2cN90E2qFo/PhqN4JRD/SsuwOXOVeofexvQyTCUd/I",
-	"XMMIrVhcsIyn2wYlLLBmJp1n5+9A7xVdcVJsudCsHNi/HNVBbjvumYs0PCzvlXr91MwYnOdGr5+5eg3C",
-	"Q0Bxjnp0yF4elME0AoWTQqO9F6K2jmZWpJg2GPhuG4+MludpGdFt96E/tLFWS4D3gIvaHVrDaBniWj6I",
-	"uoagayKOr2dSY/3Ka/WO91obFqntUDLHliVf5ChggSMtx+/Q1EHdtOIK/Wn5ZkiqQmNUkXQ7ntiNnLfw",
-	"4k5E3u/blTV4u3q9aobX16Pr61FrCkzfKGPgQic1xi6DqCvHdJHJaofy1Y0n/QKhtiamv0jEzYPwnIt3",
-	"naTuzLmU+dINKZeNPNFCxA3AXuurrRHrOg+7DXUbNt+p/BNpdskL31cbrRxu1m7opffuxAUqTQ4TcE3x",
-	"0X6bLE+UnHfkrVGkqO7oFSPUZKvwf1upGrvX+Rzb0mNjmS9BToCBR421w/YDe5gqby4XosnuGkJCdj2f",
-	"s6oa7z7+bvDw5O7Rw+P7p0ffHt1/fPzoqDXag5em+eZTzDLZ+iifozZsnm+rPFfYgbAf9cpIkFvLgxA5",
-	"Gld428wmX05tBj79knrzB5fd+zdWZG2BTiXzddZ7pGQOeIFqCdYtqScxhFw0GL4R0a3xmfMcz7W7Za1v",
-	"8Yq+B4GLhnvnLmJcw5yJJfi3Gxvei3pzdsnn1sG+e9/Sas6F+7M9jLANYnaqLusbv0Jt6fKlGMJv38oW",
-	"eVvVRc3VA/9QgzrHG/3csPQ1EJZ1Qzdw67bQtJsT/jfNz19Pmbbk8wa/gU6+U2Z0uN4l/9GOm4NYOyXS",
-	"NeCejZnohPa96gxsWWs1hDIo4+x4Jqdc9LcI8bRDhCL1JmVHPILC1GzYDlikOmEnzmtQHIGRcP/evbv3",
-	"YTxjio0NKt0P9XftIbmGt9bpw3TEUk8bRYogFTAoNCrrB8LeNfpo/4YB1jY9Eg7egTjT6RV/TNLRb3b+",
-	"0f7iJzqBtf2bXmB1mDY8/IyjmZTvtsoLdmQ0Kx+tUFnz8DNjcj08PPSf9MdyfjiVC7bxNHalKMBwDdy7",
-	"EeuApJ2ItN+sU5wrwqzI6zJHTUUvCif8Eqsqg8RH7JIHgPPcLEkMqQYV5siE9p6rhYTKh7emt8axwpb7",
-	"46mBDJk2cHQfRkuD+gFoPi03SjHj9h+tV0nPQ2ulupaVLODEUuspj0/kNH+SdXq4UxaKm+WZ5QZHgxHT",
-	"fHxauMQrcQl58/bTakMLkqs75j7U3jyUBY/uobqqF/KXVMqWx73mJTXuwd5oWWZHpIJvDkotHot6rdM+",
-	"FTqkiioZzQznIC9QUaFLPxaxeEx0+OvZix+ACb1AFblS6CpmHdn7PhNlTfQwFsmHmNg47g0hLgaDu+Na",
-	"4Qx9gBHEgcXpqd7vv/4W9+ynlt3tR7//+ttV0ocXImyY2G8S4DoW1gpBITLUuqyUmWGWwx5zmQUXiKAX",
-	"wfovroCGymb26VynWQYo0lxyi0O8HGPuUkozSihDruQINQjE1FX9fGdJBqwwM1eabWYYC43KYovrENd3",
-	"hWFjhSkKw1mmYS85OCByH9h3EziE5PTly/PvTs+ePTw//en108QCdApzrqnQRCpYKGmpUy4CUyQY2dhk",
-	"ywZ2TwZHUR2Pce8nYbeRiv8T07gXlei0GLtK6Ogu4gg81cAUNlsdhuAM/wlkaKzJj8rkZtJPIkjOEwth",
-	"cpBEsaAz16rh3CtUvWTfcTVr1lUUmtSg7zD4/tlrZ8YMySMx9++//nfF2vMiMzyUJr16fPY6VN70ot4F",
-	"Ku2EYtA/6g9C9oDl3FrQ/qB/13VXzEj6Dr1A2H9Pnf6xCpK441naG/aec20e+WdWuhWOB4MtehW26zBo",
-	"CTK3tBk89jrPPhuBVCkqVx/O07496MngqGujEnLXzOC0UTGfM7X0pwy6wWodNtVVca/uvbFemdQt6tm1",
-	"MzjxJnugM2n68DM3M1mYYC7OeZpQ8punVhSmoYfB6t0muuvtEb7HBLX5TqbLm7WF1Nyumq+1dcNHW5fG",
-	"1Xq/yrHD92fkgOuo/3rmYjYhaUYEH2xN8Juxh336249jJoe8MrtHLNHKVFdRKX+HH0qKXTn6ZdhW5fuT",
-	"cFau1lIhRaUY+AS4sSzmzd0eN5ByexFApjRMlJw7vUx+/R0Nz91zXsL3I3Aba+BGl70RE54Ri6egcC69",
-	"HXScThqsycKPaIUaC9+SymiW5Hbwi8eRFTqqK/oILji5wdP3Bnc/jmcc0kqe6dBBrRr6CZrbR/Z20tmQ",
-	"zNvCcgNvT9BsQlq9xbGjb6d65LBsgbx60yGehxRIqRnMldoea/O1dS2DF2kFZ+ztRBAcL6mptC6UNK79",
-	"qA9nY+YdJ/JLyW2oCuBrFXKwd4bGuhYafv/P/wpi7KF1DtzPM55hCQTXUIgUFSzYMoJJoVw/FcsyDQpN",
-	"oURVhORrUqwrRfVIrtTX2AfnjAu7nL0VP7BvLEHYm4iL1bOVmHofTifkUJdnUNKUeLB7RVXxqoXFg6L9",
-	"pwuwQgs/191JjhpUIagBAQqhx0wI3wrghX1qkTpi43fWUWu2RdiTxKK5pXYEYxOFetaHk8G3FtOl9jYz",
-	"RhqVZQpZuqwqONp0Xyg+ukVJXC2m6hDFsvAr0DKUln1FVvMT9OVzOQVOPrk/aE34nXzenugfhnjIRy/f",
-	"5U2e6voFdiKV9RlrN9NmE86k0RHjwoL9WLyoqYnhimYolYVTLY2AIhfaIEtJIkUs0JfmOjntw+typzlb",
-	"wghhyi9QhH7fkUxdLMSJbkJPJrF4X1iPvcRCHx5upQi7ROuho/QK4te5v6uxm09okzXQy1Zvgne91/sj",
-	"ervffIL37iPAzS22dt7XqnVbPffPrJEatc8dOqnBvWVFdrPw+/+aeqqfuUVHXaNoZGFuRclsuEJ0XBmg",
-	"eWMIQRLtw2NdtwanN0jQtWFLHYGzoqTbrIWPhctLkd0NcaMA14xZpRBWfAD3BnfdMyW01vpLAyOMhUI2",
-	"nllPQEJBR7R6Za/WImituNVt8A5zs9+hY2TxlXnTQO045HZQ9Kswt36L2aGQWCa/wdX4UKF35m5FNB5m",
-	"UmNdMu7oev0JOfLuTw1syrhwZpS4nhpdrYdKvBYRh3uV7knIwE82WDBdTjdoZfxYNDm/jVdfBUx8Xewa",
-	"gZDVFUBMvypmbbBficAbMWDVDNZ6+yNtx+YIqRwXcxSGkkZPHr+GttWS9QBgeZs/cxt9JWS9o8uu3i9z",
-	"uS8B2NUtf1Flc7uCcY9c8s3eSLXhWQYLxincb2WfG0oe1AqVusNkISn6paNl/sw7CpetSONcXmCd3IsS",
-	"KYHeIYddRcI6j3CH8pqksekt640YVA98tML5KWOF5hoJ3AFVVlPv19PlC8retcT4FDtcmA3Dxtw+JEsv",
-	"X5y9dg5eUqgssaqV8q5khH1qMkWlY5H8/eCJXLAD6iBOnBdoL2j7EYSvvPAu/beOS3j6AFJMixxhtIwF",
-	"N1GZYacYUEjGSzH2ieGw3BmfCmYKhcNYmD+7nG4h+GWoI/VJ3Ysj/90ML+Hp96cPD86enh7fu7/nuDEC",
-	"A3+EuNePe/BHupnuuxeTfix88aTP9kYUg5OF0bB3NAC9H8HJ4JsITo6/JcDuXV4S0hQaxX3eNRZ46SjC",
-	"WUYhMjmZkLYqcovW4xOYycKuzYVLr1Fbv6PFA6AZTLFwaW5Xg+mdFl+EADWNaHWhG+1hnbyRvLS3jJTr",
-	"dxFoGQsGCinyZv9b+PzzvA+Jo3fiBZaarizlYI/ya0NgWdbqu78sWsT2I+/foS4kmJh+VW7SVzhGfuGK",
-	"SEPRRo8dZFJMDxQTqZwf+I99AUZ3PcXWN/qVOparZuGFnyn1lSipiDhNFqahZG/9Wv+Rau5sazVn/YSq",
-	"XqjV/vxs9VByOh5jboZU8OfeOHB+v9c0KU5YkZn9CBicUXnEwZnVPaSrdCzcw0Ow19mgllxXBfmSPA0l",
-	"Izz1uiHyUhO+sPLiv3IBbyoMKb8N2u6OU5/lIlZrMEiGVo0qM0JmEhjL+bwOAVUdxeLoXlkfD6+lF+Hy",
-	"muN9ntrVKaLmFVIWNAGOp/a+7gSJTvWcaeO09cGzRwnsjZRcaFT6jkPLmSzUGClKuO/CjLFI/tUNx7Lf",
-	"n/P0z8kQyqOFxlKnAFlahTEyOY2AjZXUOha+aiKoIt2HU8rRyyyl2KdLxth34B1irmHPqkrxTsiFsPrS",
-	"zHi1yn7IJFDIwd/0XN1H4v7sT1meOABdlNUNrclS1CYWjtTvMDd9OCWoHQwGJpSlMVLChCkY4YwLqiOo",
-	"pzYcoYMupZKIB9YHdf6OzuSifq+l4jY3Us9tpF3KqMHAqxrDsgiNGAE5Kc0ykdwPI4nFnmduGFj2NjCX",
-	"2kCS8Tm3Vjh8eTQY7D8Apt/VLtGxcIv8uRpB4opxqBZvWBbe+clnluf9J847r38ShlfFYi9xrc0kImVv",
-	"cxLcwBDd3q/ereWK9pK3PE2iWPhodgRJWe5Nf/hhbknt9ZZsU/iqNtUK9hKFzKLUvrpqWRLnWISPrdzR",
-	"UaiIJBnPmLH/tRwd/ns+X4eurFulP5Y50kmsUqJNaxzZZk2foHkchsJcG21/ITIa8KhL1roTeGNPYY7M",
-	"sFGGvgQ5zyhz4vp22uLtjWl6pXG6QRWlWVJsnmbsXUXXAGuoxLMO4gPL3VTvCX6IFKc0oDTRevlnBHNm",
-	"xjPUwGDC5jxbbnlCP3HoFg73yinhmvZxwkktTTx1Ealxxok2pFd88FSjWVXAXfmQhsZtHGNt5ND1nVE3",
-	"BL6Ex3n4FUANsBsAraHz8mAqD2qv0VvPHj11K66DRFcLq+6GgaFdsC/VwEb2rurH1mAXstwcpc+IpBpE",
-	"QbdW/WpB6Kg88WgwGERQ17edFLW6uQFk2eFGi1Qgto0ReHObEYu1YVNXvhe04VU1k3LWOzo59sZ0CKtK",
-	"PRbOE/oQ93ga03CymE5FpaFrT1N5aFBJ9EhZS0ffWR1LHx8Pju8fHB0fDI5eHw2GA/v//6gXl36Ie2/9",
-	"CteP26WXyNysPey+CiqevqY2I/e5t0X0sR8CG/eurki1dwpFuyPv8Bq5DpOmvb91R/6jkwlnTmvQoMqp",
-	"lU0li+mMBtBCOd6s1amflWO/Wp36l8Uo4+M+HA8GsKCSGsqGKTlGbZ1idYHaVYO3GVE/fesWxWRlllhX",
-	"6tXDS4Us/CLM5fbl+L3hL2+a5bAXKOzjVORdQ5xeaoNzj7g5GsXH3dchnyG0zigNtY1cCxp94NwyN/ez",
-	"MGM5x8hVkfs7Oz2kZGHcnMFqouQahr/3UGxEMWmOPGN8BbkbZcLvEOoFXippocdCuzFLTql/Wv1xbc15",
-	"eZ5WpPta7v6SzbPOou0naF7kKE5fPrsZ54VFb6gw/F5VzsMlXanyf8E0jAqeGbqCfRqWXltjFzbpQhDl",
-	"l/+5lTjLcvaQkQpdjNHVsVGpq/3UuoE+CadhZq+dI5wWZSraqgM9K6gSD1K5EB2+9CsL1JfVAq/KvLtR",
-	"bDLh4/7H6NsOhfGKZrlt1Bh+xtPhuDlAqpWHW+b73CL+rpli1ILLF83BBDtNij2UhWjMenKBiPrPWjjR",
-	"qxMhTAhvUMHPXqdMems6/JGSue6YxdCxKexRKjtJlcxdJ5K9Cu37cIcbzKBbJy8kzakNSb+sNKkGiyDV",
-	"jLgo+ITxrFDoZdWv5ouJuKLBJC6u4MPcQyg0AqdRkAa1gZlcwFIWCsiddZwHY2mvheToy8KwKeo2iW4b",
-	"b/EpzRo0CMPdGVdnV9zbOkjcBtSOI8XXTbfosB3uhmKtBG2L6dcbK/5OIXu3wvWBG6WAvFC51LhR7Mi7",
-	"191SV7YU1bZZbWrsw7MU57k0ftZOu+qkhV7Wfq7m8xUjNiYf+HEHN+XUxjCGL8OpzZkXXfeh1d8L+npZ",
-	"tGw9qmAOJazbMOXhB/rv1cauwHL41k6aA7sH0XVQrPq1m2A7fD+Ut1pNOu6EMtRhuEaXO3plelYroW6a",
-	"YfdzVd5sJvDhh7cbGs4sOkOaRCOlabl2wytdjepKhWinNnIFHl9dW5grFcX0i9S6NGjvELmd6H4kR0Q3",
-	"mFbY8stnb7f+JbebDji8jlUtfAcf13IRBKGr3vN17fdEqNiArdSoz1iVHg6hCUx9fZcOPRddLB8mMX6K",
-	"9XUHr01ovKmVXR0H+WUMbWMu5EahbIjk12FmP6HQ1A25X2EtajH7RCvtM4Rbmenvw7O3T+u20YcdJK/6",
-	"dMJZIp8PhwlXevcWeuEkfoUwUBb97Mg86zETt6nu7Po6DIinKOZeUo4LS2rzwlyRW2gYYaY2sbqV1c4s",
-	"4DdVdzfirvpMtP/XZbvWZdSgzMru0vArX9vqMRTpYW3sUzubnqFIrSl20fXgXYYfYmJzN/Ij+fuBcyYP",
-	"nqWJazNyyWHfnxgL+nUF66FSSMpPh6ExtjXqlN28cEIJHhR+goJATDGNxagwYfRMBCeDk9CWGcqAQgsV",
-	"afh6P2VoHBbSxKLWYRW1tjq5B6HMPfbhdKUDmSqmqh9Y2wvVVqGOUraXXu3TtGHGvd8SxcLVeh4NQglX",
-	"BCOcSOU3Ohl86+b/rHSHWlxJ6ygWeaNfrHwXncou5wUbGYvQgeVKRu0iCudoF/ReFIOULSNgEPfs8WsL",
-	"xz33QCzmXBQG912Bml0t7ECN3v5K99dnjyqYFE65NrQJN7GgxvcIFjM+ntGiWs7tJbEQhkpVUz6ZYL3X",
-	"zZ855SzLMG2NAFbDArfpR61T0gqB7ixoqHF1b/OvJH/OptPqJ4PDZMJPa0Ntmae4a33dMrOyRV/Xg2uY",
-	"G2ww2f9ixf0p2XSkWlDSwNWcvVKpo0itRm8mhBqj3H55c0X10eqiXShYGVSgiD0VsYxnnGxHVTU9PDzM",
-	"5JhlM6nN8O5gMCDnxoPRnm6mXlMdVAVXlVIIabz+armZbrkYWxtPszuC6DanxdVd+dp6rqt3fbUzX1AW",
-	"nNzaK4TL9Tee1oesRSEp7I9Vy4LWV3KZtrazlDUQQ+fghqhYKld1qnYzPaha12dWrOMbxYJCPlRfykYZ",
-	"tlQul3UjDMpCJSoi0XwqrCX1xdW6D26OV1nbvFDcGKScEoO0ULRBJqew9w5zU3YlUEtGqJ4OdoeJpbVS",
-	"3BqCLLWea5ir5tHiaz06igG5gCTEJsJP0PhC4pbou4/2h7ECmubSrd4VrIekG25S5Dvdm1fACDKKCbq6",
-	"XYoINWOBzuDpmVw4qnFT3kP68KwOuHUBEpprorE2tM9b3ZPBSQMjwSe7enP1PwEAAP//",
+	"7H3tbhu5luCrHGgHiI1blmXH8e0ouNhxPibJTPdNOk5vD24r66JURxLjElkhWZZ1AwP9ax9gsc/QD9ZP",
+	"suAhWR9SlSTHsZJdzGAuOpaqyMPzzfOlz52RnGVSoDC60//cyZhiMzSo6K/neMVH+Pq5/XeCeqR4ZrgU",
+	"nX7n/RQhoW8faOBJBKOp1ChguICFzLudqMPtYxkz007UEWyGnX7HvXDBk07UUfgp5wqTTt+oHKOOHk1x",
+	"xuxGeM1mWWqfny0O3CudyK5kUNk1/+dvZwf/YAf/7B08/lD+s3tx8OFzLzp9ePMvnahjFpldQBvFxaRz",
+	"cxN13k6lwOZzaD7LU2YwATYayVyYBxoy+ziIfDZEFUHCJ9zollPRo1ue6PT4h6PjhyePTv/6w+MGMG/s",
+	"KjqTQiPh/4VSUtl/jKQwKIz9J8uylI+Yhf/wo7aHqGxgn0yw0z/pnUSdhBnW6Ys8TaPODLVmk5IIUOAW",
+	"hDQwlrlIOjdVoP9F4bjT7/y3w5JBDt23+pDgeiGuMJUZOrjraD0TgPaZCLgAM0VA/3CXiOHXsds8U8gM",
+	"OkZ7h59y1HTKTMkMleEODyXjrBDwJQpURLz5FAWwoUZhLKWa2WiVMfwncvgRR8aiwMGyCsRICoEjgw1A",
+	"/CgnE0zsWZlIQIqUC+yWuw2lTJEJu/iIjptcMDrlWKqZ/ZclFR4YPmsAMaqffqtjRZ2PTbiyzJ5ycYkJ",
+	"WKIywaWAf3/9vI6uKo/2j47/VXfnU2Y0y7KuQGP5Pk9TNrTPOkZf2Txl2lxg4N06DL9OF8QQnvnso5Di",
+	"2ACDiZQJaMMM1gHSRiGbgcIsZSNMrI5hQpopKvA0sUtvAxeR6YKLVbDOAmI0am3RgtdcO5FfJWLGOC1p",
+	"pTFN34w7/d/Wy8tb98JrMZadmw/LkNoVg3ZqVRUbD5elzFh+qq/CRKIkKdzNC+R6euF0WnWFs9Sx2Mb3",
+	"NRPJUF6vsxWQ8ivUIJ1O8C880BUNLNDMpbpsxjvxxibd5MT3nB4N71xoLkbYxIzoQBnlSqEwjvtgiBMm",
+	"LAjbyOdNVfP/VrNxDl4njFFhJ0o8V4hWZc6oomrqB6iJVsmHNbVSEuJDq3IrVHeDkkvq9D/u9YpluDA4",
+	"QUU6iWzLNpSwTxfWp8pYb/5jIzIJmvJ1v237uX7k2ny9s3GDM739If1CTCm22OWhz4NU1Hk7Trgu+Cju",
+	"g5AVbQl7ccFvMRhMU23tJ+lUFnTgQDgluN+F2LNa3AcGP78DqcB/AhZc4BpkbroQhy3sowNR/gVzbqZ2",
+	"aSNVqWXLFwjEtMmMDkQAVeYm7sOv1hidZZmFwYqu89RQJJg4reKXHlhBQpHPSCoruKgLTgHhktiVe1ZQ",
+	"Xyq7F7PMLL4eqy0Zo3TOFhqsxu22a96SD+6f0+oOX+txV/X+q/fv35JWzXXNqJOD2o4PliTcrsLSt5WN",
+	"3PHrm/zdureWFxI0jKcadD6aAtPEC3I8RpFY9htzTJMvR+Yap/krIvnKu/hLzu+tcWIRb1e39xi2SCVL",
+	"Kva03O9L/Momt/IXwT/lSDLLhbVE2mI8QwUTZnDOFnXKH1fsKhfm9KTTxAlkbLd2kd0HqxTrVkV6PZ14",
+	"8UhUM+J+y/VUe+s5pk45vArX6q1MiaN/gyUReG0u2Nhggz/9lmlt2T2m72MYe7Vo34GMTbDmx7ThewkX",
+	"HvDazmvPvhuHokT1TpTeK2Spma4eyamz+sbycuPG/rX2nXaDRH+qnWDwRznh4pkHfhuT8UIYtPzLi0sC",
+	"mff6ffDs6bPnB/Zu1HhZzhVziy2vfY4jKRLtbptGAtJevB4sODrtbZQOf/5ip7Un3w1RS0Tvlq6tEZus",
+	"Odz2V4v4o0c+oBYBEyAzZ9QgRUam+i/t4YjtAjgE3c/vVoH6pC7aPZWf3zlXlmlg8PbvL8GeHn5592Md",
+	"HPtpn8/YBA8zMXkyZBpPTyL+P56+eTfv/cfLifzz9z+a+PKTutiSNYMGJ2j0VM5FDYLTRib5pC78Xo2H",
+	"M9YamMopR0wpjnWfrHP8r3/+/kdU+d9GlgkYrZ+vCs6HdgLtUDR+frcbwagGelbdgeuMK9Q+9rchEuGo",
+	"b2SmYYhWLK5YypNtgxIWWDOVzrPzd6BPiq44CTZcaJYO7F+OqiA3HffcRRqeFfdKvXpqZgzOMqNXz1y+",
+	"BuEhoDhHNTpkLw/KYBKBwnGu0d4LUVtHM80TTGoM/LCJR4aLi6SI6Db70J+bWKshwHvAReUOrWG4CHEt",
+	"H0RdQdCaiOP7qdRYvfJaveO91ppFajqUzLBhyTcZCpjjUMvRJZoqqJtWXKI/LV8PSZVojEqSbscTu5Hz",
+	"Bl7cicj7fduyBh+Xr1f18PpqdH01ak2B6VtlDFzopMLYRRB16ZguMlnuULy68aTfINRWx/Q3ibh5EH7k",
+	"4rKV1K05lyJfuiHlspEnGoi4Adi1vtoKsdZ52E2o27D5TuWfSLNLXvip3GjpcNNmQy+9dyeuUGlymIBr",
+	"io92m2R5rOSsJW+NIkH1QC8ZoTpbhf/bStXYvS5m2JQeG8lsAXIMDDxqrB22H9jDlHlzORd1dtcQErKr",
+	"+Zxl1fjwxdPes5OHR8+OT8+OHh+dvjh+ftQY7cFrU3/zFaapbHyUz1AbNsu2VZ5L7EDYjzpFJMit5UGI",
+	"HI1LvG1mk2+nNgOffku9+XeX3fs3lqdNgU4ls1XWe65kBniFagHWLakmMYSc1xi+FtGt8JnzHC+0u2Wt",
+	"bvGOvgeB85p75y5iXMOMiQX4t2sbPoo6M3bNZ9bBfnhqaTXjwv3ZHEbYBjE7VZfVjd+htnT5Vgzht29k",
+	"i6yp6qLi6oF/qEad441+blh6DYRF3dAt3LotNO3mhP9t8/PrKdOUfN7gN9DJd8qMDte75D/acXMQa6dE",
+	"WgPu+YiJVmg/qdbAlrVWfSiCMs6Op3LCRXeLEM9aiFAkrRA1krHdVMtm+BWOeMZRmD6wWl0eSAUMco1q",
+	"vUe98YhGVphm/WEbi9NSfoWqsS6s7gm5uxWYKTPARpdCzlNM6PpPDlJhzVvSWysGeyV19/Ds0b/1nh0/",
+	"ffzi6PnJ2V+f/fD0tNd4PxyPwwVxLcAE6QQNcOPK68wUFy61lMoJOPbZHuy7OmOVY9e9sZIE5dk20HGn",
+	"iu3cJ/Z2oNdQJN7T29EJUZiKa7nTE26jeI7ASDh99OjhKYymTLGRQaW7oSy2OVJe0ySt+qolxXG2RkfB",
+	"3ho3Yf8OGiyY97VKrEKp9RW2W9YCtGqhba9x96cOwmGa8PArDqdSXm6Vrt+o0nKV1g8/NSbT/cND/0l3",
+	"JGeHEzlnG09jV4oCDGvg3o1YByTtRKT9Zq3iXBJmSV4XmbWqCjKFY36NZfFP7APp8RPAWWYWJIZUGg4z",
+	"ZEL7C6WF5HYmTONIYUNY58xAikwbODqF4cKgfgKaT4qNvIFaNEZ4PA+tVNBbVrKAE0utZiLvyGn+JKv0",
+	"cKfMFTeLc8sNjgZDpvnoLHf1EMQldMm2n5YbWpBcOwD3GbD6oSx4FB7SZRmfjx1REcugU48dDTqwN1wU",
+	"SUup4IeDQosPRLUEcZ/qjxJFBcZmijOQV6io/qw7EAPxgujw7+dv/g5M6DmqyHUolKmkCLgGJopWhf5A",
+	"xJ8HxMaDTh8Gea/3cFSpZ6MPMIJBYHF6qvPn738MOvZTy+72oz9//+Mm7sIbETaM7TcxcD0Q1gpBLlLU",
+	"uihgm2KawR5zCT8XH6QXwV4rXF0bVbPt07nO0hRQJJnkFod4PcLMZXqnVOcBmZJD1CAQE1eM99SSDFhu",
+	"poVLNxAalcUW1yHd5uo1RwoTFIazVMNefHBA5D6w78ZwCPHZ27cXT8/OXz+7OPvl/avYAnQGM66p/ksq",
+	"mCtpqVMsYl1JCyMbmXRRw+5J7yiq4nHQ+UXYbaTi/8Rk0IkKdFqM3cR0dJcIAJ5oYArrHUh9cIb/BFI0",
+	"1uRHRc1B3I0jiC9iC2F8EEcDQWeuFKm6V6io0L7jSkntDU5oUoO+8een1++dGTMkj8Tcf/7+f0rWnuWp",
+	"4aFi8N2L8/ehIK4Tda5QaScUve5RtxeSeizj1oJ2e92HrulpStJ36AXC/nvi9I9VkMQdrxNy3LV57p9Z",
+	"aiI67vW2aCHarvGnIffT0P3zwus8+2wEUiXWNbeE4UnXHvSkd9S2UQG56zFy2iifzZha+FMG3WC1Dpvo",
+	"suZedz5Yr0zqBvXsuoyceJM90Kk0XfiVm6nMTTAXFzyJqSaFJ1YUJqG1yOrdOrqrXUu+9Qu1eSqTxe26",
+	"tSpuV8XX2roPq6l56ma1jezY4fsrcsA66r+fulBqyGUTwXtbE/x27GGffvxlzOSQVyTdiSUameomKuTv",
+	"8HNBsRt/98em4vtfhLNylU4nKUrFwMf2Rs11SJXscQMJtxcBZErDWMmZ08vk1z/Q4O/lXsL3I3Aba+BG",
+	"Fy1LY54SiyegcCa9HXScThqszsLPaYUKC9+TyqhXyrfwi8eRFToq9/sCLji5xdOPeg+/jGcc0gqeadFB",
+	"jRr6JZr7R/Z20lmTzPvCcg1vL9FsQlq187ilna585LDoTL750CKehxTfrBjMpZI7a/O1dS2DF2kFZ+Tt",
+	"RBAcL6mJtC6UNK4rsAvnI+YdJ/JLyW0o+1Iqhauwd47GuhYa/vxf/xvq4TXnwP065SkWQHANuUhQwZwt",
+	"IhjnyrU5sjTVoNDkSpS1gb5UzLpSVCboKvCNfXDGuLDL2VvxkxC1sx4epdDYUqqrC2djcqiLMyhpCjzY",
+	"vaKyptzC4kHR/tM5WKGFX6vuJEcNKhfUFwS50CMmhO/Q8cI+sUgdstGlddTq3Ur2JANR31I7grGxQj3t",
+	"wknvscV0ob0pVGkd+FQhSxZlYVWT7gs1gfcoics1ji2iWNRjBlqGis/vyGreQV/+SFFiKO9wFeF38nl/",
+	"on8Y4iFfvHybN3mmqxfYsVTWZ6zcTOu9ceNao5oLC3YH4k1FTfSXNEOhLJxqqQUUudAGWUISKQYCfcW8",
+	"k9MuvC92mrEFDBEm/ApFaMMfysTFQpzoxvRkPBCfcuuxF1jowrOtFGGbaD1zlF5C/Cr3t81b4GPaZAX0",
+	"YgIDwbs6guELRi58uIP37iPA9S22dt5XiugbPfevrJFqLQktOqnGvUWjRL0f4/839VQ9c4OOWqNoZG7u",
+	"RclsuEK0XBmgfmMIQRLtw2NttwanN0jQtWELHYGzoqTbrIUfCJcuJrsb4kYBrimzSiGs+AQe9R66Zwpo",
+	"rfWXBoY4EArZaGo9AQk5HdHqlb1K56614la3wSVmZr9Fx8j8O/OmgbrkyO2g6Fdu7v0Ws0MhsUx+i6vx",
+	"oULvzN2LaDxLpcaqZDzQ1bIwcuTdnxrYhHHhzChxPfWfWw+VeC0iDvcq3ZOQgR84Mme6GDrSyPgDUef8",
+	"Jl59FzDxfbFrBEKWVwAx+a6YtcZ+BQJvxYBlj2bj7Y+0HZshJHKUz1AYShq9fPEemlaLVwOAxW3+3G30",
+	"nZD1gS6a7b/N5b4AYFe3/HmZzW0Lxj13yTd7I9WGpynMGadwv5V9bih5UKkfbA+ThaTot46W+TPvKFy2",
+	"JI0zeYVVcs8LpAR6hxx2GQlrPcIDymuSxqa3rDdiUD3x0Qrnp4wUmjUSuAOqLKfe19PlG8reWmLcxQ7n",
+	"ZsMMQLcPydLbN+fvnYMX5yqNrWqlvCsZYZ+aTFDpgYj/8+ClnLMDauyPnRdoL2j7EYSvvPAu/LeOS3jy",
+	"BBJM8gxhuBgIbqIiw04xoJCMl2LkE8NhuXM+EczkCvsDYf7mcrq54NehvNsnda+O/HdTvIZXP509Ozh/",
+	"dXb86HTPcWMEBv4Cg0530IG/0M10370YdwfC1zT7bG9EMTiZGw17Rz3Q+xGc9H6I4OT4MQH26PqakKbQ",
+	"KO7zrgOB144inKUUIpPjMWmrPLNoPT6Bqczt2ly49BpN23C0eAI0Gm0gXJrblUZ7p8UXIUBFI1pd6Cbu",
+	"WCdvKK/tLSPh+jICLQeCgUKKvNn/5j7/POtC7Ogde4GlXkhLOdij/FofWJo2+u5v8wax/cL7d6gLCSam",
+	"W5abdBWOkF+52u5QtNFhB6kUkwPFRCJnB/5jX4DRXk+x9Y1+qY7lpl544Ue9fSdKKiJOk7mpKdl7v9Z/",
+	"oZo731rNWT+hrBdqtD+/Wj0Un41GmJk+Ffy5Nw6c3+81TYJjlqdmPwIG51QecXBudQ/pKj0Q7uE+2Ots",
+	"UEuu2Yl8SZ6EkhGeeN0QeakJX1h58V+5gDcVhhTfBm33wKnPYhGrNRjEfatGlRkiMzGM5GxWhYCqjgbi",
+	"6FHRtgLvpRfh4prjfZ7K1SminjJSFjSYkSf2vu4EiU71I9PGaeuD189j2BsqOdeo9AOHlnOZqxFSlHDf",
+	"hRkHIv7vbmad/f6CJ3+L+1AcLfR7OwXIkjKMkcpJBGykpNYD4asmgirSXTijHL1ME4p9umQMlSRfImYa",
+	"9qyqFJdCzoXVl2bKy1X2QyaBQg7+pufqPmL3Z3fCstgB6KKsbpZUmqA2A+FIfYmZ6cIZQe1gMDCmLI2R",
+	"EsZMwRCnXFAdQTW14QgddCmVRDyxPqjzd3Qq59V7LRW3uUmXbiPtUkY1Bl7WGJZFaPIPyHFhlonkfkbQ",
+	"QOx55oaeZW8DM6kNxCmfcWuFw5dHvd7+E2D6snKJHgi3yN/KyUCuGIdq8fpF4Z0fSGh53n/ivPPqJ2Gm",
+	"3EDsxW7iAIlIMXIgDm5giG7vl+9WckV78UeexNFA+Gh2BHHRhUF/+BmLceX1hmxT+KoybA72YoXMotS+",
+	"umxZYudYhI+t3NFRqIgkHk2Zsf+1HB3+ezFbha6oW6U/FhnSSaxSok0rHNlkTV+ieRFmNa2Ntr8RKc1d",
+	"1QVrPQi8sacwQ2bYMEVfgpyllDlx7XRN8fbakMvCON2iitIsKDZPoy9vojXAGirxrIL4xHI31XuCn+3G",
+	"KQ0oTbRa/hnBjJnRFDUwGLMZTxdbntAPAruHw71zSriifZxwUqchT1xEapRyog3pFR881WiWFXBbPqSm",
+	"cWvHWJkEtr5h8ZbAF/A4D78EqAZ2DaAVdF4fTORB5TV66/XzV27FVZDoamHVXT8wtAv2JRrY0N5V/TQp",
+	"bEOWG2/2FZFUgSjo1rKNNAgdlSce9Xq9CKr6tpWiVjfXgCwaT2mREsSm6R4f7jNisTID7sa3aNe8qnpS",
+	"znpHJ8femPZhWakPhPOEPg86PBnQzMABnYpKQ1eepvLQoJLokaKWjr6zOpY+Pu4dnx4cHR/0jt4f9fo9",
+	"+///qBaXfh50PvoV1k/BppfI3Kw87L4KKp6+pu4/97m3RfSxn8086NzckGpvFYpmR97hNXIdJnV7f++O",
+	"/BcnE86d1qD5sRMrm0rmkynNhYZi6mCjUz8tpvE1OvVv82HKR1047vVgTiU1lA1TcoTaOsXqCrWrBm8y",
+	"on4o3j2KydKIv7bUq4eXCln4VRiX78vxO/3fPtTLYa9Q2MepyLuCOL3QBmcecTM0io/ar0M+Q2idUZo1",
+	"HbnOUPrAuWVuHG9uRnKGkasi93d2ekjJ3Ljxn+Wg1xUM/+Sh2Ihi0hxZyvgScjfKhN8h1Au8VdJCj7l2",
+	"08+cUr9b/XFlzVlxnkak+1ru7oLN0tai7Zdo3mQozt6+vh3nhUVvqTD8XmXOwyVdqfJ/zjQMc54auoLd",
+	"DUvvrbELm7QhiPLL/9xKnGUxEsxIhS7G6OrYqNTVfmrdQJ+E0zC1184hTvIiFW3VgZ7mVIkHiZyLFl/6",
+	"nQXq22qBd0Xe3Sg2HvNR90v0bYvCeEcjFjdqDD967XBUn+vWyMMNY7fuEX9rhos14PJNfV7ITpNiz2Qu",
+	"aiPYXCCi+mszTvSqRAiD+2tU8D+JQJn0xnT4cyUz3TIipWVT2KNUdpwomblOJHsV2vfhDjcvRTcORInr",
+	"w1TiblFpUs77QaoZcVHwMeNprtDLql/NFxNxRfOCXFzBh7n7kGsEThNaDWoDUzmHhcwVkDvrOA9G0l4L",
+	"ydGXuWET1E0S3TR15i7NGjSfxt0Zl0fKPNo6SNwE1I4jxeuGzrTYDndDsVaCtsXk+40VP1XILpe4PnCj",
+	"FJDlKpMaN4odefe6XeqKlqLKNstNjV14neAsk8aPwGpWnbTQ28qvSH29YsTaQBI/heS2nFqbkfJtOLU+",
+	"iqbtPrT8M17fL4sWrUclzKGEdRumPPxM/73Z2BVYzMTbSXNg+3zIFoqVP0IVbIfvh/JWq07HnVCGOgxX",
+	"6PJALw21ayTUbTPsftzRh80EPvz8cUPDmUVnSJNopDQt126mrKtRXaoQbdVGrsDju2sLc6WimHyTWpca",
+	"7R0itxPdL+SI6BZDRBt+kPDj1j+weNu5o+tY1cJ38GUtF0EQ2uo931d+5oeKDdhSjToNVAr08RYUE1/f",
+	"pUPPRRvLhwGpd7G+7uCVwam3tbLLU1q/jaGtjWvdKJQ1kfw+zOwdCk3db08ssRa1mN3RSvsM4VZm+qfw",
+	"7P3TumkiaQvJyz6dcJbI58NhzJXevYWeO4lfIgwURT87Ms96xMR9qju7vg6/20BRzL24mOIXV8b4uSK3",
+	"0DDCTGWQfCOrnVvAb6vubsVd1VGF/6XLdq3LqEGZFd2l4cf37qbHNIrkXrkdRWJtu/uxEln8yKvXPpF1",
+	"Z4sbdiJR990UhYFAMVKLzLibgwuE1X02P6e6GCUJe6xwl0MvR7h7TFEh4Mw6Dqs1H/uh/ormYVMLs7us",
+	"DEQxjrthBvZeQ/UIEaWoC9nvFr1aYU4kU0jlmd6TyYXhqevlrgyPBG6eFOOShB9+GGY2MuPDbGFkIxew",
+	"N8WUfnBihjOpFnazxf6a6Nk5iuQunlH5y9PFJD35xT2TDVNHv41yqY2QbFAu5/idxR+izqMvtbg/scuG",
+	"WIUrFSzGwbcrExTJYWWGXLMWOK/KfnFVDT+2yGZuflD8nwdORg5eJ7HrWXSVJr7ZeSDoF5TsdZfi237U",
+	"FI2qr6j6YjQAnFC2GIUfxyIQE0wGYpibMMcqgpPeSejxDjWFQauo5Ym0YQqBkGYgKu2aUWPfpHsQikKG",
+	"LpwtjTOg8svyR1T3QulmKMqWzXWc+/SLAoXqiAbCFY4f9UI9aARDHEvlNzrpPXbDxJZazS2upNVjeVZr",
+	"Pi3eRef/Fb8JYORAhHZOV39uF1E4Q7ugV2QMEraIgMGgY49fWXjQcQ8MxIyL3KDXtna1sENF5dJEzXJk",
+	"BU64NrQJNwNBUzQimE/5aEqLajlDIENCde8JH4+x2jjrz5xwlqaYNCrEcvLoNs3tVUqSaWutjqpwdUsT",
+	"+7qfsP/wVZXz3XraG4az7lo/NwzAbdDP1Ug9Os+hZLL/h73Au5TmOH1OGrhBqVs34MPNUna5Nhfytw83",
+	"1GyhrpqFonS5KP1HFXGjKSdHtGzB6B8epnLE0qnUpv+w1+uR7+jBaK5docZ1HVQFV6VSCDUB3eXaVd0Q",
+	"ZbMXBhoEFES3PnqyGheorOdGBKyudu6rU8ONufIK4XL1jVfViY1RqDDxx6qUVFRXcmn7prMUBVV9d1sO",
+	"rmgil3Wqdk6ls+cuTWtd1GggKH5MxepsmGJDG0RRhMagqHqkijTNJ8JaUt+pobvghgIWjRJzxY1BSlAz",
+	"SHJFG6RyAnuXmJmixYn6u0IrRrA7TCysleLWEKSJde7DkEaPFl841lJZzAXEIdAZfmbOdyU0pPJ86jDM",
+	"KNE05HLZF7LXLV27c0V+bEY9nhRBSgkG1wRA4eX6TcEZPD2Vc0c1boqgRhdeVwG3LkBMQ5I0ViaAeqt7",
+	"0jupYST4ZDcfbv5vAAAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

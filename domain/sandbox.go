@@ -31,6 +31,15 @@ type SandboxMessage struct {
 	FromMe bool
 }
 
+// SandboxSent is what a simulated phone's send did: the message id and
+// time, and which linked devices got it now or will at their next login.
+type SandboxSent struct {
+	ID        string
+	Timestamp time.Time
+	Delivered []string // device JIDs online, which acknowledged it
+	Offline   []string // device JIDs that get it when they next log in
+}
+
 // SandboxConnections counts the connections open to the simulated server.
 type SandboxConnections struct {
 	Open     int            // every open websocket

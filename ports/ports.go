@@ -113,6 +113,10 @@ type Sandbox interface {
 	// RemoveDevice unlinks a companion device from the phone; a connected
 	// device is logged out at once.
 	RemoveDevice(ctx context.Context, phone, jid string) error
+	// SendFromPhone makes phone send a text to another account (a phone
+	// number or user JID): encrypted to every linked device of the
+	// recipient, and as a from-me copy to the sender's other linked devices.
+	SendFromPhone(ctx context.Context, phone, to, text string) (domain.SandboxSent, error)
 	// Messages lists what phone received, oldest first.
 	Messages(ctx context.Context, phone string) ([]domain.SandboxMessage, error)
 	// Connections counts the connections open to the simulated server.

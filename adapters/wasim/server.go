@@ -53,6 +53,12 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the server started
 
+	// Messages the phones send (send.go): receipts awaited, and messages
+	// held for devices that are offline.
+	receipts  receiptWaiters
+	offlineMu sync.Mutex
+	offline   map[string][]waBinary.Node
+
 	mu          sync.Mutex
 	closed      bool
 	conns       map[*conn]struct{}

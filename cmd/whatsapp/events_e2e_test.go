@@ -326,3 +326,69 @@ func TestEventsBadInput(t *testing.T) {
 		t.Fatalf("second DELETE webhook: %d", code)
 	}
 }
+
+func TestPhoneMessageArrivesAsMessageReceived(t *testing.T) {
+	t.Parallel()
+	rcv := newReceiver(t, hookSecret)
+	tg := startGateway(t, t.TempDir(), withWebhook(rcv.srv.URL))
+	tg.createPhone(alice, "Alice")
+	tg.createPhone(bob, "Bob")
+	st := tg.openStream("/events?type=message.")
+	dev := tg.pairByQR("inbox", alice)
+
+	// Bob writes to Alice: her linked device decrypts it.
+	code, env := tg.do("POST", "/sandbox/phones/"+bob+"/send", `{"to":"`+alice+`","message":"Hi Alice"}`)
+	var sent api.SandboxSent
+	if err := json.Unmarshal(env.Data, &sent); code != 200 || err != nil || !slices.Contains(sent.Delivered, *dev.Jid) {
+		t.Fatalf("phone send: %d %s", code, env.raw)
+	}
+	ev := st.expect("message.received")[0]
+	if ev.DeviceID != "inbox" || ev.field("id") != sent.MessageID || ev.field("text") != "Hi Alice" || ev.field("type") != "text" ||
+		ev.field("from") != bob+"@s.whatsapp.net" || ev.field("chat") != bob+"@s.whatsapp.net" || ev.field("from_me") != "false" || ev.field("push_name") != "Bob" {
+		t.Errorf("message.received %s", ev.Data)
+	}
+	// A second message uses the session the first one started.
+	if code, env := tg.do("POST", "/sandbox/phones/"+bob+"/send", `{"to":"`+alice+`@s.whatsapp.net","message":"again"}`); code != 200 {
+		t.Fatalf("second phone send: %d %s", code, env.raw)
+	}
+	if ev := st.expect("message.received")[0]; ev.field("text") != "again" {
+		t.Errorf("second message %s", ev.Data)
+	}
+	// Alice's phone writes to Bob: her linked device sees it as from_me.
+	if code, env := tg.do("POST", "/sandbox/phones/"+alice+"/send", `{"to":"`+bob+`","message":"from my phone"}`); code != 200 {
+		t.Fatalf("own phone send: %d %s", code, env.raw)
+	}
+	if ev := st.expect("message.received")[0]; ev.field("from_me") != "true" || ev.field("chat") != bob+"@s.whatsapp.net" || ev.field("text") != "from my phone" {
+		t.Errorf("from_me copy %s", ev.Data)
+	}
+	rcv.waitFor("inbox", "message.received", "message.received", "message.received")
+
+	// A device that is offline gets it when it comes back.
+	if code, _ := tg.do("POST", "/sandbox/network", `{"drop":true,"refuse_seconds":2}`); code != 200 {
+		t.Fatal("network fault")
+	}
+	eventually(t, 10*time.Second, func() bool {
+		return tg.status("inbox").State != api.Connected
+	}, "device offline")
+	code, env = tg.do("POST", "/sandbox/phones/"+bob+"/send", `{"to":"`+alice+`","message":"while away"}`)
+	sent = api.SandboxSent{}
+	if err := json.Unmarshal(env.Data, &sent); code != 200 || err != nil {
+		t.Fatalf("send to offline device: %d %s", code, env.raw)
+	}
+	if !slices.Contains(sent.Offline, *dev.Jid) && !slices.Contains(sent.Delivered, *dev.Jid) {
+		t.Fatalf("send to offline device: %s", env.raw)
+	}
+	t.Logf("while away: offline %v, delivered %v", sent.Offline, sent.Delivered)
+	if ev := st.expect("message.received")[0]; ev.field("text") != "while away" {
+		t.Errorf("offline message %s", ev.Data)
+	}
+
+	for _, bad := range []string{`{"to":"","message":"x"}`, `{"to":"` + alice + `","message":""}`} {
+		if code, env := tg.do("POST", "/sandbox/phones/"+bob+"/send", bad); code != 400 {
+			t.Errorf("bad send %s: %d %s", bad, code, env.raw)
+		}
+	}
+	if code, _ := tg.do("POST", "/sandbox/phones/"+bob+"/send", `{"to":"628999999999","message":"x"}`); code != 404 {
+		t.Errorf("send to nobody: %d", code)
+	}
+}
