@@ -132,6 +132,22 @@ func (s *stream) expect(types ...string) []liveEvent {
 	return got
 }
 
+// getBody returns the body of a GET with the gateway's credentials.
+func (tg *testGateway) getBody(path string) string {
+	tg.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, tg.url+path, nil)
+	if tg.user != "" {
+		req.SetBasicAuth(tg.user, tg.pass)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tg.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 // receiver is a webhook receiver on loopback that verifies each delivery as
 // the README's receivers do.
 type receiver struct {
@@ -258,6 +274,21 @@ func TestEventsStreamWebhookAndResumeAcrossRestart(t *testing.T) {
 	}
 	if err := json.Unmarshal(env.Data, &page); code != 200 || err != nil || len(page.Events) != 2 || page.Events[0].ID != got[0].ID || page.NextAfter != page.Events[1].ID {
 		t.Fatalf("page: %d %s", code, env.raw)
+	}
+
+	// Metrics: events by type, deliveries by outcome (the receiver failed
+	// twice), the outbox and the open streams.
+	metrics := tg.getBody("/metrics")
+	for _, want := range []string{
+		`gowa_events_total{type="device.connected"} 1`,
+		`gowa_webhook_deliveries_total{endpoint="global:` + rcv.srv.URL + `",outcome="retry"} 2`,
+		`gowa_webhook_deliveries_total{endpoint="global:` + rcv.srv.URL + `",outcome="delivered"} 5`,
+		`gowa_webhook_outbox_depth{endpoint="global:` + rcv.srv.URL + `"} 0`,
+		`gowa_event_stream_subscribers 2`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 
 	// Restart: a stream resumed from the pairing event misses nothing.
