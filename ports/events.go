@@ -43,8 +43,8 @@ type Outbox interface {
 	// delivery is waiting for a retry, so that their later ones must wait
 	// too).
 	Pending(ctx context.Context, endpoint string, skip []string, limit int) ([]domain.Delivery, error)
-	// Done removes a delivery that was delivered or given up.
-	Done(ctx context.Context, id int64) error
+	// Done removes deliveries that were delivered or given up.
+	Done(ctx context.Context, ids ...int64) error
 	// Retry records a failed attempt and when to try again.
 	Retry(ctx context.Context, id int64, attempts int, next time.Time) error
 	// Depth returns, per endpoint, how many deliveries are pending and when

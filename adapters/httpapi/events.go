@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gowa-dev/gowa/adapters/httpapi/envelope"
@@ -125,7 +126,7 @@ func (s *server) GetEvents(ctx context.Context, req api.GetEventsRequestObject) 
 	if err != nil {
 		return nil, err
 	}
-	return eventStream{ctx: ctx, sub: sub, heartbeat: s.heartbeat, log: s.log}, nil
+	return eventStream{ctx: ctx, sub: sub, heartbeat: s.heartbeat, log: s.log, frames: &s.frames}, nil
 }
 
 // eventPage is the JSON page: the events as the log holds them, in the
@@ -147,6 +148,7 @@ type eventStream struct {
 	sub       *events.Subscription
 	heartbeat time.Duration
 	log       *slog.Logger
+	frames    *frameCache
 }
 
 // streamWriteTimeout bounds each write to a stream: a client that stops
@@ -176,23 +178,21 @@ func (s eventStream) VisitGetEventsResponse(w http.ResponseWriter) error {
 	}
 	beat := time.NewTicker(s.heartbeat)
 	defer beat.Stop()
+	var buf []byte
 	for {
 		ev, got, err := s.sub.NextOrTick(s.ctx, beat.C)
 		switch {
 		case got:
-			b, merr := json.Marshal(ev)
-			if merr != nil {
-				s.log.Error("encoding an event", "id", ev.ID, "err", merr)
-				continue
+			// Take every event already waiting before one write and one
+			// flush: a busy stream costs a syscall per burst, not per event.
+			buf = append(buf[:0], s.frames.frame(ev)...)
+			for len(buf) < 64<<10 {
+				more, ok, _ := s.sub.NextOrTick(s.ctx, closedTick)
+				if !ok {
+					break
+				}
+				buf = append(buf, s.frames.frame(more)...)
 			}
-			var buf []byte
-			buf = append(buf, "id: "...)
-			buf = strconv.AppendInt(buf, ev.ID, 10)
-			buf = append(buf, "\nevent: "...)
-			buf = append(buf, ev.Type...)
-			buf = append(buf, "\ndata: "...)
-			buf = append(buf, b...)
-			buf = append(buf, "\n\n"...)
 			if err := write(buf); err != nil {
 				return nil // the client left
 			}
@@ -213,6 +213,57 @@ func (s eventStream) VisitGetEventsResponse(w http.ResponseWriter) error {
 			return nil
 		}
 	}
+}
+
+// closedTick makes NextOrTick return at once when no event is waiting.
+var closedTick = func() <-chan time.Time {
+	c := make(chan time.Time)
+	close(c)
+	return c
+}()
+
+// frameCache keeps the Server-Sent Events frames of recent events, so that
+// a thousand streams encode each event once, not a thousand times.
+type frameCache struct {
+	mu     sync.Mutex
+	frames map[int64][]byte
+}
+
+// maxFrames bounds the cache; it is emptied when full.
+const maxFrames = 4096
+
+// frame returns ev as "id: …\nevent: …\ndata: <JSON>\n\n".
+func (c *frameCache) frame(ev domain.LiveEvent) []byte {
+	cacheable := ev.Type != domain.EventStreamGap // a gap's id is made up
+	if cacheable {
+		c.mu.Lock()
+		f, ok := c.frames[ev.ID]
+		c.mu.Unlock()
+		if ok {
+			return f
+		}
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		b = []byte(`{}`)
+	}
+	f := make([]byte, 0, len(b)+64)
+	f = append(f, "id: "...)
+	f = strconv.AppendInt(f, ev.ID, 10)
+	f = append(f, "\nevent: "...)
+	f = append(f, ev.Type...)
+	f = append(f, "\ndata: "...)
+	f = append(f, b...)
+	f = append(f, "\n\n"...)
+	if cacheable {
+		c.mu.Lock()
+		if c.frames == nil || len(c.frames) >= maxFrames {
+			c.frames = make(map[int64][]byte, maxFrames)
+		}
+		c.frames[ev.ID] = f
+		c.mu.Unlock()
+	}
+	return f
 }
 
 func (s *server) GetDeviceWebhook(ctx context.Context, req api.GetDeviceWebhookRequestObject) (api.GetDeviceWebhookResponseObject, error) {

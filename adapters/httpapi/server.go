@@ -144,6 +144,7 @@ type server struct {
 	log     *slog.Logger
 
 	heartbeat time.Duration
+	frames    frameCache
 }
 
 var _ api.StrictServerInterface = (*server)(nil)

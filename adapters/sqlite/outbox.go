@@ -52,8 +52,16 @@ func (e *Events) Pending(ctx context.Context, endpoint string, skip []string, li
 }
 
 // Done implements ports.Outbox.
-func (e *Events) Done(ctx context.Context, id int64) error {
-	if _, err := e.db.ExecContext(ctx, `DELETE FROM outbox WHERE id = ?`, id); err != nil {
+func (e *Events) Done(ctx context.Context, ids ...int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	q := `DELETE FROM outbox WHERE id IN (?` + strings.Repeat(`, ?`, len(ids)-1) + `)`
+	if _, err := e.db.ExecContext(ctx, q, args...); err != nil {
 		return fmt.Errorf("outbox done: %w", err)
 	}
 	return nil

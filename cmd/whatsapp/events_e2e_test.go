@@ -414,6 +414,15 @@ func TestPhoneMessageArrivesAsMessageReceived(t *testing.T) {
 		t.Errorf("offline message %s", ev.Data)
 	}
 
+	// The phone removes the device: device.logged_out (removed_on_phone).
+	if rm, err := tg.client.SandboxRemoveDeviceWithResponse(context.Background(), alice, *dev.Jid); err != nil || rm.StatusCode() != 200 {
+		t.Fatalf("remove device: %v", err)
+	}
+	devEvents := tg.openStream("/events?type=device.logged_out", "Last-Event-ID", strconv.FormatInt(ev.ID, 10))
+	if lo := devEvents.expect("device.logged_out")[0]; lo.DeviceID != "inbox" || lo.field("reason") != "removed_on_phone" {
+		t.Errorf("removal on the phone: %+v %s", lo, lo.Data)
+	}
+
 	for _, bad := range []string{`{"to":"","message":"x"}`, `{"to":"` + alice + `","message":""}`} {
 		if code, env := tg.do("POST", "/sandbox/phones/"+bob+"/send", bad); code != 400 {
 			t.Errorf("bad send %s: %d %s", bad, code, env.raw)

@@ -107,10 +107,10 @@ func (m *memStore) Pending(ctx context.Context, endpoint string, skip []string, 
 	return out, nil
 }
 
-func (m *memStore) Done(ctx context.Context, id int64) error {
+func (m *memStore) Done(ctx context.Context, ids ...int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.outbox = slices.DeleteFunc(m.outbox, func(d domain.Delivery) bool { return d.ID == id })
+	m.outbox = slices.DeleteFunc(m.outbox, func(d domain.Delivery) bool { return slices.Contains(ids, d.ID) })
 	return nil
 }
 

@@ -135,6 +135,9 @@ func EventStoreSuite(t *testing.T, open func(t *testing.T) EventStore, reopen fu
 		if err := s.Done(ctx, pend[1].ID); err != nil {
 			t.Fatal(err)
 		}
+		if err := s.Done(ctx); err != nil {
+			t.Fatal(err)
+		}
 		pend, _ = s.Pending(ctx, "global", nil, 10)
 		if len(pend) != 2 || pend[0].Attempts != 1 || !pend[0].NextAt.Equal(next) || pend[1].EventID != got[2].ID {
 			t.Fatalf("after retry and done: %+v", pend)
