@@ -154,8 +154,13 @@ type GapEventData struct {
 
 // IncomingMessage is a message a linked device received (or sent from
 // another of the account's devices, FromMe), as the WhatsApp adapter reports
-// it.
-type IncomingMessage struct{ Message MessageEventData }
+// it. Done, when set, is called once the message.received event is durable
+// (or was dropped), so that the adapter acknowledges the message to
+// WhatsApp only then: an acknowledged message is never sent again.
+type IncomingMessage struct {
+	Message MessageEventData
+	Done    func()
+}
 
 func (IncomingMessage) event() {}
 

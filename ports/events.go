@@ -15,6 +15,10 @@ import (
 // (one of the domain.*EventData types).
 type Events interface {
 	Emit(deviceID string, typ domain.EventType, data any)
+	// Sync returns once every event emitted before the call is written to
+	// the log, so that an answer that follows events never precedes them
+	// on disk.
+	Sync(ctx context.Context) error
 }
 
 // EventLog is the durable log every live event is written to before anyone

@@ -53,7 +53,7 @@ func (c *Client) handle(evt any) {
 		c.emit(domain.PushNameChanged{PushName: name})
 	case *events.Message:
 		if msg, ok := incoming(e); ok {
-			c.emit(msg)
+			c.emitDurably(msg)
 		} else {
 			c.log.Debug("protocol message not told as an event", "id", e.Info.ID)
 		}

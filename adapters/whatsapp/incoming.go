@@ -1,6 +1,9 @@
 package whatsapp
 
 import (
+	"sync"
+	"time"
+
 	"go.mau.fi/whatsmeow/proto/waE2E"
 	"go.mau.fi/whatsmeow/types/events"
 
@@ -80,4 +83,28 @@ func messageKind(m *waE2E.Message) (kind, text string) {
 		return "", "" // a group's key share with nothing else in it
 	}
 	return "unknown", ""
+}
+
+// ackWait bounds how long an incoming message's acknowledgement waits for
+// its event to be written.
+const ackWait = 10 * time.Second
+
+// emitDurably tells the device of an incoming message and waits until its
+// event is in the event log: whatsmeow acknowledges the message to WhatsApp
+// when this handler returns, and WhatsApp never sends an acknowledged
+// message again, so a crash in between must not lose it. The wait ends
+// early when the session closes (the message is then not acknowledged, and
+// WhatsApp sends it again at the next connection).
+func (c *Client) emitDurably(msg domain.IncomingMessage) {
+	done := make(chan struct{})
+	msg.Done = sync.OnceFunc(func() { close(done) })
+	c.emit(msg)
+	t := time.NewTimer(ackWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-c.ctx.Done():
+	case <-t.C:
+		c.log.Warn("incoming message acknowledged before its event was written", "id", msg.Message.ID)
+	}
 }

@@ -109,7 +109,7 @@ func checkLayout(t *testing.T, root string, pairing ...string) (sessions []strin
 				t.Errorf("left half-made: %s/%s", name, i.Name())
 			}
 		case name == ".wasim":
-		case strings.HasPrefix(name, "registry.db"):
+		case strings.HasPrefix(name, "registry.db"), strings.HasPrefix(name, "events.db"):
 		case e.IsDir() && jidFolder.MatchString(name):
 			if _, err := os.Stat(filepath.Join(root, name, "session.db")); err != nil {
 				t.Errorf("session folder %s without a session.db: %v", name, err)

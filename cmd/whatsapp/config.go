@@ -29,6 +29,8 @@ type Config struct {
 	WebhookSecretFile string        `envconfig:"WEBHOOK_SECRET_FILE"`
 	EventsRetention   time.Duration `envconfig:"EVENTS_RETENTION" default:"24h"`
 	EventsMax         int           `envconfig:"EVENTS_MAX" default:"1000000"`
+	WebhookTimeout    time.Duration `envconfig:"WEBHOOK_TIMEOUT" default:"10s"`
+	WebhookRetryMax   time.Duration `envconfig:"WEBHOOK_RETRY_MAX" default:"10m"`
 }
 
 // Default storage folders: the sandbox keeps its simulated sessions apart
@@ -68,6 +70,8 @@ func loadConfig(cmd string, args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.WebhookSecretFile, "webhook-secret-file", cfg.WebhookSecretFile, "file holding the webhook secret, instead of --webhook-secret (APP_WEBHOOK_SECRET_FILE)")
 	fs.DurationVar(&cfg.EventsRetention, "events-retention", cfg.EventsRetention, "how long the event log keeps events for resuming streams (APP_EVENTS_RETENTION)")
 	fs.IntVar(&cfg.EventsMax, "events-max", cfg.EventsMax, "most events the event log keeps (APP_EVENTS_MAX)")
+	fs.DurationVar(&cfg.WebhookTimeout, "webhook-timeout", cfg.WebhookTimeout, "how long a webhook may take to answer a delivery (APP_WEBHOOK_TIMEOUT)")
+	fs.DurationVar(&cfg.WebhookRetryMax, "webhook-retry-max", cfg.WebhookRetryMax, "longest wait between two tries of a failing delivery (APP_WEBHOOK_RETRY_MAX)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -77,8 +81,8 @@ func loadConfig(cmd string, args []string, stderr io.Writer) (Config, error) {
 	if err := checkWebhooks(&cfg); err != nil {
 		return Config{}, err
 	}
-	if cfg.EventsRetention <= 0 || cfg.EventsMax <= 0 {
-		return Config{}, errors.New("--events-retention and --events-max must be positive")
+	if cfg.EventsRetention <= 0 || cfg.EventsMax <= 0 || cfg.WebhookTimeout <= 0 || cfg.WebhookRetryMax <= 0 {
+		return Config{}, errors.New("--events-retention, --events-max, --webhook-timeout and --webhook-retry-max must be positive")
 	}
 	if cfg.Port < 0 || cfg.Port > 65535 {
 		return Config{}, errors.New("port must be between 1 and 65535 (0 picks a free one)")

@@ -119,7 +119,8 @@ func openGateway(ctx context.Context, cfg Config, sandbox bool, logOut io.Writer
 	}
 	g.events = events.New(events.Config{
 		Store:          g.eventDB,
-		Sender:         webhook.New(webhook.Options{}),
+		Sender:         webhook.New(webhook.Options{Timeout: cfg.WebhookTimeout}),
+		RetryMax:       cfg.WebhookRetryMax,
 		Logger:         log.With("component", "events"),
 		Global:         global,
 		Retention:      cfg.EventsRetention,

@@ -1,6 +1,10 @@
 package device
 
-import "github.com/gowa-dev/gowa/domain"
+import (
+	"context"
+
+	"github.com/gowa-dev/gowa/domain"
+)
 
 // The seam to the live events: the service tells Config.Events of each
 // transition by calling these where today's code changes a device's state.
@@ -11,6 +15,17 @@ import "github.com/gowa-dev/gowa/domain"
 func (d *device) emit(typ domain.EventType, data any) {
 	if ev := d.svc.cfg.Events; ev != nil {
 		ev.Emit(d.id, typ, data)
+	}
+}
+
+// syncEvents waits until the events emitted so far are in the log, so that
+// an API call answers only once the events it caused are durable. A failure
+// is logged, not returned: the call itself succeeded.
+func (s *Service) syncEvents(ctx context.Context) {
+	if ev := s.cfg.Events; ev != nil {
+		if err := ev.Sync(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("events not yet written when answering", "err", err)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package device
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -12,9 +13,10 @@ import (
 
 // recorder is a ports.Events that keeps what it is told.
 type recorder struct {
-	mu  sync.Mutex
-	evs []string // "device type reason-or-detail"
-	raw []string
+	mu     sync.Mutex
+	evs    []string // "device type reason-or-detail"
+	raw    []string
+	synced int // events emitted at the last Sync
 }
 
 func (r *recorder) Emit(deviceID string, typ domain.EventType, data any) {
@@ -27,6 +29,20 @@ func (r *recorder) Emit(deviceID string, typ domain.EventType, data any) {
 	r.evs = append(r.evs, line)
 	r.raw = append(r.raw, string(b))
 	r.mu.Unlock()
+}
+
+// Sync records how many events had been emitted when it was called.
+func (r *recorder) Sync(ctx context.Context) error {
+	r.mu.Lock()
+	r.synced = len(r.evs)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *recorder) syncedCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.synced
 }
 
 func (r *recorder) lines() []string {
@@ -65,10 +81,22 @@ func TestDeviceTransitionsEmitEvents(t *testing.T) {
 	c.emit(domain.Connected{})
 	rec.waitFor(t, "d device.connected")
 
-	c.emit(domain.IncomingMessage{Message: domain.MessageEventData{ID: "M1", Chat: "628222@s.whatsapp.net", Type: "text", Text: "hi"}})
+	acked := make(chan int, 1)
+	c.emit(domain.IncomingMessage{
+		Message: domain.MessageEventData{ID: "M1", Chat: "628222@s.whatsapp.net", Type: "text", Text: "hi"},
+		Done:    func() { acked <- rec.syncedCount() },
+	})
 	rec.waitFor(t, "d device.connected", "d message.received")
+	// The adapter may acknowledge the message only once its event is
+	// synced to the log.
+	if n := <-acked; n != len(rec.lines()) {
+		t.Errorf("message acknowledged with %d of %d events synced", n, len(rec.lines()))
+	}
 	if _, _, err := h.svc.Send(t.Context(), "d", "628222333444", "hello"); err != nil {
 		t.Fatal(err)
+	}
+	if n := rec.syncedCount(); n != len(rec.lines()) {
+		t.Errorf("Send answered with %d of %d events synced", n, len(rec.lines()))
 	}
 	rec.waitFor(t, "d message.received", "d message.sent")
 

@@ -26,6 +26,7 @@ type PairingCode struct {
 // returns the current code and never opens another connection. A device
 // that is logged in gets ECONFLICT.
 func (s *Service) LoginQR(ctx context.Context, id string) (QR, error) {
+	defer s.syncEvents(ctx)
 	d, _, err := s.getOrCreate(ctx, id)
 	if err != nil {
 		return QR{}, err
@@ -49,6 +50,7 @@ func (s *Service) LoginQR(ctx context.Context, id string) (QR, error) {
 // creating the slot if needed. A repeated call for the same phone while the
 // code is valid returns the same code; a QR pairing under way is reused.
 func (s *Service) LoginCode(ctx context.Context, id, phone string) (PairingCode, error) {
+	defer s.syncEvents(ctx)
 	digits, err := domain.NormalizePhone(phone)
 	if err != nil {
 		return PairingCode{}, err

@@ -56,6 +56,7 @@ func (s *Service) Send(ctx context.Context, id, to, text string) (domain.SentMes
 	d.emit(domain.EventMessageSent, domain.MessageEventData{
 		ID: msg.ID, Chat: jid, From: domain.PhoneOfJID(v.jid) + "@s.whatsapp.net", FromMe: true, Timestamp: msg.Timestamp, Type: "text", Text: text,
 	})
+	s.syncEvents(ctx)
 	return msg, d.id, nil
 }
 

@@ -149,6 +149,7 @@ func (s *Service) Get(ctx context.Context, id string) (domain.Status, error) {
 
 // Create creates an empty device slot. An empty id gets a generated one.
 func (s *Service) Create(ctx context.Context, id string) (domain.Status, error) {
+	defer s.syncEvents(ctx)
 	if id == "" {
 		id = "device-" + randomHex(4)
 	}
@@ -170,6 +171,7 @@ func (s *Service) Create(ctx context.Context, id string) (domain.Status, error) 
 // is still deleted here, and the returned warning says the phone may still
 // list it.
 func (s *Service) Delete(ctx context.Context, id string) (warning string, err error) {
+	defer s.syncEvents(ctx)
 	d, err := s.acquire(id)
 	if err != nil {
 		return "", err

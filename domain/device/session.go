@@ -14,6 +14,7 @@ import (
 // ECONFLICT; when WhatsApp cannot be reached the session is kept and the
 // error is EUNAVAILABLE.
 func (s *Service) Logout(ctx context.Context, id string) (domain.Status, error) {
+	defer s.syncEvents(ctx)
 	d, err := s.acquire(id)
 	if err != nil {
 		return domain.Status{}, err
@@ -38,6 +39,7 @@ func (s *Service) Logout(ctx context.Context, id string) (domain.Status, error) 
 // Reconnect closes the device's connection and connects again with its
 // stored session.
 func (s *Service) Reconnect(ctx context.Context, id string) (domain.Status, error) {
+	defer s.syncEvents(ctx)
 	d, err := s.acquire(id)
 	if err != nil {
 		return domain.Status{}, err
@@ -195,6 +197,9 @@ func (d *device) ifCurrent(gen uint64, fn func()) {
 }
 
 func (d *device) handle(gen uint64, ev domain.Event) {
+	if m, ok := ev.(domain.IncomingMessage); ok && m.Done != nil {
+		defer m.Done()
+	}
 	if d.currentGen() != gen {
 		return // from a client that has been closed since
 	}
@@ -273,6 +278,9 @@ func (d *device) handle(gen uint64, ev domain.Event) {
 		})
 	case domain.IncomingMessage:
 		d.emit(domain.EventMessageReceived, ev.Message)
+		if ev.Done != nil {
+			d.svc.syncEvents(d.ctx)
+		}
 	case domain.PushNameChanged:
 		d.ifCurrent(gen, func() {
 			d.identity.PushName = ev.PushName

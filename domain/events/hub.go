@@ -101,6 +101,9 @@ type Hub struct {
 	queue   []domain.LiveEvent // emitted, not yet written
 	qsignal chan struct{}
 	qclosed bool
+	emitted uint64        // events queued so far
+	written uint64        // of those, written to the log
+	wrote   chan struct{} // closed and replaced whenever written grows
 	flushed chan struct{} // closed by the writer when it has written all and stopped
 
 	mu     sync.Mutex
@@ -139,6 +142,7 @@ func New(cfg Config) *Hub {
 		ctx:     ctx,
 		cancel:  cancel,
 		qsignal: make(chan struct{}, 1),
+		wrote:   make(chan struct{}),
 		flushed: make(chan struct{}),
 		subs:    map[*Subscription]struct{}{},
 		hooks:   map[string]*endpoint{},
@@ -239,11 +243,42 @@ func (h *Hub) Emit(deviceID string, typ domain.EventType, data any) {
 		return
 	}
 	h.queue = append(h.queue, ev)
+	h.emitted++
 	h.qmu.Unlock()
 	h.signal()
 }
 
 var _ ports.Events = (*Hub)(nil)
+
+// Sync returns once every event emitted before the call is in the log, so
+// that an API call that caused events can answer only once they are
+// durable. It fails when ctx ends or the hub stops first.
+func (h *Hub) Sync(ctx context.Context) error {
+	h.qmu.Lock()
+	target := h.emitted
+	h.qmu.Unlock()
+	for {
+		h.qmu.Lock()
+		done, wrote := h.written >= target, h.wrote
+		h.qmu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-wrote:
+		case <-h.flushed:
+			h.qmu.Lock()
+			done = h.written >= target
+			h.qmu.Unlock()
+			if done {
+				return nil
+			}
+			return ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
 
 func (h *Hub) signal() {
 	select {
@@ -295,6 +330,9 @@ func (h *Hub) writer() {
 		if len(h.queue) == 0 {
 			h.queue = nil
 		}
+		h.written += uint64(n)
+		close(h.wrote)
+		h.wrote = make(chan struct{})
 		h.qmu.Unlock()
 		h.publish(written)
 		for e := range woken {
