@@ -12,6 +12,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -110,7 +111,14 @@ type Hub struct {
 	lastID int64
 	subs   map[*Subscription]struct{}
 	hooks  map[string]*endpoint // by endpoint key
-	closed bool
+	// retiring are the webhooks of deleted devices, draining what they
+	// still have (device.deleted among it) before they go.
+	retiring map[string]*endpoint
+
+	// hookOps serialises changes to the stored webhooks (set, delete, a
+	// retired one's removal), which pair a store write with the maps.
+	hookOps sync.Mutex
+	closed  bool
 
 	started bool
 }
@@ -137,15 +145,16 @@ func New(cfg Config) *Hub {
 	cfg.DeliveryParallelism = cmp.Or(cfg.DeliveryParallelism, 8)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Hub{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		ctx:     ctx,
-		cancel:  cancel,
-		qsignal: make(chan struct{}, 1),
-		wrote:   make(chan struct{}),
-		flushed: make(chan struct{}),
-		subs:    map[*Subscription]struct{}{},
-		hooks:   map[string]*endpoint{},
+		cfg:      cfg,
+		log:      cfg.Logger,
+		ctx:      ctx,
+		cancel:   cancel,
+		qsignal:  make(chan struct{}, 1),
+		wrote:    make(chan struct{}),
+		flushed:  make(chan struct{}),
+		subs:     map[*Subscription]struct{}{},
+		hooks:    map[string]*endpoint{},
+		retiring: map[string]*endpoint{},
 	}
 }
 
@@ -338,6 +347,7 @@ func (h *Hub) writer() {
 		for e := range woken {
 			e.wake()
 		}
+
 	}
 }
 
@@ -355,6 +365,22 @@ func (h *Hub) route(ev domain.LiveEvent, woken map[*endpoint]bool) []string {
 		}
 		keys = append(keys, key)
 		woken[e] = true
+	}
+	if ev.Type == domain.EventDeviceDeleted {
+		// The device's own webhook gets device.deleted and nothing later
+		// (a device created again with the id starts without it). On a
+		// write that is retried, it is already retiring: route it there.
+		key := deviceKey(ev.DeviceID)
+		if e := h.retiring[key]; e != nil && e.hook.Events.Match(ev.Type) && !slices.Contains(keys, key) {
+			keys = append(keys, key)
+			woken[e] = true
+		}
+		if e := h.hooks[key]; e != nil {
+			delete(h.hooks, key)
+			h.retiring[key] = e
+			e.retiring.Store(true)
+			woken[e] = true
+		}
 	}
 	return keys
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gowa-dev/gowa/domain"
@@ -42,9 +43,11 @@ type endpoint struct {
 	label  string // key without the URL's credentials or query, for logs and metrics
 	hook   domain.Webhook
 	wakeCh chan struct{}
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
+	// retiring: its device was deleted; it stops once its outbox is empty.
+	retiring atomic.Bool
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{}
 }
 
 func (h *Hub) newEndpoint(key string, w domain.Webhook) *endpoint {
@@ -105,6 +108,12 @@ func (e *endpoint) run() {
 			continue
 		}
 		if len(pend) == 0 {
+			if e.retiring.Load() && len(blocked) == 0 {
+				if e.finishRetiring() {
+					return
+				}
+				continue
+			}
 			e.idle(blocked)
 			continue
 		}
@@ -256,6 +265,37 @@ func (e *endpoint) sleep(d time.Duration) {
 	}
 }
 
+// finishRetiring removes a retiring webhook whose outbox is empty, and
+// reports whether it did. The stored webhook goes only now, so that a
+// restart before the outbox drained still delivers it.
+func (e *endpoint) finishRetiring() bool {
+	h := e.hub
+	// TryLock: a SetDeviceWebhook holding hookOps may be waiting for this
+	// very dispatcher to stop.
+	if !h.hookOps.TryLock() {
+		e.sleep(50 * time.Millisecond)
+		return false
+	}
+	defer h.hookOps.Unlock()
+	h.mu.Lock()
+	current := h.retiring[e.key] == e
+	h.mu.Unlock()
+	if !current {
+		return true // a new webhook of the same id took over
+	}
+	if err := h.cfg.Store.DeleteWebhook(e.ctx, e.hook.DeviceID); err != nil {
+		h.log.Error("removing a deleted device's webhook", "endpoint", e.label, "err", err)
+		return false
+	}
+	h.mu.Lock()
+	if h.retiring[e.key] == e {
+		delete(h.retiring, e.key)
+	}
+	h.mu.Unlock()
+	h.log.Info("a deleted device's webhook delivered its last events and was removed", "endpoint", e.label)
+	return true
+}
+
 // DeviceWebhook returns device id's webhook, without its secret, and
 // false when it has none.
 func (h *Hub) DeviceWebhook(id string) (domain.Webhook, bool) {
@@ -276,6 +316,8 @@ func (h *Hub) SetDeviceWebhook(ctx context.Context, w domain.Webhook) error {
 	if err := domain.ValidateWebhook(w); err != nil {
 		return err
 	}
+	h.hookOps.Lock()
+	defer h.hookOps.Unlock()
 	if err := h.cfg.Store.PutWebhook(ctx, w); err != nil {
 		return domain.Wrap(domain.EINTERNAL, err, "save the webhook")
 	}
@@ -291,10 +333,17 @@ func (h *Hub) SetDeviceWebhook(ctx context.Context, w domain.Webhook) error {
 	}
 	old := h.hooks[key]
 	h.hooks[key] = e
+	// A webhook still draining for a deleted device of the same id hands
+	// what is left to the new one.
+	draining := h.retiring[key]
+	delete(h.retiring, key)
 	h.wg.Add(1) // before Close can wait
 	h.mu.Unlock()
 	if old != nil {
 		old.stop()
+	}
+	if draining != nil {
+		draining.stop()
 	}
 	go func() {
 		defer h.wg.Done()
@@ -307,6 +356,8 @@ func (h *Hub) SetDeviceWebhook(ctx context.Context, w domain.Webhook) error {
 // DeleteDeviceWebhook removes device id's webhook and drops what was still
 // waiting for it. It reports whether there was one.
 func (h *Hub) DeleteDeviceWebhook(ctx context.Context, id string) (bool, error) {
+	h.hookOps.Lock()
+	defer h.hookOps.Unlock()
 	key := deviceKey(id)
 	h.mu.Lock()
 	old := h.hooks[key]

@@ -198,3 +198,32 @@ func TestWebhookOutboxResumesAfterRestart(t *testing.T) {
 		t.Fatalf("delivered %v after restart", got)
 	}
 }
+
+func TestDeletedDeviceWebhookDeliversItsLastEventsThenGoes(t *testing.T) {
+	t.Parallel()
+	store := newMemStore()
+	snd := &sender{}
+	h, _ := newHub(t, store, func(c *events.Config) { c.Sender = snd })
+	hook := domain.Webhook{DeviceID: "a", URL: "http://a.test/", Secret: secret16}
+	if err := h.SetDeviceWebhook(context.Background(), hook); err != nil {
+		t.Fatal(err)
+	}
+	h.Emit("a", domain.EventDeviceCreated, nil)
+	h.Emit("a", domain.EventDeviceDeleted, nil)
+	h.Emit("a", domain.EventDeviceCreated, nil) // the same id, created again: no webhook
+	waitFor(t, func() bool { return slices.Equal(snd.delivered(hook.URL), []int64{1, 2}) })
+	waitFor(t, func() bool { l, _ := store.ListWebhooks(context.Background()); return len(l) == 0 })
+	if _, ok := h.DeviceWebhook("a"); ok {
+		t.Error("the deleted device's webhook is still listed")
+	}
+	// A new webhook for the new device gets only what comes next.
+	hook2 := domain.Webhook{DeviceID: "a", URL: "http://a2.test/", Secret: secret16}
+	if err := h.SetDeviceWebhook(context.Background(), hook2); err != nil {
+		t.Fatal(err)
+	}
+	h.Emit("a", domain.EventDevicePairing, nil)
+	waitFor(t, func() bool { return slices.Equal(snd.delivered(hook2.URL), []int64{4}) })
+	if got := snd.delivered(hook.URL); !slices.Equal(got, []int64{1, 2}) {
+		t.Errorf("old webhook got %v", got)
+	}
+}
