@@ -161,6 +161,9 @@ func (s eventStream) VisitGetEventsResponse(w http.ResponseWriter) error {
 	// A server-wide write deadline would end every stream after a few
 	// seconds: each write gets its own instead.
 	_ = rc.SetWriteDeadline(time.Time{})
+	// Nor may a read deadline end it: only the client, a cut-off or
+	// shutdown do.
+	_ = rc.SetReadDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")

@@ -34,7 +34,7 @@ func streamServer(t *testing.T, buffer int) (*events.Hub, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: h, WriteTimeout: 300 * time.Millisecond}
+	srv := &http.Server{Handler: h, ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() {
 		hub.CloseStreams()

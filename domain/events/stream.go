@@ -95,6 +95,10 @@ func (h *Hub) resumePoint(ctx context.Context, after int64) (int64, *domain.Live
 		next = last + 1 // everything was pruned
 	}
 	switch {
+	case after == 0:
+		// A reader that has seen nothing yet reads from the oldest kept;
+		// what retention dropped before it came is no gap of its own.
+		return next - 1, nil, nil
 	case after > last:
 		// Not an id of this gateway (another one's, or its storage was
 		// reset): everything kept is news to this reader.
