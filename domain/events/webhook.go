@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -87,7 +86,19 @@ const window = 256
 // endpoints.
 func (e *endpoint) run() {
 	h := e.hub
+	type result struct {
+		dev     string
+		at      time.Time
+		blocked bool
+	}
 	blocked := map[string]time.Time{} // device → when its head is due again
+	inflight := map[string]bool{}     // devices a worker is delivering
+	results := make(chan result, h.cfg.DeliveryParallelism)
+	defer func() {
+		for len(inflight) > 0 {
+			delete(inflight, (<-results).dev)
+		}
+	}()
 	for e.ctx.Err() == nil {
 		now := h.cfg.Clock.Now()
 		var skip []string
@@ -98,56 +109,84 @@ func (e *endpoint) run() {
 				delete(blocked, dev)
 			}
 		}
-		slices.Sort(skip)
-		pend, err := h.cfg.Store.Pending(e.ctx, e.key, skip, window)
-		if err != nil {
-			if e.ctx.Err() == nil {
-				h.log.Error("reading the webhook outbox", "endpoint", e.label, "err", err)
-				e.sleep(time.Second)
-			}
-			continue
+		for dev := range inflight {
+			skip = append(skip, dev)
 		}
-		if len(pend) == 0 {
-			if e.retiring.Load() && len(blocked) == 0 {
+		slices.Sort(skip)
+		idle := len(inflight) == 0
+		if h.cfg.Sender != nil && len(inflight) < h.cfg.DeliveryParallelism {
+			pend, err := h.cfg.Store.Pending(e.ctx, e.key, skip, window)
+			if err != nil {
+				if e.ctx.Err() == nil {
+					h.log.Error("reading the webhook outbox", "endpoint", e.label, "err", err)
+					e.sleep(time.Second)
+				}
+				continue
+			}
+			if len(pend) == 0 && idle && len(blocked) == 0 && e.retiring.Load() {
 				if e.finishRetiring() {
 					return
 				}
 				continue
 			}
+			var order []string
+			groups := map[string][]domain.Delivery{}
+			for _, d := range pend {
+				if _, ok := groups[d.DeviceID]; !ok {
+					order = append(order, d.DeviceID)
+				}
+				groups[d.DeviceID] = append(groups[d.DeviceID], d)
+			}
+			// Each device's deliveries go one at a time, in order, on a
+			// worker of their own; a slow or failing device holds up
+			// neither the others nor this loop.
+			for _, dev := range order {
+				if len(inflight) >= h.cfg.DeliveryParallelism {
+					break
+				}
+				inflight[dev] = true
+				idle = false
+				go func(group []domain.Delivery) {
+					at, ok := e.deliverInOrder(group)
+					results <- result{group[0].DeviceID, at, ok}
+				}(groups[dev])
+			}
+		}
+		if idle {
 			e.idle(blocked)
 			continue
 		}
-		if h.cfg.Sender == nil {
-			e.idle(nil)
-			continue
+		var retry <-chan time.Time
+		var timer *time.Timer
+		if first, ok := earliest(blocked); ok {
+			timer = time.NewTimer(min(max(first.Sub(h.cfg.Clock.Now()), 0), h.cfg.RetryPoll))
+			retry = timer.C
 		}
-		var order []string
-		groups := map[string][]domain.Delivery{}
-		for _, d := range pend {
-			if _, ok := groups[d.DeviceID]; !ok {
-				order = append(order, d.DeviceID)
+		select {
+		case r := <-results:
+			delete(inflight, r.dev)
+			if r.blocked {
+				blocked[r.dev] = r.at
 			}
-			groups[d.DeviceID] = append(groups[d.DeviceID], d)
+		case <-e.wakeCh:
+		case <-retry:
+		case <-e.ctx.Done():
 		}
-		var (
-			mu  sync.Mutex
-			wg  sync.WaitGroup
-			sem = make(chan struct{}, h.cfg.DeliveryParallelism)
-		)
-		for _, dev := range order {
-			sem <- struct{}{}
-			wg.Add(1)
-			go func(group []domain.Delivery) {
-				defer func() { <-sem; wg.Done() }()
-				if at, ok := e.deliverInOrder(group); ok {
-					mu.Lock()
-					blocked[group[0].DeviceID] = at
-					mu.Unlock()
-				}
-			}(groups[dev])
+		if timer != nil {
+			timer.Stop()
 		}
-		wg.Wait()
 	}
+}
+
+// earliest returns the earliest time in m.
+func earliest(m map[string]time.Time) (time.Time, bool) {
+	var first time.Time
+	for _, at := range m {
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+	}
+	return first, !first.IsZero()
 }
 
 // deliverInOrder sends a device's deliveries one by one until one fails,
@@ -236,13 +275,7 @@ func (h *Hub) backoff(n int) time.Duration {
 // idle waits for new deliveries, the earliest retry in blocked, or stop.
 func (e *endpoint) idle(blocked map[string]time.Time) {
 	var wait <-chan time.Time
-	if len(blocked) > 0 {
-		var first time.Time
-		for _, at := range blocked {
-			if first.IsZero() || at.Before(first) {
-				first = at
-			}
-		}
+	if first, ok := earliest(blocked); ok {
 		// Checked at least every RetryPoll, so that a clock that jumps (a
 		// suspended machine, a test's clock) is noticed.
 		t := time.NewTimer(min(max(first.Sub(e.hub.cfg.Clock.Now()), 0), e.hub.cfg.RetryPoll))

@@ -227,3 +227,30 @@ func TestDeletedDeviceWebhookDeliversItsLastEventsThenGoes(t *testing.T) {
 		t.Errorf("old webhook got %v", got)
 	}
 }
+
+func TestSlowDeviceHoldsUpNoOtherDeviceOfTheEndpoint(t *testing.T) {
+	t.Parallel()
+	release, started := make(chan struct{}), make(chan struct{})
+	snd := &sender{}
+	snd.setFail(func(w domain.Webhook, ev domain.LiveEvent) error {
+		if ev.DeviceID == "slow" {
+			close(started)
+			<-release // a receiver that takes its time for this device
+		}
+		return nil
+	})
+	global := domain.Webhook{URL: "http://global.test/", Secret: secret16}
+	h, _ := newHub(t, newMemStore(), func(c *events.Config) {
+		c.Sender = snd
+		c.Global = []domain.Webhook{global}
+	})
+	h.Emit("slow", domain.EventMessageReceived, nil)
+	<-started
+	for range 10 {
+		h.Emit("fast", domain.EventMessageReceived, nil)
+	}
+	// The fast device's ten arrive while the slow one's first still hangs.
+	waitFor(t, func() bool { return len(snd.delivered(global.URL)) == 10 })
+	close(release)
+	waitFor(t, func() bool { return len(snd.delivered(global.URL)) == 11 })
+}
