@@ -312,6 +312,8 @@ func (c *conn) handle(node *waBinary.Node) {
 		c.handleIQ(node)
 	case "message":
 		c.handleMessage(node)
+	case "receipt":
+		c.handleReceipt(node)
 	}
 	// acks, receipts and presences need no answer from this simulator.
 }

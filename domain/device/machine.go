@@ -1,6 +1,7 @@
 package device
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"time"
@@ -58,6 +59,17 @@ type machine struct {
 	// Deleting: the slot is being deleted; Gone: it was, or the service
 	// closed. Neither accepts anything more.
 	Deleting, Gone bool
+
+	// Told is the last device.connected, device.disconnected or
+	// device.logged_out this device emitted, so that every change is told
+	// exactly once (see announce).
+	Told told
+}
+
+// told is an event about a device's connection, as announce emitted it.
+type told struct {
+	Type   domain.EventType
+	Reason domain.Reason
 }
 
 // pairing is a login under way.
@@ -123,6 +135,9 @@ type input interface{ isInput() }
 type (
 	// start: the device was loaded at start-up.
 	start struct{}
+	// created: the slot was just made and recorded in the registry; Op is
+	// answered once device.created is emitted.
+	created struct{ Op uint64 }
 	// cmdLogin: log in by QR code, or by pairing code for Phone.
 	cmdLogin struct {
 		Op     uint64
@@ -202,6 +217,7 @@ type (
 )
 
 func (start) isInput()         {}
+func (created) isInput()       {}
 func (cmdLogin) isInput()      {}
 func (cmdLogout) isInput()     {}
 func (cmdDelete) isInput()     {}
@@ -292,6 +308,18 @@ type (
 	warn struct{ Msg string }
 	// stop ends the owner once the jobs under way are done.
 	stop struct{}
+	// emit tells the live events of Type with Data (one of the
+	// domain.*EventData payloads, nil for device.created and
+	// device.deleted). The owner only queues it (ports.Events.Emit): the
+	// event service writes it to its log before telling anyone.
+	emit struct {
+		Type domain.EventType
+		Data any
+	}
+	// ackWritten calls Done, off the owner, once every event emitted so
+	// far is in the event log: an incoming message is acknowledged to
+	// WhatsApp only then.
+	ackWritten struct{ Done func() }
 )
 
 func (reply) isEffect()        {}
@@ -310,6 +338,8 @@ func (startTimer) isEffect()   {}
 func (observeLogin) isEffect() {}
 func (warn) isEffect()         {}
 func (stop) isEffect()         {}
+func (emit) isEffect()         {}
+func (ackWritten) isEffect()   {}
 
 // step is one transition being computed.
 type step struct {
@@ -329,6 +359,58 @@ func (t *step) set(state domain.State, reason domain.Reason, detail string) {
 	if detail != "" || reason == domain.ReasonNone {
 		t.m.Detail = detail
 	}
+}
+
+// announce emits the event the machine's state tells, if the last one
+// told (Told) was another; transition calls it once the input is applied,
+// so that the states a machine passes through within one step are not
+// told (an unlink that gives up goes back to offline, then offline for a
+// new reason: one event). What each state tells:
+//
+//	connected     device.connected
+//	connecting    device.disconnected (reason) when it was connected;
+//	              else nothing new
+//	offline,      device.disconnected (reason); with no reason, only
+//	disconnected  when it was connected (else nothing new: a new slot, an
+//	              unlink that gave up)
+//	logged_out    device.logged_out (reason)
+//	pairing,      nothing by themselves: a pairing tells each new code
+//	unlinking     (pairingEvent, codeGiven), an unlink its end
+func (t *step) announce() {
+	connected := t.m.Told.Type == domain.EventDeviceConnected
+	var typ domain.EventType
+	switch t.m.State {
+	case domain.StateConnected:
+		typ = domain.EventDeviceConnected
+	case domain.StateConnecting:
+		if !connected {
+			return
+		}
+		typ = domain.EventDeviceDisconnected
+	case domain.StateOffline, domain.StateDisconnected:
+		if t.m.Reason == domain.ReasonNone && !connected {
+			return
+		}
+		typ = domain.EventDeviceDisconnected
+	case domain.StateLoggedOut:
+		typ = domain.EventDeviceLoggedOut
+	default:
+		return
+	}
+	reason := t.m.Reason
+	if typ == domain.EventDeviceConnected {
+		reason = domain.ReasonNone
+	}
+	if (told{typ, reason}) == t.m.Told {
+		return
+	}
+	t.m.Told = told{typ, reason}
+	if typ == domain.EventDeviceConnected {
+		id := t.m.Identity
+		t.do(emit{typ, domain.ConnectedEventData{JID: id.JID, Phone: id.Phone, PushName: id.PushName, Platform: id.Platform}})
+		return
+	}
+	t.do(emit{typ, domain.ReasonEventData{Reason: reason, Detail: t.m.Detail}})
 }
 
 func (t *step) next() uint64 {
@@ -386,9 +468,23 @@ func (t *step) closeCurrent() {
 // file. now stamps Since and expiries.
 func transition(m machine, in input, now time.Time) (machine, []effect) {
 	t := &step{m: m, now: now}
-	if p, ok := in.(ping); ok {
-		t.do(reply{Op: p.Op, AfterJobs: true})
+	switch in := in.(type) {
+	case ping:
+		t.do(reply{Op: in.Op, AfterJobs: true})
 		return t.m, t.effs
+	case created:
+		// Whatever happened to the slot since it was made (a racing
+		// login), it was made.
+		if !t.m.Gone {
+			t.do(emit{Type: domain.EventDeviceCreated})
+		}
+		t.do(reply{Op: in.Op})
+		return t.m, t.effs
+	case clientEvent:
+		if msg, ok := in.Event.(domain.IncomingMessage); ok {
+			t.incoming(in.Gen, msg)
+			return t.m, t.effs
+		}
 	}
 	if t.m.Gone {
 		if op, ok := opOf(in); ok {
@@ -413,6 +509,9 @@ func transition(m machine, in input, now time.Time) (machine, []effect) {
 				}
 			}
 		}
+		if !t.m.Gone {
+			t.announce() // a delete that failed leaves it logged_out
+		}
 		return t.m, t.effs
 	}
 	switch in := in.(type) {
@@ -420,6 +519,7 @@ func transition(m machine, in input, now time.Time) (machine, []effect) {
 		if t.m.JID != "" && t.m.State == domain.StateConnecting {
 			t.connectNew()
 		}
+		// A session found ended at start-up is told by announce below.
 	case cmdLogin:
 		t.login(in)
 	case cmdLogout:
@@ -457,6 +557,7 @@ func transition(m machine, in input, now time.Time) (machine, []effect) {
 	default:
 		panic(fmt.Sprintf("device: unknown input %T", in))
 	}
+	t.announce()
 	return t.m, t.effs
 }
 
@@ -605,6 +706,7 @@ func (t *step) codeGiven(in codeGiven) {
 	}
 	p.Method, p.Code, p.Phone, p.ExpiresAt = domain.PairingCode, in.Code, in.Phone, in.ExpiresAt
 	t.m.Since = t.now // a new code is news to watchers
+	t.do(emit{domain.EventDevicePairing, domain.PairingEventData{Method: domain.PairingCode, ExpiresAt: p.ExpiresAt}})
 	t.answer(reply{Code: p.Code, Expires: p.ExpiresAt}, waitCode)
 }
 
@@ -646,6 +748,7 @@ func (t *step) discarded(in discarded) {
 	t.m.Pair = pairing{}
 	t.m.Gen = 0
 	t.set(domain.StateDisconnected, p.EndReason, p.EndDetail)
+	t.announce() // told even when a waiting login pairs again at once
 	// Those who asked for a logout (a cancel) are done, the logins of the
 	// pairing told why it ended; a login that came while it ended starts
 	// the next one.
@@ -694,6 +797,7 @@ func (t *step) pairingEvent(ev domain.Event) {
 		p.QR = ev.Code
 		if p.Method == domain.PairingQR {
 			p.ExpiresAt = t.now.Add(ev.Timeout)
+			t.do(emit{domain.EventDevicePairing, domain.PairingEventData{Method: domain.PairingQR, ExpiresAt: p.ExpiresAt}})
 		}
 		t.m.Since = t.now
 		t.answer(reply{QR: p.QR, Expires: p.ExpiresAt}, waitQR)
@@ -880,6 +984,20 @@ func (t *step) event(in clientEvent) {
 	}
 }
 
+// incoming tells of a message the client Gen received, when it is the
+// current client, and has it acknowledged once that is written. A stale
+// client's message is acknowledged without being told: that client is
+// closed, so its acknowledgement goes nowhere and WhatsApp sends the
+// message again to the next connection.
+func (t *step) incoming(gen uint64, msg domain.IncomingMessage) {
+	if gen != 0 && gen == t.m.Gen && !t.m.Gone {
+		t.do(emit{domain.EventMessageReceived, msg.Message})
+	}
+	if msg.Done != nil {
+		t.do(ackWritten{msg.Done})
+	}
+}
+
 func (t *step) reconnect(in cmdReconnect) {
 	switch t.m.State {
 	case domain.StateConnecting, domain.StateConnected, domain.StateOffline:
@@ -1052,6 +1170,12 @@ func (t *step) removed(in removed) {
 func (t *step) slotDeleted(in slotDeleted) {
 	u := t.m.Unlink
 	if in.Err == nil {
+		if t.m.JID != "" && t.m.Told.Type != domain.EventDeviceLoggedOut {
+			// Its session ended with it: unlinked, or (with a warning) not.
+			reason := cmp.Or(u.Reason, t.m.Reason, domain.ReasonLogout)
+			t.do(emit{domain.EventDeviceLoggedOut, domain.ReasonEventData{Reason: reason, Detail: u.Warning}})
+		}
+		t.do(emit{Type: domain.EventDeviceDeleted})
 		// stop first: the slot leaves the service before anyone is told.
 		t.m.Gone = true
 		t.do(stop{})
