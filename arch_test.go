@@ -19,7 +19,8 @@ import (
 //   - domain imports only the standard library.
 //   - domain/... (the services) import the standard library, domain,
 //     domain/... and ports: nothing outside the module.
-//   - ports imports only the standard library and domain.
+//   - ports imports only the standard library and domain; its contract
+//     suites (ports/portstest) ports as well.
 //   - api (generated from openapi.yaml) imports nothing of ours.
 //   - adapters/<name>/... import the standard library, third-party code,
 //     domain, ports and their own sub-packages, never another adapter and
@@ -93,20 +94,20 @@ func rule(rel string) func(imp string) string {
 			}
 			return "domain services depend on domain, ports and the standard library only"
 		}
+	case strings.HasPrefix(rel, "ports/"):
+		// ports/portstest: the contract suites every implementation runs.
+		return func(imp string) string {
+			if r, ours := relPath(imp); isStd(imp) || (ours && (r == "domain" || r == "ports")) {
+				return ""
+			}
+			return "the ports' test suites depend on domain, ports and the standard library only"
+		}
 	case rel == "ports":
 		return func(imp string) string {
 			if r, ours := relPath(imp); isStd(imp) || (ours && r == "domain") {
 				return ""
 			}
 			return "ports depend on domain and the standard library only"
-		}
-	case rel == "ports/portstest":
-		// The contract suites every implementation of a port runs.
-		return func(imp string) string {
-			if r, ours := relPath(imp); isStd(imp) || (ours && (r == "domain" || r == "ports")) {
-				return ""
-			}
-			return "port contract suites depend on domain, ports and the standard library only"
 		}
 	case rel == "api" || strings.HasPrefix(rel, "api/"):
 		return func(imp string) string {

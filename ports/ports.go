@@ -11,12 +11,12 @@ import (
 
 // WhatsApp opens WhatsApp sessions.
 type WhatsApp interface {
-	// Open returns a client for the session database at path, creating an
-	// empty, unpaired session there if none exists. The client reports what
+	// Open returns a client for the session named key (see SessionStore),
+	// creating an empty, unpaired session if none exists. The client reports what
 	// happens to it by calling events, from its own goroutines, in order;
 	// events must not block. ctx lives as long as the device: the client's
 	// background work stops when it ends. Open does not connect.
-	Open(ctx context.Context, path string, events func(domain.Event)) (Client, error)
+	Open(ctx context.Context, key string, events func(domain.Event)) (Client, error)
 }
 
 // Client is one WhatsApp session, paired or not. Its methods may be called
@@ -50,32 +50,35 @@ type Client interface {
 	Close() error
 }
 
-// SessionStore keeps the session folders: storages/{jid}/session.db for
-// linked sessions, and temporary folders for pairings in progress.
+// SessionStore keeps the sessions: one per linked JID, and temporary ones
+// for pairings in progress. The domain names a session by a key, never by
+// where it is stored: a linked session's key is its JID, a pairing's is
+// what NewPairing returned. The WhatsApp adapter opens sessions by the same
+// keys (the wiring tells it where they are).
 type SessionStore interface {
-	// NewPairing makes a temporary session folder for device id and returns
-	// the path of its session database (not yet created).
-	NewPairing(deviceID string) (string, error)
-	// Promote moves the paired temporary session at pairingPath to its
-	// permanent place for jid, atomically, and returns the new database
-	// path. An existing session for jid is replaced.
-	Promote(pairingPath, jid string) (string, error)
-	// Discard deletes a temporary session.
-	Discard(pairingPath string) error
-	// Path returns the database path of jid's session.
-	Path(jid string) string
-	// Delete deletes jid's session folder. Deleting a missing one is not an
-	// error.
+	// NewPairing makes a temporary session for device id and returns its
+	// key. The session is empty until the WhatsApp adapter opens it.
+	NewPairing(deviceID string) (key string, err error)
+	// Promote makes the paired temporary session pairingKey the linked
+	// session of jid (key jid), atomically. An existing session for jid is
+	// replaced. The session must be closed. A key NewPairing did not make,
+	// or a pairing that holds no session, is an error; an invalid jid is
+	// EINVALID.
+	Promote(pairingKey, jid string) error
+	// Discard deletes a temporary session; a missing one is not an error.
+	Discard(pairingKey string) error
+	// Delete deletes jid's session. Deleting a missing one is not an
+	// error; an invalid jid is EINVALID.
 	Delete(jid string) error
-	// Sessions lists the linked sessions on disk and the temporary ones left
-	// by pairings that were cut off.
+	// Sessions lists the linked sessions and the temporary ones left by
+	// pairings that were cut off.
 	Sessions() ([]StoredSession, error)
 }
 
-// StoredSession is a session folder found on disk.
+// StoredSession is a session found in the store.
 type StoredSession struct {
 	JID      string // "" for a temporary pairing session
-	Path     string // the session database
+	Key      string // the session's key: its JID once linked
 	DeviceID string // the device it was made for, when known
 }
 

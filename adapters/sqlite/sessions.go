@@ -136,9 +136,27 @@ func (s *Sessions) recover() error {
 	return errors.Join(syncDir(s.root), syncDir(s.trash), syncDir(s.pairing))
 }
 
+// Session keys: the domain names a session by a key, never by a path. A
+// linked session's key is its JID; a pairing's is pairingPrefix and its
+// folder's name. Locate turns a key into the database path, for the
+// WhatsApp adapter (the wiring hands it Locate).
+const pairingPrefix = "pairing:"
+
+// Locate returns the database path of the session named key, or EINVALID
+// for a key this store never makes.
+func (s *Sessions) Locate(key string) (string, error) {
+	if name, ok := strings.CutPrefix(key, pairingPrefix); ok && pairingName.MatchString(name) {
+		return filepath.Join(s.pairing, name, SessionFile), nil
+	}
+	if ValidJID(key) {
+		return s.Path(key), nil
+	}
+	return "", domain.Errorf(domain.EINVALID, "%q is not a session key of this store", key)
+}
+
 // NewPairing makes a temporary session folder for device id, records id in
-// its marker file, and returns the path of its session database, which the
-// caller creates.
+// its marker file, and returns the session's key. Its database is created
+// by whoever opens it (Locate says where).
 func (s *Sessions) NewPairing(deviceID string) (string, error) {
 	if err := domain.ValidateDeviceID(deviceID); err != nil {
 		return "", err
@@ -157,11 +175,11 @@ func (s *Sessions) NewPairing(deviceID string) (string, error) {
 	if err := syncDir(s.pairing); err != nil {
 		return "", fmt.Errorf("make pairing folder: %w", err)
 	}
-	return filepath.Join(dir, SessionFile), nil
+	return pairingPrefix + filepath.Base(dir), nil
 }
 
-// Promote moves the paired session at pairingPath to jid's folder and
-// returns its new database path. An existing session for jid is replaced.
+// Promote moves the paired session pairingKey to jid's folder, where its
+// key is jid. An existing session for jid is replaced.
 //
 // The marker file moves with the folder: it names the slot the session was
 // paired for, so that the device service can adopt the session back into
@@ -176,35 +194,35 @@ func (s *Sessions) NewPairing(deviceID string) (string, error) {
 // deleted. Were the process to stop between the renames, NewSessions puts
 // the old session back and the pairing folder is still there to promote
 // again; stopping at any other point leaves one complete session.
-func (s *Sessions) Promote(pairingPath, jid string) (string, error) {
+func (s *Sessions) Promote(pairingKey, jid string) error {
 	if !ValidJID(jid) {
-		return "", domain.Errorf(domain.EINVALID, "%q is not a companion JID", jid)
+		return domain.Errorf(domain.EINVALID, "%q is not a companion JID", jid)
 	}
-	src, err := s.pairingFolder(pairingPath)
+	src, err := s.pairingFolder(pairingKey)
 	if err != nil {
-		return "", err
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !isFile(filepath.Join(src, SessionFile)) {
-		return "", fmt.Errorf("promote %s: no session database in %s", jid, src)
+		return fmt.Errorf("promote %s: no session database in %s", jid, src)
 	}
 	// SQLite gives its -wal and -shm files the database file's mode, and
 	// the WhatsApp adapter creates that file 0600. This is a safety net for
 	// a database made some other way: the folder is 0700 already, but a
 	// session's keys deserve 0600 as well.
 	if err := chmodFiles(src, 0o600); err != nil {
-		return "", fmt.Errorf("promote %s: %w", jid, err)
+		return fmt.Errorf("promote %s: %w", jid, err)
 	}
 	dst := filepath.Join(s.root, jid)
 	var aside string
 	if exists(dst) {
 		aside = filepath.Join(s.trash, setAsideName(jid))
 		if err := os.Rename(dst, aside); err != nil {
-			return "", fmt.Errorf("promote %s: set the old session aside: %w", jid, err)
+			return fmt.Errorf("promote %s: set the old session aside: %w", jid, err)
 		}
 		if err := errors.Join(syncDir(s.root), syncDir(s.trash)); err != nil {
-			return "", fmt.Errorf("promote %s: %w", jid, err)
+			return fmt.Errorf("promote %s: %w", jid, err)
 		}
 	}
 	if err := os.Rename(src, dst); err != nil {
@@ -214,23 +232,23 @@ func (s *Sessions) Promote(pairingPath, jid string) (string, error) {
 				err = errors.Join(err, rerr)
 			}
 		}
-		return "", fmt.Errorf("promote %s: %w", jid, err)
+		return fmt.Errorf("promote %s: %w", jid, err)
 	}
 	if err := errors.Join(syncDir(s.pairing), syncDir(s.root)); err != nil {
-		return "", fmt.Errorf("promote %s: %w", jid, err)
+		return fmt.Errorf("promote %s: %w", jid, err)
 	}
 	if aside != "" {
 		// The new session is in place; failing to delete the old one only
 		// leaves trash, which the next start deletes.
 		_ = os.RemoveAll(aside)
 	}
-	return filepath.Join(dst, SessionFile), nil
+	return nil
 }
 
-// Discard deletes the temporary session at pairingPath, with its -wal and
-// -shm files. A missing one is not an error.
-func (s *Sessions) Discard(pairingPath string) error {
-	dir, err := s.pairingFolder(pairingPath)
+// Discard deletes the temporary session pairingKey, with its -wal and -shm
+// files. A missing one is not an error.
+func (s *Sessions) Discard(pairingKey string) error {
+	dir, err := s.pairingFolder(pairingKey)
 	if err != nil {
 		return err
 	}
@@ -243,7 +261,8 @@ func (s *Sessions) Discard(pairingPath string) error {
 }
 
 // Path returns the database path of jid's session, or "" if jid is not a
-// valid companion JID.
+// valid companion JID. (Not part of ports.SessionStore: the domain knows
+// keys only.)
 func (s *Sessions) Path(jid string) string {
 	if !ValidJID(jid) {
 		return ""
@@ -280,7 +299,7 @@ func (s *Sessions) Sessions() ([]ports.StoredSession, error) {
 		if !e.IsDir() || !ValidJID(e.Name()) || !isFile(filepath.Join(dir, SessionFile)) {
 			continue
 		}
-		out = append(out, ports.StoredSession{JID: e.Name(), Path: filepath.Join(dir, SessionFile), DeviceID: readMarker(dir)})
+		out = append(out, ports.StoredSession{JID: e.Name(), Key: e.Name(), DeviceID: readMarker(dir)})
 	}
 	pairings, err := os.ReadDir(s.pairing)
 	if err != nil {
@@ -291,20 +310,19 @@ func (s *Sessions) Sessions() ([]ports.StoredSession, error) {
 		if !e.IsDir() || !pairingName.MatchString(e.Name()) {
 			continue
 		}
-		out = append(out, ports.StoredSession{Path: filepath.Join(dir, SessionFile), DeviceID: readMarker(dir)})
+		out = append(out, ports.StoredSession{Key: pairingPrefix + e.Name(), DeviceID: readMarker(dir)})
 	}
 	return out, nil
 }
 
-// pairingFolder returns the folder of a pairing database path made by
-// NewPairing, or an EINVALID error for any other path.
-func (s *Sessions) pairingFolder(pairingPath string) (string, error) {
-	clean := filepath.Clean(pairingPath)
-	dir := filepath.Dir(clean)
-	if filepath.Base(clean) != SessionFile || filepath.Dir(dir) != s.pairing || !pairingName.MatchString(filepath.Base(dir)) {
-		return "", domain.Errorf(domain.EINVALID, "%q is not a pairing session of this store", pairingPath)
+// pairingFolder returns the folder of a pairing key made by NewPairing, or
+// an EINVALID error for any other key.
+func (s *Sessions) pairingFolder(pairingKey string) (string, error) {
+	name, ok := strings.CutPrefix(pairingKey, pairingPrefix)
+	if !ok || !pairingName.MatchString(name) {
+		return "", domain.Errorf(domain.EINVALID, "%q is not a pairing session of this store", pairingKey)
 	}
-	return dir, nil
+	return filepath.Join(s.pairing, name), nil
 }
 
 // remove deletes dir by renaming it into the trash first, so that a crash

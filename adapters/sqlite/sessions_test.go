@@ -53,15 +53,35 @@ func readSession(t *testing.T, path string) string {
 }
 
 // pair runs a pairing for device id up to the point where the phone linked
-// it: a session database holding value sits in the pairing folder.
+// it: a session database holding value sits in the pairing folder. It
+// returns the pairing's key.
 func pair(t *testing.T, s *sqlite.Sessions, id, value string) string {
 	t.Helper()
-	path, err := s.NewPairing(id)
+	key, err := s.NewPairing(id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeSession(t, path, value)
+	writeSession(t, locate(t, s, key), value)
+	return key
+}
+
+// locate returns the database path of the session key.
+func locate(t *testing.T, s *sqlite.Sessions, key string) string {
+	t.Helper()
+	path, err := s.Locate(key)
+	if err != nil {
+		t.Fatalf("Locate(%q): %v", key, err)
+	}
 	return path
+}
+
+// promote promotes key to jid and returns the session's database path.
+func promote(t *testing.T, s *sqlite.Sessions, key, jid string) string {
+	t.Helper()
+	if err := s.Promote(key, jid); err != nil {
+		t.Fatal(err)
+	}
+	return locate(t, s, jid)
 }
 
 func listSessions(t *testing.T, s *sqlite.Sessions) []ports.StoredSession {
@@ -102,10 +122,14 @@ func TestSessionsPairPromoteDelete(t *testing.T) {
 	s := newSessions(t, root)
 	assertSessions(t, listSessions(t, s), nil)
 
-	path, err := s.NewPairing("phone-1")
+	key, err := s.NewPairing("phone-1")
 	if err != nil {
 		t.Fatal(err)
 	}
+	if strings.Contains(key, root) || strings.Contains(key, "/") {
+		t.Fatalf("NewPairing = %q: a key, not a path", key)
+	}
+	path := locate(t, s, key)
 	dir := filepath.Dir(path)
 	if filepath.Dir(dir) != filepath.Join(root, ".pairing") || filepath.Base(path) != sqlite.SessionFile {
 		t.Fatalf("NewPairing = %s, want a session.db under %s/.pairing", path, root)
@@ -121,14 +145,11 @@ func TestSessionsPairPromoteDelete(t *testing.T) {
 	assertMode(t, filepath.Join(dir, sqlite.MarkerFile), 0o600)
 
 	writeSession(t, path, "paired")
-	assertSessions(t, listSessions(t, s), []ports.StoredSession{{Path: path, DeviceID: "phone-1"}})
+	assertSessions(t, listSessions(t, s), []ports.StoredSession{{Key: key, DeviceID: "phone-1"}})
 
-	got, err := s.Promote(path, jid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := promote(t, s, key, jid)
 	if want := s.Path(jid); got != want || want != filepath.Join(root, jid, sqlite.SessionFile) {
-		t.Fatalf("Promote = %s, Path = %s", got, want)
+		t.Fatalf("Locate(jid) = %s, Path = %s", got, want)
 	}
 	if v := readSession(t, got); v != "paired" {
 		t.Fatalf("promoted session holds %q", v)
@@ -137,7 +158,7 @@ func TestSessionsPairPromoteDelete(t *testing.T) {
 		t.Errorf("pairing folder still there: %v", err)
 	}
 	assertMode(t, filepath.Join(root, jid), 0o700)
-	assertSessions(t, listSessions(t, s), []ports.StoredSession{{JID: jid, Path: got, DeviceID: "phone-1"}})
+	assertSessions(t, listSessions(t, s), []ports.StoredSession{{JID: jid, Key: jid, DeviceID: "phone-1"}})
 
 	// Delete takes the -wal and -shm files with the folder.
 	for _, f := range []string{"-wal", "-shm"} {
@@ -161,17 +182,12 @@ func TestSessionsPromoteReplaces(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
 	s := newSessions(t, root)
-	if _, err := s.Promote(pair(t, s, "old", "old"), jid); err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.Promote(pair(t, s, "new", "new"), jid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	promote(t, s, pair(t, s, "old", "old"), jid)
+	got := promote(t, s, pair(t, s, "new", "new"), jid)
 	if v := readSession(t, got); v != "new" {
 		t.Fatalf("session holds %q, want the new one", v)
 	}
-	assertSessions(t, listSessions(t, s), []ports.StoredSession{{JID: jid, Path: got, DeviceID: "new"}})
+	assertSessions(t, listSessions(t, s), []ports.StoredSession{{JID: jid, Key: jid, DeviceID: "new"}})
 	assertEmptyDir(t, filepath.Join(root, ".trash"))
 	assertEmptyDir(t, filepath.Join(root, ".pairing"))
 }
@@ -180,15 +196,12 @@ func TestSessionsPromoteNeedsDatabase(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
 	s := newSessions(t, root)
-	old, err := s.Promote(pair(t, s, "old", "old"), jid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old := promote(t, s, pair(t, s, "old", "old"), jid)
 	empty, err := s.NewPairing("new")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Promote(empty, jid); err == nil {
+	if err := s.Promote(empty, jid); err == nil {
 		t.Fatal("Promote moved a pairing with no database")
 	}
 	if v := readSession(t, old); v != "old" {
@@ -200,9 +213,9 @@ func TestSessionsDiscard(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
 	s := newSessions(t, root)
-	path := pair(t, s, "d", "x")
+	key := pair(t, s, "d", "x")
 	for range 2 { // discarding a missing pairing is not an error
-		if err := s.Discard(path); err != nil {
+		if err := s.Discard(key); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -240,10 +253,7 @@ func TestSessionsRefuseTraversal(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeSession(t, victim, "victim")
-	linked, err := s.Promote(pair(t, s, "linked", "linked"), jid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	linked := promote(t, s, pair(t, s, "linked", "linked"), jid)
 	pending := pair(t, s, "pending", "pending")
 
 	for _, bad := range []string{
@@ -257,21 +267,21 @@ func TestSessionsRefuseTraversal(t *testing.T) {
 		if err := s.Delete(bad); domain.ErrorCode(err) != domain.EINVALID {
 			t.Errorf("Delete(%q) = %v, want EINVALID", bad, err)
 		}
-		if _, err := s.Promote(pending, bad); domain.ErrorCode(err) != domain.EINVALID {
+		if err := s.Promote(pending, bad); domain.ErrorCode(err) != domain.EINVALID {
 			t.Errorf("Promote(_, %q) = %v, want EINVALID", bad, err)
 		}
 	}
 	for _, bad := range []string{
-		"", victim, outside, linked, filepath.Dir(pending),
+		"", victim, outside, linked, locate(t, s, pending), jid,
 		filepath.Join(root, ".pairing", "..", "..", "x", sqlite.SessionFile),
 		filepath.Join(root, ".pairing", sqlite.SessionFile),
 		filepath.Join(root, ".pairing", "..", jid, sqlite.SessionFile),
-		filepath.Join(".pairing", filepath.Base(filepath.Dir(pending)), sqlite.SessionFile) + "/../x",
+		"pairing:", "pairing:..", "pairing:../x", "pairing:" + jid, pending + "/../x", pending + "/..", "pairing:/etc",
 	} {
 		if err := s.Discard(bad); domain.ErrorCode(err) != domain.EINVALID {
 			t.Errorf("Discard(%q) = %v, want EINVALID", bad, err)
 		}
-		if _, err := s.Promote(bad, jid); domain.ErrorCode(err) != domain.EINVALID {
+		if err := s.Promote(bad, jid); domain.ErrorCode(err) != domain.EINVALID {
 			t.Errorf("Promote(%q, _) = %v, want EINVALID", bad, err)
 		}
 	}
@@ -285,7 +295,7 @@ func TestSessionsRefuseTraversal(t *testing.T) {
 	if v := readSession(t, linked); v != "linked" {
 		t.Errorf("linked session changed: %q", v)
 	}
-	if v := readSession(t, pending); v != "pending" {
+	if v := readSession(t, locate(t, s, pending)); v != "pending" {
 		t.Errorf("pairing session changed: %q", v)
 	}
 }
@@ -318,10 +328,7 @@ func TestSessionsPermissions(t *testing.T) {
 	for _, dir := range []string{root, filepath.Join(root, ".pairing"), filepath.Join(root, ".trash")} {
 		assertMode(t, dir, 0o700)
 	}
-	path, err := s.Promote(pair(t, s, "p", "x"), jid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path := promote(t, s, pair(t, s, "p", "x"), jid)
 	assertMode(t, filepath.Dir(path), 0o700)
 	// SQLite made the database 0644 (umask permitting); Promote tightens it.
 	assertMode(t, path, 0o600)
@@ -338,10 +345,7 @@ func TestSessionsCrashRecovery(t *testing.T) {
 		t.Parallel()
 		root := t.TempDir()
 		s := newSessions(t, root)
-		old, err := s.Promote(pair(t, s, "dev", "old"), jid)
-		if err != nil {
-			t.Fatal(err)
-		}
+		old := promote(t, s, pair(t, s, "dev", "old"), jid)
 		pending := pair(t, s, "dev", "new")
 		// The old session was set aside; the new one not yet moved in.
 		aside := filepath.Join(root, ".trash", "replaced-01700000000000000000-0123456789abcdef-"+jid)
@@ -355,14 +359,11 @@ func TestSessionsCrashRecovery(t *testing.T) {
 		}
 		assertEmptyDir(t, filepath.Join(root, ".trash"))
 		assertSessions(t, listSessions(t, s), []ports.StoredSession{
-			{JID: jid, Path: old, DeviceID: "dev"},
-			{Path: pending, DeviceID: "dev"},
+			{JID: jid, Key: jid, DeviceID: "dev"},
+			{Key: pending, DeviceID: "dev"},
 		})
 		// The device service then finishes the cut-off pairing.
-		got, err := s.Promote(pending, jid)
-		if err != nil {
-			t.Fatal(err)
-		}
+		got := promote(t, s, pending, jid)
 		if v := readSession(t, got); v != "new" {
 			t.Fatalf("session holds %q, want new", v)
 		}
@@ -393,10 +394,7 @@ func TestSessionsCrashRecovery(t *testing.T) {
 		t.Parallel()
 		root := t.TempDir()
 		s := newSessions(t, root)
-		path, err := s.Promote(pair(t, s, "dev", "new"), jid)
-		if err != nil {
-			t.Fatal(err)
-		}
+		path := promote(t, s, pair(t, s, "dev", "new"), jid)
 		// The new session is in place; the old one is still in the trash.
 		aside := filepath.Join(root, ".trash", "replaced-01700000000000000000-0123456789abcdef-"+jid)
 		if err := os.MkdirAll(aside, 0o700); err != nil {
@@ -409,7 +407,7 @@ func TestSessionsCrashRecovery(t *testing.T) {
 			t.Fatalf("session holds %q, want new", v)
 		}
 		assertEmptyDir(t, filepath.Join(root, ".trash"))
-		assertSessions(t, listSessions(t, s), []ports.StoredSession{{JID: jid, Path: path, DeviceID: "dev"}})
+		assertSessions(t, listSessions(t, s), []ports.StoredSession{{JID: jid, Key: jid, DeviceID: "dev"}})
 	})
 
 	t.Run("during a delete", func(t *testing.T) {
@@ -437,7 +435,7 @@ func TestSessionsCrashRecovery(t *testing.T) {
 		}
 		kept := pair(t, s, "dev", "linked?")
 		s = newSessions(t, root)
-		assertSessions(t, listSessions(t, s), []ports.StoredSession{{Path: kept, DeviceID: "dev"}})
+		assertSessions(t, listSessions(t, s), []ports.StoredSession{{Key: kept, DeviceID: "dev"}})
 	})
 }
 
@@ -454,7 +452,7 @@ func TestSessionsConcurrentPromote(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, p := range paths {
 		wg.Go(func() {
-			if _, err := s.Promote(p, jid); err != nil {
+			if err := s.Promote(p, jid); err != nil {
 				t.Error(err)
 			}
 		})

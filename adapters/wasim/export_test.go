@@ -6,7 +6,7 @@ func (s *Server) PreKeyCount(jid string) int {
 	s.world.mu.Lock()
 	defer s.world.mu.Unlock()
 	if d := s.world.devices[jid]; d != nil {
-		return len(d.prekeys)
+		return d.prekeys
 	}
 	return 0
 }

@@ -145,7 +145,7 @@ func (s *Server) link(ctx context.Context, a *account, c *conn, identity [32]byt
 	d := &device{
 		jid: jid, lid: lid, noiseKey: c.noiseKey, identity: identity, regID: reg.regID,
 		skeyID: reg.skeyID, skeyPub: reg.skeyPub, skeySig: reg.skeySig,
-		prekeys: map[uint32][32]byte{}, linkedAt: time.Now(),
+		linkedAt: time.Now(),
 	}
 	w.mu.Lock()
 	w.devices[jid.String()] = d

@@ -61,7 +61,7 @@ type device struct {
 	skeyID   uint32
 	skeyPub  [32]byte
 	skeySig  [64]byte
-	prekeys  map[uint32][32]byte // uploaded one-time prekeys not yet handed out
+	prekeys  int // uploaded one-time prekeys not yet handed out, kept in wasim_prekey only
 	removed  bool
 	linkedAt time.Time
 }
@@ -203,7 +203,7 @@ func (w *world) markRemoved(ctx context.Context, jid types.JID) (bool, error) {
 		return false, nil
 	}
 	d.removed = true
-	d.prekeys = map[uint32][32]byte{}
+	d.prekeys = 0
 	if _, err := w.db.ExecContext(ctx, `DELETE FROM wasim_prekey WHERE device = ?`, jid.String()); err != nil {
 		return true, err
 	}

@@ -17,7 +17,7 @@ func (c *conn) answerPreKeyCount(req *waBinary.Node) {
 	w := c.srv.world
 	w.mu.Lock()
 	if d := w.devices[c.deviceJID()]; d != nil {
-		n = len(d.prekeys)
+		n = d.prekeys
 	}
 	w.mu.Unlock()
 	c.reply(req, waBinary.Node{Tag: "count", Attrs: waBinary.Attrs{"value": n}})
@@ -64,14 +64,13 @@ func (c *conn) savePreKeys(jid string, uploaded map[uint32][32]byte) (status, st
 	if d == nil || d.removed {
 		return 404, 0
 	}
-	if err := w.savePreKeys(c.ctx, d.jid, uploaded); err != nil {
+	n, err := w.savePreKeys(c.ctx, d.jid, uploaded)
+	if err != nil {
 		c.log.Error("wasim: save prekeys", "device", jid, "err", err)
 		return 500, 0
 	}
-	for id, pub := range uploaded {
-		d.prekeys[id] = pub
-	}
-	return 0, len(d.prekeys)
+	d.prekeys = n
+	return 0, n
 }
 
 // answerBundles serves a prekey bundle for each requested device: a
@@ -107,7 +106,7 @@ func (s *Server) askForPreKeys(jid types.JID) {
 	w.mu.Lock()
 	n := 0
 	if d := w.devices[jid.String()]; d != nil {
-		n = len(d.prekeys)
+		n = d.prekeys
 	}
 	w.mu.Unlock()
 	for _, c := range s.connsOf(jid.String()) {
@@ -148,13 +147,14 @@ func (c *conn) bundle(jid types.JID) (waBinary.Node, int) {
 		return notFound, -1
 	}
 	b := bundleNode(jid, d.regID, d.identity, d.skeyID, d.skeyPub, d.skeySig)
-	if id, pub, ok := d.popPreKey(); ok {
-		if err := w.deletePreKey(c.ctx, d.jid, id); err != nil {
-			c.log.Error("wasim: delete served prekey", "device", jid.String(), "err", err)
-		}
+	id, pub, ok, err := w.popPreKey(c.ctx, d)
+	if err != nil {
+		c.log.Error("wasim: hand out a prekey", "device", jid.String(), "err", err)
+	}
+	if ok {
 		b.Content = append(b.Content.([]waBinary.Node), preKeyNode("key", id, pub))
 	}
-	return b, len(d.prekeys)
+	return b, d.prekeys
 }
 
 // phoneBundle makes a fresh one-time prekey in the phone's Signal store,
@@ -171,22 +171,6 @@ func (c *conn) phoneBundle(jid types.JID, a *account) waBinary.Node {
 	}
 	b.Content = append(b.Content.([]waBinary.Node), preKeyNode("key", pk.KeyID, *pk.Pub))
 	return b
-}
-
-// popPreKey hands out the lowest uploaded prekey, once.
-func (d *device) popPreKey() (uint32, [32]byte, bool) {
-	first, found := uint32(0), false
-	for id := range d.prekeys {
-		if !found || id < first {
-			first, found = id, true
-		}
-	}
-	if !found {
-		return 0, [32]byte{}, false
-	}
-	pub := d.prekeys[first]
-	delete(d.prekeys, first)
-	return first, pub, true
 }
 
 func bundleNode(jid types.JID, regID uint32, identity [32]byte, skeyID uint32, skeyPub [32]byte, skeySig [64]byte) waBinary.Node {

@@ -157,16 +157,16 @@ func (s *Server) encryptFor(ctx context.Context, a *account, d *device, plain []
 func (s *Server) bundleOf(ctx context.Context, d *device) (*prekey.Bundle, error) {
 	w := s.world
 	w.mu.Lock()
-	id, pub, ok := d.popPreKey()
+	id, pub, ok, err := w.popPreKey(ctx, d)
 	regID, ident, skeyID, skeyPub, skeySig := d.regID, d.identity, d.skeyID, d.skeyPub, d.skeySig
 	w.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("hand out a prekey: %w", err)
+	}
 	idKey := identity.NewKey(ecc.NewDjbECPublicKey(ident))
 	if !ok {
 		return prekey.NewBundle(regID, uint32(d.jid.Device), optional.NewEmptyUint32(), skeyID,
 			nil, ecc.NewDjbECPublicKey(skeyPub), skeySig, idKey), nil
-	}
-	if err := w.deletePreKey(ctx, d.jid, id); err != nil {
-		return nil, fmt.Errorf("delete served prekey: %w", err)
 	}
 	return prekey.NewBundle(regID, uint32(d.jid.Device), optional.NewOptionalUint32(id), skeyID,
 		ecc.NewDjbECPublicKey(pub), ecc.NewDjbECPublicKey(skeyPub), skeySig, idKey), nil

@@ -3,6 +3,7 @@ package wasim
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -131,24 +132,49 @@ func (w *world) saveDevice(ctx context.Context, phone string, d *device) error {
 	return err
 }
 
-func (w *world) savePreKeys(ctx context.Context, jid types.JID, keys map[uint32][32]byte) error {
+// The one-time prekeys devices upload live in the database only (about
+// 30 kB per device were they kept in memory too); a device keeps just
+// their count.
+
+// savePreKeys stores keys for device jid and returns how many it holds.
+func (w *world) savePreKeys(ctx context.Context, jid types.JID, keys map[uint32][32]byte) (int, error) {
 	tx, err := w.db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer tx.Rollback()
 	for id, pub := range keys {
 		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO wasim_prekey (device, id, pub) VALUES (?, ?, ?)`,
 			jid.String(), id, pub[:]); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	return tx.Commit()
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM wasim_prekey WHERE device = ?`, jid.String()).Scan(&n); err != nil {
+		return 0, err
+	}
+	return n, tx.Commit()
 }
 
-func (w *world) deletePreKey(ctx context.Context, jid types.JID, id uint32) error {
-	_, err := w.db.ExecContext(ctx, `DELETE FROM wasim_prekey WHERE device = ? AND id = ?`, jid.String(), id)
-	return err
+// popPreKey hands out d's lowest uploaded prekey, once. w.mu must be held.
+func (w *world) popPreKey(ctx context.Context, d *device) (id uint32, pub [32]byte, ok bool, err error) {
+	var raw []byte
+	err = w.db.QueryRowContext(ctx, `SELECT id, pub FROM wasim_prekey WHERE device = ? ORDER BY id LIMIT 1`, d.jid.String()).Scan(&id, &raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		d.prekeys = 0
+		return 0, pub, false, nil
+	}
+	if err != nil {
+		return 0, pub, false, err
+	}
+	if _, err := w.db.ExecContext(ctx, `DELETE FROM wasim_prekey WHERE device = ? AND id = ?`, d.jid.String(), id); err != nil {
+		return 0, pub, false, err
+	}
+	d.prekeys = max(d.prekeys-1, 0)
+	if len(raw) != 32 {
+		return 0, pub, false, fmt.Errorf("stored prekey %d of %s is %d bytes", id, d.jid, len(raw))
+	}
+	return id, [32]byte(raw), true, nil
 }
 
 // load reads every account and device into memory. The maps are the
@@ -201,7 +227,7 @@ func (w *world) loadDevices(ctx context.Context) error {
 		var jid, phone, lid string
 		var noiseKey, ident, skeyPub, skeySig []byte
 		var linked int64
-		d := &device{prekeys: map[uint32][32]byte{}}
+		d := &device{}
 		if err := rows.Scan(&jid, &phone, &lid, &noiseKey, &ident, &d.regID, &d.skeyID, &skeyPub, &skeySig, &d.removed, &linked); err != nil {
 			return err
 		}
@@ -222,20 +248,19 @@ func (w *world) loadDevices(ctx context.Context) error {
 }
 
 func (w *world) loadPreKeys(ctx context.Context) error {
-	rows, err := w.db.QueryContext(ctx, `SELECT device, id, pub FROM wasim_prekey`)
+	rows, err := w.db.QueryContext(ctx, `SELECT device, COUNT(*) FROM wasim_prekey GROUP BY device`)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var jid string
-		var id uint32
-		var pub []byte
-		if err := rows.Scan(&jid, &id, &pub); err != nil {
+		var n int
+		if err := rows.Scan(&jid, &n); err != nil {
 			return err
 		}
-		if d := w.devices[jid]; d != nil && len(pub) == 32 {
-			d.prekeys[id] = [32]byte(pub)
+		if d := w.devices[jid]; d != nil {
+			d.prekeys = n
 		}
 	}
 	return rows.Err()

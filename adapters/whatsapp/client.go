@@ -45,6 +45,7 @@ type Client struct {
 	recipients recipients
 
 	firstLife, life time.Duration // of the first QR code and the later ones
+	onFor, offFor   time.Duration // how long recipient answers are kept
 
 	mu       sync.Mutex
 	identity domain.Identity // JID "" while unpaired

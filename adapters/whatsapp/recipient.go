@@ -10,8 +10,9 @@ import (
 	"github.com/gowa-dev/gowa/domain"
 )
 
-// How long an answer about a phone number is trusted. Numbers join WhatsApp
-// more often than they leave, so a "not on WhatsApp" is asked again soon.
+// How long an answer about a phone number is trusted, by default
+// (Options.OnWhatsAppFor, OffWhatsAppFor). Numbers join WhatsApp more often
+// than they leave, so a "not on WhatsApp" is asked again soon.
 const (
 	onWhatsAppFor  = 24 * time.Hour
 	offWhatsAppFor = time.Minute
@@ -49,10 +50,10 @@ func (c *Client) resolve(ctx context.Context, to types.JID) (types.JID, error) {
 		if err != nil {
 			return types.JID{}, sendError(err, "say whether the number is on WhatsApp")
 		}
-		r = recipient{until: now.Add(offWhatsAppFor)}
+		r = recipient{until: now.Add(c.offFor)}
 		for _, a := range answers {
 			if a.IsIn {
-				r = recipient{jid: a.JID.ToNonAD(), until: now.Add(onWhatsAppFor)}
+				r = recipient{jid: a.JID.ToNonAD(), until: now.Add(c.onFor)}
 				break
 			}
 		}

@@ -10,14 +10,10 @@ package whatsapp
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -39,11 +35,6 @@ var (
 	_ ports.Client   = (*Client)(nil)
 )
 
-// maxConns bounds each session database's connection pool. Hundreds of
-// sessions run at once, each with its own file; two connections let a read
-// proceed beside a write (WAL) without multiplying file handles.
-const maxConns = 2
-
 // Options configures the adapter.
 type Options struct {
 	// OS is the name phones show for linked devices (whatsmeow's
@@ -62,10 +53,21 @@ type Options struct {
 	// server certificates must chain to (whatsmeow.WACertPubKey, a
 	// process-wide variable). The sandbox sets it to the simulator's key.
 	CertRoot *[32]byte
+	// Locate turns a session key (ports.SessionStore's) into the path of
+	// its database; the wiring gives it the session store's Locate. nil
+	// takes keys as paths (the adapter's own tests).
+	Locate func(key string) (string, error)
 	// FirstCodeLife and CodeLife are how long the first QR code of a
 	// pairing, and each later one, are shown. Default 60 s and 20 s, as
 	// WhatsApp's web client does; tests shorten them.
 	FirstCodeLife, CodeLife time.Duration
+	// OnWhatsAppFor and OffWhatsAppFor are how long an answer to "is this
+	// number on WhatsApp?" is remembered: a yes (default a day) and a no
+	// (default a minute).
+	OnWhatsAppFor, OffWhatsAppFor time.Duration
+	// SessionIdle is how long a session database stays open unused before
+	// its connection is closed (see sessiondb.go); 0 means 5 s.
+	SessionIdle time.Duration
 }
 
 // WhatsApp opens whatsmeow sessions. It is safe for concurrent use.
@@ -113,16 +115,30 @@ func New(opts Options) *WhatsApp {
 	if opts.CodeLife <= 0 {
 		opts.CodeLife = codeLife
 	}
+	if opts.OnWhatsAppFor <= 0 {
+		opts.OnWhatsAppFor = onWhatsAppFor
+	}
+	if opts.OffWhatsAppFor <= 0 {
+		opts.OffWhatsAppFor = offWhatsAppFor
+	}
+	go emptySession() // made before the first login needs it
 	return &WhatsApp{opts: opts, log: log}
 }
 
-// Open opens the session database at path, creating it (mode 0600) with an
-// empty, unpaired session if it does not exist, and returns a client for
-// it. The database holds one session. Events are reported to events in the
-// order they happen, from the client's goroutines; ctx is the session's
-// lifetime and the context every background task of the client runs on.
-// Open does not connect.
-func (w *WhatsApp) Open(ctx context.Context, path string, events func(domain.Event)) (ports.Client, error) {
+// Open opens the session named key: its database (Options.Locate says
+// where), created (mode 0600) with an empty, unpaired session if it does
+// not exist. The database holds one session. Events are reported to events
+// in the order they happen, from the client's goroutines; ctx is the
+// session's lifetime and the context every background task of the client
+// runs on. Open does not connect.
+func (w *WhatsApp) Open(ctx context.Context, key string, events func(domain.Event)) (ports.Client, error) {
+	path := key
+	if w.opts.Locate != nil {
+		var err error
+		if path, err = w.opts.Locate(key); err != nil {
+			return nil, err
+		}
+	}
 	c, err := w.open(ctx, path, events)
 	if err != nil {
 		return nil, err
@@ -134,12 +150,10 @@ func (w *WhatsApp) open(ctx context.Context, path string, events func(domain.Eve
 	if err := createPrivate(path); err != nil {
 		return nil, fmt.Errorf("create session database: %w", err)
 	}
-	db, err := sql.Open("sqlite", dsn(path))
+	db, err := openSessionDB(path, w.opts.SessionIdle)
 	if err != nil {
 		return nil, fmt.Errorf("open session database: %w", err)
 	}
-	db.SetMaxOpenConns(maxConns)
-	db.SetMaxIdleConns(maxConns)
 	log := w.log.With("session", path)
 	waLogger := newLogger(log, w.opts.Debug)
 	container := sqlstore.NewWithDB(db, "sqlite", waLogger.Sub("Database"))
@@ -159,33 +173,6 @@ func (w *WhatsApp) open(ctx context.Context, path string, events func(domain.Eve
 	}
 	c := newClient(ctx, wa, container, log, events)
 	c.firstLife, c.life = w.opts.FirstCodeLife, w.opts.CodeLife
+	c.onFor, c.offFor = w.opts.OnWhatsAppFor, w.opts.OffWhatsAppFor
 	return c, nil
-}
-
-// createPrivate creates path with mode 0600 unless it exists, so that
-// SQLite never creates the session database with the umask's mode.
-func createPrivate(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return f.Close()
-}
-
-// dsn is the modernc SQLite data source for path. whatsmeow refuses to run
-// without foreign keys; WAL with synchronous=NORMAL keeps the first login's
-// 812 single-row prekey inserts fast while staying crash-safe; immediate
-// transactions take the write lock up front, so two pooled connections wait
-// on busy_timeout instead of failing a read-to-write upgrade with BUSY.
-func dsn(path string) string {
-	escaped := strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23").Replace(path)
-	return "file:" + escaped +
-		"?_pragma=foreign_keys(1)" +
-		"&_pragma=journal_mode(WAL)" +
-		"&_pragma=synchronous(NORMAL)" +
-		"&_pragma=busy_timeout(5000)" +
-		"&_txlock=immediate"
 }

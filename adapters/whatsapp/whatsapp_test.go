@@ -2,7 +2,9 @@ package whatsapp_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -44,7 +46,7 @@ var adapterOptions = sync.OnceValue(func() whatsapp.Options {
 })
 
 // wait bounds every wait for the simulator; generous for -race on 2 cores.
-const wait = 30 * time.Second
+const wait = 60 * time.Second
 
 // env is one simulated WhatsApp network and the adapter pointed at it.
 type env struct {
@@ -369,6 +371,42 @@ func TestSendText(t *testing.T) {
 	c.Disconnect()
 	if _, err := c.SendText(ctx, carol.Phone+"@s.whatsapp.net", "x"); domain.ErrorCode(err) != domain.ECONFLICT {
 		t.Errorf("SendText while disconnected: %v, want %s", err, domain.ECONFLICT)
+	}
+}
+
+// An idle session lets go of its database connection (SQLite then removes
+// the WAL files, and the device holds no SQLite memory), and reopens it for
+// the next thing it stores.
+func TestIdleSessionClosesItsDatabase(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	opts := adapterOptions()
+	opts.HTTPClient = e.sim.HTTPClient()
+	opts.SessionIdle = time.Second // database/sql's shortest check interval
+	e.wa = whatsapp.New(opts)
+	alice, carol := e.phone("Alice"), e.phone("Carol")
+	path := filepath.Join(e.dir, "session.db")
+	e.pairQR(path, alice)
+	c, _ := e.connect(path)
+	gone := func() bool {
+		_, err := os.Stat(path + "-shm")
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	for deadline := time.Now().Add(wait); !gone(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle session kept its database open")
+		}
+	}
+	ctx := ctxFor(t)
+	for _, text := range []string{"after a pause", "and again"} {
+		sent, err := c.SendText(ctx, carol.Phone+"@s.whatsapp.net", text)
+		if err != nil {
+			t.Fatalf("SendText after the database was closed: %v", err)
+		}
+		msgs, _ := e.sim.Messages(ctx, carol.Phone)
+		if len(msgs) == 0 || msgs[len(msgs)-1].ID != sent.ID {
+			t.Fatalf("Carol's inbox %+v lacks %s", msgs, sent.ID)
+		}
 	}
 }
 

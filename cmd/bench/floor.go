@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"go.mau.fi/whatsmeow"
+	"go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/store/sqlstore"
 	"go.mau.fi/whatsmeow/types/events"
 	_ "modernc.org/sqlite" // the "sqlite" driver whatsmeow's store opens
@@ -29,14 +31,18 @@ const floorConcurrency = 16
 
 // floorMain is the hidden subcommand "floor": one simulator opened on the
 // copy's .wasim folder and one bare whatsmeow client per session.db under
-// -dir, each on its own SQLite store, connected at most floorConcurrency at
-// a time, exactly as the gateway points whatsmeow at the simulator. It
-// prints a "connected" line once every client is connected, then, after
-// -settle, a "memory" line with its RSS and Go heap.
+// -dir, connected at most floorConcurrency at a time, exactly as the gateway
+// points whatsmeow at the simulator. Each client has its own SQLite store
+// (the layout the gateway keeps), or with -shared all of them share one
+// database, the sessions merged into it first (the layout of gateways that
+// keep every device in one file). It prints a "connected" line once every
+// client is connected, then, after -settle, a "memory" line with its RSS,
+// Go heap and open files.
 func floorMain(args []string) error {
 	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
 	dir := fs.String("dir", "", "a copy of a gateway storage folder")
 	settleFor := fs.Duration("settle", settle, "wait before reading memory")
+	shared := fs.Bool("shared", false, "merge the sessions into one shared store first")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,6 +59,24 @@ func floorMain(args []string) error {
 	if len(sessions) == 0 {
 		return errors.New("no sessions under " + *dir)
 	}
+	ctx := context.Background()
+	var devices []*store.Device
+	var stores []*sqlstore.Container
+	t0 := time.Now()
+	if *shared {
+		container, err := mergeStores(ctx, filepath.Join(*dir, "shared.db"), sessions)
+		if err != nil {
+			return err
+		}
+		stores = append(stores, container)
+		if devices, err = container.GetAllDevices(ctx); err != nil {
+			return err
+		}
+		if len(devices) != len(sessions) {
+			return fmt.Errorf("the shared store holds %d devices, want %d", len(devices), len(sessions))
+		}
+	}
+	merge := time.Since(t0)
 
 	sim, err := wasim.New(wasim.Options{Dir: filepath.Join(*dir, ".wasim")})
 	if err != nil {
@@ -62,7 +86,6 @@ func floorMain(args []string) error {
 	whatsmeow.WACertPubKey = wasim.RootPublicKey()
 	httpc := sim.HTTPClient()
 
-	ctx := context.Background()
 	var (
 		connected atomic.Int64
 		all       = make(chan struct{})
@@ -70,7 +93,6 @@ func floorMain(args []string) error {
 		failure   = make(chan error, 1)
 		mu        sync.Mutex
 		clients   []*whatsmeow.Client
-		stores    []*sqlstore.Container
 		sem       = make(chan struct{}, floorConcurrency)
 		wg        sync.WaitGroup
 	)
@@ -80,20 +102,27 @@ func floorMain(args []string) error {
 		default:
 		}
 	}
-	for _, path := range sessions {
+	for i := range sessions {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			container, err := sqlstore.New(ctx, "sqlite", floorDSN(path), nil)
-			if err != nil {
-				fail(fmt.Errorf("%s: %w", path, err))
-				return
-			}
-			dev, err := container.GetFirstDevice(ctx)
-			if err != nil || dev.ID == nil {
-				fail(fmt.Errorf("%s: no session (%v)", path, err))
-				return
+			var dev *store.Device
+			if *shared {
+				dev = devices[i]
+			} else {
+				container, err := sqlstore.New(ctx, "sqlite", floorDSN(sessions[i]), nil)
+				if err != nil {
+					fail(fmt.Errorf("%s: %w", sessions[i], err))
+					return
+				}
+				mu.Lock()
+				stores = append(stores, container)
+				mu.Unlock()
+				if dev, err = container.GetFirstDevice(ctx); err != nil || dev.ID == nil {
+					fail(fmt.Errorf("%s: no session (%v)", sessions[i], err))
+					return
+				}
 			}
 			cli := whatsmeow.NewClient(dev, nil)
 			cli.SetPreLoginHTTPClient(httpc)
@@ -107,10 +136,10 @@ func floorMain(args []string) error {
 				}
 			})
 			mu.Lock()
-			clients, stores = append(clients, cli), append(stores, container)
+			clients = append(clients, cli)
 			mu.Unlock()
 			if err := cli.Connect(); err != nil {
-				fail(fmt.Errorf("%s: connect: %w", path, err))
+				fail(fmt.Errorf("%s: connect: %w", sessions[i], err))
 			}
 		}()
 	}
@@ -122,7 +151,7 @@ func floorMain(args []string) error {
 		return fmt.Errorf("only %d of %d clients connected in 5 min", connected.Load(), len(sessions))
 	}
 	enc := json.NewEncoder(os.Stdout)
-	_ = enc.Encode(floorReport{Phase: "connected", Clients: len(sessions)})
+	_ = enc.Encode(floorReport{Phase: "connected", Clients: len(sessions), Merge: merge})
 	wg.Wait()
 
 	time.Sleep(*settleFor)
@@ -132,7 +161,10 @@ func floorMain(args []string) error {
 	if err != nil {
 		return err
 	}
-	_ = enc.Encode(floorReport{Phase: "memory", Clients: len(sessions), RSS: float64(rss), HeapInuse: float64(ms.HeapInuse)})
+	_ = enc.Encode(floorReport{
+		Phase: "memory", Clients: len(sessions), RSS: float64(rss), HeapInuse: float64(ms.HeapInuse),
+		GoResident: float64(ms.Sys - ms.HeapReleased), Files: openFiles(os.Getpid()),
+	})
 
 	for _, c := range clients {
 		c.Disconnect()
@@ -141,6 +173,91 @@ func floorMain(args []string) error {
 		_ = s.Close()
 	}
 	return nil
+}
+
+// mergeStores copies the sessions at paths into a new whatsmeow store at
+// dst, table by table, and returns it open.
+func mergeStores(ctx context.Context, dst string, paths []string) (*sqlstore.Container, error) {
+	container, err := sqlstore.New(ctx, "sqlite", floorDSN(dst), nil)
+	if err != nil {
+		return nil, err
+	}
+	// ATTACH holds for one connection: use a single one for the copy.
+	db, err := sql.Open("sqlite", floorDSN(dst))
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	tables, err := storeTables(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range paths {
+		if _, err := db.ExecContext(ctx, `ATTACH DATABASE ? AS src`, "file:"+p); err != nil {
+			return nil, fmt.Errorf("attach %s: %w", p, err)
+		}
+		for _, t := range tables {
+			q := fmt.Sprintf(`INSERT OR IGNORE INTO main.%s (%s) SELECT %[2]s FROM src.%[1]s`, t.name, t.columns)
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return nil, fmt.Errorf("copy %s of %s: %w", t.name, p, err)
+			}
+		}
+		if _, err := db.ExecContext(ctx, `DETACH DATABASE src`); err != nil {
+			return nil, err
+		}
+	}
+	return container, nil
+}
+
+type storeTable struct{ name, columns string }
+
+// storeTables lists whatsmeow's tables in dst, the device table first (the
+// others refer to it), with their columns.
+func storeTables(ctx context.Context, db *sql.DB) ([]storeTable, error) {
+	rows, err := db.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'whatsmeow_%'
+		AND name <> 'whatsmeow_version' ORDER BY name <> 'whatsmeow_device', name`)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		names = append(names, n)
+	}
+	rows.Close()
+	var out []storeTable
+	for _, n := range names {
+		rows, err := db.QueryContext(ctx, `SELECT name FROM pragma_table_info(?)`, n)
+		if err != nil {
+			return nil, err
+		}
+		var cols []string
+		for rows.Next() {
+			var c string
+			if err := rows.Scan(&c); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			cols = append(cols, `"`+c+`"`)
+		}
+		rows.Close()
+		out = append(out, storeTable{name: n, columns: strings.Join(cols, ", ")})
+	}
+	return out, nil
+}
+
+// openFiles counts the file descriptors process pid holds open.
+func openFiles(pid int) int {
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0
+	}
+	return len(fds)
 }
 
 // floorDSN opens a session store with the pragmas whatsmeow needs

@@ -2,7 +2,7 @@
 // network and prints a Markdown table, each figure beside the floor that
 // bare whatsmeow (or a bare net/http handler) sets in the same run:
 //
-//	go run ./cmd/bench                 restore at N = 50, 200, 500, and the rest
+//	go run ./cmd/bench                 restore and memory at N = 50, 200, 500, 1000, 2000, and the rest
 //	go run ./cmd/bench -quick          N = 20 and short load phases (under ~2 min)
 //	go run ./cmd/bench -n 100,300      other sizes
 //
@@ -60,7 +60,7 @@ type config struct {
 func parseFlags() (config, error) {
 	var (
 		cfg   config
-		sizes = flag.String("n", "50,200,500", "restore sizes, comma-separated")
+		sizes = flag.String("n", "50,200,500,1000,2000", "restore sizes, comma-separated: the memory curve")
 		quick = flag.Bool("quick", false, "N = 20 only and short load phases")
 	)
 	flag.DurationVar(&cfg.loadTime, "d", 5*time.Second, "duration of each load phase (API, send)")

@@ -18,7 +18,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
+	goleak.VerifyTestMain(cleanupAfter{m},
 		// whatsmeow's frame reader sends a frame that arrived while the
 		// socket was closing on an unbuffered channel nobody reads any more,
 		// and blocks there for good (socket/framesocket.go, frameComplete).
@@ -28,8 +28,19 @@ func TestMain(m *testing.M) {
 		// net/http keeps idle keep-alive connections of the test clients.
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 	)
+}
+
+// cleanupAfter removes what tests shared across the package once they
+// have all run.
+type cleanupAfter struct{ m *testing.M }
+
+func (c cleanupAfter) Run() int {
+	code := c.m.Run()
+	if linked.dir != "" {
+		_ = os.RemoveAll(linked.dir)
+	}
+	return code
 }
 
 // testGateway is a real gateway in sandbox mode on a loopback port, with
@@ -195,7 +206,10 @@ func (tg *testGateway) status(id string) api.Device {
 func (tg *testGateway) waitState(id string, state api.DeviceState) api.Device {
 	tg.t.Helper()
 	var last api.Device
-	eventually(tg.t, 20*time.Second, func() bool {
+	// Generous: a first connection generates 812 prekeys, which takes
+	// seconds under -race on a loaded machine; a passing test never waits
+	// this long.
+	eventually(tg.t, 60*time.Second, func() bool {
 		last = tg.status(id)
 		return last.State == state
 	}, "device "+id+" "+string(state))

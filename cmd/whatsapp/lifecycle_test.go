@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +19,61 @@ import (
 
 // The device lifecycle end to end, against the simulator: the cases the
 // state machine exists for (issue 8).
+
+// linked is a storage folder with two devices, "dev" and "dev2", linked to
+// Alice's simulated phone, made once (pairing is the costly part: the
+// first connection generates and uploads 812 prekeys) and copied for each
+// test that starts from linked devices.
+var linked struct {
+	once sync.Once
+	dir  string
+	jids map[string]string
+	err  error
+}
+
+// linkedCopy returns a fresh copy of the linked storage folder, and the
+// devices' JIDs.
+func linkedCopy(t *testing.T) (string, map[string]string) {
+	t.Helper()
+	linked.once.Do(func() {
+		dir, err := os.MkdirTemp("", "gowa-linked-")
+		if err != nil {
+			linked.err = err
+			return
+		}
+		tg := startGateway(t, dir)
+		tg.createPhone(alice, "Alice")
+		linked.jids = map[string]string{}
+		for _, id := range []string{"dev", "dev2"} {
+			linked.jids[id] = *tg.pairByQR(id, alice).Jid
+		}
+		tg.stop()
+		linked.dir = dir
+	})
+	if linked.err != nil || linked.dir == "" {
+		t.Fatalf("no linked storage to copy: %v", linked.err)
+	}
+	dst := t.TempDir()
+	if err := os.CopyFS(dst, os.DirFS(linked.dir)); err != nil {
+		t.Fatal(err)
+	}
+	// CopyFS makes files 0644 and folders 0777 (less the umask); the
+	// gateway wants its own modes back.
+	_ = filepath.WalkDir(dst, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && e.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		} else if err == nil {
+			_ = os.Chmod(p, 0o600)
+		}
+		return nil
+	})
+	return dst, linked.jids
+}
+
+// quick bounds what must happen at once: no waiting for WhatsApp or a
+// deadline, only local work (files, registry), on a machine that may be
+// busy with other tests.
+const quick = 3 * time.Second
 
 // removeWhileOffline unlinks jid on the phone while no gateway runs: the
 // simulated network is opened on its own on the gateway's storage, as if
@@ -41,14 +98,11 @@ func TestRevokedWhileOfflineLogoutAnswersAtOnce(t *testing.T) {
 	for _, verb := range []string{"logout", "delete"} {
 		t.Run(verb, func(t *testing.T) {
 			t.Parallel()
-			dir := t.TempDir()
-			tg := startGateway(t, dir)
-			tg.createPhone(alice, "Alice")
-			jid := *tg.pairByQR("dev", alice).Jid
-			tg.stop()
+			dir, jids := linkedCopy(t)
+			jid := jids["dev"]
 			removeWhileOffline(t, dir, alice, jid)
 
-			tg = startGateway(t, dir)
+			tg := startGateway(t, dir)
 			start := time.Now()
 			var code int
 			var env envelopeBody
@@ -61,8 +115,12 @@ func TestRevokedWhileOfflineLogoutAnswersAtOnce(t *testing.T) {
 			if code != 200 {
 				t.Fatalf("%s: %d %s", verb, code, env.raw)
 			}
-			if took > time.Second {
-				t.Errorf("%s took %s, want under a second", verb, took)
+			// Under a second on an idle machine; the bound is loose for
+			// loaded CI runners, and far below the 15 s unlink wait that
+			// used to run out here.
+			t.Logf("%s answered in %s", verb, took)
+			if took > quick {
+				t.Errorf("%s took %s, want it at once (under %s)", verb, took, quick)
 			}
 			if verb == "logout" {
 				dev := tg.status("dev")
@@ -82,31 +140,30 @@ func TestRevokedWhileOfflineLogoutAnswersAtOnce(t *testing.T) {
 // logged_out and its reason survive a restart; a new login works.
 func TestLoggedOutSurvivesRestart(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
+	dir, jids := linkedCopy(t)
 	tg := startGateway(t, dir)
-	tg.createPhone(alice, "Alice")
-	jid := *tg.pairByQR("gone", alice).Jid
-	if rm, err := tg.client.SandboxRemoveDeviceWithResponse(context.Background(), alice, jid); err != nil || rm.StatusCode() != 200 {
+	tg.waitState("dev", api.Connected)
+	if rm, err := tg.client.SandboxRemoveDeviceWithResponse(context.Background(), alice, jids["dev"]); err != nil || rm.StatusCode() != 200 {
 		t.Fatalf("remove device: %v", err)
 	}
-	before := tg.waitState("gone", api.LoggedOut)
-	tg.pairByQR("kept", alice)
-	if code, env := tg.do("POST", "/devices/kept/logout", ""); code != 200 {
+	before := tg.waitState("dev", api.LoggedOut)
+	tg.waitState("dev2", api.Connected)
+	if code, env := tg.do("POST", "/devices/dev2/logout", ""); code != 200 {
 		t.Fatalf("logout: %d %s", code, env.raw)
 	}
 	tg.stop()
 
 	tg = startGateway(t, dir)
-	for id, want := range map[string]api.DeviceReason{"gone": api.RemovedOnPhone, "kept": api.Logout} {
+	for id, want := range map[string]api.DeviceReason{"dev": api.RemovedOnPhone, "dev2": api.Logout} {
 		dev := tg.status(id)
 		if dev.State != api.LoggedOut || dev.Reason == nil || *dev.Reason != want || dev.LoggedIn {
 			t.Errorf("%s after restart: state %s reason %v logged in %v, want logged_out/%s", id, dev.State, dev.Reason, dev.LoggedIn, want)
 		}
 	}
-	if after := tg.status("gone"); !after.StateSince.Equal(before.StateSince) {
+	if after := tg.status("dev"); !after.StateSince.Equal(before.StateSince) {
 		t.Errorf("state_since moved across the restart: %s → %s", before.StateSince, after.StateSince)
 	}
-	tg.pairByQR("gone", alice)
+	tg.loginQR("dev") // a new login starts
 }
 
 // A session database that cannot be read comes back logged_out with
@@ -114,11 +171,8 @@ func TestLoggedOutSurvivesRestart(t *testing.T) {
 // works right after.
 func TestUnreadableSession(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	tg := startGateway(t, dir)
-	tg.createPhone(alice, "Alice")
-	jid := *tg.pairByQR("dev", alice).Jid
-	tg.stop()
+	dir, jids := linkedCopy(t)
+	jid := jids["dev"]
 	db := filepath.Join(dir, jid, "session.db")
 	for _, f := range []string{db + "-wal", db + "-shm"} {
 		_ = os.Remove(f)
@@ -127,7 +181,7 @@ func TestUnreadableSession(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	tg = startGateway(t, dir)
+	tg := startGateway(t, dir)
 	dev := tg.waitState("dev", api.LoggedOut)
 	if dev.Reason == nil || *dev.Reason != api.SessionUnreadable || dev.LoggedIn {
 		t.Fatalf("unreadable session: reason %v logged in %v", dev.Reason, dev.LoggedIn)
@@ -143,13 +197,18 @@ func TestUnreadableSession(t *testing.T) {
 	if code, env := tg.do("POST", "/devices/dev/logout", ""); code != 200 {
 		t.Fatalf("logout: %d %s", code, env.raw)
 	}
-	if took := time.Since(start); took > time.Second {
-		t.Errorf("logout took %s", took)
+	took := time.Since(start)
+	t.Logf("logout answered in %s", took)
+	if took > quick {
+		t.Errorf("logout took %s, want it at once (under %s)", took, quick)
 	}
 	if _, err := os.Stat(filepath.Join(dir, jid)); !os.IsNotExist(err) {
 		t.Errorf("bad session files left: %v", err)
 	}
-	tg.pairByQR("dev", alice)
+	tg.loginQR("dev") // a new login starts
+	if dev := tg.status("dev2"); dev.State == api.LoggedOut {
+		t.Errorf("the other device suffered: %+v", dev)
+	}
 }
 
 // immutable makes path impossible to rename or delete, even for root, for
@@ -168,10 +227,10 @@ func immutable(t *testing.T, path string) {
 // not adopted back as a zombie.
 func TestSessionFilesThatCannotBeRemoved(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
+	dir, jids := linkedCopy(t)
+	jid := jids["dev"]
 	tg := startGateway(t, dir)
-	tg.createPhone(alice, "Alice")
-	jid := *tg.pairByQR("dev", alice).Jid
+	tg.waitState("dev", api.Connected)
 	immutable(t, filepath.Join(dir, jid))
 
 	code, env := tg.do("POST", "/devices/dev/logout", "")
@@ -192,8 +251,8 @@ func TestSessionFilesThatCannotBeRemoved(t *testing.T) {
 	if err != nil || list.JSON200 == nil {
 		t.Fatal(err)
 	}
-	if n := len(list.JSON200.Data); n != 1 {
-		t.Fatalf("%d devices after restart, want the one slot (no zombie): %s", n, list.Body)
+	if n := len(list.JSON200.Data); n != 2 {
+		t.Fatalf("%d devices after restart, want the two slots (no zombie): %s", n, list.Body)
 	}
 	if dev := tg.status("dev"); dev.State != api.LoggedOut || dev.LoggedIn {
 		t.Errorf("after restart: state %s logged in %v", dev.State, dev.LoggedIn)

@@ -8,7 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"regexp"
 	"testing"
 	"time"
 )
@@ -44,8 +44,7 @@ func TestStaticBinaryRunsFromEmptyRoot(t *testing.T) {
 	}
 	f.Close()
 
-	port := freePort(t)
-	args := []string{"/whatsapp", "rest", "--host", "127.0.0.1", "--port", strconv.Itoa(port), "--storages", "/storages"}
+	args := []string{"/whatsapp", "rest", "--host", "127.0.0.1", "--port", "0", "--storages", "/storages"}
 	var cmd *exec.Cmd
 	switch {
 	case os.Geteuid() == 0:
@@ -74,7 +73,22 @@ func TestStaticBinaryRunsFromEmptyRoot(t *testing.T) {
 		}
 	})
 
-	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/health"
+	// The binary picks its own port (no port picked here, closed and handed
+	// over) and logs where it listens.
+	var addr string
+	eventually(t, 20*time.Second, func() bool {
+		if m := listeningAddr.FindStringSubmatch(logs.String()); m != nil {
+			addr = m[1]
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("the binary exited in the empty root: %v\n%s", err, logs.String())
+		default:
+		}
+		return addr != ""
+	}, "the binary's listening line")
+	_, port, _ := net.SplitHostPort(addr)
+	url := "http://" + addr + "/health"
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		resp, err := http.Get(url)
@@ -95,7 +109,7 @@ func TestStaticBinaryRunsFromEmptyRoot(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err := healthcheck(context.Background(), []string{"--port", strconv.Itoa(port)}, os.Stderr); err != nil {
+	if err := healthcheck(context.Background(), []string{"--port", port}, os.Stderr); err != nil {
 		t.Fatalf("healthcheck: %v", err)
 	}
 	if st, err := os.Stat(filepath.Join(root, "storages")); err != nil || st.Mode().Perm() != 0o700 {
@@ -103,12 +117,5 @@ func TestStaticBinaryRunsFromEmptyRoot(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// listeningAddr finds the address in the gateway's "listening" log line.
+var listeningAddr = regexp.MustCompile(`"msg":"listening".*?"addr":"([^"]+)"`)

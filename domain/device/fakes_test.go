@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -27,13 +28,15 @@ func TestMain(m *testing.M) {
 // that a session the fake WhatsApp pairs is what the fake session store
 // promotes, lists and deletes, as the real adapters share the storage root.
 
-// fakeDisk is the in-memory storage root: session databases by path.
+// fakeDisk is the in-memory session store: sessions by key. Like the real
+// one, it takes only companion JIDs and its own pairing keys.
 type fakeDisk struct {
 	mu       sync.Mutex
 	sessions map[string]*fakeSession
 	seq      int
 
 	promoteErr error // returned by Promote when set
+	deleteErr  error // returned by Delete when set
 }
 
 // fakeSession is one session database.
@@ -41,6 +44,17 @@ type fakeSession struct {
 	deviceID string           // the marker a pairing folder carries
 	jid      string           // set once promoted
 	identity *domain.Identity // nil while unpaired
+	opened   bool             // a client opened it: it holds a database
+}
+
+// fakeJID accepts what the real store accepts as a companion JID.
+var fakeJID = regexp.MustCompile(`^[0-9]{1,24}(?:\.[0-9]{1,3}:[0-9]{1,5}|:[0-9]{1,5})?@(?:s\.whatsapp\.net|lid)$`)
+
+func (d *fakeDisk) checkJID(jid string) error {
+	if !fakeJID.MatchString(jid) {
+		return domain.Errorf(domain.EINVALID, "%q is not a companion JID", jid)
+	}
+	return nil
 }
 
 var _ ports.SessionStore = (*fakeDisk)(nil)
@@ -50,44 +64,62 @@ func newFakeDisk() *fakeDisk { return &fakeDisk{sessions: map[string]*fakeSessio
 func (d *fakeDisk) NewPairing(deviceID string) (string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := domain.ValidateDeviceID(deviceID); err != nil {
+		return "", err
+	}
 	d.seq++
-	path := fmt.Sprintf("/storages/.pairing-%d-%s/session.db", d.seq, deviceID)
-	d.sessions[path] = &fakeSession{deviceID: deviceID}
-	return path, nil
+	key := fmt.Sprintf("pairing:%s-%d", deviceID, d.seq)
+	d.sessions[key] = &fakeSession{deviceID: deviceID}
+	return key, nil
 }
 
-func (d *fakeDisk) Promote(pairingPath, jid string) (string, error) {
+func isPairingKey(key string) bool { return strings.HasPrefix(key, "pairing:") }
+
+func (d *fakeDisk) Promote(pairingKey, jid string) error {
+	if err := d.checkJID(jid); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.promoteErr != nil {
-		return "", d.promoteErr
+		return d.promoteErr
 	}
-	s, ok := d.sessions[pairingPath]
-	if !ok {
-		return "", fmt.Errorf("promote: no session at %s", pairingPath)
+	s, ok := d.sessions[pairingKey]
+	switch {
+	case !isPairingKey(pairingKey) || !ok:
+		return domain.Errorf(domain.EINVALID, "%q is not a pairing session of this store", pairingKey)
+	case !s.opened:
+		return fmt.Errorf("promote %s: the pairing holds no session", jid)
 	}
-	delete(d.sessions, pairingPath)
+	delete(d.sessions, pairingKey)
 	s.jid = jid
-	path := d.pathLocked(jid)
-	d.sessions[path] = s
-	return path, nil
-}
-
-func (d *fakeDisk) Discard(pairingPath string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.sessions, pairingPath)
+	d.sessions[jid] = s
 	return nil
 }
 
-func (d *fakeDisk) Path(jid string) string { return d.pathLocked(jid) }
-
-func (d *fakeDisk) pathLocked(jid string) string { return "/storages/" + jid + "/session.db" }
-
-func (d *fakeDisk) Delete(jid string) error {
+func (d *fakeDisk) Discard(pairingKey string) error {
+	if !isPairingKey(pairingKey) {
+		return domain.Errorf(domain.EINVALID, "%q is not a pairing session of this store", pairingKey)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	delete(d.sessions, d.pathLocked(jid))
+	delete(d.sessions, pairingKey)
+	return nil
+}
+
+// key is the key of jid's linked session.
+func (d *fakeDisk) key(jid string) string { return jid }
+
+func (d *fakeDisk) Delete(jid string) error {
+	if err := d.checkJID(jid); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.deleteErr != nil {
+		return d.deleteErr
+	}
+	delete(d.sessions, jid)
 	return nil
 }
 
@@ -95,9 +127,9 @@ func (d *fakeDisk) Sessions() ([]ports.StoredSession, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []ports.StoredSession
-	for _, path := range slices.Sorted(maps.Keys(d.sessions)) {
-		s := d.sessions[path]
-		out = append(out, ports.StoredSession{JID: s.jid, Path: path, DeviceID: s.deviceID})
+	for _, key := range slices.Sorted(maps.Keys(d.sessions)) {
+		s := d.sessions[key]
+		out = append(out, ports.StoredSession{JID: s.jid, Key: key, DeviceID: s.deviceID})
 	}
 	return out, nil
 }
@@ -107,7 +139,7 @@ func (d *fakeDisk) putLinked(deviceID, jid string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	id := identityOf(jid)
-	d.sessions[d.pathLocked(jid)] = &fakeSession{deviceID: deviceID, jid: jid, identity: &id}
+	d.sessions[jid] = &fakeSession{deviceID: deviceID, jid: jid, identity: &id, opened: true}
 }
 
 // putPairing stores a pairing session cut off by a crash, paired or not.
@@ -115,9 +147,9 @@ func (d *fakeDisk) putPairing(deviceID string, paired *domain.Identity) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.seq++
-	path := fmt.Sprintf("/storages/.pairing-%d-%s/session.db", d.seq, deviceID)
-	d.sessions[path] = &fakeSession{deviceID: deviceID, identity: paired}
-	return path
+	key := fmt.Sprintf("pairing:%s-%d", deviceID, d.seq)
+	d.sessions[key] = &fakeSession{deviceID: deviceID, identity: paired, opened: true}
+	return key
 }
 
 func (d *fakeDisk) has(path string) bool {
@@ -181,6 +213,7 @@ type fakeWhatsApp struct {
 	pairCodeGate  chan struct{} // when set, PairCode waits for it to close
 	startQRErr    error
 	connectErr    error
+	openErr       error // returned by Open when set
 	logoutErr     error
 	pairCodeErr   func(phone string) error
 }
@@ -188,9 +221,17 @@ type fakeWhatsApp struct {
 var _ ports.WhatsApp = (*fakeWhatsApp)(nil)
 
 func (w *fakeWhatsApp) Open(ctx context.Context, path string, events func(domain.Event)) (ports.Client, error) {
+	w.mu.Lock()
+	openErr := w.openErr
+	w.mu.Unlock()
+	if openErr != nil {
+		return nil, openErr
+	}
 	w.disk.mu.Lock()
-	if _, ok := w.disk.sessions[path]; !ok {
-		w.disk.sessions[path] = &fakeSession{}
+	if s, ok := w.disk.sessions[path]; ok {
+		s.opened = true
+	} else {
+		w.disk.sessions[path] = &fakeSession{opened: true}
 	}
 	w.disk.mu.Unlock()
 	c := &fakeClient{w: w, path: path, ctx: ctx, events: events}
@@ -255,6 +296,7 @@ type fakeClient struct {
 
 	mu          sync.Mutex
 	closed      bool
+	online      bool // it reported Connected, and no Disconnected since
 	qrs         int
 	startQRs    int
 	connects    int
@@ -314,6 +356,9 @@ func (c *fakeClient) Connect(ctx context.Context) error {
 	c.mu.Lock()
 	c.connects++
 	c.mu.Unlock()
+	if _, paired := c.Identity(); !paired {
+		return domain.Errorf(domain.ECONFLICT, "the session is not paired")
+	}
 	c.w.mu.Lock()
 	c.w.connecting++
 	c.w.maxConnecting = max(c.w.maxConnecting, c.w.connecting)
@@ -328,7 +373,7 @@ func (c *fakeClient) Connect(ctx context.Context) error {
 	if c.w.connectErr != nil {
 		return c.w.connectErr
 	}
-	if _, paired := c.Identity(); paired && !c.w.noAutoConnect {
+	if !c.w.noAutoConnect {
 		c.emit(domain.Connected{})
 	}
 	return nil
@@ -337,6 +382,7 @@ func (c *fakeClient) Connect(ctx context.Context) error {
 func (c *fakeClient) Disconnect() {
 	c.mu.Lock()
 	c.disconnects++
+	c.online = false
 	c.mu.Unlock()
 }
 
@@ -347,8 +393,17 @@ func (c *fakeClient) Logout(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err // as whatsmeow's request would
 	}
+	if _, paired := c.Identity(); !paired {
+		return domain.Errorf(domain.ECONFLICT, "the session is not paired")
+	}
 	if c.w.logoutErr != nil {
 		return c.w.logoutErr
+	}
+	c.mu.Lock()
+	online := c.online
+	c.mu.Unlock()
+	if !online {
+		return domain.Errorf(domain.EUNAVAILABLE, "WhatsApp could not be reached to log out")
 	}
 	// whatsmeow deletes the device from its store on logout.
 	c.w.disk.setIdentity(c.path, nil)
@@ -369,13 +424,35 @@ func (c *fakeClient) Close() error {
 		return nil
 	}
 	c.closed = true
+	c.online = false
 	c.w.mu.Lock()
 	c.w.open--
 	c.w.mu.Unlock()
 	return nil
 }
 
-func (c *fakeClient) emit(ev domain.Event) { c.events(ev) }
+// emit reports ev, as whatsmeow's event handler would: never once the
+// client is closed. It tracks whether the client is online, as the real
+// one knows.
+func (c *fakeClient) emit(ev domain.Event) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	switch ev.(type) {
+	case domain.Connected:
+		c.online = true
+	case domain.Disconnected, domain.Offline, domain.LoggedOut:
+		c.online = false
+	}
+	c.mu.Unlock()
+	c.events(ev)
+}
+
+// deliverLate reports ev even though the client may be closed: an event
+// that was on its way when it closed.
+func (c *fakeClient) deliverLate(ev domain.Event) { c.events(ev) }
 
 // pair saves identity in the client's session and reports Paired, as
 // whatsmeow does after the phone scans the code.
@@ -437,6 +514,9 @@ func (r *fakeRegistry) List(ctx context.Context) ([]domain.Slot, error) {
 func (r *fakeRegistry) Put(ctx context.Context, slot domain.Slot) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if slot.ID == "" {
+		return domain.Errorf(domain.EINVALID, "a slot needs an id")
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

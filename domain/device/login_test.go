@@ -249,8 +249,8 @@ func TestLoginCode(t *testing.T) {
 	if pc.Code != "CODE-0001" {
 		t.Errorf("code %q", pc.Code)
 	}
-	if want := h.clock.Now().Add(160 * time.Second); !pc.ExpiresAt.Equal(want) {
-		t.Errorf("expires at %v, want %v (the default CodeValidity)", pc.ExpiresAt, want)
+	if want := h.clock.Now().Add(fakeCodeLife); !pc.ExpiresAt.Equal(want) {
+		t.Errorf("expires at %v, want %v (the client's expiry)", pc.ExpiresAt, want)
 	}
 	c.mu.Lock()
 	calls := append([]string(nil), c.pairCodes...)

@@ -59,11 +59,13 @@ func (s *Service) Start(ctx context.Context) error {
 		s.log.Info("adopted a session found on disk", "device_id", sl.ID, "jid", sl.JID)
 	}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
+	// Decide each device's first state, and record what changed, before
+	// taking the service's lock: no registry write happens under it.
+	type loaded struct {
+		slot domain.Slot
+		m    machine
 	}
+	var devs []loaded
 	restoring := 0
 	for _, id := range slices.Sorted(maps.Keys(byID)) {
 		sl := byID[id]
@@ -73,8 +75,6 @@ func (s *Service) Start(ctx context.Context) error {
 		}
 		switch {
 		case sl.JID != "" && !onDisk[sl.JID]:
-			// Registry writes here run before any device does, and Start
-			// runs before the API serves: nothing waits on this lock.
 			reason := cmp.Or(sl.Ended, domain.ReasonSessionMissing)
 			m.JID, m.Identity = "", domain.Identity{}
 			m.State, m.Reason = domain.StateLoggedOut, reason
@@ -86,6 +86,7 @@ func (s *Service) Start(ctx context.Context) error {
 				s.log.Warn("session dropped: its files are missing; the device must log in again", "device_id", sl.ID, "reason", reason)
 			}
 			sl.JID, sl.Ended, sl.EndedAt = "", reason, cmp.Or(sl.EndedAt, m.Since)
+			m.Since = sl.EndedAt
 			if err := s.cfg.Registry.Put(ctx, sl); err != nil {
 				return fmt.Errorf("clear lost session of slot %s: %w", sl.ID, err)
 			}
@@ -97,8 +98,16 @@ func (s *Service) Start(ctx context.Context) error {
 			m.State = domain.StateConnecting
 			restoring++
 		}
-		d := s.addLocked(sl, m)
-		d.post(start{})
+		devs = append(devs, loaded{sl, m})
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
+	}
+	for _, l := range devs {
+		s.addLocked(l.slot, l.m).post(start{})
 	}
 	s.log.Info("restoring sessions", "devices", len(byID), "sessions", restoring)
 	return nil
@@ -109,25 +118,24 @@ func (s *Service) Start(ctx context.Context) error {
 func (s *Service) finishPairing(ctx context.Context, st ports.StoredSession) ports.StoredSession {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c, err := s.cfg.WhatsApp.Open(ctx, st.Path, func(domain.Event) {})
+	c, err := s.cfg.WhatsApp.Open(ctx, st.Key, func(domain.Event) {})
 	if err != nil {
 		s.log.Warn("a cut-off pairing session cannot be read; discarding it", "device_id", st.DeviceID, "err", err)
-		_ = s.cfg.Sessions.Discard(st.Path)
+		_ = s.cfg.Sessions.Discard(st.Key)
 		return ports.StoredSession{}
 	}
 	id, paired := c.Identity()
 	_ = c.Close()
 	if !paired {
-		_ = s.cfg.Sessions.Discard(st.Path)
+		_ = s.cfg.Sessions.Discard(st.Key)
 		return ports.StoredSession{}
 	}
-	path, err := s.cfg.Sessions.Promote(st.Path, id.JID)
-	if err != nil {
+	if err := s.cfg.Sessions.Promote(st.Key, id.JID); err != nil {
 		s.log.Error("saving a session paired before a crash", "device_id", st.DeviceID, "err", err)
 		return ports.StoredSession{}
 	}
 	s.log.Info("finished a pairing cut off by a restart", "device_id", st.DeviceID, "jid", id.JID)
-	return ports.StoredSession{JID: id.JID, Path: path, DeviceID: st.DeviceID}
+	return ports.StoredSession{JID: id.JID, Key: id.JID, DeviceID: st.DeviceID}
 }
 
 // adopt chooses the slot for a session that no slot claims: the slot named

@@ -133,7 +133,7 @@ func TestStartFinishesOrDiscardsCutOffPairings(t *testing.T) {
 	if h.disk.has(unpairedPath) {
 		t.Error("an unpaired, cut-off pairing was kept")
 	}
-	if h.disk.has(pairedPath) || !h.disk.has(h.disk.Path(jid1)) {
+	if h.disk.has(pairedPath) || !h.disk.has(h.disk.key(jid1)) {
 		t.Errorf("the paired pairing was not promoted: %v", h.disk.paths())
 	}
 	if sl, _ := h.reg.get("linked"); sl.JID != jid1 {
@@ -175,7 +175,7 @@ func TestStartSessionNoLongerLinked(t *testing.T) {
 	h := newHarness(t)
 	h.reg.slots["d"] = domain.Slot{ID: "d", JID: jid1}
 	h.disk.putLinked("d", jid1)
-	h.disk.setIdentity(h.disk.Path(jid1), nil)
+	h.disk.setIdentity(h.disk.key(jid1), nil)
 	if err := h.svc.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}

@@ -48,10 +48,6 @@ type Config struct {
 	// connecting (after a restart or a dropped connection) to come online,
 	// rather than failing at once. Default 10 s.
 	SendWait time.Duration
-	// CodeValidity is how long a pairing code counts as usable when the
-	// client does not say (ports.Client.PairCode returns its expiry).
-	// Default 160 s.
-	CodeValidity time.Duration
 	// OnLogin, when set, is told the outcome of each login: method "qr" or
 	// "code", outcome "success", "failure" or "expired". For metrics.
 	OnLogin func(method domain.PairingMethod, outcome string)
@@ -109,7 +105,6 @@ func New(cfg Config) *Service {
 	cfg.LoginWait = cmp.Or(cfg.LoginWait, 30*time.Second)
 	cfg.UnlinkWait = cmp.Or(cfg.UnlinkWait, 15*time.Second)
 	cfg.SendWait = cmp.Or(cfg.SendWait, 10*time.Second)
-	cfg.CodeValidity = cmp.Or(cfg.CodeValidity, 160*time.Second)
 	cfg.DisplayName = cmp.Or(cfg.DisplayName, "gowa")
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Service{

@@ -200,7 +200,7 @@ func TestCloseStopsEverything(t *testing.T) {
 		t.Errorf("%d clients open after Close", open)
 	}
 	// The linked session stays for the next start; the pairing does not.
-	if paths := h.disk.paths(); len(paths) != 1 || paths[0] != h.disk.Path(jid1) {
+	if paths := h.disk.paths(); len(paths) != 1 || paths[0] != h.disk.key(jid1) {
 		t.Errorf("sessions after Close: %v", paths)
 	}
 	// Nothing opens after Close.

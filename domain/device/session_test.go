@@ -2,6 +2,7 @@ package device
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -39,14 +40,14 @@ func TestPairedPromotesSessionAndConnects(t *testing.T) {
 	if h.disk.has(pairing.path) {
 		t.Error("the temporary session is still there")
 	}
-	if !h.disk.has(h.disk.Path(jid1)) {
-		t.Errorf("no session at %s; disk has %v", h.disk.Path(jid1), h.disk.paths())
+	if !h.disk.has(h.disk.key(jid1)) {
+		t.Errorf("no session at %s; disk has %v", h.disk.key(jid1), h.disk.paths())
 	}
 	if sl, _ := h.reg.get("d"); sl.JID != jid1 {
 		t.Errorf("registry slot %+v, want jid %s", sl, jid1)
 	}
 	conn := h.wa.nth(t, 2)
-	if conn.path != h.disk.Path(jid1) {
+	if conn.path != h.disk.key(jid1) {
 		t.Errorf("connected on %s, want the promoted path", conn.path)
 	}
 	eventually(t, "Connect", func() bool { _, c, _, _ := conn.calls(); return c == 1 })
@@ -173,7 +174,7 @@ func TestLogoutWhatsAppUnreachableKeepsSession(t *testing.T) {
 	if st := h.status("d"); !st.LoggedIn {
 		t.Errorf("session dropped although WhatsApp did not confirm: %+v", st)
 	}
-	if !h.disk.has(h.disk.Path(jid1)) {
+	if !h.disk.has(h.disk.key(jid1)) {
 		t.Error("session files deleted")
 	}
 }
@@ -350,7 +351,7 @@ func TestStaleEventsIgnored(t *testing.T) {
 		domain.LoggedOut{}, domain.Offline{Reason: domain.ReasonStreamReplaced}, domain.Offline{Reason: domain.ReasonRefused},
 		domain.Disconnected{}, domain.QRCode{Code: "stale"},
 	} {
-		old.emit(ev)
+		old.deliverLate(ev)
 	}
 	h.settle("d")
 	if st := h.status("d"); st.State != domain.StateConnected || !st.LoggedIn {
@@ -457,5 +458,89 @@ func TestEventHandlersRunOnDeviceContext(t *testing.T) {
 	h.waitState("d", domain.StateConnected)
 	if sl, _ := h.reg.get("d"); sl.JID != jid1 {
 		t.Errorf("slot %+v: the registry update used a dead context", sl)
+	}
+}
+
+// Files that cannot be removed: the logout says what failed, the device is
+// logged out but keeps them, and the registry says so (the next start
+// neither connects nor adopts them); a logout once the disk is fixed
+// finishes the job. A delete that cannot remove them keeps the slot.
+func TestSessionFilesThatCannotBeRemoved(t *testing.T) {
+	t.Parallel()
+	h := startedHarness(t)
+	h.link("d", jid1)
+	h.disk.mu.Lock()
+	h.disk.deleteErr = errors.New("read-only file system")
+	h.disk.mu.Unlock()
+
+	_, err := h.svc.Logout(t.Context(), "d")
+	wantCode(t, err, domain.EUNAVAILABLE)
+	if !contains(domain.ErrorMessage(err), "read-only file system") {
+		t.Errorf("the error does not say what failed: %q", domain.ErrorMessage(err))
+	}
+	st := h.status("d")
+	if st.State != domain.StateLoggedOut || st.Reason != domain.ReasonLogout || st.LoggedIn {
+		t.Errorf("after the failed removal: %+v", st)
+	}
+	if sl, _ := h.reg.get("d"); sl.JID != jid1 || sl.Ended != domain.ReasonLogout {
+		t.Errorf("registry slot %+v: want the files recorded as an ended session's", sl)
+	}
+	if _, err := h.svc.LoginQR(t.Context(), "d"); domain.ErrorCode(err) != domain.ECONFLICT {
+		t.Errorf("login over the files left: %v, want ECONFLICT", err)
+	}
+	_, err = h.svc.Delete(t.Context(), "d")
+	wantCode(t, err, domain.EUNAVAILABLE)
+	if _, ok := h.reg.get("d"); !ok {
+		t.Fatal("the slot went although its files stayed")
+	}
+
+	h.disk.mu.Lock()
+	h.disk.deleteErr = nil
+	h.disk.mu.Unlock()
+	if _, err := h.svc.Logout(t.Context(), "d"); err != nil {
+		t.Fatalf("logout once fixed: %v", err)
+	}
+	if sl, _ := h.reg.get("d"); sl.JID != "" || sl.Ended != domain.ReasonLogout {
+		t.Errorf("registry slot %+v after the files went", sl)
+	}
+	if h.disk.has(h.disk.key(jid1)) {
+		t.Error("the session is still on disk")
+	}
+	if _, err := h.svc.LoginQR(t.Context(), "d"); err != nil {
+		t.Errorf("login afterwards: %v", err)
+	}
+}
+
+// A session that cannot be opened at start is logged_out/session_unreadable
+// with its files kept; logout removes them at once.
+func TestStartUnreadableSession(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.reg.slots["d"] = domain.Slot{ID: "d", JID: jid1}
+	h.disk.putLinked("d", jid1)
+	h.wa.openErr = errors.New("file is not a database")
+	if err := h.svc.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	st := h.waitState("d", domain.StateLoggedOut)
+	if st.Reason != domain.ReasonSessionUnreadable || st.LoggedIn {
+		t.Errorf("status %+v", st)
+	}
+	h.settle("d") // the registry is written by a job
+	if sl, _ := h.reg.get("d"); sl.Ended != domain.ReasonSessionUnreadable || sl.JID != jid1 {
+		t.Errorf("registry slot %+v", sl)
+	}
+	h.wa.mu.Lock()
+	h.wa.openErr = nil
+	h.wa.mu.Unlock()
+	st, err := h.svc.Logout(t.Context(), "d")
+	if err != nil || st.State != domain.StateLoggedOut || st.Reason != domain.ReasonSessionUnreadable {
+		t.Fatalf("logout: %+v, %v", st, err)
+	}
+	if h.disk.has(h.disk.key(jid1)) {
+		t.Error("the unreadable session is still on disk")
+	}
+	if _, err := h.svc.LoginQR(t.Context(), "d"); err != nil {
+		t.Errorf("login afterwards: %v", err)
 	}
 }

@@ -13,12 +13,12 @@ import (
 	"github.com/gowa-dev/gowa/adapters/httpapi/qrpng"
 )
 
-// whatsAppQR has the shape of a whatsmeow login QR: a ref and three base64
-// keys joined by commas.
-var whatsAppQR = "2@" + strings.Repeat("AbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/", 2) + "==," +
+// whatsAppQR has the shape of a whatsmeow login QR: a wa.me link whose
+// fragment holds a ref, three base64 keys and the client type.
+var whatsAppQR = "https://wa.me/settings/linked_devices#2@" + strings.Repeat("AbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/", 2) + "==," +
 	"Yk6cCMqm0Nml1rjyAEnoQvT3fbqzB7m7G8JjD0+4QXs=," +
 	"ZDn2Hq/0kBTUq2bN4nEYa8l3+qWwHvnh1yw6uGf2q1k=," +
-	"qa6d+Tn2uF2mC8f0Gfj1i9WvV0WvJ0m1e0k5rA8C9pQ="
+	"qa6d+Tn2uF2mC8f0Gfj1i9WvV0WvJ0m1e0k5rA8C9pQ=,1"
 
 func TestPNGRoundTrip(t *testing.T) {
 	t.Parallel()

@@ -94,7 +94,10 @@ type Tuning struct {
 	LoginWait       time.Duration // for WhatsApp's first QR or pairing code (30 s)
 	UnlinkWait      time.Duration // for an offline device to come online to unlink (15 s)
 	SendWait        time.Duration // for a connecting device before a send fails (10 s)
-	BodyTimeout     time.Duration // for a request body to arrive (httpapi's default)
+	// How long "is this number on WhatsApp?" answers are kept: yes (a day),
+	// no (a minute).
+	OnWhatsAppFor, OffWhatsAppFor time.Duration
+	BodyTimeout                   time.Duration // for a request body to arrive (httpapi's default)
 	// Wrap, when set, wraps the whole HTTP handler; the end-to-end tests
 	// hold every answer to openapi.yaml with it.
 	Wrap func(http.Handler) http.Handler
@@ -168,7 +171,8 @@ func OpenCore(ctx context.Context, cfg Config, log *slog.Logger) (c *Core, err e
 	}
 
 	cfg.OS = cmp.Or(cfg.OS, DefaultOS)
-	waOpts := whatsapp.Options{OS: cfg.OS, Logger: log, Debug: cfg.Debug, FirstCodeLife: cfg.Tuning.FirstQR, CodeLife: cfg.Tuning.NextQR}
+	waOpts := whatsapp.Options{Locate: sessions.Locate, OS: cfg.OS, Logger: log, Debug: cfg.Debug, FirstCodeLife: cfg.Tuning.FirstQR, CodeLife: cfg.Tuning.NextQR,
+		OnWhatsAppFor: cfg.Tuning.OnWhatsAppFor, OffWhatsAppFor: cfg.Tuning.OffWhatsAppFor}
 	if cfg.Sandbox {
 		c.Sim, err = wasim.New(wasim.Options{Dir: filepath.Join(c.Root, ".wasim"), Logger: log.With("component", "wasim")})
 		if err != nil {

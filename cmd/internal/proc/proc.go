@@ -6,15 +6,16 @@ package proc
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,24 +61,12 @@ type Gateway struct {
 	logf   *os.File
 }
 
-// FreePort returns a loopback port that was free a moment ago.
-func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// Start execs the gateway in sandbox mode on a free loopback port. It does
-// not wait for it: see WaitHealthy.
+// Start execs the gateway in sandbox mode on a loopback port it picks
+// itself (--port 0: no port is picked here, closed and handed over, which
+// another process could take in between), and waits until its log says
+// where it listens. It does not wait for it to be healthy: see WaitHealthy.
 func Start(o Options) (*Gateway, error) {
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
-	args := []string{"sandbox", "--host", "127.0.0.1", "--port", strconv.Itoa(port), "--storages", o.Storages}
+	args := []string{"sandbox", "--host", "127.0.0.1", "--port", "0", "--storages", o.Storages}
 	if o.Auth != "" {
 		args = append(args, "-b", o.Auth)
 	}
@@ -91,7 +80,6 @@ func Start(o Options) (*Gateway, error) {
 		}
 	}
 	g := &Gateway{
-		URL:     "http://127.0.0.1:" + strconv.Itoa(port),
 		Storage: o.Storages,
 		cmd:     cmd,
 		done:    make(chan struct{}),
@@ -100,14 +88,17 @@ func Start(o Options) (*Gateway, error) {
 		}},
 	}
 	g.User, g.Pass, _ = strings.Cut(o.Auth, ":")
+	watch := &addrWatch{dst: io.Discard, addr: make(chan string, 1)}
 	if o.LogPath != "" {
+		var err error
 		g.logf, err = os.OpenFile(o.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
 			return nil, err
 		}
-		cmd.Stderr = g.logf
-		cmd.Stdout = g.logf
+		watch.dst = g.logf
 	}
+	cmd.Stderr = watch
+	cmd.Stdout = watch
 	g.Started = time.Now()
 	if err := cmd.Start(); err != nil {
 		if g.logf != nil {
@@ -125,7 +116,51 @@ func Start(o Options) (*Gateway, error) {
 		}
 		close(g.done)
 	}()
-	return g, nil
+	select {
+	case addr := <-watch.addr:
+		g.URL = "http://" + addr
+		return g, nil
+	case <-g.done:
+		return nil, fmt.Errorf("the gateway exited before it listened (see its log)")
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+		<-g.done
+		return nil, fmt.Errorf("the gateway did not listen within 2 minutes")
+	}
+}
+
+// addrWatch passes the gateway's log through to dst, and sends the address
+// of its "listening" line on addr, once.
+type addrWatch struct {
+	dst  io.Writer
+	addr chan string
+
+	mu   sync.Mutex
+	line []byte
+	sent bool
+}
+
+var listeningAddr = regexp.MustCompile(`"msg":"listening".*?"addr":"([^"]+)"`)
+
+func (w *addrWatch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	if !w.sent {
+		w.line = append(w.line, p...)
+		for {
+			i := bytes.IndexByte(w.line, '\n')
+			if i < 0 {
+				break
+			}
+			if m := listeningAddr.FindSubmatch(w.line[:i]); m != nil {
+				w.addr <- string(m[1])
+				w.sent, w.line = true, nil
+				break
+			}
+			w.line = w.line[i+1:]
+		}
+	}
+	w.mu.Unlock()
+	return w.dst.Write(p)
 }
 
 // PID is the process id.
