@@ -93,6 +93,10 @@ func (e *endpoint) run() {
 	}
 	blocked := map[string]time.Time{} // device → when its head is due again
 	inflight := map[string]bool{}     // devices a worker is delivering
+	var (
+		queued []string                     // devices read from the outbox, waiting for a worker
+		groups map[string][]domain.Delivery // their deliveries, in order
+	)
 	results := make(chan result, h.cfg.DeliveryParallelism)
 	defer func() {
 		for len(inflight) > 0 {
@@ -114,7 +118,9 @@ func (e *endpoint) run() {
 		}
 		slices.Sort(skip)
 		idle := len(inflight) == 0
-		if h.cfg.Sender != nil && len(inflight) < h.cfg.DeliveryParallelism {
+		// Look at the outbox only when the groups read last time are all
+		// handed out: one read feeds many workers.
+		if h.cfg.Sender != nil && len(queued) == 0 && len(inflight) < h.cfg.DeliveryParallelism {
 			pend, err := h.cfg.Store.Pending(e.ctx, e.key, skip, window)
 			if err != nil {
 				if e.ctx.Err() == nil {
@@ -129,28 +135,27 @@ func (e *endpoint) run() {
 				}
 				continue
 			}
-			var order []string
-			groups := map[string][]domain.Delivery{}
+			groups = map[string][]domain.Delivery{}
 			for _, d := range pend {
 				if _, ok := groups[d.DeviceID]; !ok {
-					order = append(order, d.DeviceID)
+					queued = append(queued, d.DeviceID)
 				}
 				groups[d.DeviceID] = append(groups[d.DeviceID], d)
 			}
-			// Each device's deliveries go one at a time, in order, on a
-			// worker of their own; a slow or failing device holds up
-			// neither the others nor this loop.
-			for _, dev := range order {
-				if len(inflight) >= h.cfg.DeliveryParallelism {
-					break
-				}
-				inflight[dev] = true
-				idle = false
-				go func(group []domain.Delivery) {
-					at, ok := e.deliverInOrder(group)
-					results <- result{group[0].DeviceID, at, ok}
-				}(groups[dev])
-			}
+		}
+		// Each device's deliveries go one at a time, in order, on a worker
+		// of their own; a slow or failing device holds up neither the
+		// others nor this loop.
+		for len(queued) > 0 && len(inflight) < h.cfg.DeliveryParallelism {
+			dev := queued[0]
+			queued = queued[1:]
+			inflight[dev] = true
+			idle = false
+			go func(group []domain.Delivery) {
+				at, ok := e.deliverInOrder(group)
+				results <- result{group[0].DeviceID, at, ok}
+			}(groups[dev])
+			delete(groups, dev)
 		}
 		if idle {
 			e.idle(blocked)
