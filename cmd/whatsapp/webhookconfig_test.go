@@ -54,8 +54,8 @@ func TestWebhookConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Equal(cfg.Webhooks, tc.want) || cfg.WebhookSecret != tc.secret {
-				t.Errorf("webhooks %q secret %q, want %q %q", cfg.Webhooks, cfg.WebhookSecret, tc.want, tc.secret)
+			if !slices.Equal(cfg.Webhook, tc.want) || cfg.WebhookSecret != tc.secret {
+				t.Errorf("webhooks %q secret %q, want %q %q", cfg.Webhook, cfg.WebhookSecret, tc.want, tc.secret)
 			}
 		})
 	}
