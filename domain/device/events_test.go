@@ -132,3 +132,39 @@ func TestPairingEndsEmitDisconnectedWithReason(t *testing.T) {
 	}
 	rec.waitFor(t, "p device.pairing", "p device.disconnected pairing_cancelled")
 }
+
+// A reconnect asked through the API is a disconnection without a reason
+// (null, as the device's status has it); deleting a linked device ends its
+// session first, then the slot.
+func TestReconnectAndDeleteEmitOnce(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{}
+	h := startedHarness(t, func(c *Config) { c.Events = rec })
+	h.link("r", "628444:3@s.whatsapp.net")
+	rec.waitFor(t, "r device.created", "r device.pairing", "r device.connected")
+
+	if _, err := h.svc.Reconnect(t.Context(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "r device.disconnected ")
+	rec.mu.Lock()
+	last := rec.raw[len(rec.raw)-1]
+	rec.mu.Unlock()
+	if last != `{"reason":null}` {
+		t.Errorf("device.disconnected of a reconnect: %s, want a null reason", last)
+	}
+	h.wa.last(t).emit(domain.Connected{})
+	rec.waitFor(t, "r device.disconnected ", "r device.connected")
+
+	if _, err := h.svc.Delete(t.Context(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	if n := rec.syncedCount(); n != len(rec.lines()) {
+		t.Errorf("Delete answered with %d of %d events synced", n, len(rec.lines()))
+	}
+	rec.waitFor(t, "r device.connected", "r device.logged_out logout", "r device.deleted")
+	got := strings.Join(rec.lines(), "\n")
+	if strings.Count(got, "device.connected") != 2 || strings.Count(got, "device.logged_out") != 1 {
+		t.Errorf("events told more than once:\n%s", got)
+	}
+}
