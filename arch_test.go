@@ -29,9 +29,10 @@ import (
 //     share: any adapter may import it, and it imports only the standard
 //     library.
 //   - cmd/internal/gateway is the one place that wires the gateway: no
-//     other cmd package imports the device service, the WhatsApp, SQLite
-//     or HTTP adapters (cmd/whatsapp, cmd/bench and cmd/chaos get the
-//     gateway from it, or run its binary).
+//     other cmd package imports the device service, the event service
+//     (domain/events), the WhatsApp, SQLite, HTTP or webhook adapters
+//     (cmd/whatsapp, cmd/bench and cmd/chaos get the gateway from it, or
+//     run its binary).
 //   - cmd/internal/proc drives the binary over HTTP: of ours, it imports
 //     the generated api only.
 //   - the rest of cmd/... may import anything.
@@ -168,7 +169,7 @@ func rule(rel string) func(imp string) string {
 			if !ours {
 				return ""
 			}
-			for _, wired := range []string{"domain/device", "adapters/whatsapp", "adapters/sqlite", "adapters/httpapi"} {
+			for _, wired := range []string{"domain/device", "domain/events", "adapters/whatsapp", "adapters/sqlite", "adapters/httpapi", "adapters/webhook"} {
 				if r == wired || strings.HasPrefix(r, wired+"/") {
 					return "only cmd/internal/gateway wires the gateway"
 				}

@@ -270,6 +270,42 @@ type ErrorEnvelope struct {
 	Message string `json:"message"`
 }
 
+// Event defines model for Event.
+type Event struct {
+	// Data The type's payload.
+	Data map[string]interface{} `json:"data"`
+
+	// DeviceID Example: my-device
+	DeviceID string `json:"device_id"`
+
+	// ID Unique and increasing per gateway.
+	//
+	// Example: 42
+	ID   int64     `json:"id"`
+	Time time.Time `json:"time"`
+
+	// Type Example: device.connected
+	Type string `json:"type"`
+}
+
+// EventPage defines model for EventPage.
+type EventPage struct {
+	Events []Event `json:"events"`
+
+	// NextAfter Pass as `after` for the next page.
+	NextAfter int64 `json:"next_after"`
+}
+
+// EventPageEnvelope defines model for EventPageEnvelope.
+type EventPageEnvelope struct {
+	// Code Example: 200
+	Code int       `json:"code"`
+	Data EventPage `json:"data"`
+
+	// Message Example: OK
+	Message string `json:"message"`
+}
+
 // Health defines model for Health.
 type Health struct {
 	// Status Example: ok
@@ -529,6 +565,40 @@ type SandboxScanRequest struct {
 	Qr string `json:"qr"`
 }
 
+// SandboxSendRequest defines model for SandboxSendRequest.
+type SandboxSendRequest struct {
+	// Message Example: Hello
+	Message string `json:"message"`
+
+	// To The recipient: a phone number or a user JID.
+	//
+	// Example: 628123456789
+	To string `json:"to"`
+}
+
+// SandboxSent defines model for SandboxSent.
+type SandboxSent struct {
+	// Delivered Linked devices online that acknowledged it.
+	Delivered []string `json:"delivered"`
+
+	// MessageID Example: 3A5F0C2B9E1D4A7C8B60
+	MessageID string `json:"message_id"`
+
+	// Offline Linked devices that get it when they next log in.
+	Offline   []string  `json:"offline"`
+	Timestamp time.Time `json:"timestamp"`
+}
+
+// SandboxSentEnvelope defines model for SandboxSentEnvelope.
+type SandboxSentEnvelope struct {
+	// Code Example: 200
+	Code int         `json:"code"`
+	Data SandboxSent `json:"data"`
+
+	// Message Example: OK
+	Message string `json:"message"`
+}
+
 // SendMessageEnvelope defines model for SendMessageEnvelope.
 type SendMessageEnvelope struct {
 	// Code Example: 200
@@ -560,6 +630,38 @@ type SentMessage struct {
 	// MessageID Example: 3EB0C431C26A1916E2D1
 	MessageID string    `json:"message_id"`
 	Timestamp time.Time `json:"timestamp"`
+}
+
+// Webhook defines model for Webhook.
+type Webhook struct {
+	Events []string `json:"events"`
+
+	// URL Example: https://example.com/gowa
+	URL string `json:"url"`
+}
+
+// WebhookEnvelope defines model for WebhookEnvelope.
+type WebhookEnvelope struct {
+	// Code Example: 200
+	Code int     `json:"code"`
+	Data Webhook `json:"data"`
+
+	// Message Example: OK
+	Message string `json:"message"`
+}
+
+// WebhookRequest defines model for WebhookRequest.
+type WebhookRequest struct {
+	// Events Types or prefixes such as `device.`; empty or absent means every type.
+	Events *[]string `json:"events,omitempty"`
+
+	// Secret At least 16 bytes; signs every delivery.
+	Secret string `json:"secret"`
+
+	// URL An http or https URL.
+	//
+	// Example: https://example.com/gowa
+	URL string `json:"url"`
 }
 
 // DeviceID Example: my-device
@@ -610,6 +712,27 @@ type LoginCodeParams struct {
 	Phone *string `form:"phone,omitempty" json:"phone,omitempty"`
 }
 
+// GetEventsParams defines parameters for GetEvents.
+type GetEventsParams struct {
+	// DeviceID Only these devices' events (repeatable).
+	DeviceID *[]string `form:"device_id,omitempty" json:"device_id,omitempty"`
+
+	// Type Only these types (repeatable); a prefix ending in a dot, such as `device.`, matches a family.
+	Type *[]string `form:"type,omitempty" json:"type,omitempty"`
+
+	// LastEventID Resume the stream after this id, for clients that cannot set `Last-Event-ID`.
+	LastEventID *int64 `form:"last_event_id,omitempty" json:"last_event_id,omitempty"`
+
+	// After JSON page: events with ids above this one.
+	After *int64 `form:"after,omitempty" json:"after,omitempty"`
+
+	// Limit JSON page: at most this many events (1 to 1000, default 100).
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// LastEventIDHeader Resume the stream after this id.
+	LastEventIDHeader *string `json:"Last-Event-ID,omitempty"`
+}
+
 // SendMessageParams defines parameters for SendMessage.
 type SendMessageParams struct {
 	// XDeviceID The device that sends.
@@ -622,6 +745,9 @@ type CreateDeviceJSONRequestBody = CreateDeviceRequest
 // LoginCodeJSONRequestBody defines body for LoginCode for application/json ContentType.
 type LoginCodeJSONRequestBody = LoginCodeRequest
 
+// PutDeviceWebhookJSONRequestBody defines body for PutDeviceWebhook for application/json ContentType.
+type PutDeviceWebhookJSONRequestBody = WebhookRequest
+
 // SandboxNetworkFaultJSONRequestBody defines body for SandboxNetworkFault for application/json ContentType.
 type SandboxNetworkFaultJSONRequestBody = SandboxNetworkFault
 
@@ -633,6 +759,9 @@ type SandboxLinkCodeJSONRequestBody = SandboxLinkCodeRequest
 
 // SandboxScanJSONRequestBody defines body for SandboxScan for application/json ContentType.
 type SandboxScanJSONRequestBody = SandboxScanRequest
+
+// SandboxSendJSONRequestBody defines body for SandboxSend for application/json ContentType.
+type SandboxSendJSONRequestBody = SandboxSendRequest
 
 // SendMessageJSONRequestBody defines body for SendMessage for application/json ContentType.
 type SendMessageJSONRequestBody = SendMessageRequest
@@ -811,6 +940,81 @@ type ClientInterface interface {
 	// Corresponds with GET /devices/{device_id}/status (the `GetDeviceStatus` operationId).
 	GetDeviceStatus(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// DeleteDeviceWebhook Remove a device's webhook
+	//
+	// Deliveries still waiting for it are dropped.
+	//
+	// Corresponds with DELETE /devices/{device_id}/webhook (the `DeleteDeviceWebhook` operationId).
+	DeleteDeviceWebhook(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetDeviceWebhook Get a device's webhook
+	//
+	// The webhook's URL and event filter; never its secret.
+	//
+	// Corresponds with GET /devices/{device_id}/webhook (the `GetDeviceWebhook` operationId).
+	GetDeviceWebhook(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutDeviceWebhookWithBody Set a device's webhook
+	//
+	// The device's events are POSTed to `url` as JSON with the headers
+	// `X-Gowa-Event` (the type), `X-Gowa-Delivery` (the event id; dedupe by
+	// it, delivery is at least once) and `X-Gowa-Signature:
+	// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+	// Network errors, timeouts (10 s), 408, 429 and 5xx are retried with
+	// exponential backoff for up to 24 hours, in order per device; other
+	// answers drop the delivery. Deliveries wait in an outbox on disk, so
+	// a restart resumes them. `events` filters by type (empty: all).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /devices/{device_id}/webhook (the `PutDeviceWebhook` operationId).
+	PutDeviceWebhookWithBody(ctx context.Context, deviceID DeviceID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutDeviceWebhook Set a device's webhook
+	//
+	// The device's events are POSTed to `url` as JSON with the headers
+	// `X-Gowa-Event` (the type), `X-Gowa-Delivery` (the event id; dedupe by
+	// it, delivery is at least once) and `X-Gowa-Signature:
+	// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+	// Network errors, timeouts (10 s), 408, 429 and 5xx are retried with
+	// exponential backoff for up to 24 hours, in order per device; other
+	// answers drop the delivery. Deliveries wait in an outbox on disk, so
+	// a restart resumes them. `events` filters by type (empty: all).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /devices/{device_id}/webhook (the `PutDeviceWebhook` operationId).
+	PutDeviceWebhook(ctx context.Context, deviceID DeviceID, body PutDeviceWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetEvents Stream or page through live events
+	//
+	// With `Accept: text/event-stream` (the default), a Server-Sent Events
+	// stream: each event is sent as `id: <id>`, `event: <type>` and
+	// `data: <the event's JSON>`, and a `: heartbeat` comment is sent every
+	// 15 seconds. To resume after a dropped connection, send the last id
+	// received as `Last-Event-ID` (browsers' EventSource does) or as
+	// `?last_event_id=`: the events since are read from the log, across
+	// gateway restarts. An id older than the log keeps (or unknown to this
+	// gateway) starts the stream with a `stream.gap` event, then the oldest
+	// event kept. A reader that falls too far behind is disconnected and
+	// resumes by id; it never slows the devices or other readers.
+	//
+	// With `Accept: application/json`, a page of events after `after`
+	// (default 0), at most `limit` (default 100); ask again with
+	// `after=next_after`.
+	//
+	// Types: `device.created`, `device.deleted`, `device.pairing`
+	// (`method`, `expires_at`; never the code), `device.connected` (`jid`,
+	// `phone`, `push_name`, `platform`), `device.disconnected` and
+	// `device.logged_out` (`reason`: the device's own reason, as in
+	// `DeviceReason`; null for a reconnect asked through the API; one event
+	// per change of state), `message.received` and `message.sent`
+	// (`id`, `chat`, `from`, `from_me`, `push_name`, `timestamp`, `type`,
+	// `text`), `stream.gap`.
+	//
+	// Corresponds with GET /events (the `GetEvents` operationId).
+	GetEvents(ctx context.Context, params *GetEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetHealth Liveness probe
 	//
 	// Public. 200 while the process serves HTTP.
@@ -937,6 +1141,34 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /sandbox/phones/{phone}/scan (the `SandboxScan` operationId).
 	SandboxScan(ctx context.Context, phone Phone, body SandboxScanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SandboxSendWithBody Make a simulated phone send a message
+	//
+	// The phone sends a text to another account, as WhatsApp does: it is
+	// encrypted to every linked device of the recipient (a gateway device
+	// linked there emits `message.received`), and a copy goes to the
+	// sender's own linked devices (`message.received` with `from_me`).
+	// Devices online are waited for until they acknowledge it; devices
+	// offline get it at their next login (held in memory only).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /sandbox/phones/{phone}/send (the `SandboxSend` operationId).
+	SandboxSendWithBody(ctx context.Context, phone Phone, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SandboxSend Make a simulated phone send a message
+	//
+	// The phone sends a text to another account, as WhatsApp does: it is
+	// encrypted to every linked device of the recipient (a gateway device
+	// linked there emits `message.received`), and a copy goes to the
+	// sender's own linked devices (`message.received` with `from_me`).
+	// Devices online are waited for until they acknowledge it; devices
+	// offline get it at their next login (held in memory only).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /sandbox/phones/{phone}/send (the `SandboxSend` operationId).
+	SandboxSend(ctx context.Context, phone Phone, body SandboxSendJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// SendMessageWithBody Send a text message
 	//
@@ -1177,6 +1409,131 @@ func (c *Client) ReconnectDevice(ctx context.Context, deviceID DeviceID, reqEdit
 // Corresponds with GET /devices/{device_id}/status (the `GetDeviceStatus` operationId).
 func (c *Client) GetDeviceStatus(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetDeviceStatusRequest(c.Server, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteDeviceWebhook Remove a device's webhook
+//
+// Deliveries still waiting for it are dropped.
+//
+// Corresponds with DELETE /devices/{device_id}/webhook (the `DeleteDeviceWebhook` operationId).
+func (c *Client) DeleteDeviceWebhook(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteDeviceWebhookRequest(c.Server, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetDeviceWebhook Get a device's webhook
+//
+// The webhook's URL and event filter; never its secret.
+//
+// Corresponds with GET /devices/{device_id}/webhook (the `GetDeviceWebhook` operationId).
+func (c *Client) GetDeviceWebhook(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetDeviceWebhookRequest(c.Server, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutDeviceWebhookWithBody Set a device's webhook
+//
+// The device's events are POSTed to `url` as JSON with the headers
+// `X-Gowa-Event` (the type), `X-Gowa-Delivery` (the event id; dedupe by
+// it, delivery is at least once) and `X-Gowa-Signature:
+// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+// Network errors, timeouts (10 s), 408, 429 and 5xx are retried with
+// exponential backoff for up to 24 hours, in order per device; other
+// answers drop the delivery. Deliveries wait in an outbox on disk, so
+// a restart resumes them. `events` filters by type (empty: all).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /devices/{device_id}/webhook (the `PutDeviceWebhook` operationId).
+func (c *Client) PutDeviceWebhookWithBody(ctx context.Context, deviceID DeviceID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutDeviceWebhookRequestWithBody(c.Server, deviceID, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutDeviceWebhook Set a device's webhook
+//
+// The device's events are POSTed to `url` as JSON with the headers
+// `X-Gowa-Event` (the type), `X-Gowa-Delivery` (the event id; dedupe by
+// it, delivery is at least once) and `X-Gowa-Signature:
+// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+// Network errors, timeouts (10 s), 408, 429 and 5xx are retried with
+// exponential backoff for up to 24 hours, in order per device; other
+// answers drop the delivery. Deliveries wait in an outbox on disk, so
+// a restart resumes them. `events` filters by type (empty: all).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /devices/{device_id}/webhook (the `PutDeviceWebhook` operationId).
+func (c *Client) PutDeviceWebhook(ctx context.Context, deviceID DeviceID, body PutDeviceWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutDeviceWebhookRequest(c.Server, deviceID, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetEvents Stream or page through live events
+//
+// With `Accept: text/event-stream` (the default), a Server-Sent Events
+// stream: each event is sent as `id: <id>`, `event: <type>` and
+// `data: <the event's JSON>`, and a `: heartbeat` comment is sent every
+// 15 seconds. To resume after a dropped connection, send the last id
+// received as `Last-Event-ID` (browsers' EventSource does) or as
+// `?last_event_id=`: the events since are read from the log, across
+// gateway restarts. An id older than the log keeps (or unknown to this
+// gateway) starts the stream with a `stream.gap` event, then the oldest
+// event kept. A reader that falls too far behind is disconnected and
+// resumes by id; it never slows the devices or other readers.
+//
+// With `Accept: application/json`, a page of events after `after`
+// (default 0), at most `limit` (default 100); ask again with
+// `after=next_after`.
+//
+// Types: `device.created`, `device.deleted`, `device.pairing`
+// (`method`, `expires_at`; never the code), `device.connected` (`jid`,
+// `phone`, `push_name`, `platform`), `device.disconnected` and
+// `device.logged_out` (`reason`: the device's own reason, as in
+// `DeviceReason`; null for a reconnect asked through the API; one event
+// per change of state), `message.received` and `message.sent`
+// (`id`, `chat`, `from`, `from_me`, `push_name`, `timestamp`, `type`,
+// `text`), `stream.gap`.
+//
+// Corresponds with GET /events (the `GetEvents` operationId).
+func (c *Client) GetEvents(ctx context.Context, params *GetEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetEventsRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1464,6 +1821,54 @@ func (c *Client) SandboxScanWithBody(ctx context.Context, phone Phone, contentTy
 // Corresponds with POST /sandbox/phones/{phone}/scan (the `SandboxScan` operationId).
 func (c *Client) SandboxScan(ctx context.Context, phone Phone, body SandboxScanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSandboxScanRequest(c.Server, phone, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SandboxSendWithBody Make a simulated phone send a message
+//
+// The phone sends a text to another account, as WhatsApp does: it is
+// encrypted to every linked device of the recipient (a gateway device
+// linked there emits `message.received`), and a copy goes to the
+// sender's own linked devices (`message.received` with `from_me`).
+// Devices online are waited for until they acknowledge it; devices
+// offline get it at their next login (held in memory only).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /sandbox/phones/{phone}/send (the `SandboxSend` operationId).
+func (c *Client) SandboxSendWithBody(ctx context.Context, phone Phone, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSandboxSendRequestWithBody(c.Server, phone, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SandboxSend Make a simulated phone send a message
+//
+// The phone sends a text to another account, as WhatsApp does: it is
+// encrypted to every linked device of the recipient (a gateway device
+// linked there emits `message.received`), and a copy goes to the
+// sender's own linked devices (`message.received` with `from_me`).
+// Devices online are waited for until they acknowledge it; devices
+// offline get it at their next login (held in memory only).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /sandbox/phones/{phone}/send (the `SandboxSend` operationId).
+func (c *Client) SandboxSend(ctx context.Context, phone Phone, body SandboxSendJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSandboxSendRequest(c.Server, phone, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1872,6 +2277,238 @@ func NewGetDeviceStatusRequest(server string, deviceID DeviceID) (*http.Request,
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewDeleteDeviceWebhookRequest constructs an http.Request for the DeleteDeviceWebhook method
+func NewDeleteDeviceWebhookRequest(server string, deviceID DeviceID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "device_id", deviceID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/devices/%s/webhook", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetDeviceWebhookRequest constructs an http.Request for the GetDeviceWebhook method
+func NewGetDeviceWebhookRequest(server string, deviceID DeviceID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "device_id", deviceID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/devices/%s/webhook", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPutDeviceWebhookRequest calls the generic PutDeviceWebhook builder with application/json body
+func NewPutDeviceWebhookRequest(server string, deviceID DeviceID, body PutDeviceWebhookJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPutDeviceWebhookRequestWithBody(server, deviceID, "application/json", bodyReader)
+}
+
+// NewPutDeviceWebhookRequestWithBody constructs an http.Request for the PutDeviceWebhook method, with any body, and a specified content type
+func NewPutDeviceWebhookRequestWithBody(server string, deviceID DeviceID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "device_id", deviceID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/devices/%s/webhook", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewGetEventsRequest constructs an http.Request for the GetEvents method
+func NewGetEventsRequest(server string, params *GetEventsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/events")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.DeviceID != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "device_id", *params.DeviceID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "array", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Type != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "type", *params.Type, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "array", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.LastEventID != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "last_event_id", *params.LastEventID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.After != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after", *params.After, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.LastEventIDHeader != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Last-Event-ID", *params.LastEventIDHeader, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Last-Event-ID", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -2295,6 +2932,53 @@ func NewSandboxScanRequestWithBody(server string, phone Phone, contentType strin
 	return req, nil
 }
 
+// NewSandboxSendRequest calls the generic SandboxSend builder with application/json body
+func NewSandboxSendRequest(server string, phone Phone, body SandboxSendJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSandboxSendRequestWithBody(server, phone, "application/json", bodyReader)
+}
+
+// NewSandboxSendRequestWithBody constructs an http.Request for the SandboxSend method, with any body, and a specified content type
+func NewSandboxSendRequestWithBody(server string, phone Phone, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "phone", phone, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/sandbox/phones/%s/send", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewSendMessageRequest calls the generic SendMessage builder with application/json body
 func NewSendMessageRequest(server string, params *SendMessageParams, body SendMessageJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -2508,6 +3192,87 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /devices/{device_id}/status (the `GetDeviceStatus` operationId).
 	GetDeviceStatusWithResponse(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*GetDeviceStatusResponse, error)
 
+	// DeleteDeviceWebhookWithResponse Remove a device's webhook
+	//
+	// Deliveries still waiting for it are dropped.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /devices/{device_id}/webhook (the `DeleteDeviceWebhook` operationId).
+	DeleteDeviceWebhookWithResponse(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*DeleteDeviceWebhookResponse, error)
+
+	// GetDeviceWebhookWithResponse Get a device's webhook
+	//
+	// The webhook's URL and event filter; never its secret.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /devices/{device_id}/webhook (the `GetDeviceWebhook` operationId).
+	GetDeviceWebhookWithResponse(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*GetDeviceWebhookResponse, error)
+
+	// PutDeviceWebhookWithBodyWithResponse Set a device's webhook
+	//
+	// The device's events are POSTed to `url` as JSON with the headers
+	// `X-Gowa-Event` (the type), `X-Gowa-Delivery` (the event id; dedupe by
+	// it, delivery is at least once) and `X-Gowa-Signature:
+	// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+	// Network errors, timeouts (10 s), 408, 429 and 5xx are retried with
+	// exponential backoff for up to 24 hours, in order per device; other
+	// answers drop the delivery. Deliveries wait in an outbox on disk, so
+	// a restart resumes them. `events` filters by type (empty: all).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /devices/{device_id}/webhook (the `PutDeviceWebhook` operationId).
+	PutDeviceWebhookWithBodyWithResponse(ctx context.Context, deviceID DeviceID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutDeviceWebhookResponse, error)
+
+	// PutDeviceWebhookWithResponse Set a device's webhook
+	//
+	// The device's events are POSTed to `url` as JSON with the headers
+	// `X-Gowa-Event` (the type), `X-Gowa-Delivery` (the event id; dedupe by
+	// it, delivery is at least once) and `X-Gowa-Signature:
+	// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+	// Network errors, timeouts (10 s), 408, 429 and 5xx are retried with
+	// exponential backoff for up to 24 hours, in order per device; other
+	// answers drop the delivery. Deliveries wait in an outbox on disk, so
+	// a restart resumes them. `events` filters by type (empty: all).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /devices/{device_id}/webhook (the `PutDeviceWebhook` operationId).
+	PutDeviceWebhookWithResponse(ctx context.Context, deviceID DeviceID, body PutDeviceWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*PutDeviceWebhookResponse, error)
+
+	// GetEventsWithResponse Stream or page through live events
+	//
+	// With `Accept: text/event-stream` (the default), a Server-Sent Events
+	// stream: each event is sent as `id: <id>`, `event: <type>` and
+	// `data: <the event's JSON>`, and a `: heartbeat` comment is sent every
+	// 15 seconds. To resume after a dropped connection, send the last id
+	// received as `Last-Event-ID` (browsers' EventSource does) or as
+	// `?last_event_id=`: the events since are read from the log, across
+	// gateway restarts. An id older than the log keeps (or unknown to this
+	// gateway) starts the stream with a `stream.gap` event, then the oldest
+	// event kept. A reader that falls too far behind is disconnected and
+	// resumes by id; it never slows the devices or other readers.
+	//
+	// With `Accept: application/json`, a page of events after `after`
+	// (default 0), at most `limit` (default 100); ask again with
+	// `after=next_after`.
+	//
+	// Types: `device.created`, `device.deleted`, `device.pairing`
+	// (`method`, `expires_at`; never the code), `device.connected` (`jid`,
+	// `phone`, `push_name`, `platform`), `device.disconnected` and
+	// `device.logged_out` (`reason`: the device's own reason, as in
+	// `DeviceReason`; null for a reconnect asked through the API; one event
+	// per change of state), `message.received` and `message.sent`
+	// (`id`, `chat`, `from`, `from_me`, `push_name`, `timestamp`, `type`,
+	// `text`), `stream.gap`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /events (the `GetEvents` operationId).
+	GetEventsWithResponse(ctx context.Context, params *GetEventsParams, reqEditors ...RequestEditorFn) (*GetEventsResponse, error)
+
 	// GetHealthWithResponse Liveness probe
 	//
 	// Public. 200 while the process serves HTTP.
@@ -2650,6 +3415,34 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /sandbox/phones/{phone}/scan (the `SandboxScan` operationId).
 	SandboxScanWithResponse(ctx context.Context, phone Phone, body SandboxScanJSONRequestBody, reqEditors ...RequestEditorFn) (*SandboxScanResponse, error)
+
+	// SandboxSendWithBodyWithResponse Make a simulated phone send a message
+	//
+	// The phone sends a text to another account, as WhatsApp does: it is
+	// encrypted to every linked device of the recipient (a gateway device
+	// linked there emits `message.received`), and a copy goes to the
+	// sender's own linked devices (`message.received` with `from_me`).
+	// Devices online are waited for until they acknowledge it; devices
+	// offline get it at their next login (held in memory only).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /sandbox/phones/{phone}/send (the `SandboxSend` operationId).
+	SandboxSendWithBodyWithResponse(ctx context.Context, phone Phone, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SandboxSendResponse, error)
+
+	// SandboxSendWithResponse Make a simulated phone send a message
+	//
+	// The phone sends a text to another account, as WhatsApp does: it is
+	// encrypted to every linked device of the recipient (a gateway device
+	// linked there emits `message.received`), and a copy goes to the
+	// sender's own linked devices (`message.received` with `from_me`).
+	// Devices online are waited for until they acknowledge it; devices
+	// offline get it at their next login (held in memory only).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /sandbox/phones/{phone}/send (the `SandboxSend` operationId).
+	SandboxSendWithResponse(ctx context.Context, phone Phone, body SandboxSendJSONRequestBody, reqEditors ...RequestEditorFn) (*SandboxSendResponse, error)
 
 	// SendMessageWithBodyWithResponse Send a text message
 	//
@@ -3676,6 +4469,408 @@ func (r GetDeviceStatusResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetDeviceStatusResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeleteDeviceWebhookResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *EmptyEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r DeleteDeviceWebhookResponse) GetJSON200() *EmptyEnvelope {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r DeleteDeviceWebhookResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r DeleteDeviceWebhookResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r DeleteDeviceWebhookResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r DeleteDeviceWebhookResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r DeleteDeviceWebhookResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r DeleteDeviceWebhookResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r DeleteDeviceWebhookResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r DeleteDeviceWebhookResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r DeleteDeviceWebhookResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteDeviceWebhookResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteDeviceWebhookResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteDeviceWebhookResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteDeviceWebhookResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetDeviceWebhookResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *WebhookEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetDeviceWebhookResponse) GetJSON200() *WebhookEnvelope {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetDeviceWebhookResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetDeviceWebhookResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetDeviceWebhookResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetDeviceWebhookResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r GetDeviceWebhookResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetDeviceWebhookResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r GetDeviceWebhookResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetDeviceWebhookResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r GetDeviceWebhookResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetDeviceWebhookResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetDeviceWebhookResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetDeviceWebhookResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PutDeviceWebhookResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *WebhookEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PutDeviceWebhookResponse) GetJSON200() *WebhookEnvelope {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r PutDeviceWebhookResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r PutDeviceWebhookResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r PutDeviceWebhookResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r PutDeviceWebhookResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r PutDeviceWebhookResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r PutDeviceWebhookResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r PutDeviceWebhookResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r PutDeviceWebhookResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r PutDeviceWebhookResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r PutDeviceWebhookResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PutDeviceWebhookResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PutDeviceWebhookResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PutDeviceWebhookResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetEventsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *EventPageEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetEventsResponse) GetJSON200() *EventPageEnvelope {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetEventsResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetEventsResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetEventsResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r GetEventsResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetEventsResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r GetEventsResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetEventsResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetEventsResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetEventsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetEventsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetEventsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetEventsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -4825,6 +6020,117 @@ func (r SandboxScanResponse) ContentType() string {
 	return ""
 }
 
+type SandboxSendResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *SandboxSentEnvelope
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *GatewayTimeout
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SandboxSendResponse) GetJSON200() *SandboxSentEnvelope {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r SandboxSendResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r SandboxSendResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SandboxSendResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r SandboxSendResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SandboxSendResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r SandboxSendResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SandboxSendResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r SandboxSendResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SandboxSendResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r SandboxSendResponse) GetJSON504() *GatewayTimeout {
+	return r.JSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r SandboxSendResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SandboxSendResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SandboxSendResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SandboxSendResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SendMessageResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5130,6 +6436,117 @@ func (c *ClientWithResponses) GetDeviceStatusWithResponse(ctx context.Context, d
 	return ParseGetDeviceStatusResponse(rsp)
 }
 
+// DeleteDeviceWebhookWithResponse Remove a device's webhook
+//
+// Deliveries still waiting for it are dropped.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /devices/{device_id}/webhook (the `DeleteDeviceWebhook` operationId).
+func (c *ClientWithResponses) DeleteDeviceWebhookWithResponse(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*DeleteDeviceWebhookResponse, error) {
+	rsp, err := c.DeleteDeviceWebhook(ctx, deviceID, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteDeviceWebhookResponse(rsp)
+}
+
+// GetDeviceWebhookWithResponse Get a device's webhook
+//
+// The webhook's URL and event filter; never its secret.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /devices/{device_id}/webhook (the `GetDeviceWebhook` operationId).
+func (c *ClientWithResponses) GetDeviceWebhookWithResponse(ctx context.Context, deviceID DeviceID, reqEditors ...RequestEditorFn) (*GetDeviceWebhookResponse, error) {
+	rsp, err := c.GetDeviceWebhook(ctx, deviceID, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetDeviceWebhookResponse(rsp)
+}
+
+// PutDeviceWebhookWithBodyWithResponse Set a device's webhook
+//
+// The device's events are POSTed to `url` as JSON with the headers
+// `X-Gowa-Event` (the type), `X-Gowa-Delivery` (the event id; dedupe by
+// it, delivery is at least once) and `X-Gowa-Signature:
+// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+// Network errors, timeouts (10 s), 408, 429 and 5xx are retried with
+// exponential backoff for up to 24 hours, in order per device; other
+// answers drop the delivery. Deliveries wait in an outbox on disk, so
+// a restart resumes them. `events` filters by type (empty: all).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /devices/{device_id}/webhook (the `PutDeviceWebhook` operationId).
+func (c *ClientWithResponses) PutDeviceWebhookWithBodyWithResponse(ctx context.Context, deviceID DeviceID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutDeviceWebhookResponse, error) {
+	rsp, err := c.PutDeviceWebhookWithBody(ctx, deviceID, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutDeviceWebhookResponse(rsp)
+}
+
+// PutDeviceWebhookWithResponse Set a device's webhook
+//
+// The device's events are POSTed to `url` as JSON with the headers
+// `X-Gowa-Event` (the type), `X-Gowa-Delivery` (the event id; dedupe by
+// it, delivery is at least once) and `X-Gowa-Signature:
+// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+// Network errors, timeouts (10 s), 408, 429 and 5xx are retried with
+// exponential backoff for up to 24 hours, in order per device; other
+// answers drop the delivery. Deliveries wait in an outbox on disk, so
+// a restart resumes them. `events` filters by type (empty: all).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /devices/{device_id}/webhook (the `PutDeviceWebhook` operationId).
+func (c *ClientWithResponses) PutDeviceWebhookWithResponse(ctx context.Context, deviceID DeviceID, body PutDeviceWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*PutDeviceWebhookResponse, error) {
+	rsp, err := c.PutDeviceWebhook(ctx, deviceID, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutDeviceWebhookResponse(rsp)
+}
+
+// GetEventsWithResponse Stream or page through live events
+//
+// With `Accept: text/event-stream` (the default), a Server-Sent Events
+// stream: each event is sent as `id: <id>`, `event: <type>` and
+// `data: <the event's JSON>`, and a `: heartbeat` comment is sent every
+// 15 seconds. To resume after a dropped connection, send the last id
+// received as `Last-Event-ID` (browsers' EventSource does) or as
+// `?last_event_id=`: the events since are read from the log, across
+// gateway restarts. An id older than the log keeps (or unknown to this
+// gateway) starts the stream with a `stream.gap` event, then the oldest
+// event kept. A reader that falls too far behind is disconnected and
+// resumes by id; it never slows the devices or other readers.
+//
+// With `Accept: application/json`, a page of events after `after`
+// (default 0), at most `limit` (default 100); ask again with
+// `after=next_after`.
+//
+// Types: `device.created`, `device.deleted`, `device.pairing`
+// (`method`, `expires_at`; never the code), `device.connected` (`jid`,
+// `phone`, `push_name`, `platform`), `device.disconnected` and
+// `device.logged_out` (`reason`: the device's own reason, as in
+// `DeviceReason`; null for a reconnect asked through the API; one event
+// per change of state), `message.received` and `message.sent`
+// (`id`, `chat`, `from`, `from_me`, `push_name`, `timestamp`, `type`,
+// `text`), `stream.gap`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /events (the `GetEvents` operationId).
+func (c *ClientWithResponses) GetEventsWithResponse(ctx context.Context, params *GetEventsParams, reqEditors ...RequestEditorFn) (*GetEventsResponse, error) {
+	rsp, err := c.GetEvents(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetEventsResponse(rsp)
+}
+
 // GetHealthWithResponse Liveness probe
 //
 // Public. 200 while the process serves HTTP.
@@ -5367,6 +6784,46 @@ func (c *ClientWithResponses) SandboxScanWithResponse(ctx context.Context, phone
 		return nil, err
 	}
 	return ParseSandboxScanResponse(rsp)
+}
+
+// SandboxSendWithBodyWithResponse Make a simulated phone send a message
+//
+// The phone sends a text to another account, as WhatsApp does: it is
+// encrypted to every linked device of the recipient (a gateway device
+// linked there emits `message.received`), and a copy goes to the
+// sender's own linked devices (`message.received` with `from_me`).
+// Devices online are waited for until they acknowledge it; devices
+// offline get it at their next login (held in memory only).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /sandbox/phones/{phone}/send (the `SandboxSend` operationId).
+func (c *ClientWithResponses) SandboxSendWithBodyWithResponse(ctx context.Context, phone Phone, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SandboxSendResponse, error) {
+	rsp, err := c.SandboxSendWithBody(ctx, phone, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSandboxSendResponse(rsp)
+}
+
+// SandboxSendWithResponse Make a simulated phone send a message
+//
+// The phone sends a text to another account, as WhatsApp does: it is
+// encrypted to every linked device of the recipient (a gateway device
+// linked there emits `message.received`), and a copy goes to the
+// sender's own linked devices (`message.received` with `from_me`).
+// Devices online are waited for until they acknowledge it; devices
+// offline get it at their next login (held in memory only).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /sandbox/phones/{phone}/send (the `SandboxSend` operationId).
+func (c *ClientWithResponses) SandboxSendWithResponse(ctx context.Context, phone Phone, body SandboxSendJSONRequestBody, reqEditors ...RequestEditorFn) (*SandboxSendResponse, error) {
+	rsp, err := c.SandboxSend(ctx, phone, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSandboxSendResponse(rsp)
 }
 
 // SendMessageWithBodyWithResponse Send a text message
@@ -6270,6 +7727,351 @@ func ParseGetDeviceStatusResponse(rsp *http.Response) (*GetDeviceStatusResponse,
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseDeleteDeviceWebhookResponse parses an HTTP response from a DeleteDeviceWebhookWithResponse call
+func ParseDeleteDeviceWebhookResponse(rsp *http.Response) (*DeleteDeviceWebhookResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteDeviceWebhookResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest EmptyEnvelope
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetDeviceWebhookResponse parses an HTTP response from a GetDeviceWebhookWithResponse call
+func ParseGetDeviceWebhookResponse(rsp *http.Response) (*GetDeviceWebhookResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetDeviceWebhookResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest WebhookEnvelope
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePutDeviceWebhookResponse parses an HTTP response from a PutDeviceWebhookWithResponse call
+func ParsePutDeviceWebhookResponse(rsp *http.Response) (*PutDeviceWebhookResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PutDeviceWebhookResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest WebhookEnvelope
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetEventsResponse parses an HTTP response from a GetEventsWithResponse call
+func ParseGetEventsResponse(rsp *http.Response) (*GetEventsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetEventsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest EventPageEnvelope
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case rsp.StatusCode == 200:
+		// Content-type (text/event-stream) unsupported
 
 	}
 
@@ -7239,6 +9041,102 @@ func ParseSandboxScanResponse(rsp *http.Response) (*SandboxScanResponse, error) 
 	return response, nil
 }
 
+// ParseSandboxSendResponse parses an HTTP response from a SandboxSendWithResponse call
+func ParseSandboxSendResponse(rsp *http.Response) (*SandboxSendResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SandboxSendResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest SandboxSentEnvelope
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseSendMessageResponse parses an HTTP response from a SendMessageWithResponse call
 func ParseSendMessageResponse(rsp *http.Response) (*SendMessageResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -7378,6 +9276,18 @@ type ServerInterface interface {
 	// GetDeviceStatus Get a device's status
 	// (GET /devices/{device_id}/status)
 	GetDeviceStatus(w http.ResponseWriter, r *http.Request, deviceID DeviceID)
+	// DeleteDeviceWebhook Remove a device's webhook
+	// (DELETE /devices/{device_id}/webhook)
+	DeleteDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID)
+	// GetDeviceWebhook Get a device's webhook
+	// (GET /devices/{device_id}/webhook)
+	GetDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID)
+	// PutDeviceWebhook Set a device's webhook
+	// (PUT /devices/{device_id}/webhook)
+	PutDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID)
+	// GetEvents Stream or page through live events
+	// (GET /events)
+	GetEvents(w http.ResponseWriter, r *http.Request, params GetEventsParams)
 	// GetHealth Liveness probe
 	// (GET /health)
 	GetHealth(w http.ResponseWriter, r *http.Request)
@@ -7414,6 +9324,9 @@ type ServerInterface interface {
 	// SandboxScan Scan a QR code with a simulated phone
 	// (POST /sandbox/phones/{phone}/scan)
 	SandboxScan(w http.ResponseWriter, r *http.Request, phone Phone)
+	// SandboxSend Make a simulated phone send a message
+	// (POST /sandbox/phones/{phone}/send)
+	SandboxSend(w http.ResponseWriter, r *http.Request, phone Phone)
 	// SendMessage Send a text message
 	// (POST /send/message)
 	SendMessage(w http.ResponseWriter, r *http.Request, params SendMessageParams)
@@ -7474,6 +9387,30 @@ func (_ Unimplemented) ReconnectDevice(w http.ResponseWriter, r *http.Request, d
 // GetDeviceStatus Get a device's status
 // (GET /devices/{device_id}/status)
 func (_ Unimplemented) GetDeviceStatus(w http.ResponseWriter, r *http.Request, deviceID DeviceID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// DeleteDeviceWebhook Remove a device's webhook
+// (DELETE /devices/{device_id}/webhook)
+func (_ Unimplemented) DeleteDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// GetDeviceWebhook Get a device's webhook
+// (GET /devices/{device_id}/webhook)
+func (_ Unimplemented) GetDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// PutDeviceWebhook Set a device's webhook
+// (PUT /devices/{device_id}/webhook)
+func (_ Unimplemented) PutDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// GetEvents Stream or page through live events
+// (GET /events)
+func (_ Unimplemented) GetEvents(w http.ResponseWriter, r *http.Request, params GetEventsParams) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -7546,6 +9483,12 @@ func (_ Unimplemented) SandboxListMessages(w http.ResponseWriter, r *http.Reques
 // SandboxScan Scan a QR code with a simulated phone
 // (POST /sandbox/phones/{phone}/scan)
 func (_ Unimplemented) SandboxScan(w http.ResponseWriter, r *http.Request, phone Phone) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// SandboxSend Make a simulated phone send a message
+// (POST /sandbox/phones/{phone}/send)
+func (_ Unimplemented) SandboxSend(w http.ResponseWriter, r *http.Request, phone Phone) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -7781,6 +9724,190 @@ func (siw *ServerInterfaceWrapper) GetDeviceStatus(w http.ResponseWriter, r *htt
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.GetDeviceStatus(w, r, deviceID)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeleteDeviceWebhook operation middleware
+func (siw *ServerInterfaceWrapper) DeleteDeviceWebhook(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "device_id" -------------
+	var deviceID DeviceID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "device_id", chi.URLParam(r, "device_id"), &deviceID, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "device_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteDeviceWebhook(w, r, deviceID)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetDeviceWebhook operation middleware
+func (siw *ServerInterfaceWrapper) GetDeviceWebhook(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "device_id" -------------
+	var deviceID DeviceID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "device_id", chi.URLParam(r, "device_id"), &deviceID, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "device_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetDeviceWebhook(w, r, deviceID)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// PutDeviceWebhook operation middleware
+func (siw *ServerInterfaceWrapper) PutDeviceWebhook(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "device_id" -------------
+	var deviceID DeviceID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "device_id", chi.URLParam(r, "device_id"), &deviceID, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "device_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.PutDeviceWebhook(w, r, deviceID)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetEvents operation middleware
+func (siw *ServerInterfaceWrapper) GetEvents(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetEventsParams
+
+	// ------------- Optional query parameter "device_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "device_id", r.URL.Query(), &params.DeviceID, runtime.BindQueryParameterOptions{Type: "array", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "device_id"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "device_id", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "type" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "type", r.URL.Query(), &params.Type, runtime.BindQueryParameterOptions{Type: "array", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "type"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "type", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "last_event_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "last_event_id", r.URL.Query(), &params.LastEventID, runtime.BindQueryParameterOptions{Type: "integer", Format: "int64"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "last_event_id"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "last_event_id", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "after" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "after", r.URL.Query(), &params.After, runtime.BindQueryParameterOptions{Type: "integer", Format: "int64"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "after"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "after", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Last-Event-ID" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Last-Event-ID")]; found {
+		var LastEventIDHeader string
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Last-Event-ID", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Last-Event-ID", valueList[0], &LastEventIDHeader, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Last-Event-ID", Err: err})
+			return
+		}
+
+		params.LastEventIDHeader = &LastEventIDHeader
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetEvents(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -8027,6 +10154,32 @@ func (siw *ServerInterfaceWrapper) SandboxScan(w http.ResponseWriter, r *http.Re
 	handler.ServeHTTP(w, r)
 }
 
+// SandboxSend operation middleware
+func (siw *ServerInterfaceWrapper) SandboxSend(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "phone" -------------
+	var phone Phone
+
+	err = runtime.BindStyledParameterWithOptions("simple", "phone", chi.URLParam(r, "phone"), &phone, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "phone", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SandboxSend(w, r, phone)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // SendMessage operation middleware
 func (siw *ServerInterfaceWrapper) SendMessage(w http.ResponseWriter, r *http.Request) {
 
@@ -8209,6 +10362,18 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 		r.Get(options.BaseURL+"/devices/{device_id}/status", wrapper.GetDeviceStatus)
 	})
 	r.Group(func(r chi.Router) {
+		r.Delete(options.BaseURL+"/devices/{device_id}/webhook", wrapper.DeleteDeviceWebhook)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/devices/{device_id}/webhook", wrapper.GetDeviceWebhook)
+	})
+	r.Group(func(r chi.Router) {
+		r.Put(options.BaseURL+"/devices/{device_id}/webhook", wrapper.PutDeviceWebhook)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/events", wrapper.GetEvents)
+	})
+	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/health", wrapper.GetHealth)
 	})
 	r.Group(func(r chi.Router) {
@@ -8243,6 +10408,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Post(options.BaseURL+"/sandbox/phones/{phone}/scan", wrapper.SandboxScan)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/sandbox/phones/{phone}/send", wrapper.SandboxSend)
 	})
 	r.Group(func(r chi.Router) {
 		r.Post(options.BaseURL+"/send/message", wrapper.SendMessage)
@@ -9726,6 +11894,618 @@ func (response GetDeviceStatus500JSONResponse) VisitGetDeviceStatusResponse(w ht
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeviceWebhookRequestObject struct {
+	DeviceID DeviceID `json:"device_id"`
+}
+
+type DeleteDeviceWebhookResponseObject interface {
+	VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error
+}
+
+type DeleteDeviceWebhook200JSONResponse EmptyEnvelope
+
+func (response DeleteDeviceWebhook200JSONResponse) VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeviceWebhook400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response DeleteDeviceWebhook400JSONResponse) VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeviceWebhook401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response DeleteDeviceWebhook401JSONResponse) VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeviceWebhook403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response DeleteDeviceWebhook403JSONResponse) VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeviceWebhook404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response DeleteDeviceWebhook404JSONResponse) VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeviceWebhook413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response DeleteDeviceWebhook413JSONResponse) VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeviceWebhook415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response DeleteDeviceWebhook415JSONResponse) VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeviceWebhook429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response DeleteDeviceWebhook429JSONResponse) VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeviceWebhook431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response DeleteDeviceWebhook431JSONResponse) VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeviceWebhook500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response DeleteDeviceWebhook500JSONResponse) VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceWebhookRequestObject struct {
+	DeviceID DeviceID `json:"device_id"`
+}
+
+type GetDeviceWebhookResponseObject interface {
+	VisitGetDeviceWebhookResponse(w http.ResponseWriter) error
+}
+
+type GetDeviceWebhook200JSONResponse WebhookEnvelope
+
+func (response GetDeviceWebhook200JSONResponse) VisitGetDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceWebhook400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response GetDeviceWebhook400JSONResponse) VisitGetDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceWebhook401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response GetDeviceWebhook401JSONResponse) VisitGetDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceWebhook403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response GetDeviceWebhook403JSONResponse) VisitGetDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceWebhook404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response GetDeviceWebhook404JSONResponse) VisitGetDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceWebhook413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response GetDeviceWebhook413JSONResponse) VisitGetDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceWebhook429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response GetDeviceWebhook429JSONResponse) VisitGetDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceWebhook431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response GetDeviceWebhook431JSONResponse) VisitGetDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceWebhook500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response GetDeviceWebhook500JSONResponse) VisitGetDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutDeviceWebhookRequestObject struct {
+	DeviceID DeviceID `json:"device_id"`
+	Body     *PutDeviceWebhookJSONRequestBody
+}
+
+type PutDeviceWebhookResponseObject interface {
+	VisitPutDeviceWebhookResponse(w http.ResponseWriter) error
+}
+
+type PutDeviceWebhook200JSONResponse WebhookEnvelope
+
+func (response PutDeviceWebhook200JSONResponse) VisitPutDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutDeviceWebhook400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response PutDeviceWebhook400JSONResponse) VisitPutDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutDeviceWebhook401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response PutDeviceWebhook401JSONResponse) VisitPutDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutDeviceWebhook403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response PutDeviceWebhook403JSONResponse) VisitPutDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutDeviceWebhook404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response PutDeviceWebhook404JSONResponse) VisitPutDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutDeviceWebhook413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response PutDeviceWebhook413JSONResponse) VisitPutDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutDeviceWebhook415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response PutDeviceWebhook415JSONResponse) VisitPutDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutDeviceWebhook429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response PutDeviceWebhook429JSONResponse) VisitPutDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutDeviceWebhook431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response PutDeviceWebhook431JSONResponse) VisitPutDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutDeviceWebhook500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response PutDeviceWebhook500JSONResponse) VisitPutDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEventsRequestObject struct {
+	Params GetEventsParams
+}
+
+type GetEventsResponseObject interface {
+	VisitGetEventsResponse(w http.ResponseWriter) error
+}
+
+type GetEvents200JSONResponse EventPageEnvelope
+
+func (response GetEvents200JSONResponse) VisitGetEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEvents200TextEventStreamResponse struct {
+	Body          io.Reader
+	ContentLength int64
+}
+
+func (response GetEvents200TextEventStreamResponse) VisitGetEventsResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "text/event-stream")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		// If w doesn't support flushing, fall back to io.Copy.
+		_, err := io.Copy(w, response.Body)
+		return err
+	}
+	// text/event-stream messages are typically small; use a
+	// modest buffer and flush after each chunk so clients see
+	// events immediately instead of waiting on OS buffering.
+	buf := make([]byte, 4096)
+	for {
+		n, err := response.Body.Read(buf)
+		if n > 0 {
+			if _, writeErr := w.Write(buf[:n]); writeErr != nil {
+				return writeErr
+			}
+			flusher.Flush()
+		}
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+type GetEvents400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response GetEvents400JSONResponse) VisitGetEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEvents401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response GetEvents401JSONResponse) VisitGetEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEvents403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response GetEvents403JSONResponse) VisitGetEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEvents413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response GetEvents413JSONResponse) VisitGetEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEvents429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response GetEvents429JSONResponse) VisitGetEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEvents431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response GetEvents431JSONResponse) VisitGetEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEvents500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response GetEvents500JSONResponse) VisitGetEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEvents503JSONResponse struct{ UnavailableJSONResponse }
+
+func (response GetEvents503JSONResponse) VisitGetEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -11321,6 +14101,171 @@ func (response SandboxScan504JSONResponse) VisitSandboxScanResponse(w http.Respo
 	return err
 }
 
+type SandboxSendRequestObject struct {
+	Phone Phone `json:"phone"`
+	Body  *SandboxSendJSONRequestBody
+}
+
+type SandboxSendResponseObject interface {
+	VisitSandboxSendResponse(w http.ResponseWriter) error
+}
+
+type SandboxSend200JSONResponse SandboxSentEnvelope
+
+func (response SandboxSend200JSONResponse) VisitSandboxSendResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxSend400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response SandboxSend400JSONResponse) VisitSandboxSendResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxSend401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response SandboxSend401JSONResponse) VisitSandboxSendResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxSend403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response SandboxSend403JSONResponse) VisitSandboxSendResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxSend404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response SandboxSend404JSONResponse) VisitSandboxSendResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxSend413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SandboxSend413JSONResponse) VisitSandboxSendResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxSend415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response SandboxSend415JSONResponse) VisitSandboxSendResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxSend429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SandboxSend429JSONResponse) VisitSandboxSendResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxSend431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response SandboxSend431JSONResponse) VisitSandboxSendResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxSend500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SandboxSend500JSONResponse) VisitSandboxSendResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxSend504JSONResponse struct{ GatewayTimeoutJSONResponse }
+
+func (response SandboxSend504JSONResponse) VisitSandboxSendResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type SendMessageRequestObject struct {
 	Params SendMessageParams
 	Body   *SendMessageJSONRequestBody
@@ -11543,6 +14488,18 @@ type StrictServerInterface interface {
 	// GetDeviceStatus Get a device's status
 	// (GET /devices/{device_id}/status)
 	GetDeviceStatus(ctx context.Context, request GetDeviceStatusRequestObject) (GetDeviceStatusResponseObject, error)
+	// DeleteDeviceWebhook Remove a device's webhook
+	// (DELETE /devices/{device_id}/webhook)
+	DeleteDeviceWebhook(ctx context.Context, request DeleteDeviceWebhookRequestObject) (DeleteDeviceWebhookResponseObject, error)
+	// GetDeviceWebhook Get a device's webhook
+	// (GET /devices/{device_id}/webhook)
+	GetDeviceWebhook(ctx context.Context, request GetDeviceWebhookRequestObject) (GetDeviceWebhookResponseObject, error)
+	// PutDeviceWebhook Set a device's webhook
+	// (PUT /devices/{device_id}/webhook)
+	PutDeviceWebhook(ctx context.Context, request PutDeviceWebhookRequestObject) (PutDeviceWebhookResponseObject, error)
+	// GetEvents Stream or page through live events
+	// (GET /events)
+	GetEvents(ctx context.Context, request GetEventsRequestObject) (GetEventsResponseObject, error)
 	// GetHealth Liveness probe
 	// (GET /health)
 	GetHealth(ctx context.Context, request GetHealthRequestObject) (GetHealthResponseObject, error)
@@ -11579,6 +14536,9 @@ type StrictServerInterface interface {
 	// SandboxScan Scan a QR code with a simulated phone
 	// (POST /sandbox/phones/{phone}/scan)
 	SandboxScan(ctx context.Context, request SandboxScanRequestObject) (SandboxScanResponseObject, error)
+	// SandboxSend Make a simulated phone send a message
+	// (POST /sandbox/phones/{phone}/send)
+	SandboxSend(ctx context.Context, request SandboxSendRequestObject) (SandboxSendResponseObject, error)
 	// SendMessage Send a text message
 	// (POST /send/message)
 	SendMessage(ctx context.Context, request SendMessageRequestObject) (SendMessageResponseObject, error)
@@ -11867,6 +14827,117 @@ func (sh *strictHandler) GetDeviceStatus(w http.ResponseWriter, r *http.Request,
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetDeviceStatusResponseObject); ok {
 		if err := validResponse.VisitGetDeviceStatusResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeleteDeviceWebhook operation middleware
+func (sh *strictHandler) DeleteDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID) {
+	var request DeleteDeviceWebhookRequestObject
+
+	request.DeviceID = deviceID
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteDeviceWebhook(ctx, request.(DeleteDeviceWebhookRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteDeviceWebhook")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteDeviceWebhookResponseObject); ok {
+		if err := validResponse.VisitDeleteDeviceWebhookResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetDeviceWebhook operation middleware
+func (sh *strictHandler) GetDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID) {
+	var request GetDeviceWebhookRequestObject
+
+	request.DeviceID = deviceID
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetDeviceWebhook(ctx, request.(GetDeviceWebhookRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetDeviceWebhook")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetDeviceWebhookResponseObject); ok {
+		if err := validResponse.VisitGetDeviceWebhookResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// PutDeviceWebhook operation middleware
+func (sh *strictHandler) PutDeviceWebhook(w http.ResponseWriter, r *http.Request, deviceID DeviceID) {
+	var request PutDeviceWebhookRequestObject
+
+	request.DeviceID = deviceID
+
+	var body PutDeviceWebhookJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.PutDeviceWebhook(ctx, request.(PutDeviceWebhookRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "PutDeviceWebhook")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(PutDeviceWebhookResponseObject); ok {
+		if err := validResponse.VisitPutDeviceWebhookResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetEvents operation middleware
+func (sh *strictHandler) GetEvents(w http.ResponseWriter, r *http.Request, params GetEventsParams) {
+	var request GetEventsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetEvents(ctx, request.(GetEventsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetEvents")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetEventsResponseObject); ok {
+		if err := validResponse.VisitGetEventsResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -12201,6 +15272,39 @@ func (sh *strictHandler) SandboxScan(w http.ResponseWriter, r *http.Request, pho
 	}
 }
 
+// SandboxSend operation middleware
+func (sh *strictHandler) SandboxSend(w http.ResponseWriter, r *http.Request, phone Phone) {
+	var request SandboxSendRequestObject
+
+	request.Phone = phone
+
+	var body SandboxSendJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SandboxSend(ctx, request.(SandboxSendRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SandboxSend")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SandboxSendResponseObject); ok {
+		if err := validResponse.VisitSandboxSendResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // SendMessage operation middleware
 func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, params SendMessageParams) {
 	var request SendMessageRequestObject
@@ -12239,124 +15343,160 @@ func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, par
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7D3bcttGlr/ShZ0qSzUgRVmyZkw/7MiXOJqxY0dSNlNjaIkmcEh0DHbD3Q3RjEtVedoP2NpvyIflS7b6",
-	"dONGAiIlS7KT0VRNhYLRt9PnfsMnLxKzTHDgWnnDT15GJZ2BBol/PYdzFsHRc/M7BhVJlmkmuDf0ThMg",
-	"Mf7rA0VY7JMoEQo4GS/IQuR9z/eYeS2jOvF8j9MZeEPPDhix2PM9CR9yJiH2hlrm4HsqSmBGzULwkc6y",
-	"1Lw/W/TsEM83M2mQZs7/fnfY+xft/TzoPT6rfvZHvbNPA/9g7+JPnu/pRWYmUFoyPvUuLnzvbSI4tJ9D",
-	"sVmeUg0xoVEkcq4fKJKZ1wnPZ2OQQ/IXogXZfURiNmVa+YRyInAGmpIUaMz4lPy549A404YHPnj4192H",
-	"e/uPDv7y18fNMwfBn//z3a45sTn2pwN/d7/1oBdmIZUJrgBv8CmNj+FDDkqbvyLBNXD8SbMsZRE1h9j5",
-	"SRlY1DZi3ozBG+4PBr4XU029Ic/T1PdmoBSdNu6SzHKlyYzqKCHrr+aifvA/SZh4Q+8/dioc3LH/qnZe",
-	"SCnkC34OqcjAHmz15qQ9GmGKzGg6EXIG8ZBQYm6AlKjskw85yEX9QQI0BhlwIclYxAuiE6rJWAJ9rwjT",
-	"isg8BbKlEyDuxMTcpiLzhEUJoTwm82Sx7RMhCQ14NQVThAtN4CONdLogBof+fvLmOyLGP0GkiZgQM2cs",
-	"onwG3GDchEEaq37ADWSeCT5JWXTNq3p8+VWRkpqKXUaCc4g0xDd8K81VGCeUKE01WBDRNBVzRXTCVBPC",
-	"ii4cgLf7ZkffCDlmcQz8euDY6wJHJIVSPcV0hT8SJrm6UTgc2xkJVYSSlhW3KBlLMVcgyYzK9xATpuvv",
-	"zZlOAh6eQNT7BnSU9E6YhhARzuBn+EayKeNhAWSEpgJ5DnK7eulboXQYcPeOQUZ8b0o1zOmCUK7mIJXh",
-	"bVsKgIS9Hl4OxL1EKK3CbYeXL+2AUzYDkV8LOx8N9ruu48eEanWYZSRmMe7TbsvgjWYzuME7WbPSE9KC",
-	"jYamNZmba1TvIUbE/BaZhzoV4hWVU7gWeu7tdsGjwBDLosztCJLiOrfCOx+ociUqwa4kDaVyBIfFKSMY",
-	"IdMKj3/EjVCiKa5yPWTolCrMzU0AJ7+5Ex+SCc1T5EbmWAUJGDLMp5aPE6WFdExqQlkK8XafnFYoEXDE",
-	"CcHTBQmWdhp4FntSMSUJVZbLg6YsVSTnMULU4NQMAl4KrdiR13dCfyNyHl+Pz+1vzPYNyk9woZuD63eC",
-	"qDxKHM/3nd4kJJGgRC4juJzHv6WLVND4s0hpd28dKVn5fLt0ZBdhag0Fka1d8po93e6TQ76ocIFyLnIe",
-	"GT2SFjPghFPQTlY6ZjWGicFSyhc6YXwacEgVyloJNPaRY4FZD7UYkWtwSHYqxGvKF04ZVNeC9MNOFcMA",
-	"d0b5whGOoQPG1RMiQcsFMcr1TRLzaetqZCLFzMIqShlwI2Q5OXp7vk9oHEtQytI5PjsI+M7B/vYTYoC1",
-	"KC8Rp2DawtNK8JxrlpLw2JykdzjRIEOSUaWg0Np+4DTXiZDsZ7gmCXfKgsbUNwe/ZxJi4JrR1DL9SPAJ",
-	"m+bS6Cs8RqwtpRA1ygMHBN1cCj41eoQ5usH9AudpOjeEXai9eAeCQwWgc8pSOk7heuKik8Br9GX0nyTX",
-	"2pBQLOb8hqm8EBjLyyBcSsUiEnlqVYuxASGNEohRMAR8lQP2yXcCaRjViyihfAqxT5RoXMCMLsgYpYaW",
-	"DOISpCrPMiE1xK8hZvQUzcDrMM9Hl8G2wdvQzhsDWZn4JqU0Ggo9BIaBTLGBeSJUhW4GwMoQOFUBD5/Z",
-	"M/cMDIYruwvJllO0FYkMm8WhMYr5gC9p3CI3c743K0+YVNoqwOX5kGs+k0A1WM9IzbSmccysR+CtFBlI",
-	"zYwBPqGpAt/Lao8+1dwgK+6Il8BBoitingAndGyO2ff8W3KKuCfWOjX3aI+FjqDGlitTcWXLr8R0aswX",
-	"jrxD8JRx6FerjYVIgSKSRAi5eEQRYMZaN78M+kEPVf2VLfpNWLUDYWXMT22QNUScMm4sLYOZlDPByd+P",
-	"njeBW3fADHcf/k31jUBVNMv6HLTne4ZKLCOzXpyVxVOq9AgK1XjZAFk4zRD1MfMqSWGiCSVTIWKL/M0N",
-	"KS2BzoiELKURxGRszDahE5CF+W6m3mRfeE0jxle3dVgARoFSBizwkSmj7LddYkYZTrmG1N/a1474ROCo",
-	"wvvW6etae4AspdrgTHMWymMp0KG4foJcJSPrlKvPcJhaNFo7XgJ1bPSygxeMgRackfJ4LD5e5kElKTsH",
-	"IzCdkYADHqiaX5KDngv5vv1GEGs229YJvlqMGSnGI2hDU7BbiXIpDZu13psxTCk3W9iEci/qDs93Dc+v",
-	"3W8JT0uvfuknra6pdud1/PVr3Kh5kgb1Vaja4DzVjZx18r9SRLXwwbiJPg+NLeumMSbh1Cq6VqRuciXm",
-	"7VLo1vHyzT/WQhV3Uw13y3af6xVT+ubOxjTM1OaHdBNRKeniLg99XJLtpcyYKSPCjNWEGIV6nWEJVhBz",
-	"p6lxgFgZHY7xaZ/ETJWoOCShw7cRfMzMZkM/4OUza6mEfvVWRHkEqXnYL1k5nw4DHlaMfZQKpcM+EZOJ",
-	"EatDElp5MCrkgZlQwywTksrFaEw5LmrNn5HItaFQfMnNOXJWTf2R21qf5EZ2o/JDeRxwR3Ei10MSpmIq",
-	"cm2GSZiJc/Ocj5BkzTMXNxmlInrvDj6mnNt1Cgk6quZwgmaUc2O1Gq6LY4rHM6YU49P6mzDL9CI06pjv",
-	"Ac9nBhOW4F1RvDtS7UEJ7Ip7FOBFHtIAqkHBOkzNmCZEq1kKgNaelIvb8yKna4LM870mxDzfs/DyfG8J",
-	"XGZ7K9CqPXSwqj1BUBmCWCvR6kJhhT7COnaHQyubUlGYhKWyYLQ+LoiDtKEj6/Ca00W/IoBwSCj5/thQ",
-	"VfGmIWTzush1v8RG+2r1h3OEO+dcqaJUA3BvaZsOSkJHNnbzAS92zBR5D5km41w34yA+DncGhjO40DUe",
-	"8NBKq3C7T8KSTgqoVPMCx1jglr07n8SQgmUmAS+tROAx+vvNXBWRNUEcE9qAMNMBt+Osq77ajtEjjl8c",
-	"Pn/9gsSSzpXzaGhJuUKLpEk09VttysgS5ksS1kHR873y4JU8Nhh61oJaLwwS3pysWVJYrbvB4He/W3Or",
-	"BMHti5qmZdt53FUN8NvT07cocXLVUPzRr9sNj3Zr0x5/yUFrzHpDdoU7Gt21zkUtJhOHsRiHvD4wL/E1",
-	"3xyQvwWa6mQVuhZ8zQ2J92sXdsO6V7obNdCd6k7Q9JWYMv7MbX4TFH3BNfqyWWmeoABr2qiHT5897xlb",
-	"rtWAzyW1ky3PfQKR4LGyFrAWBHAt1nR37B60ALb9/OVKl578bi61AvTd3uv1HFJZe27MxlkvN5nA0nW6",
-	"749Xb+yDHHVz1u+PrYaBEfi3370kBnrkh+NXzR2bp0M2o1PYyfj0yZgqONj32X89fXM8H/zj5VT89suv",
-	"bXj9QY42RO2JsNE/3I1KxJw3dnDQimQf5Mit1Xo4DR81TlqcMqJSMmjKEO/h33775Ve/9v+1KFdAtHm+",
-	"+nbOui/oDknr++O7Iay6G6v1IgplttR5lwxHnYB0qTCWbS7L1yagrCmjnIt0jVvGIpQWmSJjMJs4pymL",
-	"N/XQmPPrRFjHqlMOP0jU/WJo0emWYOgG+/Utt0HwxHpbnpVGl1pFD8MlZplWq2euhpHiJYK+nrqrzOhP",
-	"EtX3ImYnOBhzPkrzGOIGTey1od14MYpLx3c73/zUhq0tfvAe4zXHrCLjReFgcL7mFQBd4pg9xahHzbgx",
-	"rMxO1xSSbYcSGbRM+SYDTuYwVsbu1PWtrptx6f5x+qZbrgKjX13pZjhxN6yjBRfvhIu4dbuCKz8tRzea",
-	"UYjVIMSqcx/991cKrFgjuYbYpUd56ZjWO1utUA5de9Iv4G5sQvqLeB3dFl4x/r7zqjtDU2VK9ZrI1Fqc",
-	"aLnENZu9vvq4cpOXWQRtcF2zsztlDnhvd4kor6uFlg6XtGsBwmmT/BykQgXN6BdzppN+G6FPpJh15L2D",
-	"UVoeqCUJ1cS54n8b8SGz1mgGbSHGSGQLIiaElrlgmChmE6KrvHsx501aUKQIga9Gvpb55t6Lp4Nn+3u7",
-	"zx4eHO4+3j148fD5bts2jfbcHPktpKlofZXNQGk6yzblrEvogNDHndbnclvw7R1XcFuPJl+OpxZ4+iWZ",
-	"6nc2DvoNzdMrJ11Ika3i5XMpMucwNQpNTR8iXMwb1NBwh9WQ0OqcI2VNvtUlbCY44TBvKIbWKsTCBb4g",
-	"bnRjwUe+N6Mf2cyo5nsH5iJnjNs/230im0DtTnlpfeFjUObSvhS2uOVXTm3QImtLa6kpicS91Lidh2s1",
-	"5GLqS3ZYFiVdQSHcgA2vz7a4anLE5TfTFrpfo3Hgye8UGS2s7xL/cMXfvUfuRnDjEiidRJRfD0gfZKfn",
-	"z4jXISm9VlbxwDTh/gY+sPbtAo+dDLwjvAWua0L3DtC2OuH1LqS2xXaXpU92DQYfPHq0d0CihEoaaZBL",
-	"XstCF5vRj6+AT3XiDXEAyr/iye5lbG9Z96wXc9pSj1yBNPou2bqEtW5fSkmbscQCJB3w1p3a/3USH91i",
-	"o2vrxZ+p7NbWb2q71WFW4XDhewqiXDK9ODGYb48/popFh7kN9yFFoNplnlbbSLTObBoxa3XQTsWcojWh",
-	"qhRtZ2ooQhUJvKapEXhka7wofepCkr/2SiwNeD1xYRuj8rHEzD2dwIyIc5AYzu0HPOAvUKfE2k9buOHb",
-	"QqHKLelj4jwn4JjJMODhpwDJNfCGJMgHg72oFh7GB+CToAAzvuX99suvgWeeGrI2j3775deLsE/e8GLB",
-	"0PxLSJgKOPqlc56CUmU8OIE0I1vUOo+tOYkDXcWrMc8wOLyN5zpMUwI8zgQzMISPEWQ2EJFgGJNkUoxB",
-	"YZ6UjW0/NVdGaK6T0iEe8FrOvnXdovlKolpdwlbY6+F198zYkOyQ8PDt29HTw5OjZ6PDH06/xerEQ+Ly",
-	"X6ryhGoSWzzjihIa0N0f7Pp1OAaNSovA80twGohdhHj05y5RLHZFE/WC96FjbPskBSNglV/K6LAf+iQc",
-	"hWaHYS/0A45nLnJbjFzCIRijN2Nq+ONqflxwh4T/7DnG3DuKQx/hzuLCgjaXmoopkRAJGSsL6SKBHuMT",
-	"ffKCRomxdGxgh6RM6SJhxGIZlqFS7lZ+QhgPuEqE1EOyPxig1UKrWut1hdbE1Vc/IfuD3YBv4YHDH3/8",
-	"sWdI29xSRDWE22XyPSJhHQ/MyD27bCNbvzgX7scWujYK+2IBql7jqcUTsr+7ZzPb9ncfuZM0K8MwdCM0",
-	"CVeKCJ6Q/YePyZaryq3XAm0TOsEYeUcF1P7eLq5l2IMy2FWUWz4J+KMSom3FiU/IowFumDwa7FviqQpN",
-	"bCWDLQzBMhNEn6VDu8LWPjlcKqSIaJqCJAnlU0XyLOCuqgwxyY5F2uGiRIQOJGPaMNL9x49tlpFRCblC",
-	"cebaH7w+OvV8L5ep49dquLNjTG1bHdgXcrrjBu3MmLZSSKPUQu792y//V516lqeaFRkmxy9OTgtQeb6H",
-	"4EWuP+jv9gdFBIRmzAjA/qC/Z7XfBMXLjuP45vcUUM8pqeIo9obeK6b0c/fOUkuFh4PBBqU2m1XEtDjK",
-	"W8piLDMoSiyFjEHaUgBmC5L3B7tdC5U731muJdsf7K0fVNXgmxG7G4xYrug04x4+Xj9uuT7RjNvb4FjL",
-	"xdgXvvfIXtDl45pVzKiF5LMZlQt3+YVOYLQNOlVVErvyzoyuKVSLc9bWBlmxPsv0ArP5+uRHx93CUg8K",
-	"0XZjmGw4LWp+jLrZxMJ6rZFrIQJKPxXx4mrFXjVlsqZBbly31VbydLHaa+ShRcMbJIx1VXkc5mU8FFF6",
-	"g4uvdUS5Q9IZbEACZfuPz6G13UebnKelevB3Qqhm1N5GV1bWnDaJ2yJzGUhHEm0l8gu/FBM7n0oKurD0",
-	"lEJbzvQP3FobtboCUZPabOJqi53ZscU0iZkxN4HKsn4ZAo7W4wNFXtn3nCDaLvKJbY+aIj14wlJkOTGx",
-	"eeaqzCO2MrnJUp7jDDWWckuSrZkAvLZTzBTTY75yGt5fP6Ls5XBPwzdLw2bMBvBfalXTJH2L+yXpd4j2",
-	"Vn3wJejbp5nNhN7vRODdFbH83pTLl6DXYWC9Cd+79rWqV3bKJn0XZx0iaweN0Zqts5StqqnUinx/XGYz",
-	"GmESOV22LEqx0qu0MbFIuE9OIuqcOugzQwu/FHj1nHGydQLYN0GR3/7nfwvR5nZrnUs/JiyF1koin0xy",
-	"aaueaZoqIkHnkldptS4lMl2gt2Je1MyYF2eUcTNd2eJpQTh2SMGAL10KzPYJmvW1ah0pdAkHs5Z1u3D4",
-	"qHEvbivKPZ1j3wvyY93VxUARmXOsdCI5VxGWetWVhKkB6phG74kWpFl4ZT0WzSWVvTA6kaCSPtkfPDaQ",
-	"LjWaohMdTSXQeFElELbpA0U67S2yteX04A6+VqYyF3dZJEv/wRjdnZkC95pApybwSkwJQ+etw7oaJ7bM",
-	"8vb48E4RJLz29F3uh0NVj3RMbLOjWgijWXpZ1CXUo2P9gL+p8ezhEpsuObfl8424GuNKYwsqnQAPOLjK",
-	"Ics0bZmifd92tCFTdg68cHmiH9bs1/LR0FYWB3zJn9wnzzaSSl187pm96SXAr7Ki9j6wvlnMLLKy9bL1",
-	"K+53tffr7fR6PfsMj5CLlTZ3sbFDaKXeqNUbdMMSpFG91SFDGghe1pQ1S9fuxcm9Vfp1yqI69rYIpEuk",
-	"imvLeuMSZY1Dq8OBRZr+qyJ0qlzQvMuHZYUEcnWl6UL5xOqvNkTGYY49KRi3Gm8RTS721WxLYINna4Nm",
-	"WriuF0aIbC0V8xtBhp0CtjsEisi/MqeAi0UahR9j4rm+Z3f37O7rY3e2r8nGLvcdCc4gvhUm9ywVCuo8",
-	"7oGqJ4KjM8T+qQidUsat9mt7BQlpGJzjGj7yKqdmOWKkxPVwm1NV9nFrZWEBb/KwNq5zXEDi62I8PuFi",
-	"Xmvbcs927tnOLcXvSgq4EgepeoS0ukBPXXfu8tMMxhINX744JW2zhauR+jI+cGIX+kro8oEqm8vchwt+",
-	"9+GC8jZvI26QlN11WinkbT5OWdQnDwcDMkc/PSr6UmBKGCZ0Kpv+2kYbrsnNLVLFUsueLv+A2y96x9l5",
-	"4Q24s0yoO8Yil1ftDd+dNfObzoEbMGC2bg2Z1EJpmDk2OgMtWdTNM51RZwxX1zLR9WEfL4jtDmG7seU6",
-	"EjPwbTqwc1jhS9ieHt+pGmCtYM5rt4u1qKPho97JUsqWkKblC0nNc7gVCn/eWynM7iFXtsuKzYPv3zPD",
-	"r4AZ1u5mVuJFK/K63M/+gs7SziTPl6DfZMAP3x5djTMVk14ByQzzcWtVOkatfb0xDsY5S+0nCO6zOm8B",
-	"eU4TpkrYd+ENepx+3kgKirINjTECbVGAjSljKpZ5yvi0MOYUSagK+BimeemcMlK08TWBNovvJehjs6kv",
-	"KzyPS0+clnQyYdEfWHJe10TpkLbHWJi5Vty6ZkY7UbNTUivjamlkc4vYcUm7nhZMedOso1f3kvNrYH7P",
-	"RM4b7Z6Itn1EqibzVhLV0bNolN7AT9eLHj1xre6051JkqqOpQseiZAtdYWEsRWYr1bTMYdvGkl1XL9Xa",
-	"QiFstl8I+2XMoWofAhg9wF1jdU4uwfFoN5sLEDKJ7Udskc+YRu/FZDIkuQLCsEGlxg/iiDlZiFwSrOZ1",
-	"dVSRyMC2YDHqLp3abwP57VTbaGLxOUn92NHCtqVYbkLxaONQbtumLpqFnWaJi9vnL61tKjpUKVsvhZ/l",
-	"M8tCfO/f+DfxHza42lMJ9P0SRykoXXCS5TITCtayNAxXqm6OVpb11JZZLijuk6MYZpnQrltRu8DGid7W",
-	"vgh8c8kbjT4NrjnDVblAo2PFl+ECzcYgHeS/8sXme/L/dyT/spSnwoci42oTgt/5hP+9WFsMWraGu5Oa",
-	"0O4eih3UUH3PqtB5XH2R07buaeQPUI66guQP1FKjvFasv2pQwHVJOltPLTufflpTDVf/bqICKL5jqmwr",
-	"HpHrpYShTrF5jHVtX13Nms0cutc9/z2Fj0VKQptUaFF6M4l0Tdr0r9A/FpOSM4qhN6cZ2n6+Tb1ufYby",
-	"Ji1nL2MaZn+96yW+FyypK32nyizHbF/DXpppwAmtQqhFAApidB8wrYrM9y7mU/TG/RyF3R681hb3qor5",
-	"coPeL6ObN5rxrmWPf1DmeJ8JdINu9s9NJrTfp1kieKyF+0yTwPWG2sgmeF28e/sU2NYFuIMQqxqW4iw+",
-	"EWmMXzlnUt2bA79rc2BuhdoSlhMJEbBz+wnDu7AFVET5bUp0M78qPnSD6RhbYdnVM6y19bSlBUWxAtW1",
-	"z2S00u1JhN91vJpEvxKp1vua3ovre3F9L66HHjYLoGWlt+t/uLGoBh7v1HrMtjOPE+CxsQFs8lbhYCg+",
-	"S0hntnNa+M+e9Sf0juLQFh7ZvnyuPDXg+O0ukWubpe+6SOJHC2o0U1bWY3dEfNN2+OEAMcQBH+e6aFHp",
-	"k/3BflGVm/P3XMx5WVSFSky9nLYo4udCB7xWc+W3Fj+5b5aWbQP65HCpG0DAy3AnfqG0KE6QgN0E7A5c",
-	"y/JalHUbvy1BmTOY/IDnGTahHhQ9631SNg+k2mzO9gldKg42sBLGQs2zRgVZrfEgaiXl1yG0CHhRk1W0",
-	"M8R2DmAmdOYbJTFd+ISSwDPHr00ceEXTyBnjuYZt+21XM1uxAjZdcC7Svx89r/YkYcqUxkWYDjg2ofDJ",
-	"PGFRgpMqMQOCyhW2dojZZAL16jd35pjRNIW4NRJcdVrepBy5fpOGCFRp2lucrYz7GlZ3lB3XGwjXao7f",
-	"Hfb+RXs/D3qPz6qf/VHv7NPAP9i78fLjkorLbs+fV5Dc0rr6rmVuS3vwFplbDxtCpqGBkvfC9174fl3F",
-	"egarC1ladZAvxTPw2MjmZvJbo3n3uzPDJ2yWTxt7O6y63eKn8mxiB34aiBffR4kSZoMDVRfZ4c7Op0Qo",
-	"fTH8ZG70wvO9cyqZOThSdlKqBhP7rRgvFRFNE/u9984wxQNFzCuoJqBEjGMJyqawmXWaU+4NBoOV2Y60",
-	"IuZVbGBtfoS+7Vz99s3xabjdN0zhrARhe0491kCrQmAxWYmmIpm0X7H8Ivqz6hd+VXzNvxAgzd7mdZ9J",
-	"bT5bbb4624n7UnThTagNQTxYHfFtvSW4X2Rsu2PVcnHrM9mMyNW53vB0QRgnYeGDLj7+WHw2fTUxwyWC",
-	"FE08FLYLXzaYjUKqGlqp75pGNJ1KPvbKts2YbJvFpeib1S9UIubWNme6NMb75Ki+caNxhdjSSUGtl7pT",
-	"cvYH+1ZjKCDiVOCLs4v/DwAA//8=",
+	"7H3rchs3muiroHi2ylJNk6Iu1sRUTe3KlzjesWNFUk6mJu2jBrs/koiaQBtAi+K4VJVf5wFOnWeYB8uT",
+	"bOED0BeyW6RkSXYSbe1UrGY3Lh8+fPfLp04sppngwLXqDD51MirpFDRI/OslXLAY3rw0/05AxZJlmgne",
+	"GXROJ0AS/PWJIiwJSDwRCjgZzslc5L1O0GHmtYzqSSfocDqFzqBjPzhjSSfoSPiYMwlJZ6BlDkFHxROY",
+	"UjMRXNJplpr3p/Ou/aQTmJE0SDPm//n5sPtP2v1Xv/vsQ/nP3ln3w6d+sL979R+doKPnmRlAacn4uHN1",
+	"FXSOJoJD8z4Um+Yp1ZAQGsci5/qJIpl5nfB8OgQ5IH8lWpDtpyRhY6ZVQCgnAkegKUmBJoyPyV9aNo0j",
+	"rbnh/Z1vtnd2957u//WbZ/U9h+Ff/vPnbbNjs+1P+8H2XuNGr8xEKhNcAZ7gc5ocw8cclDZ/xYJr4PhP",
+	"mmUpi6nZxNYvysCishDzZgKdwV6/H3QSqmlnwPM0DTpTUIqOa2dJprnSZEp1PCGrj+aquvH/kDDqDDr/",
+	"a6vEwS37q9p6JaWQr/gFpCIDu7Hlk5N2a4QpMqXpSMgpJANCiTkBUqByQD7mIOfVBxOgCciQC0mGIpkT",
+	"PaGaDCXQc0WYVkTmKZANPQHidkzMaSoym7B4QihPyGwy3wyIkISGvByCKcKFJnBJY53OicGh/z55/z0R",
+	"w18g1kSMiBkzEXE+BW4wbsQgTVQv5AYyLwQfpSy+5VE9u/6oSHGb/CpjwTnEGpI7PpX6LIwTSpSmGiyI",
+	"aJqKmSJ6wlQdworOHYA3e2ZF3wo5ZEkC/Hbg2G0DRyyFUl3FdIk/Eka5ulM4HNsRCVWEkoYZNygZSjFT",
+	"IMmUynNICNPV92ZMT0IenUDc/RZ0POmeMA0RIpzBz+i9ZGPGIw9khKYCeQFys3zpO6F0FHL3jkFGfG9M",
+	"NczonFCuZiCVoW0bCoBE3S4eDiTdiVBaRZsOL1/bD07ZFER+K+x82t9rO46fJlSrwywjCUtwnXZZBm80",
+	"m8IdnsmKmQ5IAzaaO63JzByjOocEEfM7JB7qVIi3VI7hVui5u90GD48hlkSZ0xEkxXnuhXY+UcVMVIKd",
+	"SZqbyhEcFqcMY4RMK9z+G26YEk1xltshQytXYW5sAjj43e34kIxoniI1MtvyV8Bcw3xs6ThRWkhHpEaU",
+	"pZBs9shpiRIhR5wQPJ2TcGGlYcdiTyrGZEKVpfKgKUsVyXmCEDU4NYWQF0wrcdfre6G/FTlPbkfn9tYm",
+	"+wblRzjR3cH1e0FUHk8czQ+c3CQkkaBELmO4nsYf0XkqaPJZV2l7d9VVsvz5fu+RnYSpFTeIbGyTd+z5",
+	"Zo8c8nmJC5RzkfPYyJHUj4ADjkE7XumI1RBGBkspn+sJ4+OQQ6qQ10qgSYAUC8x8KMWIXINDslMh3lE+",
+	"d8KguhWkd1pFDAPcKeVzd3HMPWBcHRAJWs6JEa7v8jKfNs5GRlJMLazilAE3TJaTN0cXe4QmiQSl7D3H",
+	"Z/sh39rf2zwgBljz4hBxCKYtPC0Hz7lmKYmOzU66hyMNMiIZVQq81PYjp7meCMn+Bbe8wq28oDb03cHv",
+	"hYQEuGY0tUQ/FnzExrk08gpPEGsLLkSN8MABQTeTgo+NHGG2bnDf4zxNZ+Zie7EXz0BwKAF0QVlKhync",
+	"jl20XvDK/TLyzyTX2lyhRMz4Hd9yzzAWp0G4FIJFLPLUihZDA0IaTyBBxhDyZQrYI98LvMMoXsQTyseQ",
+	"BESJ2gFM6ZwMkWtoySApQKryLBNSQ/IOEkZPUQ28DfF8eh1sa7QN9bwhkKWB75JLo6LQRWAYyPgFzCZC",
+	"lehmAKzMBacq5NELu+eugcFgaXUR2XCCtiKxIbP4aYJsPuQLErfIzZjnZuYRk0pbAbjYH1LNFxKoBmsZ",
+	"qajWNEmYtQgcSZGB1Mwo4COaKgg6WeXRp4oZZMkc8Ro4SDRFzCbACR2abfY6wT0ZRdwTq52ac7TbQkNQ",
+	"bcmlqri05LdiPDbqC0faIXjKOPTK2YZCpEARSWKEXHJGEWBGWzf/MugHXRT1l5YY1GHVDISlb35pgqy5",
+	"xCnjRtMymEk5E5z895uXdeBWDTCD7Z3/Uj3DUBXNsh4H3Qk65pZYQmatOEuTp1TpM/Ci8aICMneSIcpj",
+	"5lWSwkgTSsZCJBb56wtSWgKdEglZSmNIyNCobUJPQHr13Qy9zrrwmM4YX17WoQeMAqUMWOCSKSPsNx1i",
+	"RhkOueKqH9nX3vCRwK+89a3V1rVyA1lKtcGZ+iiUJ1KgQXH1ALmanFmjXHWEw9Si0crvJVBHRq/buCcM",
+	"1FNGypOhuLzOgkpSdgGGYTolAT94oip2SQ56JuR584kg1qy3rBN81X9zphiPoQlNwS4lzqU0ZNZab4Yw",
+	"ptwsYZ2be1U1eP5cs/za9RbwtPc1KOyk5TFVzryKv0GFGtV3Urt9JarWKE95Ih9a6V/BohroYFJHnx2j",
+	"y7phjEo4toKuZanrHIl5u2C6Vbx8//eVUMXVlJ+7adv39ZYpfXd7Yxqmav1NuoGolHT+kJs+Lq7ttcSY",
+	"KcPCjNaEGIVynSEJlhFzJ6lxgEQZGY7xcY8kTBWoOCCRw7czuMzMYqMg5MUzq6lEQflWTHkMqXnYK0g5",
+	"Hw9CHpWE/SwVSkc9IkYjw1YHJLL84MzzAzOghmkmJJXzsyHlOKlVf85Ers0NxZfcmGdOq6k+ckvrkdzw",
+	"bhR+KE9C7m6cyPWARKkYi1ybzyRMxYV5zs/wyppnzm9ylor43G18SDm383gOelaO4RjNWc6N1mqoLn7j",
+	"H0+ZUoyPq2/CNNPzyIhjQQd4PjWYsADv8sa7LVUeFMAuqYcHL9KQGlANClZhar6pQ7QcxQO08qSY3O4X",
+	"KV0dZJ2gU4dYJ+hYeHWCzgK4zPKWoFV56GBVeYKgMhdiJUerMoWl+xFVsTsaWN6UCq8SFsKCkfq4IA7S",
+	"5h5Zg9eMznvlBYgGhJIfjs2t8m+ai2xeF7nuFdhoXy3/cIZwZ5wrRJTyA1xb2iSDkshdG7v4kPsVM0XO",
+	"IdNkmOu6HyTAz52C4RQuNI2HPLLcKtrskai4Jx4q5bjA0Re4Yc8uIAmkYIlJyAstEXiC9n4zVnnJ6iBO",
+	"CK1BmOmQ2++sqb5cjpEjjl8dvnz3iiSSzpSzaGhJuUKNpH5pqqda55EFzBc4rINiJ+gUGy/5scHQDw2o",
+	"9cog4d3xmgWB1ZobDH732iW3khHcP6upa7at212WAL87PT1CjpOrmuCPdt12eDRrm3b7CwZao9aba+fN",
+	"0WiudSZqMRo5jEU/5O2BeY2t+Q6BfOFMGwvq9I1hYgBvRn+iSGYN0BXJupzvNrpnk+r5I2cfc7DXmBtR",
+	"1BBskoH0VqX6ye9UJGzG9f5epwkTUOxeW43Wzj60eGK96kW//pxY8UpQE+fdlNef2pHDmPrJwYUPO1lL",
+	"lrTn3yBKcrjUZ3SkoUHnPqJKGXSPqDXdjoT1xZhvSEbHUNNo2uC9AAu38NrM1+79YTSKEtQPQvS+A5rq",
+	"yfKWLDmrTyzOV07sPmuf6WGA6Hb1IBB8K8aMv3CLX4dlvOIafUusMBegQFm3GR0+f/Gyu72zu9doUMsl",
+	"tYMtjn0CseCJshYpLQjgXKxuftze76+8HW7/xUzX7vxhDrUE9MOe6+0MxFlzrNraUWh3GVDWtrsfjpdP",
+	"7KM8a5d0fji2Ej9GxBx9/5oY6JEfj9/WV2yeDtiUjmEr4+ODIVWwvxew//38/fGs//fXY/Hbr/9uwuuP",
+	"8mxN1PYcAFejJmLGayvYb0Syj/LMzdW4OW24ia7sMqZSMqjLdJ2d//rt138Hlf+tRDkP0fr+qsv50H5A",
+	"D3i1fjh+mItVNSs3HoRXLgsddMGQoycgXWiaJZuL8u6ChIKmBeVcFivMpBahtMgUGYJZxAVNWbKuxdTs",
+	"X0+EFTadsvZRoi6WQIOOtQBD93FQXXITBE+s9fNFYQRRy+hhqMQ002p5z+VnxL9E0PZaNV0bfUaiOu19",
+	"6IKDMrJvmieQ1O7EbhPaDednSeGIaqabn5qwtcEv1WW84ihRZDj3Bj/n+1kC0DWOklP0QlaMDYaUOUG6",
+	"xiSbNiUyaBjyfQaczGCoRHwOurrUVSMunD8OXzeTl2AMyiNdDycehnQ04OKDUBE3b5uz85dFja/uFVx2",
+	"Ci4729CfdiNHpzVaVRC78PAsbNN6S8oZik9X7vQLmP/rkP4iXgC3hLeMn7cedauruEhxWOEpXokTDYe4",
+	"YrG3Fx+XTvI6jaAJritW9qDEAc/tIRHlXTnRwuYmzVKAcNIkvwCpUEAz8sWM6Umv6aKPpJi25KGAEVqe",
+	"qAUOVcc5/39r0SEz19kUmlz+scjmRIwILWIzMXDTJiiUeTBixut3QREfkrLsiV6km7uvnvdf7O1uv9jZ",
+	"P9x+tr3/aufldqN1Ci51/cvvIE1F46tsCkrTabYuZV1AB4R+0CksV3Yst4TAnnEJt9Vo8uVoqsfTL0lU",
+	"v7dxCd/SPL1xEJQU2TJevpQicw4MI9BU5CHCxax2G2rm6QoSWpnzTFmVb3kKm5lBOMxqgqHVCjGRiM+J",
+	"+7o24dOgM6WXbGpE8919c5BTxu2fzTaRdaD2oLS0OvExKHNoXwpb3PTLxnwpsqwpzKwiJBL3Uu10dlZK",
+	"yH7oa1ZYJAneQCBcgwyvjn66abDS9SfTFEqzQuLAnT8oMlpYPyT+4Yy/e4vcneDGNVA6iSm/HZA+ylbL",
+	"n2GvA1JYrazggWH7vTVsYNcuF3g1w7W+okbUapctWmxKEmKWMeAaU0sricE2bShXIK/XD1ZuUYsKIl+/",
+	"2SaaCSm7ANkYnFsX3aym6PIw43MuZikkaMxAia4QP1r8h0sSxpJvdPfw6bf9FzvPn73afrl3+NcX3zzf",
+	"7zdquy6mYNWCcaVjsEl4zt42t767VIyJRZ/1l/250mNl23XxsTyCcm8rzvFBie2J85w+AK0FnjjR9IF2",
+	"CFxXZOEH3eHt6GRlic2ehIBsG8ay//Tp7j6JJ1TSWINccCZ4Mjall2+Bj/WkM8APUCz1T7avk0YWVcJ2",
+	"0kY2rpF4Nj+D8HlJ5VraVzngBtp38xiNVuK1rrp6f1TEb6YJDj/BcCLE+VphFCspYS7T+uYnWmdqsLXl",
+	"nvRiMd0aixlduRszUuDXcM26H4YaeCA9CCVwk7WKH+XBLNzzeWaYsSSZhBG7hDIoK3LehOiAYBgnXkNM",
+	"AiJToLwI7ptncDPOpyCW0GC+OtRGUFWabO+T4VyDOiCKjYuJHF+bN1qyHA4tDMiJQSWzcESpZQ/vZ2Ka",
+	"28nyedhd5pLp+YnBBnsGQ6pYfJjbOBXEErQXmKflhGZJNh+NNXoWzfLQDKbKXD9nI8PgorBTt5GFHbIx",
+	"nBfOYCHJN92Cjoe8GgG7iXFhicQUED2BKREXIDEusBfykL/Cc8AiIjYDOLAZ56U/LcAMTE7AXbBByKNP",
+	"IaJx2BmQMO/3d+NKnCE+gICEHsXxrc5vv/477JinBt3No99+/fdV1CPvuZ8wMr9EhKmQo0M15ykoVQQW",
+	"TiDNyAa1Xk9rB8UPXekUPQEbZbiJ+zpMUwI8yQQzMITLGDLrQZ9g/A3JpBiCwoB7GyT53BwZobmeFJJg",
+	"yCvJn9bniHZXElcSXDeibhePu2u+jcgWiQ6Pjs6eH568eXF2+OPpd1jm4pC4QOoyz7UcxGZhu+zWGnT3",
+	"+ttBFY5hLWU37AQFOA3EriLc+kuXcZC47Ntq5aSBY/17JAWjGaqgUC6jXhSQ6CwyK4y6URBy3LMPkjYK",
+	"FX6CwZ7mmwr+uORxF5VAon90HdHqvkmiAOHOEm/6NYdqpGsJsZCJspD2mZjoWO+RVzSeEEPr7EGnTGlP",
+	"MyyWYT0Tyt3MB4TxkKuJkHpA9vp9NLfRsmjPqoo9xBXqOSB7/e2Qb+CGo59++qlrrrY5pZhqiDaLLE5E",
+	"wioemC937bS1tE+/L1yPrZhSqxCRCFDVYiFaHJC97V2bIrG3/dTtpF5iAGMOhCbRUjbqAdnbeUY2XHmX",
+	"alL5JsE4QtKWSr+3u41zGfKgDHb5uh0HIX9aQLSpysUBedrHBZOn/T17ecqMZZsSazOMMV8Z0Wdh065C",
+	"So8cLmTkxjRNQZIJ5WNF8izkrjwBYpL9Fu8OFwUitCAZ04aQ7j17ZsPVUxYDV8i8XR2td29OO47nFCxE",
+	"ZMBtmYmekOMt99HWlNkwUaaR4SD1/u3X/1/uepqnmvlQ5eNXJ6ceVJ2gg+BFqt/vbff63nVPM2ZExF6/",
+	"t2vNNhNkL1uO4pt/jy2DLW7FmwQVWqVfuncWanPt9Ptr5Gyvl1rd4OFtyK9+5Zi6rdUhZGJUVkN5mK1s",
+	"s9ffbpuoWPnWYlGCvf7u6o/KYk7mi+01vlgsDWK+23m2+rvFQhfmu901trVY1ecq6Dy1B3T9d/VyOCiF",
+	"5NMplXN3+F4mMNIGHasyG1J1PhhtTKgGscwmmVu2jnKgSoXukZ8cdYsKTSFCoyPDrJWxTx438lYdC6tJ",
+	"664WHSj9XCTzm1UNqKhbFR1r7QIATbnzV8tF63YsGt7hxVhV3oHDrAjkQZRe4+ArpfUe8Or017gCRR25",
+	"z7lr20/X2U9DGYrfyUU1X+2udWRF8ZL65bbIXESA4RVtvORXQcEmtj4VN+jKmW6hKfnuR261jUqCqqhw",
+	"bTZyRWqc2rHBNEmYolkGVBaFcCDkaF95oogzqzpGtOkT02yxQ59nNmIpkpyE2IRFVSSkWZ5cJykvcYQK",
+	"SbknzlbPJFtZcnCMcZ1f+R3eW/1FURTs8Q7f7R0236wB/4Wah/Wrb3G/uPotrL1RHnwN+v7vzHpM73fC",
+	"8B7qsvzehMvXoFdhYLWa88/Nc5WvbBXVnq8+tLCsLVRGK7rOQpqFplIr8sNxEYZvmEnsZNkiu9lyr0LH",
+	"xGozPXISU2fUQZsZavgFw6smO5GNE8ACXIr89n//H6l7DK1x6acJS6ExJT0go1za8jk0TRWRoHPJy3wQ",
+	"F8ufztFaMfPJ1+bFKWXcDFfUCp0TjqX2MFKJLkQU9Qiq9ZW0byl0AQczV1DmIZq1uKUo93SGBdTIT1VT",
+	"FwNFZM4xZZ7kXMVYM6AqJIwNUIc0PidakHoGv7VY1KdU9sDoSIKa9Mhe/5mBdCHR+JLGNJVAk3kZ+d4k",
+	"D/g8kHska4t5LS10rcjB8Wfps3z+YITuwVSBR0mgVRJ4i1EIpDT2VyixJZb3R4e3vOPs1sO3mR8OVdXT",
+	"MbJVMysujHoND59QV/Uf90L+vkKzBwtkuqDcls7XPM+MK421TPUEeMjBpbxaomnrXdj3bWlEMmYXwL3J",
+	"E+2wZr2Wjka2RE3IF+zJPfJiLa7URude2JNeAPwyKWpuKBCYycwkS0svegjgepebCNxP04APn2ERctEE",
+	"9VWsbRBaSpRttAbdMQeppR238JAaghfJ0PWc60d28qiVfp28qIq9DQzpGq7i6vvfOUdZYdBqMWCRuv3K",
+	"u06Vc5q32bAsk0CqrjSdq4BY+dW6yDjMsLgZ41bi9d5kv656fSvrPFvpNNPClU8zTGRjoSqUYWRYcmqz",
+	"haGI/CszCjhfpBH40See60dy90juvj5yZwvkrW1y35LgFOJ7IXIvUqGgSuOeqGoGExpD7J+K0DFl3Eq/",
+	"tuikkIbAOaoRIK1yYpa7jJS4YsAzqoqCwI0kLOR1GtZEdY49JL4uwhMQLmaV+n+PZOeR7NyT/664ATei",
+	"IGVxq0YT6Klr81L0+MKoztevTknTaNGyp77wD5zYib6Se/lEFVUKH90Fv3t3QXGaD+U3mJWx620u75c2",
+	"1JiBWRtLUzKjDIMbR9jODEMlK4mf7c5oHwL+pX3Sbs+PTuk/GWNaYDJTcQHVizcr0NPfPJ87UbqMW5Hp",
+	"CcbToySJXxl9V4M8cJ4oqwnHEvQ1jOUB7sdiysf1N+TxZvwxWMq1mP05ylauVzQgtvMgizh6f3Jq7TFR",
+	"LtPIiF+YPIGalssvMIAIefSP7msxo12smhpZo42eZ7AZEP+T40lz96u9ciw5IAkkeQZkOA85s2W+8T10",
+	"lvqMGsFjl93hhzthY051LmEQcv03m5iRc3bpy024zIyLbffbBC7Jd+8OX3RPvjvcebq/Ya92QDT5Cwk7",
+	"vbBD/oJeg037YdQLuaux4FI2AnRWixz7zvWJ2gzIXv+bAGPQMR788hKB5mud27B0uLQnwmiKvmQxGiET",
+	"zjMD1p09MhG5GZtxG0KMpYztWRwQ7E0Tct9b1HBsp5m6TCJSYfSGxduq7UaTH4pLIjhJmDoPiBIhp0QC",
+	"uqjNf3OXRDLtkcied+SoH1Z1MydHNjBYdkBomjaa2o7yBhp4S8eHT+7yklOvzBnrSYiBXdhaEz7zqkO7",
+	"qeDjrqQ8EdOue7wY0b6UFLW2K2UhGe2qnj2lZQ5XXw3FD4o8jSrHeuQCfz756GRtFmJUizKhslFQ+gmz",
+	"gg6x0+YAM6ntF11rOHNUPAFMktkMCCUnmD/WPTF0HfmACrl9eUCAxhNP8pXvN0cilvicOpY4uhs4iuR/",
+	"MLTI/WSjbjBzrvjVc5InljUVgxiKTEk0MCxK6iFQHZFYTKfVFWCKVci3nxYlisipcOSxsBM6Naliewx8",
+	"0zvXdYwlIfdECnf1liptOWH3zctKz7wnFiwntpdrIkBtWvd6yKP/tN2WzO9nLPmba2DheLGtCmqZC01K",
+	"j04qxgGhmIAVcp9k5ci86pFDTGYQaVJtoZqKMTkHyBTZMGyIn3Mx44YX6QkrR9n04UzofXGmUpsY59rm",
+	"9MY0i+wCbXSBbYKQJqB0yO1Rn0OmbZ4TdWvQZIShYloIMqKSDGHCbJuQanyVPWjPpzCl5sCorVYwV67n",
+	"OZSlOKRllW4iZePWagi8lDwWYGv7MZZp8yIPHrkrbh/yDYfcpG/QW5OpUJpEKZsyI+H4H7f7/c0DQtV5",
+	"xQodcjvI38qS9jZbEZOVB0VmsmulZXDePbEKffWJ7/kS8o3I1qXFK1IUpo28vuKjOjbLbysBaxvRL8x1",
+	"UfKNhorSN/iH6w4WVT5vCHnzP1VarZAN30BlULfWG7yyvwTmWjAe8qjaRsqsPE9T50ksvAm2OTjREyny",
+	"sRUzD4/eHGBJPTyokBsZyfb4NKeHPabMshclhsgKjP6xufMIRmZbNk0o9k8yt8n/92y6DJmiqAD+Mc9s",
+	"eyVDEBFWldvQJCW9Bv3KNzi4NsLlPcdmr6AKtH7i8XJDQgZU02EKrj5ElmK0ki3b1hTjUusRVwgdN0hx",
+	"13OMh8GGcVfBNYvVmH9fXeKBuVmYjO9b+DCMgxQ6WM7ND8iU6ngCCvMtpyydr7lD1z3jHjZ3bBlAhfK5",
+	"ZNIJU4Ql1p1km1i5ojpFL1S9SPzbYpBq1L62jaX2GdcXxrvh4ov1WM2tXFBt2bUFLYHzsjsW3cpn+NWb",
+	"l1aiaYAnqoyG1A48QltPXaIIHYoLKFsctwDL9gS5QyBVVuTpelmu0F86zB3f7vf7AanS+tYTNXyhtsii",
+	"wCEOUi6xqf70h/s0sC41TrlydUJrEl09EM5IZns7jpEPyCJDCbmVwj6FHZaE2GgnxF1h3v7S25i770kS",
+	"vlIkPOJvhsbi453+zn53e6fb3z7d7g/65v//Wc38/xR2fnEjXN9eFj9CVrf0sv3Jk3j8Gcu92eeOD+Jj",
+	"1xA17FxdIWlvvRTNCpqFq22UviBrfO0K2mN0c7uv88TSVey+N4ZCUEnZhRfY21SuSdHkp1HlOsqHKYt7",
+	"ZKffJzPMusCwLSkwwR/LcyhbzKRJzHC9du6RkCx0DmqL9nTrxVwHduF9NQ+Ggg+sfbsqOZ3Bzx/q2eoX",
+	"wA0YsPZKBSHUXGmYOoSYgpYsblfCXYieUYFcJ1VbwcI8sMqAbdKY61hMIbDFXZwVDl+SIte2W1rZF28J",
+	"c965VaxEHeQZWUrZAtKspIZuBh+dfSSFWT3kyjZ7sey89+iH+AqMSJWzmRZ40Yi8rpJHb06naWvJjteg",
+	"32fAD4/e3Iwy+UFvyHLdXGXEiI0excJGM6rIMGepRgPKY42Oe0CeUyNFe9i34Q3GD/9rLS4oim44Wkiw",
+	"TimbIYiJ9eap0S9daJ4iE6pCPoRxXoQaGy6qJjnmOJJEzHiLkn5sFvVlmedxEVetJR2NWPwH5py3FcJa",
+	"uO0x1odeyW5dT6WtuN6wqZFwNfTTuUfsuKZrUAOmvK+X81ePnPNrIH4vRM5rXaesVR2IYtM8pRo7bhtO",
+	"VEVPe+4L+Mmt4xnjqhuDo19KkamW3g4tk5INDGyOEikyW3dQyxw2ne3eNnpQjZ0conoXiKhXZJCUXUwA",
+	"c0Gsu3xEWZpLcDTaW3VtuheTaBa2RnLnDx+QXAFh2CdTg9JkImZkLnJJ0D7iquLFIgNnORK5pmNQTZS8",
+	"qZfG55RowsYa1gi52Avj6dre5KZFPbBL+bpuGS2ilDV5GaEJp4Xk0an8Z3QqP5dAzxcoir/pgpMsl5lQ",
+	"sJKkoSlOtVO0okhbZZrF8rA98iaBaSa0a5rUzLBxoCOX43u3qbi1dhGuR8RNqUCtccaXoQL1/iRtxsvi",
+	"GDz0H6//n/D6F4XZSnzw+fPrXPitT/jfq5WlPYsOdQ9S4bO9lWPLbTBjUG7kEC/zuGpxTtp6vCN/gOKi",
+	"S0j+RC3062vE+pvG47pmTR9W35atT7+sqG14WqmurACDOpmyvXRtAvpC+ncr27Sx9V9dBUKbB/4oe/7J",
+	"Ez5qt9Ci9Hoc6ZZ3M7hBG1sMBsgout6cZGjbCtflutX1ZtbpfHsd0TDr696ujJEnSW3J2GWdIKzdotCf",
+	"XS3qgk2w/Pk4oRsSl26mfB2jNuLjW/R+jsBuN17pzntTwXyxT/CXkc1rPYFXksc/KHF8zOu+QzP755aG",
+	"eMVtIHTtwmNlw89UCVxc5lo6wTv/7v3fwKZmxC0XsaxI5vcSuAhoMmJSPaoDv2t1YGaZ2gKWkyIf6YF0",
+	"ARVTfp8c3Yxvw+ldb1GyERXNRaNKd1Gbf+dLT1FNylytxnt7YhZ+U45+o6taba/6yK4f2fUjux50sPQz",
+	"Ler2uqSdz2TVCnhyrzQIeGKUCiQ/WhDKbT6PY7CYP1J4AxIBamB7NoQceCznmbaWOOsQrSuLYoS0reg7",
+	"TDZo2Y/KVXjytrwJSCAwNRrLcjLJpk8qi0U2t8WhrfEv5Gb5IF3KS91iRDYa0lJsxy2fcLLZK2rx+abC",
+	"VALm8zoVKueapbZKdqXTMGH6oGiSx12nXN/gl2rnbvX9fRknGxNIE8I4mcJUyLmZbL55jRf1xJz6Z6hk",
+	"RdPIsk20uHV104YW1V+G5Nf6DTeQ/BN4tAM/UuwbUOx39LzBwWKTTCkpW6e2UGzgyValPWszqT2pEtjC",
+	"JOxIJKdT27ks+kfXEqLumySyhT9tnpArDx3yFEYaK+ZjMInr4oipeRUpp6hsj90J8U3bYYcDJJCEfJhr",
+	"3yIyIHv9PV8V22ejetItF3vE+yL6XOiQV2qeBo3FR+2LpEhD6ZHDhWr8mLhb1McjGz7p15dKEM0ZwJtm",
+	"6JI+ByG35Ry2+z6TOCBF8z6qzeJsn86F4twGVsIwizyrVXCtNP5DPdIjAdEi5L4mqm8niO0UwAzouAUl",
+	"CZ0HhJKwY7ZfGTjs+KaNU8ZzTJqkLpPZz1Dha9isuuy4AGOmNE7CdMixCURAZhMWT3BQJaZAkFtjNYqE",
+	"jUZQrT7r9pwwmqaQNHKdshf4OuXAqyeJ8kNrblsFq1vKfldbXFdqfv982P0n7f6r3332ofxn76z74VM/",
+	"2N+98/Lfy/zy8wqCNzRXf2iW2dDAvoFlVgM9wApzJUo+qkuPzPfrKpZ7Yjkz8tIG9myk5g9XC+HKtebZ",
+	"P3+4wmI28qKZvB2W3WaH8yL71HAOjKLETNV4wqw7t6x5M9ja+jQRSl8NPpkTveoEnQsqmdk43uxJIRrg",
+	"gJ1BJxUxTfFx0O5YfqKIeQXFBOSISSJB2aBjM099yN1+v7802hutiHkVG0ibf0SB7Rx99P74NNrsGaLw",
+	"oQBhcxYU1iBXnmExWbImH/7fW8x/Vw2evLeMn2M3Jc9A6r3Fq1buyni22vvyaCcuw93bfyufIB4sf/Fd",
+	"tSV34HNs3LYq2RPVkWwMe9NeipTDgTVXeq0zEYucXVn90UqVNjLXaKNByDFaAIttGExpKONSJLJSUmRO",
+	"Y1arYmNu5DlXaUb1iG2KWxR6mUmmNWBMMiVJLnGCVIzJxjlkuih/hbW/fCkZL/1QPjcYz4w4kiZGj2eu",
+	"h4gDi0utbKlOwDiJvDOVOJHZVahoiDB0EY2+t4jCLuaLEnlMOVpLS/NK4HpZ1L0jAbbw9kVM0IVdNwpY",
+	"sUtNxMyeGtOFVblH3lQXbgTRCDtNKai0eHey315/rwYRrxlcfbj6nwAAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -161,3 +161,30 @@ func (s *server) SandboxNetworkFault(ctx context.Context, req api.SandboxNetwork
 	}
 	return api.SandboxNetworkFault200JSONResponse{Code: 200, Message: ok, Data: api.SandboxNetworkFaultResult{Dropped: n}}, nil
 }
+
+func (s *server) SandboxSend(ctx context.Context, req api.SandboxSendRequestObject) (api.SandboxSendResponseObject, error) {
+	sb, err := s.sandboxed()
+	if err != nil {
+		return nil, err
+	}
+	if req.Body == nil || req.Body.To == "" {
+		return nil, invalid("to", "required")
+	}
+	if req.Body.Message == "" {
+		return nil, invalid("message", "required")
+	}
+	sent, err := sb.SendFromPhone(ctx, req.Phone, req.Body.To, req.Body.Message)
+	if err != nil {
+		return nil, err
+	}
+	return api.SandboxSend200JSONResponse{Code: 200, Message: ok, Data: api.SandboxSent{
+		MessageID: sent.ID, Timestamp: sent.Timestamp, Delivered: nonNil(sent.Delivered), Offline: nonNil(sent.Offline),
+	}}, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

@@ -44,6 +44,10 @@ type Config struct {
 	Metrics  *middleware.Metrics        // nil: /metrics answers 404
 	Sites    *middleware.SiteGuard      // nil: no Host, cross-site or media-type checks
 	MaxBody  int64                      // 0: 1 MiB
+	Events   Events                     // nil: /events and webhooks answer 404
+	// Heartbeat is how often an idle event stream gets a comment, so that
+	// proxies and clients see it alive. Default 15 s.
+	Heartbeat time.Duration
 
 	// BodyTimeout bounds how long a request body may take to arrive,
 	// from the moment its headers were read (0: DefaultBodyTimeout).
@@ -119,6 +123,12 @@ func NewHandler(cfg Config) http.Handler {
 		clock:   cfg.Clock,
 		ready:   cfg.Ready,
 		metrics: cfg.Metrics,
+		events:  cfg.Events,
+		log:     cfg.Logger,
+	}
+	srv.heartbeat = cfg.Heartbeat
+	if srv.heartbeat <= 0 {
+		srv.heartbeat = 15 * time.Second
 	}
 	log := cfg.Logger
 
@@ -160,7 +170,7 @@ func NewHandler(cfg Config) http.Handler {
 		}
 	}
 
-	strict := api.NewStrictHandlerWithOptions(srv, nil, api.StrictHTTPServerOptions{
+	strict := api.NewStrictHandlerWithOptions(srv, []api.StrictMiddlewareFunc{withRequest}, api.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc: badRequest,
 		ResponseErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 			writeError(log, w, r, err)
@@ -199,6 +209,11 @@ type server struct {
 	clock   ports.Clock
 	ready   func() bool
 	metrics *middleware.Metrics
+	events  Events
+	log     *slog.Logger
+
+	heartbeat time.Duration
+	frames    frameCache
 }
 
 var _ api.StrictServerInterface = (*server)(nil)

@@ -31,6 +31,8 @@ var requestBodies = map[string]reflect.Type{
 	"POST /sandbox/phones/{phone}/scan":      reflect.TypeFor[api.SandboxScanJSONRequestBody](),
 	"POST /sandbox/phones/{phone}/link-code": reflect.TypeFor[api.SandboxLinkCodeJSONRequestBody](),
 	"POST /sandbox/network":                  reflect.TypeFor[api.SandboxNetworkFaultJSONRequestBody](),
+	"PUT /devices/{device_id}/webhook":       reflect.TypeFor[api.PutDeviceWebhookJSONRequestBody](),
+	"POST /sandbox/phones/{phone}/send":      reflect.TypeFor[api.SandboxSendJSONRequestBody](),
 }
 
 // strictJSON checks a request body before the generated code decodes it

@@ -47,6 +47,15 @@ type Connections struct {
 	Attempts int            // connection attempts since start, refused ones included
 }
 
+// Sent is what a simulated phone's send did: the message id and time, and
+// which linked devices got it now or will at their next login.
+type Sent struct {
+	ID        string
+	Timestamp time.Time
+	Delivered []string // device JIDs online, which acknowledged it
+	Offline   []string // device JIDs that get it when they next log in
+}
+
 // NetworkFault breaks the simulated network on purpose.
 type NetworkFault struct {
 	Drop   bool          // drop every open connection now
@@ -69,6 +78,10 @@ type Network interface {
 	// RemoveDevice unlinks a companion device from the phone; a connected
 	// device is logged out at once.
 	RemoveDevice(ctx context.Context, phone, jid string) error
+	// SendFromPhone makes phone send a text to another account (a phone
+	// number or user JID): encrypted to every linked device of the
+	// recipient, and as a from-me copy to the sender's other linked devices.
+	SendFromPhone(ctx context.Context, phone, to, text string) (Sent, error)
 	// Messages lists what phone received, oldest first.
 	Messages(ctx context.Context, phone string) ([]Message, error)
 	// Connections counts the connections open to the simulated server.

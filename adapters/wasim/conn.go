@@ -312,8 +312,11 @@ func (c *conn) handle(node *waBinary.Node) {
 		c.handleIQ(node)
 	case "message":
 		c.handleMessage(node)
+	case "receipt":
+		c.handleReceipt(node)
 	}
-	// acks, receipts and presences need no answer from this simulator.
+	// Acks and presences need no answer from this simulator; receipts only
+	// wake a phone's send that waits for them (send.go).
 }
 
 // request sends an IQ to the client and waits for its answer.

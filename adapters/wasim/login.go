@@ -138,6 +138,7 @@ func (c *conn) login(jid types.JID) {
 	}}); err != nil {
 		c.log.Debug("wasim: send success", "err", err)
 	}
+	c.deliverOffline()
 }
 
 // refuseLogin answers a login with failure 401, which makes whatsmeow

@@ -59,6 +59,12 @@ type Server struct {
 	cert      []byte    // marshalled chain from the static key to the root
 	certUntil time.Time // the chain's notAfter
 
+	// Messages the phones send (send.go): receipts awaited, and messages
+	// held for devices that are offline.
+	receipts  receiptWaiters
+	offlineMu sync.Mutex
+	offline   map[string][]waBinary.Node
+
 	mu          sync.Mutex
 	closed      bool
 	conns       map[*conn]struct{}

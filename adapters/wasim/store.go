@@ -143,9 +143,15 @@ func (w *world) savePreKeys(ctx context.Context, jid types.JID, keys map[uint32]
 		return 0, err
 	}
 	defer tx.Rollback()
+	// One statement for the batch (a first upload is 812 keys): parsing it
+	// again for each key was most of the upload's cost.
+	ins, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO wasim_prekey (device, id, pub) VALUES (?, ?, ?)`)
+	if err != nil {
+		return 0, err
+	}
+	defer ins.Close()
 	for id, pub := range keys {
-		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO wasim_prekey (device, id, pub) VALUES (?, ?, ?)`,
-			jid.String(), id, pub[:]); err != nil {
+		if _, err := ins.ExecContext(ctx, jid.String(), id, pub[:]); err != nil {
 			return 0, err
 		}
 	}

@@ -51,6 +51,12 @@ func (c *Client) handle(evt any) {
 		c.identity.PushName = name
 		c.mu.Unlock()
 		c.emit(domain.PushNameChanged{PushName: name})
+	case *events.Message:
+		if msg, ok := incoming(e); ok {
+			c.emitDurably(msg)
+		} else {
+			c.log.Debug("protocol message not told as an event", "id", e.Info.ID)
+		}
 	case *events.StreamError:
 		c.log.Warn("WhatsApp stream error", "code", e.Code)
 	case *events.KeepAliveTimeout:

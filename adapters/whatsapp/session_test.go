@@ -22,10 +22,7 @@ func after[T domain.Event](t *testing.T, r *recorder, from int) int {
 
 func TestNetworkDropReconnects(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	alice := e.phone("Alice")
-	path := filepath.Join(e.dir, "session.db")
-	e.pairQR(path, alice)
+	e, _, _, path := linkedEnv(t)
 	_, rec := e.connect(path)
 	start := len(rec.all())
 	if _, err := e.sim.Disrupt(ctxFor(t), sandbox.NetworkFault{Drop: true, Refuse: 300 * time.Millisecond}); err != nil {
@@ -37,10 +34,7 @@ func TestNetworkDropReconnects(t *testing.T) {
 
 func TestConnectWhileUnreachableRetries(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	alice := e.phone("Alice")
-	path := filepath.Join(e.dir, "session.db")
-	e.pairQR(path, alice)
+	e, _, _, path := linkedEnv(t)
 	if _, err := e.sim.Disrupt(ctxFor(t), sandbox.NetworkFault{Refuse: 300 * time.Millisecond}); err != nil {
 		t.Fatalf("Disrupt: %v", err)
 	}
@@ -54,10 +48,7 @@ func TestConnectWhileUnreachableRetries(t *testing.T) {
 
 func TestStreamReplaced(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	alice := e.phone("Alice")
-	path := filepath.Join(e.dir, "session.db")
-	id := e.pairQR(path, alice)
+	e, _, id, path := linkedEnv(t)
 	_, first := e.connect(path)
 	e.connect(path) // a second client with the same session
 	if ev := waitEvent[domain.Offline](t, first); ev.Reason != domain.ReasonStreamReplaced {
@@ -76,10 +67,7 @@ func TestStreamReplaced(t *testing.T) {
 // reports it (DisableLoginAutoReconnect), so the adapter reconnects.
 func TestRestartRequestOnALoggedInSession(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	alice := e.phone("Alice")
-	path := filepath.Join(e.dir, "session.db")
-	e.pairQR(path, alice)
+	e, _, _, path := linkedEnv(t)
 	var sent atomic.Bool
 	e.sim.SetHook(func(ci wasim.ConnInfo, node *waBinary.Node) bool {
 		if ci.Device != "" && node.Attrs["xmlns"] == "passive" && sent.CompareAndSwap(false, true) {

@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 	// whatsmeow's and libsignal's settings are process-wide: set them once,
 	// before parallel tests start simulators and clients.
 	adapterOptions()
-	goleak.VerifyTestMain(m,
+	goleak.VerifyTestMain(cleanupAfter{m},
 		// whatsmeow's frame reader sends a frame that arrived while the
 		// socket was closing on an unbuffered channel nobody reads any more,
 		// and blocks there for good (socket/framesocket.go, frameComplete).
@@ -331,10 +331,8 @@ func TestPairCodeRejectsALocalNumber(t *testing.T) {
 
 func TestSendText(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	alice, carol := e.phone("Alice"), e.phone("Carol")
-	path := filepath.Join(e.dir, "session.db")
-	e.pairQR(path, alice)
+	e, _, _, path := linkedEnv(t)
+	carol := e.phone("Carol")
 	c, _ := e.connect(path)
 	ctx := ctxFor(t)
 
@@ -379,14 +377,12 @@ func TestSendText(t *testing.T) {
 // the next thing it stores.
 func TestIdleSessionClosesItsDatabase(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	e, _, _, path := linkedEnv(t)
 	opts := adapterOptions()
 	opts.HTTPClient = e.sim.HTTPClient()
 	opts.SessionIdle = time.Second // database/sql's shortest check interval
 	e.wa = whatsapp.New(opts)
-	alice, carol := e.phone("Alice"), e.phone("Carol")
-	path := filepath.Join(e.dir, "session.db")
-	e.pairQR(path, alice)
+	carol := e.phone("Carol")
 	c, _ := e.connect(path)
 	gone := func() bool {
 		_, err := os.Stat(path + "-shm")
@@ -413,10 +409,8 @@ func TestIdleSessionClosesItsDatabase(t *testing.T) {
 // A phone number is looked up on WhatsApp once, then remembered.
 func TestSendLooksUpANumberOnce(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	alice, carol := e.phone("Alice"), e.phone("Carol")
-	path := filepath.Join(e.dir, "session.db")
-	e.pairQR(path, alice)
+	e, _, _, path := linkedEnv(t)
+	carol := e.phone("Carol")
 	c, _ := e.connect(path)
 	ctx := ctxFor(t)
 	var lookups atomic.Int32
@@ -440,10 +434,7 @@ func TestSendLooksUpANumberOnce(t *testing.T) {
 
 func TestLogout(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	alice := e.phone("Alice")
-	path := filepath.Join(e.dir, "session.db")
-	id := e.pairQR(path, alice)
+	e, alice, id, path := linkedEnv(t)
 	c, _ := e.connect(path)
 	ctx := ctxFor(t)
 	if err := c.Logout(ctx); err != nil {
@@ -476,10 +467,7 @@ func TestLogout(t *testing.T) {
 
 func TestRemovedFromThePhone(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	alice := e.phone("Alice")
-	path := filepath.Join(e.dir, "session.db")
-	id := e.pairQR(path, alice)
+	e, alice, id, path := linkedEnv(t)
 	c, rec := e.connect(path)
 	if err := e.sim.RemoveDevice(ctxFor(t), alice.Phone, id.JID); err != nil {
 		t.Fatalf("RemoveDevice: %v", err)

@@ -54,6 +54,7 @@ type config struct {
 	loadTime time.Duration // each API and send phase
 	keep     bool
 	profile  string // folder for pprof profiles of the in-process restore
+	events   bool   // only the live-event phases
 }
 
 func parseFlags() (config, error) {
@@ -64,6 +65,7 @@ func parseFlags() (config, error) {
 	)
 	flag.DurationVar(&cfg.loadTime, "d", 5*time.Second, "duration of each load phase (API, send)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary folder")
+	flag.BoolVar(&cfg.events, "events", false, "only the live-event phases (streams, webhooks)")
 	flag.StringVar(&cfg.profile, "profile", "", "also restore the largest N in process under pprof and write cpu.pprof and heap.pprof to this folder")
 	flag.Parse()
 	if *quick {
@@ -118,11 +120,16 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if err := b.single(); err != nil {
-		return err
+	if !cfg.events {
+		if err := b.single(); err != nil {
+			return err
+		}
+		if err := b.scale(); err != nil {
+			return err
+		}
 	}
-	if err := b.scale(); err != nil {
-		return err
+	if err := b.events(); err != nil {
+		return fmt.Errorf("live events: %w", err)
 	}
 	b.log.Info("done", "took", time.Since(start).Round(time.Second))
 	fmt.Print(b.markdown())

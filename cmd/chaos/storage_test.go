@@ -110,7 +110,7 @@ func checkLayout(t *testing.T, root string, pairing ...string) (sessions []strin
 			}
 		case name == ".wasim":
 		case name == ".lock": // held by the running gateway (one per folder)
-		case strings.HasPrefix(name, "registry.db"):
+		case strings.HasPrefix(name, "registry.db"), strings.HasPrefix(name, "events.db"):
 		case e.IsDir() && jidFolder.MatchString(name):
 			if _, err := os.Stat(filepath.Join(root, name, "session.db")); err != nil {
 				t.Errorf("session folder %s without a session.db: %v", name, err)

@@ -99,6 +99,14 @@ func TestConfigErrorsAreOneLineNamingTheSetting(t *testing.T) {
 		{"flags before the command", nil, []string{"--port", "3000"}, "whatsapp: the command comes first", ""},
 		{"healthcheck port env", map[string]string{"APP_PORT": "abc"}, []string{"healthcheck"}, "whatsapp healthcheck: APP_PORT: not a port", ""},
 		{"healthcheck negative timeout", nil, []string{"healthcheck", "--timeout", "-1s"}, "whatsapp healthcheck: --timeout: must not be negative", ""},
+		{"webhook without a secret", nil, []string{"rest", "--webhook", "http://127.0.0.1:9/hook"}, "whatsapp rest: --webhook needs --webhook-secret", ""},
+		{"webhook env without a secret", map[string]string{"APP_WEBHOOK": "http://127.0.0.1:9/hook"}, []string{"rest"}, "whatsapp rest: APP_WEBHOOK needs --webhook-secret", ""},
+		{"webhook secret too short", map[string]string{"APP_WEBHOOK_SECRET": "short-secret-5"}, []string{"rest", "--webhook", "http://127.0.0.1:9/hook"}, "whatsapp rest: APP_WEBHOOK_SECRET: the secret must be at least 16 bytes", "short-secret-5"},
+		{"webhook not http", nil, []string{"rest", "--webhook", "ftp://user:pw-five@example.com/x", "--webhook-secret", "0123456789abcdef-6"}, "whatsapp rest: --webhook ftp://example.com/x: url must be", "pw-five"},
+		{"webhook secret twice", nil, []string{"rest", "--webhook-secret", "0123456789abcdef-7", "--webhook-secret-file", "/nonexistent"}, "whatsapp rest: --webhook-secret and --webhook-secret-file: give one", "0123456789abcdef-7"},
+		{"events max zero", nil, []string{"rest", "--events-max", "0"}, "whatsapp rest: --events-max: must be positive", ""},
+		{"events max not a number", nil, []string{"rest", "--events-max", "many"}, "whatsapp rest: --events-max: not a whole number", ""},
+		{"webhook timeout env zero", map[string]string{"APP_WEBHOOK_TIMEOUT": "0s"}, []string{"rest"}, "whatsapp rest: APP_WEBHOOK_TIMEOUT: must be positive", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {

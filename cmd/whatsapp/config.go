@@ -34,6 +34,15 @@ type Config struct {
 	ShutdownGrace  time.Duration `split_words:"true" default:"15s"`
 	UI             bool          `split_words:"true" default:"true"`
 
+	// Live events: global webhooks and the event log's retention.
+	Webhook           []string      `split_words:"true"` // URLs; repeatable flag, comma-separated variable
+	WebhookSecret     string        `split_words:"true"`
+	WebhookSecretFile string        `split_words:"true"`
+	WebhookTimeout    time.Duration `split_words:"true" default:"10s"`
+	WebhookRetryMax   time.Duration `split_words:"true" default:"10m"`
+	EventsRetention   time.Duration `split_words:"true" default:"24h"`
+	EventsMax         int           `split_words:"true" default:"1000000"`
+
 	// BodyTimeout bounds reading a request body (0: the default); not a
 	// flag, tests shorten or lengthen it.
 	BodyTimeout time.Duration `ignored:"true"`
@@ -106,6 +115,13 @@ func loadConfig(cmd string, args []string, out io.Writer) (Config, error) {
 	fs.StringVar(&cfg.AllowedHosts, "allowed-hosts", cfg.AllowedHosts, "host names the API answers to besides IPs and localhost, comma-separated, for a proxy that keeps the public name in Host (APP_ALLOWED_HOSTS)")
 	fs.Var(&boolValue{"ui", &cfg.UI, &bad}, "ui", "serve the browser console at / (on by default; --ui=false turns it off) (APP_UI)")
 	fs.Var(&durationValue{"shutdown-grace", &cfg.ShutdownGrace, &bad}, "shutdown-grace", "how long (a `duration` such as 15s) in-flight requests may take to finish at shutdown (APP_SHUTDOWN_GRACE)")
+	fs.Var(&urlList{p: &cfg.Webhook}, "webhook", "`URL` every device's events are POSTed to; repeatable or comma-separated (APP_WEBHOOK)")
+	fs.Var(secret{&cfg.WebhookSecret}, "webhook-secret", "`secret` that signs global webhook deliveries, at least 16 bytes; required with --webhook (APP_WEBHOOK_SECRET)")
+	fs.StringVar(&cfg.WebhookSecretFile, "webhook-secret-file", cfg.WebhookSecretFile, "file holding the webhook secret, instead of --webhook-secret (APP_WEBHOOK_SECRET_FILE)")
+	fs.Var(&durationValue{"webhook-timeout", &cfg.WebhookTimeout, &bad}, "webhook-timeout", "how long (a `duration`) a webhook may take to answer a delivery (APP_WEBHOOK_TIMEOUT)")
+	fs.Var(&durationValue{"webhook-retry-max", &cfg.WebhookRetryMax, &bad}, "webhook-retry-max", "longest wait (a `duration`) between two tries of a failing delivery (APP_WEBHOOK_RETRY_MAX)")
+	fs.Var(&durationValue{"events-retention", &cfg.EventsRetention, &bad}, "events-retention", "how long (a `duration`) the event log keeps events for resuming streams (APP_EVENTS_RETENTION)")
+	fs.Var(&intValue{"events-max", &cfg.EventsMax, &bad}, "events-max", "most events (a `number`) the event log keeps (APP_EVENTS_MAX)")
 	// A setting is named as its flag when the flag was given, else as its
 	// variable when that is set.
 	fs.VisitAll(func(f *flag.Flag) {
@@ -141,6 +157,22 @@ func loadConfig(cmd string, args []string, out io.Writer) (Config, error) {
 	}
 	if err := gateway.CheckAllowedHosts(cfg.AllowedHosts); err != nil {
 		return Config{}, &usageError{cmd, cfg.name("allowed-hosts") + ": " + err.Error()}
+	}
+	for _, f := range []struct {
+		flag string
+		ok   bool
+	}{
+		{"webhook-timeout", cfg.WebhookTimeout > 0},
+		{"webhook-retry-max", cfg.WebhookRetryMax > 0},
+		{"events-retention", cfg.EventsRetention > 0},
+		{"events-max", cfg.EventsMax > 0},
+	} {
+		if !f.ok {
+			return Config{}, &usageError{cmd, cfg.name(f.flag) + ": must be positive"}
+		}
+	}
+	if err := checkWebhooks(&cfg); err != nil {
+		return Config{}, &usageError{cmd, err.Error()}
 	}
 	return cfg, nil
 }
@@ -308,5 +340,28 @@ func (s secret) String() string { return "" }
 
 func (s secret) Set(v string) error {
 	*s.p = v
+	return nil
+}
+
+// intValue is a whole-number flag.
+type intValue struct {
+	flag string
+	n    *int
+	bad  *badValue
+}
+
+func (v *intValue) String() string {
+	if v.n == nil {
+		return ""
+	}
+	return strconv.Itoa(*v.n)
+}
+
+func (v *intValue) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return v.bad.refuse(v.flag, "not a whole number")
+	}
+	*v.n = n // the range is checked with the environment's value
 	return nil
 }

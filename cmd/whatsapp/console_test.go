@@ -23,7 +23,6 @@ import (
 	"github.com/makiuchi-d/gozxing"
 	"github.com/makiuchi-d/gozxing/qrcode"
 
-	"github.com/gowa-dev/gowa/api"
 	"github.com/gowa-dev/gowa/cmd/internal/gateway"
 )
 
@@ -315,10 +314,6 @@ func rowState(id string) string {
 	return fmt.Sprintf(`(document.querySelector('tr[data-device=%q] .state') || {}).dataset?.state`, id)
 }
 
-// hasEvents tells whether this build serves the live event stream the
-// console listens to.
-func hasEvents() bool { return bytes.Contains(api.Spec, []byte("\n  /events:")) }
-
 func startConsoleGateway(t *testing.T, tuning gateway.Tuning) *testGateway {
 	t.Helper()
 	return startTuned(t, t.TempDir(), tuning, withAuth("admin:console-pass"), func(c *Config) { c.UI = true })
@@ -358,12 +353,7 @@ func TestConsoleLinksByQRAndCode(t *testing.T) {
 	cancel()
 
 	p := openConsole(t, browser, tg, "qr-and-code")
-	live := hasEvents()
-	if live {
-		p.waitFor("the live stream", `document.getElementById('live').dataset.state === 'live'`)
-	} else {
-		t.Log("this build has no GET /events: the live parts of the console are not checked")
-	}
+	p.waitFor("the live stream", `document.getElementById('live').dataset.state === 'live'`)
 	p.waitFor("the sandbox panel", `document.getElementById('sandbox').checkVisibility()`)
 	p.shot("empty")
 	p.do("mark the page", chromedp.Evaluate[chromedp.Void](`window.__notReloaded = true`))
@@ -396,9 +386,6 @@ func TestConsoleLinksByQRAndCode(t *testing.T) {
 	p.checkLabels()
 	p.shot("qr")
 
-	if !live {
-		return
-	}
 	// A simulated phone scans it: the dialog closes and the row shows
 	// connected, without a reload.
 	p.choose("scan-phone", alice)
@@ -517,9 +504,6 @@ func TestConsoleLinksByQRAndCode(t *testing.T) {
 // of the series offers a new code, and the new code is the API's.
 func TestConsoleQRRotation(t *testing.T) {
 	t.Parallel()
-	if !hasEvents() {
-		t.Skip("this build has no GET /events: the console cannot see a code rotate")
-	}
 	browser := newBrowser(t)
 	tg := startConsoleGateway(t, gateway.Tuning{FirstQR: 2 * time.Second, NextQR: 2 * time.Second})
 	p := openConsole(t, browser, tg, "rotation")

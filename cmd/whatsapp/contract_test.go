@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"mime"
@@ -310,37 +309,23 @@ func (d discardWriter) WriteHeader(int)             {}
 // itself, a reconnect, a network fault, a device deleted while linked.
 func TestContractOfTheRarerAnswers(t *testing.T) {
 	t.Parallel()
-	tg := startGateway(t, t.TempDir(), withAuth("admin:contract-pass"))
-	if code, env := tg.do("POST", "/sandbox/phones", `{"phone":"628333333333","push_name":"Carol"}`); code != 200 {
-		t.Fatalf("create phone: %d %s", code, env.raw)
-	}
-	code, env := tg.do("GET", "/devices/rare-1/login", "")
-	if code != 200 {
-		t.Fatalf("login: %d %s", code, env.raw)
-	}
-	var qr struct {
-		QRString string `json:"qr_string"`
-	}
-	if err := json.Unmarshal(env.Data, &qr); err != nil {
-		t.Fatal(err)
-	}
-	body, _ := json.Marshal(map[string]string{"qr": qr.QRString})
-	if code, env := tg.do("POST", "/sandbox/phones/628333333333/scan", string(body)); code != 200 {
-		t.Fatalf("scan: %d %s", code, env.raw)
-	}
-	tg.waitState("rare-1", api.Connected)
+	// A device linked to Alice's phone (the shared linked folder): the
+	// login and scan answers are checked wherever other tests pair.
+	dir, _ := linkedCopy(t)
+	tg := startGateway(t, dir, withAuth("admin:contract-pass"))
+	tg.waitState("dev", api.Connected)
 
-	if code, env := tg.do("POST", "/devices/rare-1/reconnect", ""); code != 200 {
+	if code, env := tg.do("POST", "/devices/dev/reconnect", ""); code != 200 {
 		t.Errorf("reconnect: %d %s", code, env.raw)
 	}
-	tg.waitState("rare-1", api.Connected)
+	tg.waitState("dev", api.Connected)
 	if code, env := tg.do("POST", "/sandbox/network", `{"drop":false,"refuse_seconds":0}`); code != 200 {
 		t.Errorf("network fault: %d %s", code, env.raw)
 	}
-	if code, env := tg.do("DELETE", "/devices/rare-1", ""); code != 200 {
+	if code, env := tg.do("DELETE", "/devices/dev", ""); code != 200 {
 		t.Errorf("delete: %d %s", code, env.raw)
 	}
-	if code, env := tg.do("DELETE", "/devices/rare-1", ""); code != 404 {
+	if code, env := tg.do("DELETE", "/devices/dev", ""); code != 404 {
 		t.Errorf("delete again: %d %s", code, env.raw)
 	}
 

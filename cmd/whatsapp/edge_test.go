@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gowa-dev/gowa/api"
 )
 
 func withAllowedHosts(list string) gatewayOption {
@@ -21,10 +23,13 @@ func withAllowedHosts(list string) gatewayOption {
 // same-origin page and curl keep working.
 func TestCrossSiteRequestsSendNothing(t *testing.T) {
 	t.Parallel()
-	tg := startGateway(t, t.TempDir(), withAllowedHosts("gowa.example.com"))
-	tg.createPhone(alice, "Alice")
+	const victim = "dev"
+	// The victim is a device linked to Alice's phone (the shared linked
+	// folder: this test is not about pairing).
+	dir, _ := linkedCopy(t)
+	tg := startGateway(t, dir, withAllowedHosts("gowa.example.com"))
 	tg.createPhone(bob, "Bob")
-	tg.pairByQR("victim", alice)
+	tg.waitState(victim, api.Connected)
 	send := `{"phone":"` + bob + `","message":"from a web page"}`
 	port := tg.url[strings.LastIndex(tg.url, ":")+1:]
 
@@ -40,7 +45,7 @@ func TestCrossSiteRequestsSendNothing(t *testing.T) {
 		{"rebound host name", []string{"Host", "evil.example:" + port}, 403},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			code, env := tg.rawDo("POST", "/send/message", send, append([]string{"X-Device-Id", "victim"}, c.hdr...)...)
+			code, env := tg.rawDo("POST", "/send/message", send, append([]string{"X-Device-Id", victim}, c.hdr...)...)
 			if code != c.want || env.Code != c.want {
 				t.Errorf("%d %s, want %d", code, env.raw, c.want)
 			}
@@ -54,10 +59,10 @@ func TestCrossSiteRequestsSendNothing(t *testing.T) {
 	if code, _ := tg.do("GET", "/devices/planted", ""); code != 404 {
 		t.Errorf("a cross-site login created the slot: %d", code)
 	}
-	if code, _ := tg.rawDo("POST", "/devices/victim/logout", "", "Origin", "https://evil.example"); code != 403 {
+	if code, _ := tg.rawDo("POST", "/devices/"+victim+"/logout", "", "Origin", "https://evil.example"); code != 403 {
 		t.Errorf("cross-site logout: %d", code)
 	}
-	if d := tg.status("victim"); !d.LoggedIn {
+	if d := tg.status(victim); !d.LoggedIn {
 		t.Error("a cross-site logout logged the device out")
 	}
 	msgs, err := tg.client.SandboxListMessagesWithResponse(context.Background(), bob)
@@ -75,7 +80,7 @@ func TestCrossSiteRequestsSendNothing(t *testing.T) {
 		{"Host", "gowa.example.com", "Origin", "https://gowa.example.com"},
 		nil,
 	} {
-		if code, env := tg.rawDo("POST", "/send/message", send, append([]string{"X-Device-Id", "victim"}, hdr...)...); code != 200 {
+		if code, env := tg.rawDo("POST", "/send/message", send, append([]string{"X-Device-Id", victim}, hdr...)...); code != 200 {
 			t.Errorf("send with %v: %d %s", hdr, code, env.raw)
 		}
 	}

@@ -71,7 +71,7 @@ func TestBadInputGetsClear4xx(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		switch name := e.Name(); {
-		case name == "registry.db", strings.HasPrefix(name, "registry.db-"), name == ".wasim", name == ".pairing", name == ".trash", name == ".lock":
+		case name == "registry.db", strings.HasPrefix(name, "registry.db-"), name == "events.db", strings.HasPrefix(name, "events.db-"), name == ".wasim", name == ".pairing", name == ".trash", name == ".lock":
 		default:
 			t.Errorf("unexpected entry in the storage folder: %s", filepath.Join(dir, name))
 		}

@@ -179,10 +179,11 @@ func TestAccessLogAndMetrics(t *testing.T) {
 
 func TestGracefulShutdownUnderLoad(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
+	// A device linked to Alice's phone (the shared linked folder: this
+	// test is not about pairing).
+	dir, _ := linkedCopy(t)
 	tg := startGateway(t, dir)
-	tg.createPhone(alice, "Alice")
-	tg.pairByQR("load", alice)
+	tg.waitState("dev", "connected")
 
 	var okCount, failed atomic.Int64
 	stop := make(chan struct{})
@@ -198,7 +199,7 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 					return
 				default:
 				}
-				resp, err := client.Get(tg.url + "/devices/load/status")
+				resp, err := client.Get(tg.url + "/devices/dev/status")
 				if err != nil {
 					// Refused after the listener closed: never accepted.
 					continue
@@ -221,6 +222,6 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 		t.Fatalf("%d accepted requests failed during shutdown", failed.Load())
 	}
 	tg = startGateway(t, dir)
-	tg.waitState("load", "connected")
+	tg.waitState("dev", "connected")
 	t.Logf("%s requests answered during the run", strconv.FormatInt(okCount.Load(), 10))
 }

@@ -180,10 +180,21 @@ func (d *device) work() {
 func (d *device) job(f func()) { d.jobs.push(f) }
 
 // apply carries out effects, in order; blocking ones become jobs. It tells
-// whether the device stopped.
+// whether the device stopped. Events are queued first, so that a caller
+// answered by this transition finds them queued and can wait for them to
+// be written (syncEvents).
 func (d *device) apply(effs []effect) (stopped bool) {
 	for _, e := range effs {
+		if e, ok := e.(emit); ok {
+			d.svc.emit(d.id, e.Type, e.Data)
+		}
+	}
+	for _, e := range effs {
 		switch e := e.(type) {
+		case emit:
+			// Queued above.
+		case ackWritten:
+			d.ackWritten(e.Done)
 		case reply:
 			if e.AfterJobs {
 				d.job(func() { d.answer(e) })
@@ -327,13 +338,14 @@ func (d *device) status() domain.Status {
 type view struct {
 	state    domain.State
 	loggedIn bool
+	jid      string // the linked session's
 	client   ports.Client
 }
 
 func (d *device) view() view {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return view{state: d.pub.State, loggedIn: d.pub.LoggedIn, client: d.client}
+	return view{state: d.pub.State, loggedIn: d.pub.LoggedIn, jid: d.pub.Identity.JID, client: d.client}
 }
 
 // waitFor waits until ok holds for the device's view, ctx ends or the
@@ -341,7 +353,7 @@ func (d *device) view() view {
 func (d *device) waitFor(ctx context.Context, ok func(view) bool) (view, error) {
 	for {
 		d.mu.Lock()
-		v := view{state: d.pub.State, loggedIn: d.pub.LoggedIn, client: d.client}
+		v := view{state: d.pub.State, loggedIn: d.pub.LoggedIn, jid: d.pub.Identity.JID, client: d.client}
 		changed := d.changed
 		d.mu.Unlock()
 		if ok(v) {

@@ -21,6 +21,13 @@ import (
 // Every change of state or reason is published, and told once to
 // Config.OnTransition, by the owner after the transition.
 //
+// The live events are effects too (emit): announce tells each change of
+// connection once (device.connected, device.disconnected,
+// device.logged_out, with the machine's reason), a pairing each new QR code
+// or pairing code (device.pairing), a slot its creation and deletion, a
+// client each message it received (message.received, acknowledged to
+// WhatsApp once written: ackWritten). events.go has the owner's side.
+//
 // What each state accepts (anything else is ignored when it is an event or
 // result, and refused with ECONFLICT naming the state when it is a command):
 //
@@ -68,6 +75,17 @@ type machine struct {
 	// Deleting: the slot is being deleted; Gone: it was, or the service
 	// closed. Neither accepts anything more.
 	Deleting, Gone bool
+
+	// Told is the last device.connected, device.disconnected or
+	// device.logged_out this device emitted, so that every change is told
+	// exactly once (see announce).
+	Told told
+}
+
+// told is an event about a device's connection, as announce emitted it.
+type told struct {
+	Type   domain.EventType
+	Reason domain.Reason
 }
 
 // pairing is a login under way.
@@ -147,6 +165,58 @@ func (t *step) set(state domain.State, reason domain.Reason, detail string) {
 	}
 }
 
+// announce emits the event the machine's state tells, if the last one
+// told (Told) was another; transition calls it once the input is applied,
+// so that the states a machine passes through within one step are not
+// told (an unlink that gives up goes back to offline, then offline for a
+// new reason: one event). What each state tells:
+//
+//	connected     device.connected
+//	connecting    device.disconnected (reason) when it was connected;
+//	              else nothing new
+//	offline,      device.disconnected (reason); with no reason, only
+//	disconnected  when it was connected (else nothing new: a new slot, an
+//	              unlink that gave up)
+//	logged_out    device.logged_out (reason)
+//	pairing,      nothing by themselves: a pairing tells each new code
+//	unlinking     (pairingEvent, codeGiven), an unlink its end
+func (t *step) announce() {
+	connected := t.m.Told.Type == domain.EventDeviceConnected
+	var typ domain.EventType
+	switch t.m.State {
+	case domain.StateConnected:
+		typ = domain.EventDeviceConnected
+	case domain.StateConnecting:
+		if !connected {
+			return
+		}
+		typ = domain.EventDeviceDisconnected
+	case domain.StateOffline, domain.StateDisconnected:
+		if t.m.Reason == domain.ReasonNone && !connected {
+			return
+		}
+		typ = domain.EventDeviceDisconnected
+	case domain.StateLoggedOut:
+		typ = domain.EventDeviceLoggedOut
+	default:
+		return
+	}
+	reason := t.m.Reason
+	if typ == domain.EventDeviceConnected {
+		reason = domain.ReasonNone
+	}
+	if (told{typ, reason}) == t.m.Told {
+		return
+	}
+	t.m.Told = told{typ, reason}
+	if typ == domain.EventDeviceConnected {
+		id := t.m.Identity
+		t.do(emit{typ, domain.ConnectedEventData{JID: id.JID, Phone: id.Phone, PushName: id.PushName, Platform: id.Platform}})
+		return
+	}
+	t.do(emit{typ, domain.ReasonEventData{Reason: reason, Detail: t.m.Detail}})
+}
+
 func (t *step) next() uint64 {
 	t.m.Seq++
 	return t.m.Seq
@@ -202,9 +272,23 @@ func (t *step) closeCurrent() {
 // file. now stamps Since and expiries.
 func transition(m machine, in input, now time.Time) (machine, []effect) {
 	t := &step{m: m, now: now}
-	if p, ok := in.(ping); ok {
-		t.do(reply{Op: p.Op, AfterJobs: true})
+	switch in := in.(type) {
+	case ping:
+		t.do(reply{Op: in.Op, AfterJobs: true})
 		return t.m, t.effs
+	case created:
+		// Whatever happened to the slot since it was made (a racing
+		// login), it was made.
+		if !t.m.Gone {
+			t.do(emit{Type: domain.EventDeviceCreated})
+		}
+		t.do(reply{Op: in.Op})
+		return t.m, t.effs
+	case clientEvent:
+		if msg, ok := in.Event.(domain.IncomingMessage); ok {
+			t.incoming(in.Gen, msg)
+			return t.m, t.effs
+		}
 	}
 	if t.m.Gone {
 		if op, ok := opOf(in); ok {
@@ -229,6 +313,9 @@ func transition(m machine, in input, now time.Time) (machine, []effect) {
 				}
 			}
 		}
+		if !t.m.Gone {
+			t.announce() // a delete that failed leaves it logged_out
+		}
 		return t.m, t.effs
 	}
 	switch in := in.(type) {
@@ -236,6 +323,7 @@ func transition(m machine, in input, now time.Time) (machine, []effect) {
 		if t.m.JID != "" && t.m.State == domain.StateConnecting {
 			t.connectNew()
 		}
+		// A session found ended at start-up is told by announce below.
 	case cmdLogin:
 		t.login(in)
 	case cmdLogout:
@@ -273,6 +361,7 @@ func transition(m machine, in input, now time.Time) (machine, []effect) {
 	default:
 		panic(fmt.Sprintf("device: unknown input %T", in))
 	}
+	t.announce()
 	return t.m, t.effs
 }
 

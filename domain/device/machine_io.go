@@ -12,6 +12,9 @@ type input interface{ isInput() }
 type (
 	// start: the device was loaded at start-up.
 	start struct{}
+	// created: the slot was just made and recorded in the registry; Op is
+	// answered once device.created is emitted.
+	created struct{ Op uint64 }
 	// cmdLogin: log in by QR code, or by pairing code for Phone.
 	cmdLogin struct {
 		Op     uint64
@@ -91,6 +94,7 @@ type (
 )
 
 func (start) isInput()         {}
+func (created) isInput()       {}
 func (cmdLogin) isInput()      {}
 func (cmdLogout) isInput()     {}
 func (cmdDelete) isInput()     {}
@@ -181,6 +185,18 @@ type (
 	warn struct{ Msg string }
 	// stop ends the owner once the jobs under way are done.
 	stop struct{}
+	// emit tells the live events of Type with Data (one of the
+	// domain.*EventData payloads, nil for device.created and
+	// device.deleted). The owner only queues it (ports.Events.Emit): the
+	// event service writes it to its log before telling anyone.
+	emit struct {
+		Type domain.EventType
+		Data any
+	}
+	// ackWritten calls Done, off the owner, once every event emitted so
+	// far is in the event log: an incoming message is acknowledged to
+	// WhatsApp only then.
+	ackWritten struct{ Done func() }
 )
 
 func (reply) isEffect()        {}
@@ -199,3 +215,5 @@ func (startTimer) isEffect()   {}
 func (observeLogin) isEffect() {}
 func (warn) isEffect()         {}
 func (stop) isEffect()         {}
+func (emit) isEffect()         {}
+func (ackWritten) isEffect()   {}

@@ -125,6 +125,7 @@ func (t *step) codeGiven(in codeGiven) {
 	}
 	p.Method, p.Code, p.Phone, p.ExpiresAt = domain.PairingCode, in.Code, in.Phone, in.ExpiresAt
 	t.m.Since = t.now // a new code is news to watchers
+	t.do(emit{domain.EventDevicePairing, domain.PairingEventData{Method: domain.PairingCode, ExpiresAt: p.ExpiresAt}})
 	t.answer(reply{Code: p.Code, Expires: p.ExpiresAt}, waitCode)
 }
 
@@ -166,6 +167,7 @@ func (t *step) discarded(in discarded) {
 	t.m.Pair = pairing{}
 	t.m.Gen = 0
 	t.set(domain.StateDisconnected, p.EndReason, p.EndDetail)
+	t.announce() // told even when a waiting login pairs again at once
 	// Those who asked for a logout (a cancel) are done, the logins of the
 	// pairing told why it ended; a login that came while it ended starts
 	// the next one.
@@ -214,6 +216,7 @@ func (t *step) pairingEvent(ev domain.Event) {
 		p.QR = ev.Code
 		if p.Method == domain.PairingQR {
 			p.ExpiresAt = t.now.Add(ev.Timeout)
+			t.do(emit{domain.EventDevicePairing, domain.PairingEventData{Method: domain.PairingQR, ExpiresAt: p.ExpiresAt}})
 		}
 		t.m.Since = t.now
 		t.answer(reply{QR: p.QR, Expires: p.ExpiresAt}, waitQR)

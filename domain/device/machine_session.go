@@ -1,6 +1,7 @@
 package device
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 
@@ -151,6 +152,20 @@ func (t *step) event(in clientEvent) {
 		}
 	case domain.PushNameChanged:
 		t.m.Identity.PushName = ev.PushName
+	}
+}
+
+// incoming tells of a message the client Gen received, when it is the
+// current client, and has it acknowledged once that is written. A stale
+// client's message is acknowledged without being told: that client is
+// closed, so its acknowledgement goes nowhere and WhatsApp sends the
+// message again to the next connection.
+func (t *step) incoming(gen uint64, msg domain.IncomingMessage) {
+	if gen != 0 && gen == t.m.Gen && !t.m.Gone {
+		t.do(emit{domain.EventMessageReceived, msg.Message})
+	}
+	if msg.Done != nil {
+		t.do(ackWritten{msg.Done})
 	}
 }
 
@@ -324,6 +339,12 @@ func (t *step) removed(in removed) {
 func (t *step) slotDeleted(in slotDeleted) {
 	u := t.m.Unlink
 	if in.Err == nil {
+		if t.m.JID != "" && t.m.Told.Type != domain.EventDeviceLoggedOut {
+			// Its session ended with it: unlinked, or (with a warning) not.
+			reason := cmp.Or(u.Reason, t.m.Reason, domain.ReasonLogout)
+			t.do(emit{domain.EventDeviceLoggedOut, domain.ReasonEventData{Reason: reason, Detail: u.Warning}})
+		}
+		t.do(emit{Type: domain.EventDeviceDeleted})
 		// stop first: the slot leaves the service before anyone is told.
 		t.m.Gone = true
 		t.do(stop{})

@@ -40,18 +40,26 @@ func machines() map[string]machine {
 			m.Pair = pairing{Method: domain.PairingQR, Key: "k", QR: "qr1", ExpiresAt: t0.Add(time.Minute), Started: t0, Opened: true}
 		}),
 		"connecting": with(linked, func(m *machine) { m.State, m.Gen = domain.StateConnecting, 4 }),
-		"connected":  with(linked, func(m *machine) { m.State, m.Gen, m.Online = domain.StateConnected, 4, true }),
+		"connected": with(linked, func(m *machine) {
+			m.State, m.Gen, m.Online = domain.StateConnected, 4, true
+			m.Told = told{Type: domain.EventDeviceConnected}
+		}),
 		"offline": with(linked, func(m *machine) {
 			m.State, m.Reason, m.Gen = domain.StateOffline, domain.ReasonStreamReplaced, 4
+			m.Told = told{domain.EventDeviceDisconnected, domain.ReasonStreamReplaced}
 		}),
 		"unlinking": with(linked, func(m *machine) {
 			m.State, m.Reason, m.Gen = domain.StateUnlinking, domain.ReasonLogout, 4
 			m.Unlink = unlink{Phase: unlinkWaitOnline, Reason: domain.ReasonLogout, Timer: 3, From: domain.StateConnecting}
 			m.Waiters = []waiter{{Op: opOld, Kind: waitLogout}}
 		}),
-		"logged_out": with(base, func(m *machine) { m.State, m.Reason = domain.StateLoggedOut, domain.ReasonRemovedOnPhone }),
+		"logged_out": with(base, func(m *machine) {
+			m.State, m.Reason = domain.StateLoggedOut, domain.ReasonRemovedOnPhone
+			m.Told = told{domain.EventDeviceLoggedOut, domain.ReasonRemovedOnPhone}
+		}),
 		"logged_out_files": with(linked, func(m *machine) {
 			m.State, m.Reason = domain.StateLoggedOut, domain.ReasonSessionUnreadable
+			m.Told = told{domain.EventDeviceLoggedOut, domain.ReasonSessionUnreadable}
 		}),
 	}
 }
@@ -95,6 +103,9 @@ var inputs = map[string]input{
 	"slot_deleted":     slotDeleted{FilesGone: true},
 	"timer":            timerFired{Seq: 3},
 	"ping":             ping{Op: opCmd},
+	"created":          created{Op: opCmd},
+	"ev_message":       clientEvent{Gen: 4, Event: domain.IncomingMessage{Message: domain.MessageEventData{ID: "M1", Type: "text", Text: "hi"}, Done: func() {}}},
+	"ev_message_stale": clientEvent{Gen: 2, Event: domain.IncomingMessage{Message: domain.MessageEventData{ID: "M1", Type: "text", Text: "hi"}, Done: func() {}}},
 }
 
 // outcome is what a pair must give: the state and reason after it, the
@@ -110,6 +121,12 @@ type outcome struct {
 var accepted = map[[2]string]outcome{
 	{"*", "shutdown"}: {"", "", "", ""}, // checked on its own below
 	{"*", "ping"}:     {"", "", "reply", "ok"},
+	{"*", "created"}:  {"", "", "reply", "ok"},
+	// A message of the current client is told in any state; of a stale
+	// one, only acknowledged (that client is closed: the acknowledgement
+	// goes nowhere, and WhatsApp sends it again).
+	{"*", "ev_message"}:       {"", "", "ackWritten", ""},
+	{"*", "ev_message_stale"}: {"", "", "ackWritten", ""},
 
 	{"connecting", "start"}:                  {domain.StateConnecting, "", "closeClient connect", ""},
 	{"pairing", "opened_stale"}:              {domain.StatePairing, "", "closeClient", ""},
@@ -203,6 +220,36 @@ var accepted = map[[2]string]outcome{
 	{"logged_out_files", "delete"}: {domain.StateLoggedOut, domain.ReasonSessionUnreadable, "deleteSlot", ""},
 }
 
+// emitted lists the live events each pair emits, in order, as
+// "type(detail)": the method of device.pairing, the reason of
+// device.disconnected and device.logged_out. Every pair not listed emits
+// none.
+var emitted = map[[2]string]string{
+	{"*", "created"}: "device.created",
+	// Messages of the current client, in the states that have one.
+	{"pairing", "ev_message"}:    "message.received",
+	{"connecting", "ev_message"}: "message.received",
+	{"connected", "ev_message"}:  "message.received",
+	{"offline", "ev_message"}:    "message.received",
+	{"unlinking", "ev_message"}:  "message.received",
+
+	{"pairing", "ev_qr"}: "device.pairing(qr)",
+
+	{"connecting", "ev_connected"}:   "device.connected(" + jidM + ")",
+	{"connecting", "ev_offline"}:     "device.disconnected(temporary_ban)",
+	{"connecting", "connect_failed"}: "device.disconnected(connect_failed)",
+	{"connecting", "opened_err"}:     "device.logged_out(session_unreadable)",
+
+	{"connected", "reconnect"}:       "device.disconnected()", // no reason: asked through the API
+	{"connected", "ev_disconnected"}: "device.disconnected(connection_lost)",
+	{"connected", "ev_offline"}:      "device.disconnected(temporary_ban)",
+	{"connected", "connect_failed"}:  "device.disconnected(connect_failed)",
+
+	// This unlink began while connecting: going offline is news.
+	{"unlinking", "ev_offline"}:     "device.disconnected(temporary_ban)",
+	{"unlinking", "connect_failed"}: "device.disconnected(connect_failed)",
+}
+
 // Inputs that only matter mid-way through a pairing or an unlink, checked
 // from those mid-way machines.
 var midway = []struct {
@@ -265,11 +312,37 @@ var midway = []struct {
 		m.Waiters = []waiter{{Op: opOld, Kind: waitDelete}}
 		return m
 	}, "logged_out", inputs["slot_deleted"], outcome{domain.StateLoggedOut, domain.ReasonRemovedOnPhone, "stop reply", "ok"}},
+	{"linked slot deleted", func(m machine) machine {
+		m.Deleting, m.Unlink.Phase, m.Unlink.Delete = true, unlinkRemoving, true
+		m.Waiters = []waiter{{Op: opOld, Kind: waitDelete}}
+		return m
+	}, "unlinking", inputs["slot_deleted"], outcome{domain.StateUnlinking, domain.ReasonLogout, "stop reply", "ok"}},
+	{"session missing at start", func(m machine) machine {
+		m.Told = told{} // found ended now: not told yet
+		return m
+	}, "logged_out", inputs["start"], outcome{domain.StateLoggedOut, domain.ReasonRemovedOnPhone, "", ""}},
+	{"session ended, told before", func(m machine) machine { return m }, "logged_out", inputs["start"],
+		outcome{domain.StateLoggedOut, domain.ReasonRemovedOnPhone, "", ""}},
 	{"slot not deleted", func(m machine) machine {
 		m.Deleting = true
 		m.Waiters = []waiter{{Op: opOld, Kind: waitDelete}}
 		return m
 	}, "logged_out_files", slotDeleted{Err: errBoom}, outcome{domain.StateLoggedOut, domain.ReasonSessionUnreadable, "reply", "unavailable"}},
+}
+
+// midwayEmitted is emitted for the midway cases, by name.
+var midwayEmitted = map[string]string{
+	"code request answered":       "device.pairing(code)",
+	"pairing gone":                "device.disconnected(pairing_expired)",
+	"pairing gone, a login waits": "device.disconnected(pairing_expired)",
+	"logout unconfirmed":          "device.connected(" + jidM + ")", // began while connecting, never told connected
+	"files removed":               "device.logged_out(logout)",
+	"files not removed":           "device.logged_out(logout)",
+	"slot deleted":                "device.deleted",
+	"linked slot deleted":         "device.logged_out(logout) device.deleted",
+	"slot not deleted":            "",
+	"session missing at start":    "device.logged_out(removed_on_phone)",
+	"session ended, told before":  "",
 }
 
 func TestTransitionTable(t *testing.T) {
@@ -282,6 +355,13 @@ func TestTransitionTable(t *testing.T) {
 			covered[key] = true
 			t.Run(sname+"/"+iname, func(t *testing.T) {
 				next, effs := transition(m, in, t0.Add(time.Second))
+				wantEvents := emitted[key]
+				if _, any := emitted[[2]string{"*", iname}]; any {
+					wantEvents = emitted[[2]string{"*", iname}]
+				}
+				if got := eventsOf(effs); got != wantEvents {
+					t.Errorf("events %q, want %q", got, wantEvents)
+				}
 				if iname == "shutdown" {
 					checkShutdown(t, m, next, effs)
 					return
@@ -304,10 +384,18 @@ func TestTransitionTable(t *testing.T) {
 			t.Errorf("accepted lists %v, which is no (state, input) pair", key)
 		}
 	}
+	for key := range emitted {
+		if key[0] != "*" && !covered[key] {
+			t.Errorf("emitted lists %v, which is no (state, input) pair", key)
+		}
+	}
 	for _, tc := range midway {
 		t.Run("midway/"+tc.name, func(t *testing.T) {
 			next, effs := transition(tc.from(ms[tc.state]), tc.in, t0.Add(time.Second))
 			checkOutcome(t, next, effs, tc.want)
+			if got, want := eventsOf(effs), midwayEmitted[tc.name]; got != want {
+				t.Errorf("events %q, want %q", got, want)
+			}
 		})
 	}
 }
@@ -379,10 +467,35 @@ func checkShutdown(t *testing.T, m machine, next machine, effs []effect) {
 func names(effs []effect) string {
 	var out []string
 	for _, e := range effs {
+		if _, ok := e.(emit); ok {
+			continue // checked by eventsOf
+		}
 		if _, ok := e.(reply); ok && len(out) > 0 && out[len(out)-1] == "reply" {
 			continue // several replies read as one
 		}
 		out = append(out, strings.TrimPrefix(fmt.Sprintf("%T", e), "device."))
+	}
+	return strings.Join(out, " ")
+}
+
+// eventsOf lists the events effs emit, as emitted has them.
+func eventsOf(effs []effect) string {
+	var out []string
+	for _, e := range effs {
+		e, ok := e.(emit)
+		if !ok {
+			continue
+		}
+		detail := ""
+		switch d := e.Data.(type) {
+		case domain.PairingEventData:
+			detail = "(" + string(d.Method) + ")"
+		case domain.ReasonEventData:
+			detail = "(" + string(d.Reason) + ")"
+		case domain.ConnectedEventData:
+			detail = "(" + d.JID + ")"
+		}
+		out = append(out, string(e.Type)+detail)
 	}
 	return strings.Join(out, " ")
 }

@@ -78,7 +78,10 @@ func (s *Service) Start(ctx context.Context) error {
 			reason := cmp.Or(sl.Ended, domain.ReasonSessionMissing)
 			m.JID, m.Identity = "", domain.Identity{}
 			m.State, m.Reason = domain.StateLoggedOut, reason
-			if sl.Ended == domain.ReasonNone {
+			if sl.Ended != domain.ReasonNone {
+				m.Told = told{domain.EventDeviceLoggedOut, reason}
+			} else {
+				// Found now: start tells it (device.logged_out).
 				m.Detail = "the session files were missing at start-up"
 				s.log.Warn("session dropped: its files are missing; the device must log in again", "device_id", sl.ID, "reason", reason)
 			}
@@ -90,6 +93,7 @@ func (s *Service) Start(ctx context.Context) error {
 		case sl.Ended != domain.ReasonNone:
 			// The session ended before; a JID means its files are left.
 			m.State, m.Reason, m.Since = domain.StateLoggedOut, sl.Ended, cmp.Or(sl.EndedAt, m.Since)
+			m.Told = told{domain.EventDeviceLoggedOut, sl.Ended} // told when it ended
 		case sl.JID != "":
 			m.State = domain.StateConnecting
 			restoring++

@@ -53,6 +53,10 @@ func (s *Service) Send(ctx context.Context, id, to, text string) (domain.SentMes
 	if err != nil {
 		return domain.SentMessage{}, d.id, err
 	}
+	s.emit(d.id, domain.EventMessageSent, domain.MessageEventData{
+		ID: msg.ID, Chat: jid, From: domain.PhoneOfJID(v.jid) + "@s.whatsapp.net", FromMe: true, Timestamp: msg.Timestamp, Type: "text", Text: text,
+	})
+	s.syncEvents(ctx)
 	return msg, d.id, nil
 }
 

@@ -26,7 +26,10 @@ type Config struct {
 	Sessions ports.SessionStore
 	Registry ports.Registry
 	Clock    ports.Clock
-	Logger   *slog.Logger
+	// Events, when set, is told what devices do (live events): every
+	// transition's event, and each message sent or received.
+	Events ports.Events
+	Logger *slog.Logger
 
 	// DisplayName is shown on the phone for devices linked by pairing code
 	// (--os).
@@ -171,6 +174,7 @@ func (s *Service) Get(ctx context.Context, id string) (domain.Status, error) {
 
 // Create creates an empty device slot. An empty id gets a generated one.
 func (s *Service) Create(ctx context.Context, id string) (domain.Status, error) {
+	defer s.syncEvents(ctx)
 	if id == "" {
 		id = "device-" + randomHex(4)
 	}
@@ -199,6 +203,7 @@ func (s *Service) Delete(ctx context.Context, id string) (warning string, err er
 	}
 	ctx, cancel := s.unlinkContext(ctx)
 	defer cancel()
+	defer s.syncEvents(ctx)
 	r, err := d.call(ctx, func(op uint64) input { return cmdDelete{Op: op} })
 	if err != nil {
 		return "", unlinkWaitError(id, err)
@@ -219,6 +224,7 @@ func (s *Service) Logout(ctx context.Context, id string) (domain.Status, error) 
 	}
 	ctx, cancel := s.unlinkContext(ctx)
 	defer cancel()
+	defer s.syncEvents(ctx)
 	if _, err := d.call(ctx, func(op uint64) input { return cmdLogout{Op: op} }); err != nil {
 		return domain.Status{}, unlinkWaitError(id, err)
 	}
@@ -232,6 +238,7 @@ func (s *Service) Reconnect(ctx context.Context, id string) (domain.Status, erro
 	if err != nil {
 		return domain.Status{}, err
 	}
+	defer s.syncEvents(ctx)
 	if _, err := d.call(ctx, func(op uint64) input { return cmdReconnect{Op: op} }); err != nil {
 		return domain.Status{}, err
 	}
@@ -255,6 +262,7 @@ type PairingCode struct {
 // returns the current code and never opens another connection. A device
 // that is logged in gets ECONFLICT.
 func (s *Service) LoginQR(ctx context.Context, id string) (QR, error) {
+	defer s.syncEvents(ctx)
 	d, _, err := s.getOrCreate(ctx, id)
 	if err != nil {
 		return QR{}, err
@@ -272,6 +280,7 @@ func (s *Service) LoginQR(ctx context.Context, id string) (QR, error) {
 // creating the slot if needed. A repeated call for the same phone while the
 // code is valid returns the same code; a QR pairing under way is reused.
 func (s *Service) LoginCode(ctx context.Context, id, phone string) (PairingCode, error) {
+	defer s.syncEvents(ctx)
 	digits, err := domain.NormalizePhone(phone)
 	if err != nil {
 		return PairingCode{}, err
@@ -356,6 +365,12 @@ func (s *Service) getOrCreate(ctx context.Context, id string) (*device, bool, er
 		d.post(cmdShutdown{})
 		s.forget(d)
 		return nil, false, domain.Wrap(domain.EINTERNAL, err, "save device slot")
+	}
+	// device.created, once the slot is recorded; the caller's command
+	// (a login) follows it in the device's inbox. A caller who hangs up
+	// stops waiting, not the device.
+	if _, err := d.call(ctx, func(op uint64) input { return created{Op: op} }); err != nil && ctx.Err() == nil {
+		return nil, false, err
 	}
 	return d, true, nil
 }

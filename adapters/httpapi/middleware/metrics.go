@@ -42,6 +42,8 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 
+	events, deliveries *prometheus.CounterVec // set by WatchEvents
+
 	// series caches the counter and histogram of each (route, method,
 	// status), so that a request costs a map load rather than hashing its
 	// labels and formatting its status. Routes, methods and statuses are

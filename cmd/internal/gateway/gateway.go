@@ -26,9 +26,11 @@ import (
 	"github.com/gowa-dev/gowa/adapters/sandbox"
 	"github.com/gowa-dev/gowa/adapters/sqlite"
 	"github.com/gowa-dev/gowa/adapters/wasim"
+	"github.com/gowa-dev/gowa/adapters/webhook"
 	"github.com/gowa-dev/gowa/adapters/whatsapp"
 	"github.com/gowa-dev/gowa/domain"
 	"github.com/gowa-dev/gowa/domain/device"
+	"github.com/gowa-dev/gowa/domain/events"
 )
 
 // Config is what the gateway needs; cmd/whatsapp fills it from its flags
@@ -44,6 +46,9 @@ type Config struct {
 	TrustedProxies string
 	AllowedHosts   string
 	ShutdownGrace  time.Duration
+	// Events configures the live events: global webhooks and the event
+	// log's retention.
+	Events EventsConfig
 	// Sandbox wires the simulated WhatsApp network instead of WhatsApp.
 	Sandbox bool
 	// UI serves the browser console at "/".
@@ -61,6 +66,23 @@ func (c Config) name(flag string) string {
 		return c.FlagName(flag)
 	}
 	return "--" + flag
+}
+
+// EventsConfig is the live events' part of the configuration. Zero values
+// keep the event service's defaults.
+type EventsConfig struct {
+	// Webhooks are the global webhooks' URLs, sent every device's events,
+	// signed with WebhookSecret (checked by the caller: at least
+	// domain.MinWebhookSecret bytes).
+	Webhooks      []string
+	WebhookSecret string
+	// WebhookTimeout bounds one delivery; WebhookRetryMax is the longest
+	// wait between two tries of a failing one.
+	WebhookTimeout  time.Duration
+	WebhookRetryMax time.Duration
+	// Retention and MaxEvents bound the event log.
+	Retention time.Duration
+	MaxEvents int
 }
 
 // DefaultOS is the name phones show for linked devices when Config.OS is
@@ -103,9 +125,11 @@ type Core struct {
 	Root     string
 	Devices  *device.Service
 	Registry *sqlite.Registry
+	Events   *events.Hub   // the live events; started before the devices
 	Sim      *wasim.Server // nil outside the sandbox
 	Metrics  *middleware.Metrics
 	lock     *storageLock
+	eventDB  *sqlite.Events
 }
 
 // NewLogger returns the gateway's JSON logger on out.
@@ -163,7 +187,13 @@ func OpenCore(ctx context.Context, cfg Config, log *slog.Logger) (c *Core, err e
 	}
 
 	c.Metrics = middleware.NewMetrics(func() map[string]int { return c.Devices.CountByState() })
+	// The event service starts before the devices, so that the events of
+	// the sessions restored at start-up are logged and sent.
+	if c.eventDB, c.Events, err = openEvents(ctx, c.Root, cfg.Events, true, log, c.Metrics); err != nil {
+		return nil, err
+	}
 	c.Devices = device.New(device.Config{
+		Events:      c.Events,
 		WhatsApp:    whatsapp.New(waOpts),
 		Sessions:    sessions,
 		Registry:    c.Registry,
@@ -186,6 +216,13 @@ func OpenCore(ctx context.Context, cfg Config, log *slog.Logger) (c *Core, err e
 func (c *Core) Close() {
 	if c.Devices != nil {
 		_ = c.Devices.Close()
+	}
+	// After the devices, so that their last events are written.
+	if c.Events != nil {
+		_ = c.Events.Close()
+	}
+	if c.eventDB != nil {
+		_ = c.eventDB.Close()
 	}
 	if c.Sim != nil {
 		_ = c.Sim.Close()
@@ -251,12 +288,16 @@ func Open(ctx context.Context, cfg Config, logOut io.Writer) (g *Gateway, err er
 		Throttle: middleware.NewThrottle(10, time.Minute, time.Now),
 		Metrics:  g.Metrics,
 		Sites:    middleware.NewSiteGuard(allowedHosts, isLoopback(g.ln.Addr())),
+		Events:   g.Events,
 
 		AccessLog:   logOut,
 		BodyTimeout: cfg.Tuning.BodyTimeout,
 		UI:          cfg.UI,
 	})
 	g.http = httpapi.NewServer(wrap(cfg.Tuning.Wrap, handler), httpapi.Limits{}, log)
+	// Event streams never go idle: end them when shutdown begins, so that
+	// the grace period is left to requests that finish.
+	g.http.RegisterOnShutdown(g.Events.CloseStreams)
 	if !g.auth.Enabled() && !isLoopback(g.ln.Addr()) {
 		log.Warn("no credentials are configured and the API listens beyond loopback: anyone who can reach it controls the linked WhatsApp accounts; set --basic-auth or APP_BASIC_AUTH")
 	}
@@ -355,5 +396,72 @@ func CheckTrustedProxies(s string) error {
 // CheckAllowedHosts reports whether s is a valid --allowed-hosts value.
 func CheckAllowedHosts(s string) error {
 	_, err := middleware.ParseAllowedHosts(s)
+	return err
+}
+
+// openEvents opens the event log in root and starts the event service on
+// it; with send false, webhooks are queued in the outbox but not sent.
+// metrics, when set, counts events and deliveries.
+func openEvents(ctx context.Context, root string, cfg EventsConfig, send bool, log *slog.Logger, metrics *middleware.Metrics) (*sqlite.Events, *events.Hub, error) {
+	store, err := sqlite.OpenEvents(root)
+	if err != nil {
+		return nil, nil, err
+	}
+	var global []domain.Webhook
+	for _, u := range cfg.Webhooks {
+		global = append(global, domain.Webhook{URL: u, Secret: cfg.WebhookSecret})
+	}
+	ec := events.Config{
+		Store:          store,
+		RetryMax:       cfg.WebhookRetryMax,
+		Logger:         log.With("component", "events"),
+		Global:         global,
+		Retention:      cfg.Retention,
+		RetentionCount: cfg.MaxEvents,
+	}
+	if send {
+		ec.Sender = webhook.New(webhook.Options{Timeout: cfg.WebhookTimeout})
+	}
+	if metrics != nil {
+		ec.OnEvent = func(t domain.EventType) { metrics.EventObserved(string(t)) }
+		ec.OnDelivery = metrics.DeliveryObserved
+	}
+	hub := events.New(ec)
+	if err := hub.Start(ctx); err != nil {
+		_ = store.Close()
+		return nil, nil, fmt.Errorf("start the event service: %w", err)
+	}
+	if metrics != nil {
+		metrics.WatchEvents(hub, time.Now)
+	}
+	return store, hub, nil
+}
+
+// EventService is the event log of a folder and the event service on it,
+// without devices or HTTP: the benchmarks fill and drain a webhook outbox
+// with it.
+type EventService struct {
+	*events.Hub
+	store *sqlite.Events
+}
+
+// OpenEventService opens the event log in dir and starts the event service
+// on it. With send false, deliveries to cfg's webhooks are queued in the
+// outbox but not sent, until a service that sends opens the same folder.
+func OpenEventService(ctx context.Context, dir string, cfg EventsConfig, send bool) (*EventService, error) {
+	store, hub, err := openEvents(ctx, dir, cfg, send, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &EventService{Hub: hub, store: store}, nil
+}
+
+// Close stops the event service, once every event emitted is written,
+// then closes the log.
+func (e *EventService) Close() error {
+	err := e.Hub.Close()
+	if cerr := e.store.Close(); err == nil {
+		err = cerr
+	}
 	return err
 }
