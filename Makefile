@@ -29,7 +29,7 @@ RACEFLAGS := -race -gcflags='modernc.org/...=-d=checkptr=0'
 SCREENSHOTS ?= $(or $(TMPDIR),/tmp)/gowa-console-screenshots
 
 test: check ## vet, format, generated-code drift, then every test under -race
-	@rm -rf $(SCREENSHOTS)
+	@rm -f $(SCREENSHOTS)/*.png
 	GOWA_SCREENSHOTS=$(SCREENSHOTS) $(GO) test $(RACEFLAGS) -count=1 -timeout 15m $(PKGS)
 	@if ls $(SCREENSHOTS)/*.png >/dev/null 2>&1; then echo "console screenshots of the browser tests: $(SCREENSHOTS)"; fi
 

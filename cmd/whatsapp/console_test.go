@@ -47,14 +47,19 @@ func chromiumPath() string {
 }
 
 // screenshotDir is where the steps' screenshots go: $GOWA_SCREENSHOTS, or
-// a fixed folder under the temporary directory, emptied once per run so
-// that it holds this run's screenshots only. `make test` prints it.
+// a fixed folder under the temporary directory. The PNG files an earlier
+// run left there are removed once per run (nothing else: the folder is the
+// user's to name), so that it holds this run's screenshots only. `make
+// test` prints it.
 var screenshotDir = sync.OnceValue(func() string {
 	dir := os.Getenv("GOWA_SCREENSHOTS")
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "gowa-console-screenshots")
 	}
-	_ = os.RemoveAll(dir)
+	old, _ := filepath.Glob(filepath.Join(dir, "*.png"))
+	for _, f := range old {
+		_ = os.Remove(f)
+	}
 	_ = os.MkdirAll(dir, 0o755)
 	return dir
 })
