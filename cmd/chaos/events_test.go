@@ -105,7 +105,9 @@ func (r *faultyReceiver) handle(w http.ResponseWriter, req *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
 		return
 	case 1:
-		time.Sleep(1500 * time.Millisecond) // past the gateway's 1 s timeout
+		// Never answer: the gateway's 1 s timeout gives up and hangs up,
+		// which ends this request's context.
+		<-req.Context().Done()
 		return
 	case 2:
 		if hj, ok := w.(http.Hijacker); ok {

@@ -21,6 +21,14 @@ type memStore struct {
 	outSeq   int64
 	webhooks map[string]domain.Webhook
 	failNext int // Append fails this many more times
+	reads    int // Pending calls so far
+}
+
+// pendingReads tells how many times the outbox has been read.
+func (m *memStore) pendingReads() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reads
 }
 
 func newMemStore() *memStore { return &memStore{webhooks: map[string]domain.Webhook{}} }
@@ -98,6 +106,7 @@ func (m *memStore) Prune(ctx context.Context, before time.Time, keep int) (int64
 func (m *memStore) Pending(ctx context.Context, endpoint string, skip []string, limit int) ([]domain.Delivery, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.reads++
 	var out []domain.Delivery
 	for _, d := range m.outbox {
 		if d.Endpoint == endpoint && !slices.Contains(skip, d.DeviceID) && len(out) < limit {

@@ -182,13 +182,16 @@ func TestWebhookOutboxResumesAfterRestart(t *testing.T) {
 	// Second life: the stored retry time is honoured, then all five go
 	// out in order.
 	up := &sender{}
+	readsBefore := store.pendingReads()
 	_, clk2 := newHub(t, store, func(c *events.Config) {
 		c.Sender = up
 		c.Global = []domain.Webhook{global}
 		c.Clock = clk
 	})
 	_ = clk2
-	time.Sleep(20 * time.Millisecond) // give a wrong early delivery the chance to show
+	// The dispatcher has read the outbox twice, so an early delivery would
+	// have gone out by now.
+	waitFor(t, func() bool { return store.pendingReads() >= readsBefore+2 })
 	if got := up.delivered(global.URL); len(got) != 0 {
 		t.Fatalf("delivered %v before the stored retry time", got)
 	}
