@@ -64,21 +64,6 @@ func TestDeviceAnswerMatchesJSON(t *testing.T) {
 	}
 }
 
-func FuzzJSONString(f *testing.F) {
-	for _, s := range []string{"", "plain", `"\<>&`, "\u2028\u2029", "\xff\xfe", "a\x00b\x1fc\x7f", "é😀", "\xed\xa0\x80"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		want, err := json.Marshal(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := appendJSONString(nil, s); !bytes.Equal(got, want) {
-			t.Errorf("%q:\n got %s\nwant %s", s, got, want)
-		}
-	})
-}
-
 func TestJSONStringRandom(t *testing.T) {
 	t.Parallel()
 	r := rand.New(rand.NewPCG(1, 2))

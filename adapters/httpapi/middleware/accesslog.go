@@ -6,9 +6,10 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/gowa-dev/gowa/adapters/httpapi/envelope"
 )
 
 // AccessLog writes one line to out, "http request" at level INFO, per
@@ -113,60 +114,6 @@ func appendMillis(b []byte, d time.Duration) []byte {
 	return append(b, digits[:n]...)
 }
 
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a JSON string: quotes, backslashes and
-// control characters escaped, invalid UTF-8 replaced by U+FFFD, and U+2028
-// and U+2029 escaped, as log/slog does. Plain ASCII, the usual case, is
-// copied in one go.
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c < utf8.RuneSelf && c != '"' && c != '\\' {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
 // routeOf is the chi route for r, such as "/devices/{device_id}", or ""
 // when none matches, with the routing context holding its URL parameters.
 // chi fills the request's routing context as it routes, so this is only
@@ -202,3 +149,6 @@ func deviceID(r *http.Request, rctx *chi.Context) string {
 	}
 	return r.Header.Get("X-Device-Id")
 }
+
+// appendJSONString appends s as log/slog quotes it.
+func appendJSONString(b []byte, s string) []byte { return envelope.AppendString(b, s, false) }
