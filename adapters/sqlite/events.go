@@ -6,9 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/gowa-dev/gowa/domain"
@@ -65,60 +62,11 @@ type Events struct {
 // OpenEvents opens, creating if needed, the event database at
 // root/events.db, readable by its owner only (webhook secrets live in it).
 func OpenEvents(root string) (*Events, error) {
-	if strings.ContainsRune(root, '?') {
-		return nil, fmt.Errorf("open event log: storage root %q must not contain '?'", root)
-	}
-	path := filepath.Join(root, EventsFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	db, err := openDB(root, EventsFile, eventMigrations)
 	if err != nil {
 		return nil, fmt.Errorf("open event log: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("open event log: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		return nil, fmt.Errorf("open event log: %w", err)
-	}
-	// As the registry: WAL, NORMAL sync (a power cut may lose the last
-	// commits, a crash of the process loses nothing), immediate writes.
-	dsn := path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("open event log: %w", err)
-	}
-	if err := migrate(context.Background(), db, eventMigrations); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("open event log %s: %w", path, err)
 	}
 	return &Events{db: db}, nil
-}
-
-// migrate brings db up to len(steps) by user_version, in one transaction.
-func migrate(ctx context.Context, db *sql.DB, steps []string) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin migration: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	var version int
-	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	if version > len(steps) {
-		return fmt.Errorf("schema version %d is newer than this program knows (%d)", version, len(steps))
-	}
-	if version == len(steps) {
-		return nil
-	}
-	for i := version; i < len(steps); i++ {
-		if _, err := tx.ExecContext(ctx, steps[i]); err != nil {
-			return fmt.Errorf("migrate schema to version %d: %w", i+1, err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(steps))); err != nil {
-		return fmt.Errorf("record schema version: %w", err)
-	}
-	return tx.Commit()
 }
 
 // Close closes the database.

@@ -8,9 +8,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -48,73 +45,11 @@ type Registry struct {
 // root/registry.db and brings its schema up to date. The file is readable by
 // its owner only. Close it when done.
 func OpenRegistry(root string) (*Registry, error) {
-	if strings.ContainsRune(root, '?') {
-		// The driver reads everything after '?' as connection parameters.
-		return nil, fmt.Errorf("open registry: storage root %q must not contain '?'", root)
-	}
-	path := filepath.Join(root, RegistryFile)
-	// Create the file ourselves so that SQLite, which gives its -wal and
-	// -shm files the database file's mode, never makes anything wider.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	db, err := openDB(root, RegistryFile, migrations)
 	if err != nil {
 		return nil, fmt.Errorf("open registry: %w", err)
 	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("open registry: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		return nil, fmt.Errorf("open registry: %w", err)
-	}
-
-	// busy_timeout makes concurrent writers wait instead of failing; WAL
-	// lets readers run beside a writer; synchronous NORMAL is durable
-	// enough under WAL (a power cut may lose the last commits, never
-	// corrupt); immediate transactions take the write lock up front, so a
-	// read-then-write transaction cannot fail halfway with SQLITE_BUSY.
-	dsn := path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("open registry: %w", err)
-	}
-	r := &Registry{db: db}
-	if err := r.migrate(context.Background()); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("open registry %s: %w", path, err)
-	}
-	return r, nil
-}
-
-// migrate applies the migrations the database has not seen yet, in one
-// transaction, and records the new version in user_version.
-func (r *Registry) migrate(ctx context.Context) error {
-	tx, err := r.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin migration: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	var version int
-	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	if version > len(migrations) {
-		return fmt.Errorf("schema version %d is newer than this program knows (%d)", version, len(migrations))
-	}
-	if version == len(migrations) {
-		return nil
-	}
-	for i := version; i < len(migrations); i++ {
-		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
-			return fmt.Errorf("migrate schema to version %d: %w", i+1, err)
-		}
-	}
-	// PRAGMA takes no bound parameters; the value is our own integer.
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations))); err != nil {
-		return fmt.Errorf("record schema version: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit migration: %w", err)
-	}
-	return nil
+	return &Registry{db: db}, nil
 }
 
 // Close closes the database.
