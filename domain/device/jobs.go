@@ -39,12 +39,19 @@ func (d *device) install(gen uint64, cs *clientSlot, c ports.Client) bool {
 }
 
 func (d *device) clientOf(gen uint64) ports.Client {
+	c, _ := d.openClient(gen)
+	return c
+}
+
+// openClient is client gen and its lifetime context, read together, or nil
+// when it is not open.
+func (d *device) openClient(gen uint64) (ports.Client, context.Context) {
 	d.cmu.Lock()
 	defer d.cmu.Unlock()
 	if cs, ok := d.clients[gen]; ok && !cs.closed {
-		return cs.c
+		return cs.c, cs.ctx
 	}
-	return nil
+	return nil, nil
 }
 
 // closeClient ends client gen's lifetime now and closes it as a job.
@@ -104,14 +111,11 @@ func (d *device) openPairing(e openPairing) {
 }
 
 func (d *device) askCode(e askCode) {
-	c := d.clientOf(e.Gen)
+	c, cctx := d.openClient(e.Gen)
 	if c == nil {
 		d.post(codeGiven{Gen: e.Gen, Phone: e.Phone, Err: domain.Errorf(domain.ECONFLICT, "the pairing ended")})
 		return
 	}
-	d.cmu.Lock()
-	cctx := d.clients[e.Gen].ctx
-	d.cmu.Unlock()
 	// PairCode can wait for WhatsApp a while: on its own goroutine, so that
 	// the pairing's other jobs (a cancel's close) are not queued behind it.
 	// Closing the client cancels cctx, which ends it.
@@ -200,14 +204,11 @@ func (d *device) connect(e connect) {
 }
 
 func (d *device) logout(e logout) {
-	c := d.clientOf(e.Gen)
+	c, cctx := d.openClient(e.Gen)
 	if c == nil {
 		d.post(loggedOutDone{Gen: e.Gen, Err: domain.Errorf(domain.EUNAVAILABLE, "the session is not connected")})
 		return
 	}
-	d.cmu.Lock()
-	cctx := d.clients[e.Gen].ctx
-	d.cmu.Unlock()
 	d.svc.wg.Add(1)
 	go func() {
 		defer d.svc.wg.Done()
