@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -45,7 +44,7 @@ func TestCrossSiteRequestsSendNothing(t *testing.T) {
 		{"rebound host name", []string{"Host", "evil.example:" + port}, 403},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			code, env := tg.rawDo("POST", "/send/message", send, append([]string{"X-Device-Id", victim}, c.hdr...)...)
+			code, env := tg.do("POST", "/send/message", send, append([]string{"X-Device-Id", victim}, c.hdr...)...)
 			if code != c.want || env.Code != c.want {
 				t.Errorf("%d %s, want %d", code, env.raw, c.want)
 			}
@@ -53,13 +52,13 @@ func TestCrossSiteRequestsSendNothing(t *testing.T) {
 	}
 	// A cross-site login would create a slot and open a pairing; a
 	// cross-site logout would unlink the phone.
-	if code, _ := tg.rawDo("GET", "/devices/planted/login", "", "Sec-Fetch-Site", "cross-site"); code != 403 {
+	if code, _ := tg.do("GET", "/devices/planted/login", "", "Sec-Fetch-Site", "cross-site"); code != 403 {
 		t.Errorf("cross-site login: %d", code)
 	}
 	if code, _ := tg.do("GET", "/devices/planted", ""); code != 404 {
 		t.Errorf("a cross-site login created the slot: %d", code)
 	}
-	if code, _ := tg.rawDo("POST", "/devices/"+victim+"/logout", "", "Origin", "https://evil.example"); code != 403 {
+	if code, _ := tg.do("POST", "/devices/"+victim+"/logout", "", "Origin", "https://evil.example"); code != 403 {
 		t.Errorf("cross-site logout: %d", code)
 	}
 	if d := tg.status(victim); !d.LoggedIn {
@@ -80,7 +79,7 @@ func TestCrossSiteRequestsSendNothing(t *testing.T) {
 		{"Host", "gowa.example.com", "Origin", "https://gowa.example.com"},
 		nil,
 	} {
-		if code, env := tg.rawDo("POST", "/send/message", send, append([]string{"X-Device-Id", victim}, hdr...)...); code != 200 {
+		if code, env := tg.do("POST", "/send/message", send, append([]string{"X-Device-Id", victim}, hdr...)...); code != 200 {
 			t.Errorf("send with %v: %d %s", hdr, code, env.raw)
 		}
 	}
@@ -88,40 +87,6 @@ func TestCrossSiteRequestsSendNothing(t *testing.T) {
 	if msgs.JSON200 == nil || len(msgs.JSON200.Data) != 4 {
 		t.Fatalf("allowed sends did not all arrive: %s", msgs.Body)
 	}
-}
-
-// rawDo is do with "Host" among the headers setting the request's Host.
-func (tg *testGateway) rawDo(method, path, body string, hdr ...string) (int, envelopeBody) {
-	tg.t.Helper()
-	req, err := http.NewRequest(method, tg.url+path, strings.NewReader(body))
-	if err != nil {
-		tg.t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		if hdr[i] == "Host" {
-			req.Host = hdr[i+1]
-			continue
-		}
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	if tg.user != "" {
-		req.SetBasicAuth(tg.user, tg.pass)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tg.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var env envelopeBody
-	if err := json.Unmarshal(raw, &env); err != nil {
-		tg.t.Fatalf("%s %s: answer is not the JSON envelope: %q", method, path, raw)
-	}
-	env.raw = raw
-	return resp.StatusCode, env
 }
 
 // TestStalledClientDoesNotHoldShutdown: a client that announced a body

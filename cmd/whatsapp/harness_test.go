@@ -149,7 +149,8 @@ func (tg *testGateway) stop() {
 }
 
 // do sends a raw request with the gateway's credentials and decodes the
-// envelope.
+// envelope. hdr holds header names and values in turn; "Host" sets the
+// request's Host.
 func (tg *testGateway) do(method, path, body string, hdr ...string) (int, envelopeBody) {
 	tg.t.Helper()
 	req, err := http.NewRequest(method, tg.url+path, strings.NewReader(body))
@@ -160,6 +161,10 @@ func (tg *testGateway) do(method, path, body string, hdr ...string) (int, envelo
 		req.Header.Set("Content-Type", "application/json")
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == "Host" {
+			req.Host = hdr[i+1]
+			continue
+		}
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	if tg.user != "" && req.Header.Get("Authorization") == "" {
