@@ -31,7 +31,7 @@ func openSessions(t *testing.T, uri, holder string) (*postgres.DB, *postgres.Ses
 // pairDevice does what the WhatsApp adapter and whatsmeow do for a pairing
 // the phone links as jid: an unpaired device bound to the pairing, then
 // saved under its JID. It returns the device.
-func pairDevice(t *testing.T, s *postgres.Sessions, key, jid string) *store.Device {
+func pairDevice(t testing.TB, s *postgres.Sessions, key, jid string) *store.Device {
 	t.Helper()
 	ctx := context.Background()
 	dev := s.Container().NewDevice()
@@ -47,7 +47,7 @@ func pairDevice(t *testing.T, s *postgres.Sessions, key, jid string) *store.Devi
 }
 
 // saveDevice saves dev as jid, as whatsmeow does when pairing succeeds.
-func saveDevice(t *testing.T, c *sqlstore.Container, dev *store.Device, jid string) {
+func saveDevice(t testing.TB, c *sqlstore.Container, dev *store.Device, jid string) {
 	t.Helper()
 	id, err := types.ParseJID(jid)
 	if err != nil {
