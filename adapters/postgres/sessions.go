@@ -282,8 +282,8 @@ func fenced(err error) error {
 }
 
 // Sessions lists the linked sessions, ordered by JID, then the pairings
-// still recorded (cut off, or in progress on some replica), ordered by
-// key. A linked session is a whatsmeow device of a valid companion JID
+// cut off (made by this replica, or by one whose heartbeat has lapsed: a
+// live replica's pairing is in progress there), ordered by key. A linked session is a whatsmeow device of a valid companion JID
 // that no pairing claims: one saved by whatsmeow but not yet promoted is
 // listed as its pairing. DeviceID is "" for a device gowa has no row of
 // (the device service adopts it into a slot named after its JID).
@@ -297,7 +297,10 @@ func (s *Sessions) Sessions() ([]ports.StoredSession, error) {
 			SELECT 1 FROM gowa_sessions p
 			WHERE p.key LIKE 'pairing:%' AND p.jid = d.jid AND p.noise_hash = sha256(d.noise_key))
 		UNION ALL
-		SELECT '', key, device_id FROM gowa_sessions WHERE key LIKE 'pairing:%'`)
+		SELECT '', p.key, p.device_id FROM gowa_sessions p
+		WHERE p.key LIKE 'pairing:%' AND NOT EXISTS (
+			SELECT 1 FROM gowa_replicas r
+			WHERE r.id = p.maker AND r.id <> current_setting('gowa.holder', true) AND r.expires_at > now())`)
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", Unavailable(err))
 	}

@@ -168,3 +168,33 @@ func TestSessionsDiscardAndUnrecordedDevices(t *testing.T) {
 		t.Error("PairedJID of an unknown pairing succeeded")
 	}
 }
+
+// A pairing in progress on another live replica is not cut off: only its
+// maker, or any replica once the maker's heartbeat lapsed, lists it.
+func TestSessionsListOnlyPairingsCutOff(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	uri := pgtest.DB(t)
+	dbA, a := openSessions(t, uri, "a")
+	_, b := openSessions(t, uri, "b")
+	key, err := a.NewPairing("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dbA.Pool.Exec(ctx, `INSERT INTO gowa_replicas (id, addr, expires_at) VALUES ('a', '', now() + interval '1 hour')`); err != nil {
+		t.Fatal(err)
+	}
+	mine := []ports.StoredSession{{Key: key, DeviceID: "x"}}
+	if got, err := a.Sessions(); err != nil || !slices.Equal(got, mine) {
+		t.Fatalf("the maker lists %+v, %v; want %+v", got, err, mine)
+	}
+	if got, err := b.Sessions(); err != nil || len(got) != 0 {
+		t.Fatalf("another replica lists %+v, %v while the maker is live", got, err)
+	}
+	if _, err := dbA.Pool.Exec(ctx, `UPDATE gowa_replicas SET expires_at = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Sessions(); err != nil || !slices.Equal(got, mine) {
+		t.Fatalf("once the maker's heartbeat lapsed another replica lists %+v, %v; want %+v", got, err, mine)
+	}
+}

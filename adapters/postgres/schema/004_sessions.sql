@@ -9,12 +9,15 @@
 --     = sha256 of the noise key of the unpaired whatsmeow device the
 --     WhatsApp adapter opened for it, jid = the JID that device got once
 --     whatsmeow saved it (set by gowa_claim_pairing, in the statement that
---     saves it, so that a crash before Promote loses nothing).
+--     saves it, so that a crash before Promote loses nothing), maker = the
+--     replica that made it: while that replica is live, the pairing is its
+--     own, in progress, and no other replica lists it.
 CREATE TABLE gowa_sessions (
 	key        TEXT PRIMARY KEY,
 	device_id  TEXT NOT NULL DEFAULT '',
 	noise_hash BYTEA UNIQUE,
 	jid        TEXT,
+	maker      TEXT DEFAULT current_setting('gowa.holder', true),
 	created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
