@@ -3500,6 +3500,8 @@ type ListDevicesResponse struct {
 	JSON431 *HeadersTooLarge
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3535,6 +3537,11 @@ func (r ListDevicesResponse) GetJSON431() *HeadersTooLarge {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r ListDevicesResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ListDevicesResponse) GetJSON503() *Unavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3816,6 +3823,8 @@ type GetDeviceResponse struct {
 	JSON431 *HeadersTooLarge
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3861,6 +3870,11 @@ func (r GetDeviceResponse) GetJSON431() *HeadersTooLarge {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r GetDeviceResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetDeviceResponse) GetJSON503() *Unavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4399,6 +4413,8 @@ type GetDeviceStatusResponse struct {
 	JSON431 *HeadersTooLarge
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4444,6 +4460,11 @@ func (r GetDeviceStatusResponse) GetJSON431() *HeadersTooLarge {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r GetDeviceStatusResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetDeviceStatusResponse) GetJSON503() *Unavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4498,6 +4519,8 @@ type DeleteDeviceWebhookResponse struct {
 	JSON431 *HeadersTooLarge
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4550,6 +4573,11 @@ func (r DeleteDeviceWebhookResponse) GetJSON500() *InternalError {
 	return r.JSON500
 }
 
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r DeleteDeviceWebhookResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
 // GetBody returns the raw response body bytes
 func (r DeleteDeviceWebhookResponse) GetBody() []byte {
 	return r.Body
@@ -4600,6 +4628,8 @@ type GetDeviceWebhookResponse struct {
 	JSON431 *HeadersTooLarge
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4645,6 +4675,11 @@ func (r GetDeviceWebhookResponse) GetJSON431() *HeadersTooLarge {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r GetDeviceWebhookResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetDeviceWebhookResponse) GetJSON503() *Unavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4699,6 +4734,8 @@ type PutDeviceWebhookResponse struct {
 	JSON431 *HeadersTooLarge
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4749,6 +4786,11 @@ func (r PutDeviceWebhookResponse) GetJSON431() *HeadersTooLarge {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r PutDeviceWebhookResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r PutDeviceWebhookResponse) GetJSON503() *Unavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6939,6 +6981,13 @@ func ParseListDevicesResponse(rsp *http.Response) (*ListDevicesResponse, error) 
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	return response, nil
@@ -7219,6 +7268,13 @@ func ParseGetDeviceResponse(rsp *http.Response) (*GetDeviceResponse, error) {
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -7728,6 +7784,13 @@ func ParseGetDeviceStatusResponse(rsp *http.Response) (*GetDeviceStatusResponse,
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	return response, nil
@@ -7817,6 +7880,13 @@ func ParseDeleteDeviceWebhookResponse(rsp *http.Response) (*DeleteDeviceWebhookR
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	return response, nil
@@ -7898,6 +7968,13 @@ func ParseGetDeviceWebhookResponse(rsp *http.Response) (*GetDeviceWebhookRespons
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -7987,6 +8064,13 @@ func ParsePutDeviceWebhookResponse(rsp *http.Response) (*PutDeviceWebhookRespons
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -10548,6 +10632,20 @@ func (response ListDevices500JSONResponse) VisitListDevicesResponse(w http.Respo
 	return err
 }
 
+type ListDevices503JSONResponse struct{ UnavailableJSONResponse }
+
+func (response ListDevices503JSONResponse) VisitListDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CreateDeviceRequestObject struct {
 	Body *CreateDeviceJSONRequestBody
 }
@@ -11020,6 +11118,20 @@ func (response GetDevice500JSONResponse) VisitGetDeviceResponse(w http.ResponseW
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDevice503JSONResponse struct{ UnavailableJSONResponse }
+
+func (response GetDevice503JSONResponse) VisitGetDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -11898,6 +12010,20 @@ func (response GetDeviceStatus500JSONResponse) VisitGetDeviceStatusResponse(w ht
 	return err
 }
 
+type GetDeviceStatus503JSONResponse struct{ UnavailableJSONResponse }
+
+func (response GetDeviceStatus503JSONResponse) VisitGetDeviceStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteDeviceWebhookRequestObject struct {
 	DeviceID DeviceID `json:"device_id"`
 }
@@ -12048,6 +12174,20 @@ func (response DeleteDeviceWebhook500JSONResponse) VisitDeleteDeviceWebhookRespo
 	return err
 }
 
+type DeleteDeviceWebhook503JSONResponse struct{ UnavailableJSONResponse }
+
+func (response DeleteDeviceWebhook503JSONResponse) VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetDeviceWebhookRequestObject struct {
 	DeviceID DeviceID `json:"device_id"`
 }
@@ -12178,6 +12318,20 @@ func (response GetDeviceWebhook500JSONResponse) VisitGetDeviceWebhookResponse(w 
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceWebhook503JSONResponse struct{ UnavailableJSONResponse }
+
+func (response GetDeviceWebhook503JSONResponse) VisitGetDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -12329,6 +12483,20 @@ func (response PutDeviceWebhook500JSONResponse) VisitPutDeviceWebhookResponse(w 
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutDeviceWebhook503JSONResponse struct{ UnavailableJSONResponse }
+
+func (response PutDeviceWebhook503JSONResponse) VisitPutDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -15343,160 +15511,163 @@ func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, par
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3rchs3muiroHi2ylJNk6Iu1sRUTe3KlzjesWNFUk6mJu2jBrs/koiaQBtAi+K4VJVf5wFOnWeYB8uT",
-	"bOED0BeyW6RkSXYSbe1UrGY3Lh8+fPfLp04sppngwLXqDD51MirpFDRI/OslXLAY3rw0/05AxZJlmgne",
-	"GXROJ0AS/PWJIiwJSDwRCjgZzslc5L1O0GHmtYzqSSfocDqFzqBjPzhjSSfoSPiYMwlJZ6BlDkFHxROY",
-	"UjMRXNJplpr3p/Ou/aQTmJE0SDPm//n5sPtP2v1Xv/vsQ/nP3ln3w6d+sL979R+doKPnmRlAacn4uHN1",
-	"FXSOJoJD8z4Um+Yp1ZAQGsci5/qJIpl5nfB8OgQ5IH8lWpDtpyRhY6ZVQCgnAkegKUmBJoyPyV9aNo0j",
-	"rbnh/Z1vtnd2957u//WbZ/U9h+Ff/vPnbbNjs+1P+8H2XuNGr8xEKhNcAZ7gc5ocw8cclDZ/xYJr4PhP",
-	"mmUpi6nZxNYvysCishDzZgKdwV6/H3QSqmlnwPM0DTpTUIqOa2dJprnSZEp1PCGrj+aquvH/kDDqDDr/",
-	"a6vEwS37q9p6JaWQr/gFpCIDu7Hlk5N2a4QpMqXpSMgpJANCiTkBUqByQD7mIOfVBxOgCciQC0mGIpkT",
-	"PaGaDCXQc0WYVkTmKZANPQHidkzMaSoym7B4QihPyGwy3wyIkISGvByCKcKFJnBJY53OicGh/z55/z0R",
-	"w18g1kSMiBkzEXE+BW4wbsQgTVQv5AYyLwQfpSy+5VE9u/6oSHGb/CpjwTnEGpI7PpX6LIwTSpSmGiyI",
-	"aJqKmSJ6wlQdworOHYA3e2ZF3wo5ZEkC/Hbg2G0DRyyFUl3FdIk/Eka5ulM4HNsRCVWEkoYZNygZSjFT",
-	"IMmUynNICNPV92ZMT0IenUDc/RZ0POmeMA0RIpzBz+i9ZGPGIw9khKYCeQFys3zpO6F0FHL3jkFGfG9M",
-	"NczonFCuZiCVoW0bCoBE3S4eDiTdiVBaRZsOL1/bD07ZFER+K+x82t9rO46fJlSrwywjCUtwnXZZBm80",
-	"m8IdnsmKmQ5IAzaaO63JzByjOocEEfM7JB7qVIi3VI7hVui5u90GD48hlkSZ0xEkxXnuhXY+UcVMVIKd",
-	"SZqbyhEcFqcMY4RMK9z+G26YEk1xltshQytXYW5sAjj43e34kIxoniI1MtvyV8Bcw3xs6ThRWkhHpEaU",
-	"pZBs9shpiRIhR5wQPJ2TcGGlYcdiTyrGZEKVpfKgKUsVyXmCEDU4NYWQF0wrcdfre6G/FTlPbkfn9tYm",
-	"+wblRzjR3cH1e0FUHk8czQ+c3CQkkaBELmO4nsYf0XkqaPJZV2l7d9VVsvz5fu+RnYSpFTeIbGyTd+z5",
-	"Zo8c8nmJC5RzkfPYyJHUj4ADjkE7XumI1RBGBkspn+sJ4+OQQ6qQ10qgSYAUC8x8KMWIXINDslMh3lE+",
-	"d8KguhWkd1pFDAPcKeVzd3HMPWBcHRAJWs6JEa7v8jKfNs5GRlJMLazilAE3TJaTN0cXe4QmiQSl7D3H",
-	"Z/sh39rf2zwgBljz4hBxCKYtPC0Hz7lmKYmOzU66hyMNMiIZVQq81PYjp7meCMn+Bbe8wq28oDb03cHv",
-	"hYQEuGY0tUQ/FnzExrk08gpPEGsLLkSN8MABQTeTgo+NHGG2bnDf4zxNZ+Zie7EXz0BwKAF0QVlKhync",
-	"jl20XvDK/TLyzyTX2lyhRMz4Hd9yzzAWp0G4FIJFLPLUihZDA0IaTyBBxhDyZQrYI98LvMMoXsQTyseQ",
-	"BESJ2gFM6ZwMkWtoySApQKryLBNSQ/IOEkZPUQ28DfF8eh1sa7QN9bwhkKWB75JLo6LQRWAYyPgFzCZC",
-	"lehmAKzMBacq5NELu+eugcFgaXUR2XCCtiKxIbP4aYJsPuQLErfIzZjnZuYRk0pbAbjYH1LNFxKoBmsZ",
-	"qajWNEmYtQgcSZGB1Mwo4COaKgg6WeXRp4oZZMkc8Ro4SDRFzCbACR2abfY6wT0ZRdwTq52ac7TbQkNQ",
-	"bcmlqri05LdiPDbqC0faIXjKOPTK2YZCpEARSWKEXHJGEWBGWzf/MugHXRT1l5YY1GHVDISlb35pgqy5",
-	"xCnjRtMymEk5E5z895uXdeBWDTCD7Z3/Uj3DUBXNsh4H3Qk65pZYQmatOEuTp1TpM/Ci8aICMneSIcpj",
-	"5lWSwkgTSsZCJBb56wtSWgKdEglZSmNIyNCobUJPQHr13Qy9zrrwmM4YX17WoQeMAqUMWOCSKSPsNx1i",
-	"RhkOueKqH9nX3vCRwK+89a3V1rVyA1lKtcGZ+iiUJ1KgQXH1ALmanFmjXHWEw9Si0crvJVBHRq/buCcM",
-	"1FNGypOhuLzOgkpSdgGGYTolAT94oip2SQ56JuR584kg1qy3rBN81X9zphiPoQlNwS4lzqU0ZNZab4Yw",
-	"ptwsYZ2be1U1eP5cs/za9RbwtPc1KOyk5TFVzryKv0GFGtV3Urt9JarWKE95Ih9a6V/BohroYFJHnx2j",
-	"y7phjEo4toKuZanrHIl5u2C6Vbx8//eVUMXVlJ+7adv39ZYpfXd7Yxqmav1NuoGolHT+kJs+Lq7ttcSY",
-	"KcPCjNaEGIVynSEJlhFzJ6lxgEQZGY7xcY8kTBWoOCCRw7czuMzMYqMg5MUzq6lEQflWTHkMqXnYK0g5",
-	"Hw9CHpWE/SwVSkc9IkYjw1YHJLL84MzzAzOghmkmJJXzsyHlOKlVf85Ers0NxZfcmGdOq6k+ckvrkdzw",
-	"bhR+KE9C7m6cyPWARKkYi1ybzyRMxYV5zs/wyppnzm9ylor43G18SDm383gOelaO4RjNWc6N1mqoLn7j",
-	"H0+ZUoyPq2/CNNPzyIhjQQd4PjWYsADv8sa7LVUeFMAuqYcHL9KQGlANClZhar6pQ7QcxQO08qSY3O4X",
-	"KV0dZJ2gU4dYJ+hYeHWCzgK4zPKWoFV56GBVeYKgMhdiJUerMoWl+xFVsTsaWN6UCq8SFsKCkfq4IA7S",
-	"5h5Zg9eMznvlBYgGhJIfjs2t8m+ai2xeF7nuFdhoXy3/cIZwZ5wrRJTyA1xb2iSDkshdG7v4kPsVM0XO",
-	"IdNkmOu6HyTAz52C4RQuNI2HPLLcKtrskai4Jx4q5bjA0Re4Yc8uIAmkYIlJyAstEXiC9n4zVnnJ6iBO",
-	"CK1BmOmQ2++sqb5cjpEjjl8dvnz3iiSSzpSzaGhJuUKNpH5pqqda55EFzBc4rINiJ+gUGy/5scHQDw2o",
-	"9cog4d3xmgWB1ZobDH732iW3khHcP6upa7at212WAL87PT1CjpOrmuCPdt12eDRrm3b7CwZao9aba+fN",
-	"0WiudSZqMRo5jEU/5O2BeY2t+Q6BfOFMGwvq9I1hYgBvRn+iSGYN0BXJupzvNrpnk+r5I2cfc7DXmBtR",
-	"1BBskoH0VqX6ye9UJGzG9f5epwkTUOxeW43Wzj60eGK96kW//pxY8UpQE+fdlNef2pHDmPrJwYUPO1lL",
-	"lrTn3yBKcrjUZ3SkoUHnPqJKGXSPqDXdjoT1xZhvSEbHUNNo2uC9AAu38NrM1+79YTSKEtQPQvS+A5rq",
-	"yfKWLDmrTyzOV07sPmuf6WGA6Hb1IBB8K8aMv3CLX4dlvOIafUusMBegQFm3GR0+f/Gyu72zu9doUMsl",
-	"tYMtjn0CseCJshYpLQjgXKxuftze76+8HW7/xUzX7vxhDrUE9MOe6+0MxFlzrNraUWh3GVDWtrsfjpdP",
-	"7KM8a5d0fji2Ej9GxBx9/5oY6JEfj9/WV2yeDtiUjmEr4+ODIVWwvxew//38/fGs//fXY/Hbr/9uwuuP",
-	"8mxN1PYcAFejJmLGayvYb0Syj/LMzdW4OW24ia7sMqZSMqjLdJ2d//rt138Hlf+tRDkP0fr+qsv50H5A",
-	"D3i1fjh+mItVNSs3HoRXLgsddMGQoycgXWiaJZuL8u6ChIKmBeVcFivMpBahtMgUGYJZxAVNWbKuxdTs",
-	"X0+EFTadsvZRoi6WQIOOtQBD93FQXXITBE+s9fNFYQRRy+hhqMQ002p5z+VnxL9E0PZaNV0bfUaiOu19",
-	"6IKDMrJvmieQ1O7EbhPaDednSeGIaqabn5qwtcEv1WW84ihRZDj3Bj/n+1kC0DWOklP0QlaMDYaUOUG6",
-	"xiSbNiUyaBjyfQaczGCoRHwOurrUVSMunD8OXzeTl2AMyiNdDycehnQ04OKDUBE3b5uz85dFja/uFVx2",
-	"Ci4729CfdiNHpzVaVRC78PAsbNN6S8oZik9X7vQLmP/rkP4iXgC3hLeMn7cedauruEhxWOEpXokTDYe4",
-	"YrG3Fx+XTvI6jaAJritW9qDEAc/tIRHlXTnRwuYmzVKAcNIkvwCpUEAz8sWM6Umv6aKPpJi25KGAEVqe",
-	"qAUOVcc5/39r0SEz19kUmlz+scjmRIwILWIzMXDTJiiUeTBixut3QREfkrLsiV6km7uvnvdf7O1uv9jZ",
-	"P9x+tr3/aufldqN1Ci51/cvvIE1F46tsCkrTabYuZV1AB4R+0CksV3Yst4TAnnEJt9Vo8uVoqsfTL0lU",
-	"v7dxCd/SPL1xEJQU2TJevpQicw4MI9BU5CHCxax2G2rm6QoSWpnzTFmVb3kKm5lBOMxqgqHVCjGRiM+J",
-	"+7o24dOgM6WXbGpE8919c5BTxu2fzTaRdaD2oLS0OvExKHNoXwpb3PTLxnwpsqwpzKwiJBL3Uu10dlZK",
-	"yH7oa1ZYJAneQCBcgwyvjn66abDS9SfTFEqzQuLAnT8oMlpYPyT+4Yy/e4vcneDGNVA6iSm/HZA+ylbL",
-	"n2GvA1JYrazggWH7vTVsYNcuF3g1w7W+okbUapctWmxKEmKWMeAaU0sricE2bShXIK/XD1ZuUYsKIl+/",
-	"2SaaCSm7ANkYnFsX3aym6PIw43MuZikkaMxAia4QP1r8h0sSxpJvdPfw6bf9FzvPn73afrl3+NcX3zzf",
-	"7zdquy6mYNWCcaVjsEl4zt42t767VIyJRZ/1l/250mNl23XxsTyCcm8rzvFBie2J85w+AK0FnjjR9IF2",
-	"CFxXZOEH3eHt6GRlic2ehIBsG8ay//Tp7j6JJ1TSWINccCZ4Mjall2+Bj/WkM8APUCz1T7avk0YWVcJ2",
-	"0kY2rpF4Nj+D8HlJ5VraVzngBtp38xiNVuK1rrp6f1TEb6YJDj/BcCLE+VphFCspYS7T+uYnWmdqsLXl",
-	"nvRiMd0aixlduRszUuDXcM26H4YaeCA9CCVwk7WKH+XBLNzzeWaYsSSZhBG7hDIoK3LehOiAYBgnXkNM",
-	"AiJToLwI7ptncDPOpyCW0GC+OtRGUFWabO+T4VyDOiCKjYuJHF+bN1qyHA4tDMiJQSWzcESpZQ/vZ2Ka",
-	"28nyedhd5pLp+YnBBnsGQ6pYfJjbOBXEErQXmKflhGZJNh+NNXoWzfLQDKbKXD9nI8PgorBTt5GFHbIx",
-	"nBfOYCHJN92Cjoe8GgG7iXFhicQUED2BKREXIDEusBfykL/Cc8AiIjYDOLAZ56U/LcAMTE7AXbBByKNP",
-	"IaJx2BmQMO/3d+NKnCE+gICEHsXxrc5vv/477JinBt3No99+/fdV1CPvuZ8wMr9EhKmQo0M15ykoVQQW",
-	"TiDNyAa1Xk9rB8UPXekUPQEbZbiJ+zpMUwI8yQQzMITLGDLrQZ9g/A3JpBiCwoB7GyT53BwZobmeFJJg",
-	"yCvJn9bniHZXElcSXDeibhePu2u+jcgWiQ6Pjs6eH568eXF2+OPpd1jm4pC4QOoyz7UcxGZhu+zWGnT3",
-	"+ttBFY5hLWU37AQFOA3EriLc+kuXcZC47Ntq5aSBY/17JAWjGaqgUC6jXhSQ6CwyK4y6URBy3LMPkjYK",
-	"FX6CwZ7mmwr+uORxF5VAon90HdHqvkmiAOHOEm/6NYdqpGsJsZCJspD2mZjoWO+RVzSeEEPr7EGnTGlP",
-	"MyyWYT0Tyt3MB4TxkKuJkHpA9vp9NLfRsmjPqoo9xBXqOSB7/e2Qb+CGo59++qlrrrY5pZhqiDaLLE5E",
-	"wioemC937bS1tE+/L1yPrZhSqxCRCFDVYiFaHJC97V2bIrG3/dTtpF5iAGMOhCbRUjbqAdnbeUY2XHmX",
-	"alL5JsE4QtKWSr+3u41zGfKgDHb5uh0HIX9aQLSpysUBedrHBZOn/T17ecqMZZsSazOMMV8Z0Wdh065C",
-	"So8cLmTkxjRNQZIJ5WNF8izkrjwBYpL9Fu8OFwUitCAZ04aQ7j17ZsPVUxYDV8i8XR2td29OO47nFCxE",
-	"ZMBtmYmekOMt99HWlNkwUaaR4SD1/u3X/1/uepqnmvlQ5eNXJ6ceVJ2gg+BFqt/vbff63nVPM2ZExF6/",
-	"t2vNNhNkL1uO4pt/jy2DLW7FmwQVWqVfuncWanPt9Ptr5Gyvl1rd4OFtyK9+5Zi6rdUhZGJUVkN5mK1s",
-	"s9ffbpuoWPnWYlGCvf7u6o/KYk7mi+01vlgsDWK+23m2+rvFQhfmu901trVY1ecq6Dy1B3T9d/VyOCiF",
-	"5NMplXN3+F4mMNIGHasyG1J1PhhtTKgGscwmmVu2jnKgSoXukZ8cdYsKTSFCoyPDrJWxTx438lYdC6tJ",
-	"664WHSj9XCTzm1UNqKhbFR1r7QIATbnzV8tF63YsGt7hxVhV3oHDrAjkQZRe4+ArpfUe8Or017gCRR25",
-	"z7lr20/X2U9DGYrfyUU1X+2udWRF8ZL65bbIXESA4RVtvORXQcEmtj4VN+jKmW6hKfnuR261jUqCqqhw",
-	"bTZyRWqc2rHBNEmYolkGVBaFcCDkaF95oogzqzpGtOkT02yxQ59nNmIpkpyE2IRFVSSkWZ5cJykvcYQK",
-	"SbknzlbPJFtZcnCMcZ1f+R3eW/1FURTs8Q7f7R0236wB/4Wah/Wrb3G/uPotrL1RHnwN+v7vzHpM73fC",
-	"8B7qsvzehMvXoFdhYLWa88/Nc5WvbBXVnq8+tLCsLVRGK7rOQpqFplIr8sNxEYZvmEnsZNkiu9lyr0LH",
-	"xGozPXISU2fUQZsZavgFw6smO5GNE8ACXIr89n//H6l7DK1x6acJS6ExJT0go1za8jk0TRWRoHPJy3wQ",
-	"F8ufztFaMfPJ1+bFKWXcDFfUCp0TjqX2MFKJLkQU9Qiq9ZW0byl0AQczV1DmIZq1uKUo93SGBdTIT1VT",
-	"FwNFZM4xZZ7kXMVYM6AqJIwNUIc0PidakHoGv7VY1KdU9sDoSIKa9Mhe/5mBdCHR+JLGNJVAk3kZ+d4k",
-	"D/g8kHska4t5LS10rcjB8Wfps3z+YITuwVSBR0mgVRJ4i1EIpDT2VyixJZb3R4e3vOPs1sO3mR8OVdXT",
-	"MbJVMysujHoND59QV/Uf90L+vkKzBwtkuqDcls7XPM+MK421TPUEeMjBpbxaomnrXdj3bWlEMmYXwL3J",
-	"E+2wZr2Wjka2RE3IF+zJPfJiLa7URude2JNeAPwyKWpuKBCYycwkS0svegjgepebCNxP04APn2ERctEE",
-	"9VWsbRBaSpRttAbdMQeppR238JAaghfJ0PWc60d28qiVfp28qIq9DQzpGq7i6vvfOUdZYdBqMWCRuv3K",
-	"u06Vc5q32bAsk0CqrjSdq4BY+dW6yDjMsLgZ41bi9d5kv656fSvrPFvpNNPClU8zTGRjoSqUYWRYcmqz",
-	"haGI/CszCjhfpBH40See60dy90juvj5yZwvkrW1y35LgFOJ7IXIvUqGgSuOeqGoGExpD7J+K0DFl3Eq/",
-	"tuikkIbAOaoRIK1yYpa7jJS4YsAzqoqCwI0kLOR1GtZEdY49JL4uwhMQLmaV+n+PZOeR7NyT/664ATei",
-	"IGVxq0YT6Klr81L0+MKoztevTknTaNGyp77wD5zYib6Se/lEFVUKH90Fv3t3QXGaD+U3mJWx620u75c2",
-	"1JiBWRtLUzKjDIMbR9jODEMlK4mf7c5oHwL+pX3Sbs+PTuk/GWNaYDJTcQHVizcr0NPfPJ87UbqMW5Hp",
-	"CcbToySJXxl9V4M8cJ4oqwnHEvQ1jOUB7sdiysf1N+TxZvwxWMq1mP05ylauVzQgtvMgizh6f3Jq7TFR",
-	"LtPIiF+YPIGalssvMIAIefSP7msxo12smhpZo42eZ7AZEP+T40lz96u9ciw5IAkkeQZkOA85s2W+8T10",
-	"lvqMGsFjl93hhzthY051LmEQcv03m5iRc3bpy024zIyLbffbBC7Jd+8OX3RPvjvcebq/Ya92QDT5Cwk7",
-	"vbBD/oJeg037YdQLuaux4FI2AnRWixz7zvWJ2gzIXv+bAGPQMR788hKB5mud27B0uLQnwmiKvmQxGiET",
-	"zjMD1p09MhG5GZtxG0KMpYztWRwQ7E0Tct9b1HBsp5m6TCJSYfSGxduq7UaTH4pLIjhJmDoPiBIhp0QC",
-	"uqjNf3OXRDLtkcied+SoH1Z1MydHNjBYdkBomjaa2o7yBhp4S8eHT+7yklOvzBnrSYiBXdhaEz7zqkO7",
-	"qeDjrqQ8EdOue7wY0b6UFLW2K2UhGe2qnj2lZQ5XXw3FD4o8jSrHeuQCfz756GRtFmJUizKhslFQ+gmz",
-	"gg6x0+YAM6ntF11rOHNUPAFMktkMCCUnmD/WPTF0HfmACrl9eUCAxhNP8pXvN0cilvicOpY4uhs4iuR/",
-	"MLTI/WSjbjBzrvjVc5InljUVgxiKTEk0MCxK6iFQHZFYTKfVFWCKVci3nxYlisipcOSxsBM6Naliewx8",
-	"0zvXdYwlIfdECnf1liptOWH3zctKz7wnFiwntpdrIkBtWvd6yKP/tN2WzO9nLPmba2DheLGtCmqZC01K",
-	"j04qxgGhmIAVcp9k5ci86pFDTGYQaVJtoZqKMTkHyBTZMGyIn3Mx44YX6QkrR9n04UzofXGmUpsY59rm",
-	"9MY0i+wCbXSBbYKQJqB0yO1Rn0OmbZ4TdWvQZIShYloIMqKSDGHCbJuQanyVPWjPpzCl5sCorVYwV67n",
-	"OZSlOKRllW4iZePWagi8lDwWYGv7MZZp8yIPHrkrbh/yDYfcpG/QW5OpUJpEKZsyI+H4H7f7/c0DQtV5",
-	"xQodcjvI38qS9jZbEZOVB0VmsmulZXDePbEKffWJ7/kS8o3I1qXFK1IUpo28vuKjOjbLbysBaxvRL8x1",
-	"UfKNhorSN/iH6w4WVT5vCHnzP1VarZAN30BlULfWG7yyvwTmWjAe8qjaRsqsPE9T50ksvAm2OTjREyny",
-	"sRUzD4/eHGBJPTyokBsZyfb4NKeHPabMshclhsgKjP6xufMIRmZbNk0o9k8yt8n/92y6DJmiqAD+Mc9s",
-	"eyVDEBFWldvQJCW9Bv3KNzi4NsLlPcdmr6AKtH7i8XJDQgZU02EKrj5ElmK0ki3b1hTjUusRVwgdN0hx",
-	"13OMh8GGcVfBNYvVmH9fXeKBuVmYjO9b+DCMgxQ6WM7ND8iU6ngCCvMtpyydr7lD1z3jHjZ3bBlAhfK5",
-	"ZNIJU4Ql1p1km1i5ojpFL1S9SPzbYpBq1L62jaX2GdcXxrvh4ov1WM2tXFBt2bUFLYHzsjsW3cpn+NWb",
-	"l1aiaYAnqoyG1A48QltPXaIIHYoLKFsctwDL9gS5QyBVVuTpelmu0F86zB3f7vf7AanS+tYTNXyhtsii",
-	"wCEOUi6xqf70h/s0sC41TrlydUJrEl09EM5IZns7jpEPyCJDCbmVwj6FHZaE2GgnxF1h3v7S25i770kS",
-	"vlIkPOJvhsbi453+zn53e6fb3z7d7g/65v//Wc38/xR2fnEjXN9eFj9CVrf0sv3Jk3j8Gcu92eeOD+Jj",
-	"1xA17FxdIWlvvRTNCpqFq22UviBrfO0K2mN0c7uv88TSVey+N4ZCUEnZhRfY21SuSdHkp1HlOsqHKYt7",
-	"ZKffJzPMusCwLSkwwR/LcyhbzKRJzHC9du6RkCx0DmqL9nTrxVwHduF9NQ+Ggg+sfbsqOZ3Bzx/q2eoX",
-	"wA0YsPZKBSHUXGmYOoSYgpYsblfCXYieUYFcJ1VbwcI8sMqAbdKY61hMIbDFXZwVDl+SIte2W1rZF28J",
-	"c965VaxEHeQZWUrZAtKspIZuBh+dfSSFWT3kyjZ7sey89+iH+AqMSJWzmRZ40Yi8rpJHb06naWvJjteg",
-	"32fAD4/e3Iwy+UFvyHLdXGXEiI0excJGM6rIMGepRgPKY42Oe0CeUyNFe9i34Q3GD/9rLS4oim44Wkiw",
-	"TimbIYiJ9eap0S9daJ4iE6pCPoRxXoQaGy6qJjnmOJJEzHiLkn5sFvVlmedxEVetJR2NWPwH5py3FcJa",
-	"uO0x1odeyW5dT6WtuN6wqZFwNfTTuUfsuKZrUAOmvK+X81ePnPNrIH4vRM5rXaesVR2IYtM8pRo7bhtO",
-	"VEVPe+4L+Mmt4xnjqhuDo19KkamW3g4tk5INDGyOEikyW3dQyxw2ne3eNnpQjZ0conoXiKhXZJCUXUwA",
-	"c0Gsu3xEWZpLcDTaW3VtuheTaBa2RnLnDx+QXAFh2CdTg9JkImZkLnJJ0D7iquLFIgNnORK5pmNQTZS8",
-	"qZfG55RowsYa1gi52Avj6dre5KZFPbBL+bpuGS2ilDV5GaEJp4Xk0an8Z3QqP5dAzxcoir/pgpMsl5lQ",
-	"sJKkoSlOtVO0okhbZZrF8rA98iaBaSa0a5rUzLBxoCOX43u3qbi1dhGuR8RNqUCtccaXoQL1/iRtxsvi",
-	"GDz0H6//n/D6F4XZSnzw+fPrXPitT/jfq5WlPYsOdQ9S4bO9lWPLbTBjUG7kEC/zuGpxTtp6vCN/gOKi",
-	"S0j+RC3062vE+pvG47pmTR9W35atT7+sqG14WqmurACDOpmyvXRtAvpC+ncr27Sx9V9dBUKbB/4oe/7J",
-	"Ez5qt9Ci9Hoc6ZZ3M7hBG1sMBsgout6cZGjbCtflutX1ZtbpfHsd0TDr696ujJEnSW3J2GWdIKzdotCf",
-	"XS3qgk2w/Pk4oRsSl26mfB2jNuLjW/R+jsBuN17pzntTwXyxT/CXkc1rPYFXksc/KHF8zOu+QzP755aG",
-	"eMVtIHTtwmNlw89UCVxc5lo6wTv/7v3fwKZmxC0XsaxI5vcSuAhoMmJSPaoDv2t1YGaZ2gKWkyIf6YF0",
-	"ARVTfp8c3Yxvw+ldb1GyERXNRaNKd1Gbf+dLT1FNylytxnt7YhZ+U45+o6taba/6yK4f2fUjux50sPQz",
-	"Ler2uqSdz2TVCnhyrzQIeGKUCiQ/WhDKbT6PY7CYP1J4AxIBamB7NoQceCznmbaWOOsQrSuLYoS0reg7",
-	"TDZo2Y/KVXjytrwJSCAwNRrLcjLJpk8qi0U2t8WhrfEv5Gb5IF3KS91iRDYa0lJsxy2fcLLZK2rx+abC",
-	"VALm8zoVKueapbZKdqXTMGH6oGiSx12nXN/gl2rnbvX9fRknGxNIE8I4mcJUyLmZbL55jRf1xJz6Z6hk",
-	"RdPIsk20uHV104YW1V+G5Nf6DTeQ/BN4tAM/UuwbUOx39LzBwWKTTCkpW6e2UGzgyValPWszqT2pEtjC",
-	"JOxIJKdT27ks+kfXEqLumySyhT9tnpArDx3yFEYaK+ZjMInr4oipeRUpp6hsj90J8U3bYYcDJJCEfJhr",
-	"3yIyIHv9PV8V22ejetItF3vE+yL6XOiQV2qeBo3FR+2LpEhD6ZHDhWr8mLhb1McjGz7p15dKEM0ZwJtm",
-	"6JI+ByG35Ry2+z6TOCBF8z6qzeJsn86F4twGVsIwizyrVXCtNP5DPdIjAdEi5L4mqm8niO0UwAzouAUl",
-	"CZ0HhJKwY7ZfGTjs+KaNU8ZzTJqkLpPZz1Dha9isuuy4AGOmNE7CdMixCURAZhMWT3BQJaZAkFtjNYqE",
-	"jUZQrT7r9pwwmqaQNHKdshf4OuXAqyeJ8kNrblsFq1vKfldbXFdqfv982P0n7f6r3332ofxn76z74VM/",
-	"2N+98/Lfy/zy8wqCNzRXf2iW2dDAvoFlVgM9wApzJUo+qkuPzPfrKpZ7Yjkz8tIG9myk5g9XC+HKtebZ",
-	"P3+4wmI28qKZvB2W3WaH8yL71HAOjKLETNV4wqw7t6x5M9ja+jQRSl8NPpkTveoEnQsqmdk43uxJIRrg",
-	"gJ1BJxUxTfFx0O5YfqKIeQXFBOSISSJB2aBjM099yN1+v7802hutiHkVG0ibf0SB7Rx99P74NNrsGaLw",
-	"oQBhcxYU1iBXnmExWbImH/7fW8x/Vw2evLeMn2M3Jc9A6r3Fq1buyni22vvyaCcuw93bfyufIB4sf/Fd",
-	"tSV34HNs3LYq2RPVkWwMe9NeipTDgTVXeq0zEYucXVn90UqVNjLXaKNByDFaAIttGExpKONSJLJSUmRO",
-	"Y1arYmNu5DlXaUb1iG2KWxR6mUmmNWBMMiVJLnGCVIzJxjlkuih/hbW/fCkZL/1QPjcYz4w4kiZGj2eu",
-	"h4gDi0utbKlOwDiJvDOVOJHZVahoiDB0EY2+t4jCLuaLEnlMOVpLS/NK4HpZ1L0jAbbw9kVM0IVdNwpY",
-	"sUtNxMyeGtOFVblH3lQXbgTRCDtNKai0eHey315/rwYRrxlcfbj6nwAAAP//",
+	"7H3pchs3uuiroHhPlaWaJkUt1sRUTZ0jL3F8xo4VSbmZmrSvGuz+yEbUBDoAWjTHpar8ug9w6z7DPFie",
+	"5BQ+AL2QzUWyJHsmOnWmYjW7sXz4dnzLp04sJrngwLXqDD51cirpBDRI/OslXLEY3rw0/05AxZLlmgne",
+	"GXTOUyAJ/vpEEZYEJE6FAk6GMzITRa8TdJh5Lac67QQdTifQGXTsBxcs6QQdCb8WTELSGWhZQNBRcQoT",
+	"aiaCj3SSZ+b9yaxrP+kEZiQN0oz5f34+7v6ddv/R7z77UP2zd9H98KkfHO5f/0cn6OhZbgZQWjI+7lxf",
+	"B52TVHBo34dikyKjGhJC41gUXD9RJDevE15MhiAH5M9EC7L7lCRszLQKCOVE4Ag0IxnQhPEx+dOSTeNI",
+	"G274cO+b3b39g6eHf/7mWXPPYfin//x51+zYbPvTYbB70LrRazORygVXgCf4nCan8GsBSpu/YsE1cPwn",
+	"zfOMxdRsYucXZWBRW4h5M4HO4KDfDzoJ1bQz4EWWBZ0JKEXHjbMkk0JpMqE6Tsn6o7mub/w/JIw6g87/",
+	"2qlwcMf+qnZeSSnkK34FmcjBbmzx5KTdGmGKTGg2EnICyYBQYk6AlKgckF8LkLP6gxRoAjLkQpKhSGZE",
+	"p1SToQR6qQjTisgiA7KlUyBux8ScpiLTlMUpoTwh03S2HRAhCQ15NQRThAtN4CONdTYjBof+++z990QM",
+	"f4FYEzEiZsxExMUEuMG4EYMsUb2QG8i8EHyUsfiWR/Vs9VGRkpr8KmPBOcQakjs+leYsjBNKlKYaLIho",
+	"lompIjplqglhRWcOwNs9s6JvhRyyJAF+O3DsLwNHLIVSXcV0hT8SRoW6Uzic2hEJVYSSlhm3KBlKMVUg",
+	"yYTKS0gI0/X3pkynIY/OIO5+CzpOu2dMQ4QIZ/Azei/ZmPHIAxmhqUBegdyuXvpOKB2F3L1jkBHfG1MN",
+	"UzojlKspSGV425YCIFG3i4cDSTcVSqto2+Hla/vBOZuAKG6FnU/7B8uO46eUanWc5yRhCa7TLsvgjWYT",
+	"uMMzWTPTEWnBRkPTmkzNMapLSBAxv0Pmoc6FeEvlGG6Fnvu7y+DhMcSyKHM6gmQ4z73wzieqnIlKsDNJ",
+	"Q6kcwWFxyghGyLXC7b/hRijRDGe5HTIslSrMjU0AB7+7HR+TES0y5EZmW54EDBkWY8vHidJCOiY1oiyD",
+	"ZLtHziuUCDnihODZjIRzKw07FnsyMSYpVZbLg6YsU6TgCULU4NQEQl4KrcSR1/dCfysKntyOzx1szPYN",
+	"yo9woruD6/eCqCJOHc8PnN4kJJGgRCFjWM3jT+gsEzT5LFLa3V9HSlY+3y8d2UmYWkNBZGuXvGPPt3vk",
+	"mM8qXKCci4LHRo+kfgQccAzayUrHrIYwMlhK+UynjI9DDplCWSuBJgFyLDDzoRYjCg0Oyc6FeEf5zCmD",
+	"6laQ3luqYhjgTiifOcIxdMC4OiIStJwRo1zfJTGft85GRlJMLKzijAE3QpaTNydXB4QmiQSlLJ3js8OQ",
+	"7xwebB8RA6xZeYg4BNMWnlaCF1yzjESnZifd45EGGZGcKgVea/uR00KnQrJ/wC1JeKksaAx9d/B7ISEB",
+	"rhnNLNOPBR+xcSGNvsITxNpSClGjPHBA0E2l4GOjR5itG9z3OE+zqSFsr/biGQgOFYCuKMvoMIPbiYul",
+	"BF6jL6P/pIXWhoQSMeV3TOVeYMxPE5BSq4hFkVm9YmjgR+MUEgO2kG8pg2U0IxJwv2rbCQivJ0/ElRlw",
+	"CHoKwMvXDMx1agRPSs3hGCAMqQISG35Rn6dVd2FxakzVJORN7J2mwI3SZ0iTjinjPfK9QG6Cik6cUj42",
+	"S1eijgohn9CZnVJLBgnZKngGSi3ObD/CLZBUZGgd4zbchpUWeY64ZjgaQrKQ7iU/23aJO6rIcyE1JO8g",
+	"YfQc7d3bSImnq5CowcTRoB0CWRj4LtURtIi6CGuzdb+AaSpURVfmkJXhZFSFPHph99w1MBgsrC4iW86i",
+	"UB4/FCA1Ux3yOdNCFGbMSzPziEkP7nJ/KB5eSKAarAuo5kOgScKs6+NEihykZqA6gxHNFASdvPboU83f",
+	"s+B3eQ0cJPpcEBvp0Gyz1wnuyfvjnlgz3Jyj3RZ6vBpLrmzihSW/FeOxsdM4MknBM8ahV802FCIDikgS",
+	"I+SSC4oAGwk5Mf8y6AddtGkWlhg0YdUOhIVvfmmDrOFWGePGpDSYSTkTnPz3m5dN4NY9TYPdvf9SPaM5",
+	"KJrnPQ66E3QMlViObd1VC5NnVOkL8DbAvKU1q3M48yrJYKQJJWMhEov8zQUpLYFOkG/QGBIyNPap0ClI",
+	"76cwQ2+yLjymC8YXl3XsAaNAKQMW+MiUsWraDjGnDIdcQ+on9rU3fCTwK+9mXOrUW7uBPKPa4ExzFMoT",
+	"KdBzun6AQqUX1vtYH+E4s2i09nsJ1LHRVRv3jIF6zkh5MhQfV7mKScauwGgGzhrCD56omgOWg54Kedl+",
+	"Iog1my3rDF/131woxmNoQ1OwS4kLKQ2btW6qIYwpN0vYhHKv657dnxsubrveEp6WXoPSIVwdU+3M6/gb",
+	"1LhRcycN6qtQtcF5qhP5sJT/lSKqhQ8mTfTZM0a7G8bYvmOr0VuRusmRmLdLoVvHy/d/XQtVXE31uZt2",
+	"+b7eMqXvbm9Mw0Rtvkk3EJWSzh5y06cl2a5kxkwZEWbMQ8QoVOwNS7CCmDtFkAMkyqhzjI97JGGqRMUB",
+	"iRy+XcDH3Cw2CkJePrMmWRRUb8WUx5CZh72SlfPxIORRxdgvMqF01CNiNDJidUAiKw8uvDwwA2qY5EJS",
+	"ObsYUo6TWjvvQhTaUCi+5Ma8cOZb/ZFbWo8URnaj8oPasaM4UegBiTIxFoU2n0mYiCvznF8gyZpn7oLo",
+	"IhPxpdv4kHJu5/ES9KIawwmai4Ib89xwXfzGP54wpRgf19+ESa5nkVHHgg7wYmIwYQ7eFcW7LdUelMCu",
+	"uIcHL/KQBlANCtZhar5pQrQaxQO09qSc3O4XOV0TZJ2g04RYJ+hYeHWCzhy4zPIWoFV76GBVe4KgMgSx",
+	"VqLVhcICfUR17I4GVjZlwtu+pbJgtD4uiIO0oSPr2ZvSWa8igGhAKPnh1FCVf9MQsnldFLpXYqN9tfrD",
+	"efydF7JUUaoPcG1Zmw5KIkc2dvEh9ytmilxCrsmw0M0LHzQLvYFR2nMKIOSRlVbRdo9EJZ14qFTjAkez",
+	"bsueXUASyMAyk5CXFjHwBC82zFgVkTVBnBDagDDTIbff2TuJajlGjzh9dfzy3SuSSDpVznWjJeUKLZIm",
+	"0dRPtSkjS5jPSVgHxU7QKTdeyWODoR9aUOuVQcK7kzVzCqv1qxj87i3X3CpBcP+ipmnZLt3uogb43fn5",
+	"CUqcQjUUf3RgL4dHu7Vptz/niTZmvSE773dHv7TzxYvRyGEsXrjeHpgrnOp3COQr59qYM6dvDBMDeDP6",
+	"E0Vy62mvadbVfLexPdtMzx85+7UAS8bcqKKGYZMcpHefNU9+r6ZhM64PDzptmIBq98ZmtHb+ofkT69UJ",
+	"ffU5sfKVoKHOuylXn9qJw5jmycGVj6/ZSJe059+iSnL4qC/oSEOLzX1ClTLoHlHr5RtZ5yEx35CcjqFh",
+	"0SyD9xws3MIbM6/c+8NYFBWoH4TpfQc00+niliw7a04sLtdO7D5bPtPDANHt6kEg+FaMGX/hFr+JyHjF",
+	"NV6isdJdgApl02d0/PzFy+7u3v5Bq0OtkNQONj/2GcSCJ8p6pLQggHOxpvtx97C/ljrc/suZVu78YQ61",
+	"AvTDnuvtHMR5e1DexuF2dxk5t2x3P5wuntiv8mK5pvPDqdX4MfTn5PvXeG1Dfjx921yxeTpgEzqGnZyP",
+	"j4ZUweFBwP738/en0/5fX4/F77/9sw2vf5UXG6K2lwC4GpWKKW+s4LAVyX6VF26u1s1pI010bZcxlZJB",
+	"U6fr7P3X77/9M6j9by3KeYg291dfzoflB/SApPXD6cMQVt2t3HoQ3rgsbdA5R45OQboYPMs25/XdOQ0F",
+	"XQvKXVmscZNahNIiV2QIZhFXNGPJph5Ts3+dCqtsOmPtV4m2WAItNtYcDN3HQX3JbRA8s97PF6UTRC2i",
+	"h+ESk1yrxT1XnxH/EkHfa911bewZiea0DxYQHJTRfbMigaRBE/ttaDecXSTlRVQ73/zUhq0t91JdxmsX",
+	"JYoMZ97h5+5+FgC04qLkHG8ha84Gw8qcIt0Qkm2bEjm0DPk+B06mMFQivgRdX+q6EefOH4dvuskrMAbV",
+	"kW6GEw/DOlpw8UG4iJt32WXnL/MWX/NWcPFScPGyDe/TbnTRaZ1WNcQub3jmtmlvS6oZyk/X7vQLuP+b",
+	"kP4itwBuCW8Zv1x61EuvistcjjU3xWtxouUQ1yz29urjwkmusgja4LpmZQ/KHPDcHhJR3lUTzW0ubdcC",
+	"hNMm+RVIhQqa0S+mTKe9NkIfSTFZknADRml5ouYkVBPn/P9txIfMXBcTaLvyj0U+I2JEaBmkhBGqNhOj",
+	"SvgRU96kBUV8SMriTfQ839x/9bz/4mB/98Xe4fHus93DV3svd1u9U/BRN7/8DrJMtL7KJqA0neSbctY5",
+	"dEDoB53Sc2XHcksI7BlXcFuPJl+Op3o8/ZJM9Xsbl/AtLbIbB0FJkS/i5UspcneBYRSamj5EuJg2qKHh",
+	"nq4hodU5L5Q1+RansCkohMO0oRhaqxAzpviMuK8bEz4NOhP6kU2Mar5/aA5ywrj9s90nsgnUHpSX1ic+",
+	"BWUO7Uthi5t+0ZkvMQhyleWhiHupcTp7azVkP/SKFZbZkDdQCDdgw+ujn24arLT6ZNpCadZoHLjzB0VG",
+	"C+uHxD+c8V/eI3cnuLECSmcx5bcD0q9yqefPiNcBKb1WVvHA/ITeBj6wlcsFXk/lba6oFbWW6xZLfEoS",
+	"YpYz4BpzaGsZ0DY/qlAgV9sHa7eoRQ2RV2+2jWdCxq5AtgbnNlU3aym6hNP4kotpBgk6M1CjK9WPJfeH",
+	"CxrGwt3o/vHTb/sv9p4/e7X78uD4zy++eX7Yb7V2XUzBugXjSsdgsw2dv21m7+4yMSYWfTZf9udqj7Vt",
+	"N9XH6giqva05xwdltmfu5vQBeC3wxKmmD7RD4LqmCz/oDm/HJ2tLbL9JCMiuESyHT5/uH5I4pZLGGuTc",
+	"ZYJnYxP68S3wsU47A/wA1VL/ZHeVNjJvEi5nbWRrhcaz/RmMz2sqK3lf7YBbeN/NYzSWMq9NzdX74yJ+",
+	"M21w+AmGqRCXG4VRrOWEhcyam0+1ztVgZ8c96cVisjMWU7p2N2akwK9hxbofhht4ID0IJ3CTLVU/qoOZ",
+	"o/NZDpjFlksYsY9QBWVF7jYhOiIYxolkiElAZAKUl8F9sxxuJvkUxBJa3FfH2iiqSpPdQzKcaVBHRLFx",
+	"OZGTa7NWT5bDobkBOTGoZBaOKLV4w/uZmOZ2sngedpeFZHp2ZrDBnsGQKhYfFzZOBbEE/QXmaTWhWZLN",
+	"R2OtN4tmeegGU1Veo/ORYXBR2Gn6yMIO2RrOystgIck33ZKPh7weAbuNcWGJxBQQncKEiCuQGBfYC3nI",
+	"X+E5YLUUmxgY2NT66j4twFRTTsAR2CDk0acQ0TjsDEhY9Pv7cS3OEB9AQEKP4vhW5/ff/hl2zFOD7ubR",
+	"77/98zrqkffcTxiZXyLCVMjxQtUlOvrAwhSynGxRe+tp/aD4oasRo1OwUYbbuK/jLCPAk1wwA0P4GENu",
+	"b9BTjL8huRRDUBhwb4Mkn5sjI7TQaakJhryW5WrvHNHvSuJaJu9W1O3icXfNtxHZIdHxycnF8+OzNy8u",
+	"jn88/w7reRwTF0hdJfRWg9h0c5fG24DuQX83qMMxbOQmh52gBKeB2HWEW3/pMg4Sl2ZcLxE1cKL/gGRg",
+	"LEMVlMZl1IsCEl1EZoVRNwpCjnv2QdLGoMJPMNjTfFPDH5cl76ISSPS3rmNa3TdJFCDcWeJdv+ZQjXYt",
+	"IRYyURbSPhMTL9Z75BWNU2J4nT3ojCnteYbFMizcQrmb+YgwHnKVCqkH5KDfR3cbraoTrStNRFxFoiNy",
+	"0N8N+RZuOPrpp5+6hrTNKcVUQ7RdZnEiEtbxwHy5b6dtpH36feF6bGmYRimMRICqV0XR4ogc7O7bFImD",
+	"3aduJ81aChhzIDSJFrJRj8jB3jOy5erY1POPtwnGEZJlNQMO9ndxLsMelMEuX6DkKORPS4i2lfM4Ik/7",
+	"uGDytH9giafKzvYp0+aEMWca0Wdu064UTI/8ZOA+n7ZNBCeCQ8jLRGxDc8kw2g6I2YhPevaFdcyzmGaZ",
+	"DbenuLoWgBCaKeHE3s3ywpcnhPfI8VxOsVkISJJSPlakyEPuKkkgLdjdI/VzUaLyEjJh2oiCg2fPbMB9",
+	"xmLgCtUPV/Ls3ZvzjpOapRAUOXBbEaQn5HjHfbQzYTbQlWkUmSh/fv/t/1fnNikyzXyw9emrs3N/2J2g",
+	"gwiCcqvf2+31ffABzZlRcnv93r51PKUoIHeczDL/HlsVoaTrNwma5Eq/dO/MlVHb6/c3yDrfLDm85Y66",
+	"JUP8lVNLbFkVIRNjdBveyWwRooP+7rKJypXvzNePOOjvr/+oqrtlvtjd4Iv5Ki7mu71n67+br0livtvf",
+	"YFvzBZiug85Te0Crv2tWLsKv9jcCYlm+AnWvYjKhcuYQxmtCRseiY1XlgKrOB2ODCtWijNrUeqvMoPar",
+	"MqEt0zE8PSrtowhdrQxzdcY+Zd5omU3Mrafqu1KDoPRzkcxuViuhZmTWLMuNyx60VQy4XqxJuGdR9w6J",
+	"aV31Dg7TMnwJyWADZKlVTnxAcutvQDZlmcDPoc/dp5vsp6X4xh+FuC0yl3FvSKKtRH4dlKJl51NJQdfO",
+	"YQ1tKYc/cmtj1aS9qOkqbORqEDlja4tpkjBF8xyoLOscQcjRq/REEedMdsJr26fj2VqWPrtuxDJkOQmx",
+	"aZqqTMOzcrzJUl7iCDWWck/SsJk/t7ai5BijWb9yGj5Y/0VZ8+2Rhu+Whs03G8B/rqRlk/Qt7pekv0S0",
+	"t+qQr0HfP81sJvT+RQTeQxHLH0FmvQa9DmvrBb5/bp+pemWnLAB+/WGJmNtBs71mU80lpGgqtSI/nJYJ",
+	"C0YAxU7/LfPArcQrrXGsy9MjZzF17i/0LqIvpBSS9bQwsnUGWJNNkd//7/8jzbtV64b7KWUZtCbvB2RU",
+	"SFtoiGaZIhJ0IXmVOeOyHrIZ+nWmPk3dvDihjGPhMl8+dkY4Vl/EmC46F3vVI2jv1xLkpdAlHMxcQZWx",
+	"adbilqLc0ynW1CM/1Z2CDBSRBcfiAqTgKsbqCnXFYmyAOqTxJdGCNGsdWN9Oc0plD4yOJKi0Rw76zwyk",
+	"Sy3IV7mmmQSazKocgTYdwmfM3CMrnM8AWsILy2wlf5Y+H+rfjDk+mPnwqD0s1R7eYrwGqa5FapzYMsv7",
+	"48M7/orx1sMvc1kcq/qd0MgWUq1d9jSrnfjUw/pNey/k72s8ezDHpkvObfl8446ecaWxvK1OgYccXHKw",
+	"ZZq2Moh935WoHLMr4N45jB5rs17LRyNbzCfkc573HnmxkVRaxude2JOeA/wiK2rvMRGYycwkC0sv20rg",
+	"ehf7StxPH4kPn+FFcnEXzVVs7ERaSClu9SDdsQRpJGgvkSENBC/TxpvZ6Y/i5NGS/TplUR17WwTSCqni",
+	"Wj7cuURZ4wRb4vQiTZ+Xv2RWLrxgmd/LCgnk6krTmQqI1V/tZSKHKZaBY9xqvP7e3a+rWQnMXjOuvV7U",
+	"whWaM0Jka65+lhFkWJxre4lAEcVX5khwt7ZG4cfogUI/srtHdvf1sTtbSnBjN/2OBGcQ3wuTe5EJBXUe",
+	"90TVc73QGWL/VLYWu9V+bXlOIQ2Dc1wjQF7l1CxHjJS4sslTqsrSya0sLORNHtbGdU49JL4uxhMQLqa1",
+	"SomPbOeR7dyT/7SkgBtxkKoMWKsL9Nx1/inbvmH86+tX56RttGjxdr+8UzizE30ldPlElfUcH68Y/pBX",
+	"DCUGPNRdw7TKDFh2tf7SBnIzMGtjWUamlGHo6Ai74mEgai2tdvmltw+w/9J3327Pj5ffj8LspsJsIq6g",
+	"TqzTEqU9tfpsluo6eykCPsEMB9RY8StjV2uQR+7Gy1rcsQS9QoA9AE3NJ+GspqpHavrjiq6V1PA5hmCh",
+	"1/TLtvOgKDp5f3ZufUVRIbPIqIaYAoNWoMsSMcALefS37msxpV2sfRtZh5Ke5bAdEP+Tk30z96slU5Yc",
+	"kQSSIgcynIWc2WLt+B5e5Pq8KMFjl6PjhztjY051IWEQcv0Xm15TcPbRFw1x+TVXu+63FD6S794dv+ie",
+	"fXe89/Rwy7KDgGjyJxJ2emGH/AlvNLbth1Ev5K5Shku8CfAiXRTYJrFP1HZADvrfBJhJgFH9Hz8i0HzF",
+	"ehtLDx/tiTCa4T23GI1Q2Be5AeveAUlFYcZm3IZRY0FqexZHBDsMhdxH7BvNwFnNLh+M1BQKo0rY2vtE",
+	"FHooPhLBScLUZUCUCDklEvD63Py3cKlAkx6J7HlHjmNibT5zcmQLg38HhGZZqxvwpGjhm7e8lPEpel5D",
+	"61WZfz0JMbArWzHE5891aDcTfNyVlCdi0nWP56P6F1LbNr7mmUspvG7mwGlZwPVXIyWCMtumLuUeJcej",
+	"HraJ2DnbWOwYs6dKpW1VyDAvKTrGZrIDzKG3X3StI9Bx/gQwPWo7IJScYeZg98zIApQdKuT25QEBGqde",
+	"TCjfaZBELPHZlCxxvDpwXMz/YPiX+8m1mMR6xv5XL32eWHFWDmLzoKKBEWtSD4HqiMRiMqmvAJPrQr77",
+	"tCxORc6FY6ml39OZcDVfauDbHbp+cywJuWdsuKu3VGkrPbtvXta6JT6xYDmz7YoTAWrbhguEPPpP22fL",
+	"/H7Bkr+41iVOftt6sFYg0aS6ocrEOCAUU+9C7tPrnGhQPXKMCR0iS+pdgjMxJpcAuSJbRnTxSy6mtkln",
+	"yqpRtn14Ft4mOdevTYl0DZN6Y5pHdoE2WsK2v8gS7OBpj/oScm3zw6hbgyYjDH3TQpARlWQIKbMNYurx",
+	"YvagvWzDVKQjY1JbA0C5tv5QFWGRVry6iZSNw2sg8ELaoMHYHIv0jUo1CY/ctTUI+ZZDbtI36K3JRChN",
+	"ooxNmNGK/I+7/f72EaHqsuZVD7kd5C9VMwObp4pp6oMyJ901UTM4755YZ0P9ie/2E/KtyFYkRhIpSxJH",
+	"3i7yUSrb1be1ALyt6Bfm+mf5FlNl0SP8w/WFi2qft4Tw+Z9qTXbIlm+dM2jePhi8sr8EhiwYD3lUbyBm",
+	"Vl5kmbsZLW9HbP97olMpirFVTY9P3hxhMUU8qJAbvco2jzWnh93FzLLntYzIKpn+saF5BCOzzbpSip2z",
+	"DDX5/15MFiFTlpPAP2a5baxlGCLCqkYNbZrVa9CvfGuLlRE77zn2MwZVovUTj5dbEnKg2nB8VxkkzzD6",
+	"yhbsa4vZaXQHLBWVGxQ30DOM78FWgdfBisVqrLxQX+KRoSwsw+CbNzGM6xQ6WKzKEJAJ1XEKCjNtJyyb",
+	"bbhD1zflHjZ3agVAjfO5NOKUKcISez1m25e5ckplF1w9z/yXxVQ1uH1jGwuNU1aXRLzh4sv1WGuvWlBj",
+	"2Y0FLYDzY3csurXP8Ks3L60W1AJPNDMNqx14hLY3j4kidCiuoOrivQRYthvMHQKptiLP16tClZ7osGrA",
+	"br/fD0id1y89USMXGossS1viINUS2yqPf7hP5+9Cy5xrVyG2odE1A/uMZnaw5wT5gMwLFJsRPiCfwg5L",
+	"QmyxFOKusGLDwttYtcGzJHylTPrE3wyPxcd7/b3D7u5et797vtsf9M3//71e8+FT2PnFjbC6sTB+hKJu",
+	"4WX7k2fx+DMW+rPPnRzEx64Vbti5vkbWvpQo2o06C9fAFkJo6hpfu1H36N1bYWZZvop9F8dQKioZu/IK",
+	"+zKTKy3bO7WaXCfFMGNxj+z1+2SKWSQYhiYFFkbAwizKlrFpUzNcl6V7ZCRzPaOWRa+69WLuBrvy90gP",
+	"hoIPiEq1+kidwc8fmhn7V8ANGLDqTg0h1ExpmDiEmICWLF5uhLuQQ2MCuR66tnaJeWCNAdues9CxmEBg",
+	"y/o4zx2+JEWhbZ+8qiPiAua8c6tYizooM/KMsjmkWcsN3Qw+2vxECrN6KJRt82PFee/xvuPLcMQGd6ud",
+	"zaTEi1bkdRVQejM6yZaWOnkN+n0O/Pjkzc04kx/0hiLXzVVFwNhoWCxpNaWKDAuWaXSgPNY2uQfkOTda",
+	"tIf9MrzBeOh/bCQFRdkHSQsJ9iLLZjxicQHz1NiXLtRQkZSqkA9hXJSh00aKqrTAnE2SiClfYqSfmkV9",
+	"WeF5WsaJa0lHIxb/G0vO2yphS6TtKVYGXytuXTetnbjZqquVcbV0UrpH7FjRL6oFU943GzmoR8n5NTC/",
+	"F6LgjX5j1qsORLFJkVGNvdaNJKqjpz33Ofzk9rIa48Rbg71fSpGrJV09lkxKtjBQO0qkyG3FSS0L2Ha+",
+	"e9viQ7X28Iia/T+iXpkRU/WvAcxtsVfsI8qyQoLj0d6ra9PXmES3sHWSuzv0ASkUEIYdUjUoTVIxJTNR",
+	"SIL+EVcPMRY5OM+RKDQdg2rj5G1dVD6nTBW2VLFOyPkuKE83voFuW9QDX0Ov6pOyRJWyLi+jNOG0kDxe",
+	"RP9BLqIbXO25BHo5x1E8pQtO8kLmQsFaloauOLWco5WF6mrTzBcG7pE3CUxyoV27rHaBjQOduJzlu00t",
+	"bjQKcd1BbsoFGi1TvgwXaHamWea8LI/BQ/+R/P+A5F8Wp6vwwdcD2ITgdz7hf6/XlkQtexM+SGXU5U08",
+	"l1CDGYNyo4d4ncdVzHPa1iON/Gvr7lhgdQHJn6i5To2tWH/TGF7XpuvDemrZ+fTLmvqO57W62gowEJQp",
+	"20XZJtTPpbMvFZs2hv+rq8Jo89ofdc8/pvApE0saVGhRejOJdEvaDG7QwBiDAXKKV29OM7QNpZt63fr6",
+	"OZv0PF7FNMz6urcry+RZ0rLk8qruEdaiUXifXS9Sg+3P/Pk4pRsSlwqnfF2mZczHN2f+HIXdbrzWl/mm",
+	"ivl8h+gvo5s3ukGvZY//pszxMU/9Dt3sn1vq4hW3gdANgsdKjZ9pEri4zI1sgnf+3funwLY21EsIsaqw",
+	"5vcSuAhoMmJSPZoD/9LmwNQKtTksJ2UO0wPZAiqm/D4luhnfhtO7rrJkKyrbyka1vrI2Z8+X0qKaVPld",
+	"rXR7ZhZ+U4l+I1KtN9Z9FNeP4vpRXA86WMqalnWIXdLOZ4pqBTy5Vx4EPDFGBbIfLQjlNp/HCVjMHylv",
+	"AxIBamD7VoQceCxnubaeOHsh2jQWxQh5W9lxmmzRqhOZq1jlfXkpSCAwMRbLYjLJtk8qi0U+s8WurfMv",
+	"5Gb5IF3KS9NjRLZa0lJsrzWfcLLdK2sL+nbSVALmADsTquCaZbbqd63HNGH6qGyPyF2PZN/amWp33eo7",
+	"OzNOtlLIEsI4mcBEyJmZbLa94hb1zJz6Z5hkZbvQqkG4uHW11pbm5F+G5Tc6Tbew/DN49AM/cuwbcOx3",
+	"9LLlgsUmmVJSNc1dwrGBJzu1xrztrPaszmBLl7BjkZxObMe36G9dy4i6b5LIFjK1eUKu3HXIMxhp7ACA",
+	"wSSufyem5tW0nLJSP/alxDdtlyEOkEAS8mGhfXPQgBz0D3yVb5+N6lk3mp318ty+KQAXOuS1Gq5BazFV",
+	"+yIp01B65HiuuwAm7pb1/siWT/r15RVEewbwthm64s9ByG0JiN2+zyQOSNn0kGqzONuhda7YuIGVMMKi",
+	"yBsVaWsNE9GO9EhAtAi5r/HqG0liewgwAzppQUlCZwGhJOyY7dcGDju+XeeE8QKTJqnLZPYz1OQatimv",
+	"OkjAmCmNkzAdcmxqEZBpyuIUB1ViAgSlNVawSNhoBPVqum7PCaNZBkmr1Km6wG9S3rx+kqg/LM1tq2H1",
+	"kjLm9ebmtRrmPx93/067/+h3n32o/tm76H741A8O9++8nPmivPy8AuctbfUfWmRWK1glMuuBHmCVuQol",
+	"H82lR+H7dRX/PbOSGWVpi3g2WvOH67lw5Ubb9J8/XGMBHHnVzt6Oqz7Dw1mZfWokB0ZRYqZqnDJ7nVvV",
+	"yRns7HxKhdLXg0/mRK87QeeKSmY2jpSdlqoBDtgZdDIR0wwfB8svlp8oYl5BNQElYpJIUDbo2MzTHHK/",
+	"3+8vjPZGK2JexTbG5h9RYHuGn7w/PY+2e4YpfChB2J4FhTXVlRdYTFaiyYf/9+bz31XLTd5bxi+xO5QX",
+	"IM2u8nUvd208W71+cbQzl+Hu/b+1TxAPFr/4rt6MPfA5Nm5bteyJ+kg2hr1tL2XK4cC6K73VmYh5ya6s",
+	"/Wi1ShuZa6zRIOQYLYDFNgymtJRxKRNZKSkzpzGrVbExN/qcqzSjesQ2Ey4LvUwl0xowJpmSpJA4QSbG",
+	"ZOsScl2WzMJ6Yb6UjNd+KJ8ZjGdGHckSY8cz1xPFgcWlVi6pTsA4ifxlKnEqs6tQ0RJh6CIafa8Uhf3r",
+	"5zXymHL0llbulcD15mjejgTYvN0XMcEr7KZTwKpdKhVTe2pMl17lHnlTX7hRRCPsnKWg1tzf6X4H/YMG",
+	"RLxlcP3h+n8CAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -15,7 +15,8 @@ import (
 // AccessLog writes one line to out, "http request" at level INFO, per
 // request when it completes: method, path, route (the chi pattern, when one
 // matched), status, duration_ms, bytes, client_ip, request_id and, where
-// the request has them, device_id and user_agent. Every value taken from
+// the request has them, device_id, forwarded_to or forwarded_from (the
+// replica it was handed to, or came from) and user_agent. Every value taken from
 // the request is cut by Bound, for refused requests too. It never logs
 // other headers, the query string or bodies, since those carry credentials,
 // QR texts, pairing codes and messages.
@@ -80,6 +81,16 @@ func writeAccessLine(out io.Writer, r *http.Request, rec *recorder, start time.T
 	if id := deviceID(r, rctx); id != "" {
 		b = append(b, `,"device_id":`...)
 		b = appendJSONString(b, Bound(id))
+	}
+	if info := infoFrom(r.Context()); info != nil {
+		if info.forwardedTo != "" {
+			b = append(b, `,"forwarded_to":`...)
+			b = appendJSONString(b, Bound(info.forwardedTo))
+		}
+		if info.forwardedFrom != "" {
+			b = append(b, `,"forwarded_from":`...)
+			b = appendJSONString(b, Bound(info.forwardedFrom))
+		}
 	}
 	if ua := r.Header.Get("User-Agent"); ua != "" {
 		b = append(b, `,"user_agent":`...)

@@ -96,6 +96,11 @@ type requestInfo struct {
 	id, ip, scheme string
 	resolved       bool // ClientIP ran
 
+	// Between replicas (see NoteForwardedTo and NoteForwardedFrom): the
+	// replica this one handed the request to, or the one that handed it
+	// here.
+	forwardedTo, forwardedFrom string
+
 	header [1]string // the X-Request-Id header's value, in the same allocation
 }
 

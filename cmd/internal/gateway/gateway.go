@@ -53,6 +53,9 @@ type Config struct {
 	Sandbox bool
 	// UI serves the browser console at "/".
 	UI bool
+	// Cluster, when its DatabaseURI is set, keeps the state in PostgreSQL
+	// for several replicas; zero keeps SQLite under Storages.
+	Cluster ClusterConfig
 	// Tuning shortens lifetimes for tests; zero values keep the defaults.
 	Tuning Tuning
 	// FlagName names a setting in errors as the user gave it (--basic-auth
@@ -83,6 +86,14 @@ type EventsConfig struct {
 	// Retention and MaxEvents bound the event log.
 	Retention time.Duration
 	MaxEvents int
+}
+
+// ClusterConfig is the configuration of several replicas on one
+// PostgreSQL. DatabaseURI holds a password: it is never logged.
+type ClusterConfig struct {
+	DatabaseURI  string
+	AdvertiseURL string        // checked by the caller (CheckAdvertiseURL)
+	LeaseTTL     time.Duration // 0: 15 s
 }
 
 // DefaultOS is the name phones show for linked devices when Config.OS is
@@ -146,6 +157,10 @@ func NewLogger(out io.Writer, debug bool) *slog.Logger {
 // gateway on the same folder gets an error naming the folder and the pid of
 // the one holding it.
 func OpenCore(ctx context.Context, cfg Config, log *slog.Logger) (c *Core, err error) {
+	if cfg.Cluster.DatabaseURI != "" {
+		// Replaced by the PostgreSQL wiring as its parts land.
+		return nil, fmt.Errorf("%s: several replicas on PostgreSQL are not wired into this build yet", cfg.name("db"))
+	}
 	c = &Core{Log: log}
 	opened := c
 	defer func() {
