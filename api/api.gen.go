@@ -391,6 +391,24 @@ type PairingInfo struct {
 // PairingInfoMethod defines model for PairingInfo.Method.
 type PairingInfoMethod string
 
+// SandboxCertificateRoot defines model for SandboxCertificateRoot.
+type SandboxCertificateRoot struct {
+	// PublicKey The 32-byte Curve25519 public key, in standard base64.
+	//
+	// Example: 142/Ol0lnN+ohfWAMOodtQC5Lu2WcCxmHjLq/mY8W0A=
+	PublicKey []byte `json:"public_key"`
+}
+
+// SandboxCertificateRootEnvelope defines model for SandboxCertificateRootEnvelope.
+type SandboxCertificateRootEnvelope struct {
+	// Code Example: 200
+	Code int                    `json:"code"`
+	Data SandboxCertificateRoot `json:"data"`
+
+	// Message Example: OK
+	Message string `json:"message"`
+}
+
 // SandboxConnections defines model for SandboxConnections.
 type SandboxConnections struct {
 	// Attempts Connection attempts since the sandbox started, refused ones included.
@@ -405,6 +423,12 @@ type SandboxConnections struct {
 	//
 	// Example: 1
 	LoggedIn int `json:"logged_in"`
+
+	// MaxByDevice Per device JID, the most connections logged in as that device at
+	// the same time since the simulated network started; a login that
+	// replaced a live connection counts both. 1 proves the device was
+	// never connected twice.
+	MaxByDevice map[string]int `json:"max_by_device"`
 
 	// Open Open websocket connections.
 	//
@@ -1042,6 +1066,16 @@ type ClientInterface interface {
 	// Corresponds with GET /readyz (the `GetReady` operationId).
 	GetReady(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// SandboxCertificateRoot The simulated server's certificate root
+	//
+	// The public key the simulated WhatsApp server's noise certificates
+	// chain to. A client must trust it instead of WhatsApp's own root to
+	// connect: a gateway started with `--simulator` fetches it from the
+	// simulator at start.
+	//
+	// Corresponds with GET /sandbox/certificate-root (the `SandboxCertificateRoot` operationId).
+	SandboxCertificateRoot(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SandboxConnections Count connections to the simulated server
 	//
 	// Corresponds with GET /sandbox/connections (the `SandboxConnections` operationId).
@@ -1601,6 +1635,26 @@ func (c *Client) GetOpenAPI(ctx context.Context, reqEditors ...RequestEditorFn) 
 // Corresponds with GET /readyz (the `GetReady` operationId).
 func (c *Client) GetReady(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetReadyRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SandboxCertificateRoot The simulated server's certificate root
+//
+// The public key the simulated WhatsApp server's noise certificates
+// chain to. A client must trust it instead of WhatsApp's own root to
+// connect: a gateway started with `--simulator` fetches it from the
+// simulator at start.
+//
+// Corresponds with GET /sandbox/certificate-root (the `SandboxCertificateRoot` operationId).
+func (c *Client) SandboxCertificateRoot(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSandboxCertificateRootRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -2622,6 +2676,33 @@ func NewGetReadyRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewSandboxCertificateRootRequest constructs an http.Request for the SandboxCertificateRoot method
+func NewSandboxCertificateRootRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/sandbox/certificate-root")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewSandboxConnectionsRequest constructs an http.Request for the SandboxConnections method
 func NewSandboxConnectionsRequest(server string) (*http.Request, error) {
 	var err error
@@ -3307,6 +3388,18 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /readyz (the `GetReady` operationId).
 	GetReadyWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetReadyResponse, error)
+
+	// SandboxCertificateRootWithResponse The simulated server's certificate root
+	//
+	// The public key the simulated WhatsApp server's noise certificates
+	// chain to. A client must trust it instead of WhatsApp's own root to
+	// connect: a gateway started with `--simulator` fetches it from the
+	// simulator at start.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /sandbox/certificate-root (the `SandboxCertificateRoot` operationId).
+	SandboxCertificateRootWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*SandboxCertificateRootResponse, error)
 
 	// SandboxConnectionsWithResponse Count connections to the simulated server
 	//
@@ -5188,6 +5281,96 @@ func (r GetReadyResponse) ContentType() string {
 	return ""
 }
 
+type SandboxCertificateRootResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *SandboxCertificateRootEnvelope
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON200() *SandboxCertificateRootEnvelope {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r SandboxCertificateRootResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SandboxCertificateRootResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SandboxCertificateRootResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SandboxCertificateRootResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SandboxConnectionsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -6604,6 +6787,24 @@ func (c *ClientWithResponses) GetReadyWithResponse(ctx context.Context, reqEdito
 		return nil, err
 	}
 	return ParseGetReadyResponse(rsp)
+}
+
+// SandboxCertificateRootWithResponse The simulated server's certificate root
+//
+// The public key the simulated WhatsApp server's noise certificates
+// chain to. A client must trust it instead of WhatsApp's own root to
+// connect: a gateway started with `--simulator` fetches it from the
+// simulator at start.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /sandbox/certificate-root (the `SandboxCertificateRoot` operationId).
+func (c *ClientWithResponses) SandboxCertificateRootWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*SandboxCertificateRootResponse, error) {
+	rsp, err := c.SandboxCertificateRoot(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSandboxCertificateRootResponse(rsp)
 }
 
 // SandboxConnectionsWithResponse Count connections to the simulated server
@@ -8329,6 +8530,81 @@ func ParseGetReadyResponse(rsp *http.Response) (*GetReadyResponse, error) {
 	return response, nil
 }
 
+// ParseSandboxCertificateRootResponse parses an HTTP response from a SandboxCertificateRootWithResponse call
+func ParseSandboxCertificateRootResponse(rsp *http.Response) (*SandboxCertificateRootResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SandboxCertificateRootResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest SandboxCertificateRootEnvelope
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseSandboxConnectionsResponse parses an HTTP response from a SandboxConnectionsWithResponse call
 func ParseSandboxConnectionsResponse(rsp *http.Response) (*SandboxConnectionsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -9300,6 +9576,9 @@ type ServerInterface interface {
 	// GetReady Readiness probe
 	// (GET /readyz)
 	GetReady(w http.ResponseWriter, r *http.Request)
+	// SandboxCertificateRoot The simulated server's certificate root
+	// (GET /sandbox/certificate-root)
+	SandboxCertificateRoot(w http.ResponseWriter, r *http.Request)
 	// SandboxConnections Count connections to the simulated server
 	// (GET /sandbox/connections)
 	SandboxConnections(w http.ResponseWriter, r *http.Request)
@@ -9435,6 +9714,12 @@ func (_ Unimplemented) GetOpenAPI(w http.ResponseWriter, r *http.Request) {
 // GetReady Readiness probe
 // (GET /readyz)
 func (_ Unimplemented) GetReady(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// SandboxCertificateRoot The simulated server's certificate root
+// (GET /sandbox/certificate-root)
+func (_ Unimplemented) SandboxCertificateRoot(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -9973,6 +10258,20 @@ func (siw *ServerInterfaceWrapper) GetReady(w http.ResponseWriter, r *http.Reque
 	handler.ServeHTTP(w, r)
 }
 
+// SandboxCertificateRoot operation middleware
+func (siw *ServerInterfaceWrapper) SandboxCertificateRoot(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SandboxCertificateRoot(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // SandboxConnections operation middleware
 func (siw *ServerInterfaceWrapper) SandboxConnections(w http.ResponseWriter, r *http.Request) {
 
@@ -10384,6 +10683,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/readyz", wrapper.GetReady)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/sandbox/certificate-root", wrapper.SandboxCertificateRoot)
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/sandbox/connections", wrapper.SandboxConnections)
@@ -12905,6 +13207,125 @@ func (response GetReady503JSONResponse) VisitGetReadyResponse(w http.ResponseWri
 	return err
 }
 
+type SandboxCertificateRootRequestObject struct {
+}
+
+type SandboxCertificateRootResponseObject interface {
+	VisitSandboxCertificateRootResponse(w http.ResponseWriter) error
+}
+
+type SandboxCertificateRoot200JSONResponse SandboxCertificateRootEnvelope
+
+func (response SandboxCertificateRoot200JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response SandboxCertificateRoot401JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response SandboxCertificateRoot403JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response SandboxCertificateRoot404JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SandboxCertificateRoot413JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SandboxCertificateRoot429JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response SandboxCertificateRoot431JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SandboxCertificateRoot500JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type SandboxConnectionsRequestObject struct {
 }
 
@@ -14512,6 +14933,9 @@ type StrictServerInterface interface {
 	// GetReady Readiness probe
 	// (GET /readyz)
 	GetReady(ctx context.Context, request GetReadyRequestObject) (GetReadyResponseObject, error)
+	// SandboxCertificateRoot The simulated server's certificate root
+	// (GET /sandbox/certificate-root)
+	SandboxCertificateRoot(ctx context.Context, request SandboxCertificateRootRequestObject) (SandboxCertificateRootResponseObject, error)
 	// SandboxConnections Count connections to the simulated server
 	// (GET /sandbox/connections)
 	SandboxConnections(ctx context.Context, request SandboxConnectionsRequestObject) (SandboxConnectionsResponseObject, error)
@@ -15041,6 +15465,30 @@ func (sh *strictHandler) GetReady(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// SandboxCertificateRoot operation middleware
+func (sh *strictHandler) SandboxCertificateRoot(w http.ResponseWriter, r *http.Request) {
+	var request SandboxCertificateRootRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SandboxCertificateRoot(ctx, request.(SandboxCertificateRootRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SandboxCertificateRoot")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SandboxCertificateRootResponseObject); ok {
+		if err := validResponse.VisitSandboxCertificateRootResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // SandboxConnections operation middleware
 func (sh *strictHandler) SandboxConnections(w http.ResponseWriter, r *http.Request) {
 	var request SandboxConnectionsRequestObject
@@ -15343,160 +15791,166 @@ func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, par
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3rchs3muiroHi2ylJNk6Iu1sRUTe3KlzjesWNFUk6mJu2jBrs/koiaQBtAi+K4VJVf5wFOnWeYB8uT",
-	"bOED0BeyW6RkSXYSbe1UrGY3Lh8+fPfLp04sppngwLXqDD51MirpFDRI/OslXLAY3rw0/05AxZJlmgne",
-	"GXROJ0AS/PWJIiwJSDwRCjgZzslc5L1O0GHmtYzqSSfocDqFzqBjPzhjSSfoSPiYMwlJZ6BlDkFHxROY",
-	"UjMRXNJplpr3p/Ou/aQTmJE0SDPm//n5sPtP2v1Xv/vsQ/nP3ln3w6d+sL979R+doKPnmRlAacn4uHN1",
-	"FXSOJoJD8z4Um+Yp1ZAQGsci5/qJIpl5nfB8OgQ5IH8lWpDtpyRhY6ZVQCgnAkegKUmBJoyPyV9aNo0j",
-	"rbnh/Z1vtnd2957u//WbZ/U9h+Ff/vPnbbNjs+1P+8H2XuNGr8xEKhNcAZ7gc5ocw8cclDZ/xYJr4PhP",
-	"mmUpi6nZxNYvysCishDzZgKdwV6/H3QSqmlnwPM0DTpTUIqOa2dJprnSZEp1PCGrj+aquvH/kDDqDDr/",
-	"a6vEwS37q9p6JaWQr/gFpCIDu7Hlk5N2a4QpMqXpSMgpJANCiTkBUqByQD7mIOfVBxOgCciQC0mGIpkT",
-	"PaGaDCXQc0WYVkTmKZANPQHidkzMaSoym7B4QihPyGwy3wyIkISGvByCKcKFJnBJY53OicGh/z55/z0R",
-	"w18g1kSMiBkzEXE+BW4wbsQgTVQv5AYyLwQfpSy+5VE9u/6oSHGb/CpjwTnEGpI7PpX6LIwTSpSmGiyI",
-	"aJqKmSJ6wlQdworOHYA3e2ZF3wo5ZEkC/Hbg2G0DRyyFUl3FdIk/Eka5ulM4HNsRCVWEkoYZNygZSjFT",
-	"IMmUynNICNPV92ZMT0IenUDc/RZ0POmeMA0RIpzBz+i9ZGPGIw9khKYCeQFys3zpO6F0FHL3jkFGfG9M",
-	"NczonFCuZiCVoW0bCoBE3S4eDiTdiVBaRZsOL1/bD07ZFER+K+x82t9rO46fJlSrwywjCUtwnXZZBm80",
-	"m8IdnsmKmQ5IAzaaO63JzByjOocEEfM7JB7qVIi3VI7hVui5u90GD48hlkSZ0xEkxXnuhXY+UcVMVIKd",
-	"SZqbyhEcFqcMY4RMK9z+G26YEk1xltshQytXYW5sAjj43e34kIxoniI1MtvyV8Bcw3xs6ThRWkhHpEaU",
-	"pZBs9shpiRIhR5wQPJ2TcGGlYcdiTyrGZEKVpfKgKUsVyXmCEDU4NYWQF0wrcdfre6G/FTlPbkfn9tYm",
-	"+wblRzjR3cH1e0FUHk8czQ+c3CQkkaBELmO4nsYf0XkqaPJZV2l7d9VVsvz5fu+RnYSpFTeIbGyTd+z5",
-	"Zo8c8nmJC5RzkfPYyJHUj4ADjkE7XumI1RBGBkspn+sJ4+OQQ6qQ10qgSYAUC8x8KMWIXINDslMh3lE+",
-	"d8KguhWkd1pFDAPcKeVzd3HMPWBcHRAJWs6JEa7v8jKfNs5GRlJMLazilAE3TJaTN0cXe4QmiQSl7D3H",
-	"Z/sh39rf2zwgBljz4hBxCKYtPC0Hz7lmKYmOzU66hyMNMiIZVQq81PYjp7meCMn+Bbe8wq28oDb03cHv",
-	"hYQEuGY0tUQ/FnzExrk08gpPEGsLLkSN8MABQTeTgo+NHGG2bnDf4zxNZ+Zie7EXz0BwKAF0QVlKhync",
-	"jl20XvDK/TLyzyTX2lyhRMz4Hd9yzzAWp0G4FIJFLPLUihZDA0IaTyBBxhDyZQrYI98LvMMoXsQTyseQ",
-	"BESJ2gFM6ZwMkWtoySApQKryLBNSQ/IOEkZPUQ28DfF8eh1sa7QN9bwhkKWB75JLo6LQRWAYyPgFzCZC",
-	"lehmAKzMBacq5NELu+eugcFgaXUR2XCCtiKxIbP4aYJsPuQLErfIzZjnZuYRk0pbAbjYH1LNFxKoBmsZ",
-	"qajWNEmYtQgcSZGB1Mwo4COaKgg6WeXRp4oZZMkc8Ro4SDRFzCbACR2abfY6wT0ZRdwTq52ac7TbQkNQ",
-	"bcmlqri05LdiPDbqC0faIXjKOPTK2YZCpEARSWKEXHJGEWBGWzf/MugHXRT1l5YY1GHVDISlb35pgqy5",
-	"xCnjRtMymEk5E5z895uXdeBWDTCD7Z3/Uj3DUBXNsh4H3Qk65pZYQmatOEuTp1TpM/Ci8aICMneSIcpj",
-	"5lWSwkgTSsZCJBb56wtSWgKdEglZSmNIyNCobUJPQHr13Qy9zrrwmM4YX17WoQeMAqUMWOCSKSPsNx1i",
-	"RhkOueKqH9nX3vCRwK+89a3V1rVyA1lKtcGZ+iiUJ1KgQXH1ALmanFmjXHWEw9Si0crvJVBHRq/buCcM",
-	"1FNGypOhuLzOgkpSdgGGYTolAT94oip2SQ56JuR584kg1qy3rBN81X9zphiPoQlNwS4lzqU0ZNZab4Yw",
-	"ptwsYZ2be1U1eP5cs/za9RbwtPc1KOyk5TFVzryKv0GFGtV3Urt9JarWKE95Ih9a6V/BohroYFJHnx2j",
-	"y7phjEo4toKuZanrHIl5u2C6Vbx8//eVUMXVlJ+7adv39ZYpfXd7Yxqmav1NuoGolHT+kJs+Lq7ttcSY",
-	"KcPCjNaEGIVynSEJlhFzJ6lxgEQZGY7xcY8kTBWoOCCRw7czuMzMYqMg5MUzq6lEQflWTHkMqXnYK0g5",
-	"Hw9CHpWE/SwVSkc9IkYjw1YHJLL84MzzAzOghmkmJJXzsyHlOKlVf85Ers0NxZfcmGdOq6k+ckvrkdzw",
-	"bhR+KE9C7m6cyPWARKkYi1ybzyRMxYV5zs/wyppnzm9ylor43G18SDm383gOelaO4RjNWc6N1mqoLn7j",
-	"H0+ZUoyPq2/CNNPzyIhjQQd4PjWYsADv8sa7LVUeFMAuqYcHL9KQGlANClZhar6pQ7QcxQO08qSY3O4X",
-	"KV0dZJ2gU4dYJ+hYeHWCzgK4zPKWoFV56GBVeYKgMhdiJUerMoWl+xFVsTsaWN6UCq8SFsKCkfq4IA7S",
-	"5h5Zg9eMznvlBYgGhJIfjs2t8m+ai2xeF7nuFdhoXy3/cIZwZ5wrRJTyA1xb2iSDkshdG7v4kPsVM0XO",
-	"IdNkmOu6HyTAz52C4RQuNI2HPLLcKtrskai4Jx4q5bjA0Re4Yc8uIAmkYIlJyAstEXiC9n4zVnnJ6iBO",
-	"CK1BmOmQ2++sqb5cjpEjjl8dvnz3iiSSzpSzaGhJuUKNpH5pqqda55EFzBc4rINiJ+gUGy/5scHQDw2o",
-	"9cog4d3xmgWB1ZobDH732iW3khHcP6upa7at212WAL87PT1CjpOrmuCPdt12eDRrm3b7CwZao9aba+fN",
-	"0WiudSZqMRo5jEU/5O2BeY2t+Q6BfOFMGwvq9I1hYgBvRn+iSGYN0BXJupzvNrpnk+r5I2cfc7DXmBtR",
-	"1BBskoH0VqX6ye9UJGzG9f5epwkTUOxeW43Wzj60eGK96kW//pxY8UpQE+fdlNef2pHDmPrJwYUPO1lL",
-	"lrTn3yBKcrjUZ3SkoUHnPqJKGXSPqDXdjoT1xZhvSEbHUNNo2uC9AAu38NrM1+79YTSKEtQPQvS+A5rq",
-	"yfKWLDmrTyzOV07sPmuf6WGA6Hb1IBB8K8aMv3CLX4dlvOIafUusMBegQFm3GR0+f/Gyu72zu9doUMsl",
-	"tYMtjn0CseCJshYpLQjgXKxuftze76+8HW7/xUzX7vxhDrUE9MOe6+0MxFlzrNraUWh3GVDWtrsfjpdP",
-	"7KM8a5d0fji2Ej9GxBx9/5oY6JEfj9/WV2yeDtiUjmEr4+ODIVWwvxew//38/fGs//fXY/Hbr/9uwuuP",
-	"8mxN1PYcAFejJmLGayvYb0Syj/LMzdW4OW24ia7sMqZSMqjLdJ2d//rt138Hlf+tRDkP0fr+qsv50H5A",
-	"D3i1fjh+mItVNSs3HoRXLgsddMGQoycgXWiaJZuL8u6ChIKmBeVcFivMpBahtMgUGYJZxAVNWbKuxdTs",
-	"X0+EFTadsvZRoi6WQIOOtQBD93FQXXITBE+s9fNFYQRRy+hhqMQ002p5z+VnxL9E0PZaNV0bfUaiOu19",
-	"6IKDMrJvmieQ1O7EbhPaDednSeGIaqabn5qwtcEv1WW84ihRZDj3Bj/n+1kC0DWOklP0QlaMDYaUOUG6",
-	"xiSbNiUyaBjyfQaczGCoRHwOurrUVSMunD8OXzeTl2AMyiNdDycehnQ04OKDUBE3b5uz85dFja/uFVx2",
-	"Ci4729CfdiNHpzVaVRC78PAsbNN6S8oZik9X7vQLmP/rkP4iXgC3hLeMn7cedauruEhxWOEpXokTDYe4",
-	"YrG3Fx+XTvI6jaAJritW9qDEAc/tIRHlXTnRwuYmzVKAcNIkvwCpUEAz8sWM6Umv6aKPpJi25KGAEVqe",
-	"qAUOVcc5/39r0SEz19kUmlz+scjmRIwILWIzMXDTJiiUeTBixut3QREfkrLsiV6km7uvnvdf7O1uv9jZ",
-	"P9x+tr3/aufldqN1Ci51/cvvIE1F46tsCkrTabYuZV1AB4R+0CksV3Yst4TAnnEJt9Vo8uVoqsfTL0lU",
-	"v7dxCd/SPL1xEJQU2TJevpQicw4MI9BU5CHCxax2G2rm6QoSWpnzTFmVb3kKm5lBOMxqgqHVCjGRiM+J",
-	"+7o24dOgM6WXbGpE8919c5BTxu2fzTaRdaD2oLS0OvExKHNoXwpb3PTLxnwpsqwpzKwiJBL3Uu10dlZK",
-	"yH7oa1ZYJAneQCBcgwyvjn66abDS9SfTFEqzQuLAnT8oMlpYPyT+4Yy/e4vcneDGNVA6iSm/HZA+ylbL",
-	"n2GvA1JYrazggWH7vTVsYNcuF3g1w7W+okbUapctWmxKEmKWMeAaU0sricE2bShXIK/XD1ZuUYsKIl+/",
-	"2SaaCSm7ANkYnFsX3aym6PIw43MuZikkaMxAia4QP1r8h0sSxpJvdPfw6bf9FzvPn73afrl3+NcX3zzf",
-	"7zdquy6mYNWCcaVjsEl4zt42t767VIyJRZ/1l/250mNl23XxsTyCcm8rzvFBie2J85w+AK0FnjjR9IF2",
-	"CFxXZOEH3eHt6GRlic2ehIBsG8ay//Tp7j6JJ1TSWINccCZ4Mjall2+Bj/WkM8APUCz1T7avk0YWVcJ2",
-	"0kY2rpF4Nj+D8HlJ5VraVzngBtp38xiNVuK1rrp6f1TEb6YJDj/BcCLE+VphFCspYS7T+uYnWmdqsLXl",
-	"nvRiMd0aixlduRszUuDXcM26H4YaeCA9CCVwk7WKH+XBLNzzeWaYsSSZhBG7hDIoK3LehOiAYBgnXkNM",
-	"AiJToLwI7ptncDPOpyCW0GC+OtRGUFWabO+T4VyDOiCKjYuJHF+bN1qyHA4tDMiJQSWzcESpZQ/vZ2Ka",
-	"28nyedhd5pLp+YnBBnsGQ6pYfJjbOBXEErQXmKflhGZJNh+NNXoWzfLQDKbKXD9nI8PgorBTt5GFHbIx",
-	"nBfOYCHJN92Cjoe8GgG7iXFhicQUED2BKREXIDEusBfykL/Cc8AiIjYDOLAZ56U/LcAMTE7AXbBByKNP",
-	"IaJx2BmQMO/3d+NKnCE+gICEHsXxrc5vv/477JinBt3No99+/fdV1CPvuZ8wMr9EhKmQo0M15ykoVQQW",
-	"TiDNyAa1Xk9rB8UPXekUPQEbZbiJ+zpMUwI8yQQzMITLGDLrQZ9g/A3JpBiCwoB7GyT53BwZobmeFJJg",
-	"yCvJn9bniHZXElcSXDeibhePu2u+jcgWiQ6Pjs6eH568eXF2+OPpd1jm4pC4QOoyz7UcxGZhu+zWGnT3",
-	"+ttBFY5hLWU37AQFOA3EriLc+kuXcZC47Ntq5aSBY/17JAWjGaqgUC6jXhSQ6CwyK4y6URBy3LMPkjYK",
-	"FX6CwZ7mmwr+uORxF5VAon90HdHqvkmiAOHOEm/6NYdqpGsJsZCJspD2mZjoWO+RVzSeEEPr7EGnTGlP",
-	"MyyWYT0Tyt3MB4TxkKuJkHpA9vp9NLfRsmjPqoo9xBXqOSB7/e2Qb+CGo59++qlrrrY5pZhqiDaLLE5E",
-	"wioemC937bS1tE+/L1yPrZhSqxCRCFDVYiFaHJC97V2bIrG3/dTtpF5iAGMOhCbRUjbqAdnbeUY2XHmX",
-	"alL5JsE4QtKWSr+3u41zGfKgDHb5uh0HIX9aQLSpysUBedrHBZOn/T17ecqMZZsSazOMMV8Z0Wdh065C",
-	"So8cLmTkxjRNQZIJ5WNF8izkrjwBYpL9Fu8OFwUitCAZ04aQ7j17ZsPVUxYDV8i8XR2td29OO47nFCxE",
-	"ZMBtmYmekOMt99HWlNkwUaaR4SD1/u3X/1/uepqnmvlQ5eNXJ6ceVJ2gg+BFqt/vbff63nVPM2ZExF6/",
-	"t2vNNhNkL1uO4pt/jy2DLW7FmwQVWqVfuncWanPt9Ptr5Gyvl1rd4OFtyK9+5Zi6rdUhZGJUVkN5mK1s",
-	"s9ffbpuoWPnWYlGCvf7u6o/KYk7mi+01vlgsDWK+23m2+rvFQhfmu901trVY1ecq6Dy1B3T9d/VyOCiF",
-	"5NMplXN3+F4mMNIGHasyG1J1PhhtTKgGscwmmVu2jnKgSoXukZ8cdYsKTSFCoyPDrJWxTx438lYdC6tJ",
-	"664WHSj9XCTzm1UNqKhbFR1r7QIATbnzV8tF63YsGt7hxVhV3oHDrAjkQZRe4+ArpfUe8Or017gCRR25",
-	"z7lr20/X2U9DGYrfyUU1X+2udWRF8ZL65bbIXESA4RVtvORXQcEmtj4VN+jKmW6hKfnuR261jUqCqqhw",
-	"bTZyRWqc2rHBNEmYolkGVBaFcCDkaF95oogzqzpGtOkT02yxQ59nNmIpkpyE2IRFVSSkWZ5cJykvcYQK",
-	"SbknzlbPJFtZcnCMcZ1f+R3eW/1FURTs8Q7f7R0236wB/4Wah/Wrb3G/uPotrL1RHnwN+v7vzHpM73fC",
-	"8B7qsvzehMvXoFdhYLWa88/Nc5WvbBXVnq8+tLCsLVRGK7rOQpqFplIr8sNxEYZvmEnsZNkiu9lyr0LH",
-	"xGozPXISU2fUQZsZavgFw6smO5GNE8ACXIr89n//H6l7DK1x6acJS6ExJT0go1za8jk0TRWRoHPJy3wQ",
-	"F8ufztFaMfPJ1+bFKWXcDFfUCp0TjqX2MFKJLkQU9Qiq9ZW0byl0AQczV1DmIZq1uKUo93SGBdTIT1VT",
-	"FwNFZM4xZZ7kXMVYM6AqJIwNUIc0PidakHoGv7VY1KdU9sDoSIKa9Mhe/5mBdCHR+JLGNJVAk3kZ+d4k",
-	"D/g8kHska4t5LS10rcjB8Wfps3z+YITuwVSBR0mgVRJ4i1EIpDT2VyixJZb3R4e3vOPs1sO3mR8OVdXT",
-	"MbJVMysujHoND59QV/Uf90L+vkKzBwtkuqDcls7XPM+MK421TPUEeMjBpbxaomnrXdj3bWlEMmYXwL3J",
-	"E+2wZr2Wjka2RE3IF+zJPfJiLa7URude2JNeAPwyKWpuKBCYycwkS0svegjgepebCNxP04APn2ERctEE",
-	"9VWsbRBaSpRttAbdMQeppR238JAaghfJ0PWc60d28qiVfp28qIq9DQzpGq7i6vvfOUdZYdBqMWCRuv3K",
-	"u06Vc5q32bAsk0CqrjSdq4BY+dW6yDjMsLgZ41bi9d5kv656fSvrPFvpNNPClU8zTGRjoSqUYWRYcmqz",
-	"haGI/CszCjhfpBH40See60dy90juvj5yZwvkrW1y35LgFOJ7IXIvUqGgSuOeqGoGExpD7J+K0DFl3Eq/",
-	"tuikkIbAOaoRIK1yYpa7jJS4YsAzqoqCwI0kLOR1GtZEdY49JL4uwhMQLmaV+n+PZOeR7NyT/664ATei",
-	"IGVxq0YT6Klr81L0+MKoztevTknTaNGyp77wD5zYib6Se/lEFVUKH90Fv3t3QXGaD+U3mJWx620u75c2",
-	"1JiBWRtLUzKjDIMbR9jODEMlK4mf7c5oHwL+pX3Sbs+PTuk/GWNaYDJTcQHVizcr0NPfPJ87UbqMW5Hp",
-	"CcbToySJXxl9V4M8cJ4oqwnHEvQ1jOUB7sdiysf1N+TxZvwxWMq1mP05ylauVzQgtvMgizh6f3Jq7TFR",
-	"LtPIiF+YPIGalssvMIAIefSP7msxo12smhpZo42eZ7AZEP+T40lz96u9ciw5IAkkeQZkOA85s2W+8T10",
-	"lvqMGsFjl93hhzthY051LmEQcv03m5iRc3bpy024zIyLbffbBC7Jd+8OX3RPvjvcebq/Ya92QDT5Cwk7",
-	"vbBD/oJeg037YdQLuaux4FI2AnRWixz7zvWJ2gzIXv+bAGPQMR788hKB5mud27B0uLQnwmiKvmQxGiET",
-	"zjMD1p09MhG5GZtxG0KMpYztWRwQ7E0Tct9b1HBsp5m6TCJSYfSGxduq7UaTH4pLIjhJmDoPiBIhp0QC",
-	"uqjNf3OXRDLtkcied+SoH1Z1MydHNjBYdkBomjaa2o7yBhp4S8eHT+7yklOvzBnrSYiBXdhaEz7zqkO7",
-	"qeDjrqQ8EdOue7wY0b6UFLW2K2UhGe2qnj2lZQ5XXw3FD4o8jSrHeuQCfz756GRtFmJUizKhslFQ+gmz",
-	"gg6x0+YAM6ntF11rOHNUPAFMktkMCCUnmD/WPTF0HfmACrl9eUCAxhNP8pXvN0cilvicOpY4uhs4iuR/",
-	"MLTI/WSjbjBzrvjVc5InljUVgxiKTEk0MCxK6iFQHZFYTKfVFWCKVci3nxYlisipcOSxsBM6Naliewx8",
-	"0zvXdYwlIfdECnf1liptOWH3zctKz7wnFiwntpdrIkBtWvd6yKP/tN2WzO9nLPmba2DheLGtCmqZC01K",
-	"j04qxgGhmIAVcp9k5ci86pFDTGYQaVJtoZqKMTkHyBTZMGyIn3Mx44YX6QkrR9n04UzofXGmUpsY59rm",
-	"9MY0i+wCbXSBbYKQJqB0yO1Rn0OmbZ4TdWvQZIShYloIMqKSDGHCbJuQanyVPWjPpzCl5sCorVYwV67n",
-	"OZSlOKRllW4iZePWagi8lDwWYGv7MZZp8yIPHrkrbh/yDYfcpG/QW5OpUJpEKZsyI+H4H7f7/c0DQtV5",
-	"xQodcjvI38qS9jZbEZOVB0VmsmulZXDePbEKffWJ7/kS8o3I1qXFK1IUpo28vuKjOjbLbysBaxvRL8x1",
-	"UfKNhorSN/iH6w4WVT5vCHnzP1VarZAN30BlULfWG7yyvwTmWjAe8qjaRsqsPE9T50ksvAm2OTjREyny",
-	"sRUzD4/eHGBJPTyokBsZyfb4NKeHPabMshclhsgKjP6xufMIRmZbNk0o9k8yt8n/92y6DJmiqAD+Mc9s",
-	"eyVDEBFWldvQJCW9Bv3KNzi4NsLlPcdmr6AKtH7i8XJDQgZU02EKrj5ElmK0ki3b1hTjUusRVwgdN0hx",
-	"13OMh8GGcVfBNYvVmH9fXeKBuVmYjO9b+DCMgxQ6WM7ND8iU6ngCCvMtpyydr7lD1z3jHjZ3bBlAhfK5",
-	"ZNIJU4Ql1p1km1i5ojpFL1S9SPzbYpBq1L62jaX2GdcXxrvh4ov1WM2tXFBt2bUFLYHzsjsW3cpn+NWb",
-	"l1aiaYAnqoyG1A48QltPXaIIHYoLKFsctwDL9gS5QyBVVuTpelmu0F86zB3f7vf7AanS+tYTNXyhtsii",
-	"wCEOUi6xqf70h/s0sC41TrlydUJrEl09EM5IZns7jpEPyCJDCbmVwj6FHZaE2GgnxF1h3v7S25i770kS",
-	"vlIkPOJvhsbi453+zn53e6fb3z7d7g/65v//Wc38/xR2fnEjXN9eFj9CVrf0sv3Jk3j8Gcu92eeOD+Jj",
-	"1xA17FxdIWlvvRTNCpqFq22UviBrfO0K2mN0c7uv88TSVey+N4ZCUEnZhRfY21SuSdHkp1HlOsqHKYt7",
-	"ZKffJzPMusCwLSkwwR/LcyhbzKRJzHC9du6RkCx0DmqL9nTrxVwHduF9NQ+Ggg+sfbsqOZ3Bzx/q2eoX",
-	"wA0YsPZKBSHUXGmYOoSYgpYsblfCXYieUYFcJ1VbwcI8sMqAbdKY61hMIbDFXZwVDl+SIte2W1rZF28J",
-	"c965VaxEHeQZWUrZAtKspIZuBh+dfSSFWT3kyjZ7sey89+iH+AqMSJWzmRZ40Yi8rpJHb06naWvJjteg",
-	"32fAD4/e3Iwy+UFvyHLdXGXEiI0excJGM6rIMGepRgPKY42Oe0CeUyNFe9i34Q3GD/9rLS4oim44Wkiw",
-	"TimbIYiJ9eap0S9daJ4iE6pCPoRxXoQaGy6qJjnmOJJEzHiLkn5sFvVlmedxEVetJR2NWPwH5py3FcJa",
-	"uO0x1odeyW5dT6WtuN6wqZFwNfTTuUfsuKZrUAOmvK+X81ePnPNrIH4vRM5rXaesVR2IYtM8pRo7bhtO",
-	"VEVPe+4L+Mmt4xnjqhuDo19KkamW3g4tk5INDGyOEikyW3dQyxw2ne3eNnpQjZ0conoXiKhXZJCUXUwA",
-	"c0Gsu3xEWZpLcDTaW3VtuheTaBa2RnLnDx+QXAFh2CdTg9JkImZkLnJJ0D7iquLFIgNnORK5pmNQTZS8",
-	"qZfG55RowsYa1gi52Avj6dre5KZFPbBL+bpuGS2ilDV5GaEJp4Xk0an8Z3QqP5dAzxcoir/pgpMsl5lQ",
-	"sJKkoSlOtVO0okhbZZrF8rA98iaBaSa0a5rUzLBxoCOX43u3qbi1dhGuR8RNqUCtccaXoQL1/iRtxsvi",
-	"GDz0H6//n/D6F4XZSnzw+fPrXPitT/jfq5WlPYsOdQ9S4bO9lWPLbTBjUG7kEC/zuGpxTtp6vCN/gOKi",
-	"S0j+RC3062vE+pvG47pmTR9W35atT7+sqG14WqmurACDOpmyvXRtAvpC+ncr27Sx9V9dBUKbB/4oe/7J",
-	"Ez5qt9Ci9Hoc6ZZ3M7hBG1sMBsgout6cZGjbCtflutX1ZtbpfHsd0TDr696ujJEnSW3J2GWdIKzdotCf",
-	"XS3qgk2w/Pk4oRsSl26mfB2jNuLjW/R+jsBuN17pzntTwXyxT/CXkc1rPYFXksc/KHF8zOu+QzP755aG",
-	"eMVtIHTtwmNlw89UCVxc5lo6wTv/7v3fwKZmxC0XsaxI5vcSuAhoMmJSPaoDv2t1YGaZ2gKWkyIf6YF0",
-	"ARVTfp8c3Yxvw+ldb1GyERXNRaNKd1Gbf+dLT1FNylytxnt7YhZ+U45+o6taba/6yK4f2fUjux50sPQz",
-	"Ler2uqSdz2TVCnhyrzQIeGKUCiQ/WhDKbT6PY7CYP1J4AxIBamB7NoQceCznmbaWOOsQrSuLYoS0reg7",
-	"TDZo2Y/KVXjytrwJSCAwNRrLcjLJpk8qi0U2t8WhrfEv5Gb5IF3KS91iRDYa0lJsxy2fcLLZK2rx+abC",
-	"VALm8zoVKueapbZKdqXTMGH6oGiSx12nXN/gl2rnbvX9fRknGxNIE8I4mcJUyLmZbL55jRf1xJz6Z6hk",
-	"RdPIsk20uHV104YW1V+G5Nf6DTeQ/BN4tAM/UuwbUOx39LzBwWKTTCkpW6e2UGzgyValPWszqT2pEtjC",
-	"JOxIJKdT27ks+kfXEqLumySyhT9tnpArDx3yFEYaK+ZjMInr4oipeRUpp6hsj90J8U3bYYcDJJCEfJhr",
-	"3yIyIHv9PV8V22ejetItF3vE+yL6XOiQV2qeBo3FR+2LpEhD6ZHDhWr8mLhb1McjGz7p15dKEM0ZwJtm",
-	"6JI+ByG35Ry2+z6TOCBF8z6qzeJsn86F4twGVsIwizyrVXCtNP5DPdIjAdEi5L4mqm8niO0UwAzouAUl",
-	"CZ0HhJKwY7ZfGTjs+KaNU8ZzTJqkLpPZz1Dha9isuuy4AGOmNE7CdMixCURAZhMWT3BQJaZAkFtjNYqE",
-	"jUZQrT7r9pwwmqaQNHKdshf4OuXAqyeJ8kNrblsFq1vKfldbXFdqfv982P0n7f6r3332ofxn76z74VM/",
-	"2N+98/Lfy/zy8wqCNzRXf2iW2dDAvoFlVgM9wApzJUo+qkuPzPfrKpZ7Yjkz8tIG9myk5g9XC+HKtebZ",
-	"P3+4wmI28qKZvB2W3WaH8yL71HAOjKLETNV4wqw7t6x5M9ja+jQRSl8NPpkTveoEnQsqmdk43uxJIRrg",
-	"gJ1BJxUxTfFx0O5YfqKIeQXFBOSISSJB2aBjM099yN1+v7802hutiHkVG0ibf0SB7Rx99P74NNrsGaLw",
-	"oQBhcxYU1iBXnmExWbImH/7fW8x/Vw2evLeMn2M3Jc9A6r3Fq1buyni22vvyaCcuw93bfyufIB4sf/Fd",
-	"tSV34HNs3LYq2RPVkWwMe9NeipTDgTVXeq0zEYucXVn90UqVNjLXaKNByDFaAIttGExpKONSJLJSUmRO",
-	"Y1arYmNu5DlXaUb1iG2KWxR6mUmmNWBMMiVJLnGCVIzJxjlkuih/hbW/fCkZL/1QPjcYz4w4kiZGj2eu",
-	"h4gDi0utbKlOwDiJvDOVOJHZVahoiDB0EY2+t4jCLuaLEnlMOVpLS/NK4HpZ1L0jAbbw9kVM0IVdNwpY",
-	"sUtNxMyeGtOFVblH3lQXbgTRCDtNKai0eHey315/rwYRrxlcfbj6nwAAAP//",
+	"7H3rcts4muirfKWzVbFrKFm+bkeuqV3HyXSym3TctudkzjRzTIiEJLQpgAFAK5qUq+bXeYBT5xnmwfpJ",
+	"TuEDwItEWrJjO+kZb+1uxxSJy4fvju/ypROLaSY45Vp1Bl86GZFkSjWV+NdLesVi+ual+XdCVSxZppng",
+	"nUHnfEIhwV+fKWBJAPFEKMphOIe5yHudoMPMaxnRk07Q4WRKO4OO/eCCJZ2gI+mnnEmadAZa5jToqHhC",
+	"p8RMRD+TaZaa96fzrv2kE5iRNJVmzP/9y1H3r6T7t373+cfyn72L7scv/eBg9/rfOkFHzzMzgNKS8XHn",
+	"+jronEwEp837UGyap0TTBEgci5zrZwoy8zrwfDqkcgD/DlrA9j4kbMy0CoBwEDgCSSGlJGF8DH9o2TSO",
+	"tOaGD3Z+2N7Z3ds/+Pcfntf3HIZ/+I9fts2Ozba/HATbe40bvTYTqUxwRfEEX5DklH7KqdLmr1hwTTn+",
+	"k2RZymJiNrH1qzKwqCzEvJnQzmCv3w86CdGkM+B5mgadKVWKjGtnCdNcaZgSHU9g9dFcVzf+b5KOOoPO",
+	"/9gqcXDL/qq2Xkkp5Ct+RVORUbux5ZOTdmvAFExJOhJySpMBEDAnAAUqB/App3JefTChJKEy5ELCUCRz",
+	"0BOiYSgpuVTAtAKZpxQ29ISC2zGY01Qwm7B4AoQnMJvMNwMQEkjIyyGYAi400M8k1ukcDA7919n7n0AM",
+	"f6WxBjECM2Yi4nxKucG4EaNponohN5A5FnyUsviOR/X85qOCgpr8KmPBOY01Te75VOqzMA4ElCaaWhCR",
+	"NBUzBXrCVB3CiswdgDd7ZkV/EnLIkoTyu4Fjtw0csRRKdRXTJf5IOsrVvcLh1I4IRAGBhhk3CAylmCkq",
+	"YUrkJU2A6ep7M6YnIY/OaNz9E9XxpHvGNI0Q4Qx+Ru8lGzMeeSAjNBWVV1Ruli+9FkpHIXfvGGTE98ZE",
+	"0xmZA+FqRqUyvG1DUQpRt4uHQ5PuRCitok2Hlz/aD87ZlIr8Tti5399rO44PE6LVUZZBwhJcp12WwRvN",
+	"pvQez2TFTIfQgI2GpjXMzDGqS5ogYr5G5qHOhXhL5JjeCT13t9vg4THEsihzOgJSnOdBeOczVcxEJLUz",
+	"SUOpHMFhccoIRppphdt/w41QIinOcjdkaJUqzI0NFAe/vx0fwYjkKXIjsy1PAoYM87Hl46C0kI5JjQhL",
+	"abLZg/MSJUKOOCF4OodwYaVhx2JPKsYwIcpyeaoJSxXkPEGIGpya0pAXQitx5PWT0H8SOU/uxuf21mb7",
+	"BuVHONH9wfUnASqPJ47nB05vEhIkVSKXMb2Zx5+QeSpI8lWktL27ipSsfH5YOrKTMLWCgmBjG96xF5s9",
+	"OOLzEhcI5yLnsdEjiR8BBxxT7WSlY1ZDOjJYSvhcTxgfh5ymCmWtpCQJkGNRMx9qMSLX1CHZuRDvCJ87",
+	"ZVDdCdI7rSqGAe6U8LkjHEMHjKtDkFTLORjl+j6J+bxxNhhJMbWwilNGuRGyHN6cXO0BSRJJlbJ0js8O",
+	"Qr51sLd5CAZY8+IQcQimLTytBM+5ZilEp2Yn3aORpjKCjChFvdb2Z05yPRGS/Y3ekYRbZUFt6PuD37Gk",
+	"CeWakdQy/VjwERvn0ugrPEGsLaQQMcoDpwi6mRR8bPQIs3WD+x7nSTozhO3VXjwDwWkJoCvCUjJM6d3E",
+	"RSuBV+jL6D+TXGtDQomY8Xumci8wFqdBuBSKRSzy1KoWQwNCEk9ogoIh5MscsAc/CaRhVC/iCeFjmgSg",
+	"RO0ApmQOQ5QaWjKaFCBVeZYJqWnyjiaMnKMZeBfmuX8TbGu8De28IYWlge9TSqOh0EVgGMj4BcwmQpXo",
+	"ZgCsDIETFfLo2O65a2AwWFpdBBtO0VYQGzaLnyYo5kO+oHGL3Ix5aWYeMam0VYCL/SHXPJaUaGo9IxXT",
+	"miQJsx6BEykyKjUzBviIpIoGnazy6EvFDbLkjviRcirRFTGbUA5kaLbZ6wQP5BRxT6x1as7RbgsdQbUl",
+	"l6bi0pLfivHYmC8ceYfgKeO0V842FCKlBJEkRsglFwQBZqx18y+DfrSLqv7SEoM6rJqBsPTNr02QNUSc",
+	"Mm4sLYOZhDPB4b/evKwDt+qAGWzv/KfqGYGqSJb1ONWdoGOoxDIy68VZmjwlSl9QrxovGiBzpxmiPmZe",
+	"hZSONBAYC5FY5K8vSGlJyRQkzVIS0wSGxmwTekKlN9/N0OusC4/pgvHlZR15wCiqlAEL/cyUUfabDjEj",
+	"DIdcQeon9rU3fCTwK+99a/V1rdxAlhJtcKY+CuGJFOhQXD1AriYX1ilXHeEotWi08ntJiWOjN23cMwbi",
+	"OSPhyVB8vsmDCim7okZgOiMBP3imKn5JTvVMyMvmE0GsWW9ZZ/iq/+ZCMR7TJjSldilxLqVhs9Z7M6Rj",
+	"ws0S1qHc66rD85ea59eut4Cnpdeg8JOWx1Q58yr+BhVuVN9JjfpKVK1xnvJEPrbyv0JENfDBpI4+O8aW",
+	"dcMYk3BsFV0rUtc5EvN2IXSrePn+v1dCFVdTfu6mbd/XW6b0/e2NaTpV62/SDUSkJPPH3PRpQbY3MmOm",
+	"jAgzVhNiFOp1hiVYQcydpsYpTZTR4Rgf9yBhqkDFAUQO3y7o58wsNgpCXjyzlkoUlG/FhMc0NQ97BSvn",
+	"40HIo5KxX6RC6agHYjQyYnUAkZUHF14emAE1nWZCEjm/GBKOk1rz50Lk2lAovuTGvHBWTfWRW1oPciO7",
+	"UfkhPAm5oziR6wFEqRiLXJvPJJ2KK/OcXyDJmmfu3uQiFfGl2/iQcG7n8RL0ohzDCZqLnBur1XBd/MY/",
+	"njKlGB9X36TTTM8jo44FHcrzqcGEBXiXFO+2VHlQALvkHh68yENqQDUoWIWp+aYO0XIUD9DKk2Jyu1/k",
+	"dHWQdYJOHWKdoGPh1Qk6C+Ayy1uCVuWhg1XlCYLKEMRKiVYVCkv0EVWxOxpY2ZQKbxIWyoLR+rgAB2lD",
+	"R9bhNSPzXkkA0QAI/HxqqMq/aQjZvC5y3Suw0b5a/uEc4c45V6go5Qe4trRJB4XIkY1dfMj9ipmCS5pp",
+	"GOa6fg8S4OfOwHAGF7rGQx5ZaRVt9iAq6MRDpRyXcrwL3LBnF0BCU2qZScgLK5HyBP39ZqySyOogToDU",
+	"IMx0yO131lVfLsfoEaevjl6+ewWJJDPlPBpaEq7QIqkTTfVU6zKygPmChHVQ7ASdYuOlPDYY+rEBtV4Z",
+	"JLw/WbOgsFp3g8HvXrvmVgqChxc1dcu2dbvLGuDr8/MTlDi5qin+6Ndth0eztWm3v+CgNWa9ITvvjkZ3",
+	"rXNRi9HIYSzeQ94dmDf4mu8RyFfOtbFgTt8aJgbwZvRnCjLrgK5o1uV8d7E9m0zPP3P2KaeWjLlRRQ3D",
+	"hoxK71Wqn/xORcNmXB/sdZowAdXutc1o7fxDiyfWqxL6zefEileCmjrvprz51E4cxtRPjl75sJO1dEl7",
+	"/g2qJKef9QUZadpgc58QpQy6R8S6bkfC3sWYbyAjY1qzaNrgvQALt/DazDfu/XEsihLUj8L0XlOS6sny",
+	"liw7q08sLldO7D5rn+lxgOh29SgQfCvGjB+7xa8jMl5xjXdLrHAXoEJZ9xkdvTh+2d3e2d1rdKjlktjB",
+	"Fsc+o7HgibIeKS2A4lys7n7cPuivpA63/2KmG3f+OIdaAvpxz/VuDuKsOVZt7Si0+wwoa9vdz6fLJ/ZJ",
+	"XrRrOj+fWo0fI2JOfvoRDPTgz6dv6ys2TwdsSsZ0K+PjwyFR9GAvYP/zxfvTWf+/fxyL3/7+jya8/iQv",
+	"1kRtLwFwNWoiZry2goNGJPskL9xcjZvTRproyi5jIiWjdZ2us/Ofv/39H0Hl/1ainIdofX/V5XxsP6BH",
+	"JK2fTx+HsKpu5caD8MZlYYMuOHL0hEoXmmbZ5qK+u6ChoGtBuSuLFW5Si1BaZAqG1CziiqQsWddjavav",
+	"J8Iqm85Y+yTRFktog421AEP3cVBdchMEz6z389jsccRioumpEA1adZYPUxZfXNJ5M6B3d7rDuaZwnMsr",
+	"urO/v/0c7CdwSeeBMcWVJjwhMgFLw3VS2N7b2Xqf9lP+0x/EZPTh6N17keifj/ff5jsf4uPP09e/vv20",
+	"Nf1fP3zoH/2xCkAz50p8qqx9fRA8DrW0gP9RiMfPXfi/1PJejYCYZlotH3r5GfiXAN3u1VsLc+gSPSk+",
+	"fEJwqozZk+YJTWo4sNsEw+H8IinuIJtF5pcm0DdcSXYZr9yRKRjOva/XXfstAeiGO7JzvICu+JmMFHM2",
+	"VE0/atrUlHy+uJeNnVBZ2UNgAxaF0rV91haJ0WzuE6JD7sPQMOKxen6Ld03+JA+B2Pgad2Ne3EQSvLaq",
+	"zAzo0VQwFHrSg23IpLiiqupjnxEVco7hSYXdCXpmYIg+qqUDERltOIv3GeUwo0Ml4kta2/uqo1ggHRy+",
+	"frVUHlNQ0sLiCa5HXI/LUCpE/ZjMpC1g4NdFr0n9Zn35Yn35whrvpG8VLGAdvxVCKm5JF7ZpbxzLGYpP",
+	"V+70G1yh1SH9TW7S3BLeMn7ZetSt4RZFmtCKaIuVONFwiCsWe3cTbOkkb7Kqm+C6YmWPyhzw3B4TUd6V",
+	"Ey1sbtKsSQtnkfErKhUaOUZHnzE96TUR+kiKaUsuFzWK/zO1IOrrOOf/Zy0+ZOa6mNKmsJlYZHMQIyBF",
+	"fDMGP9sknzKXTMx4nRYU+LCu5WiORb65++pF/3hvd/t45+Bo+/n2waudl9uNHl76Wde/fE3TVDS+yqZU",
+	"aTLN1uWsC+iA0A86hffXjuWWENgzLuG2Gk2+HU/1ePotmepPVt/6E8nTWwcSSpEt4+VLKTJ3CWgUnKqG",
+	"xsWsRg21K54KElrl/UJZt8nyFDa7CTid1TRP61nBZDw+B/d1bcJ9VKXY1Ji3uwfmIKeM2z+b/YrrQO1R",
+	"eWl14lOqzKF9K2xx0y9fiEmRZU2hmhUlEdxLtdPZWakx+6FvWGGRaHsLhXANNrw6gvC2AX8rfAgN4Wgr",
+	"NA7c+aMio4X1Y+Ifzvi792rfC27cAKWzmPC7AemTbPWeG/E6gMLzaxUPNM17a/iRb1wu5dUs8fqKGlGr",
+	"Xbdo8ctKGrOMUa4xPbuSXG9T73JF5c32wcotalFB5Js328QzacquqGwMcK+rbtZSdLnM8SUXs5Qm6HBB",
+	"ja5QP1ru4Jc0jKX4gt2j/T/1j3dePH+1/XLv6N+Pf3hx0G+0dl1czqoF40rH1CayOp/13N5/p2IMFn3W",
+	"X/bXao+VbdfVx/IIyr2tOMdHZbZnLvrgEXgt5YlTTR9ph5Trii78qDu8G5+sLLH5Ni6AbSNYDvb3dw8g",
+	"nhBJYk3lwoWcZ2NT8vkt5WM96QzwA1RL/ZPtm7SRRZOwnbXBxg0az+ZXMD6vqdzI+yoH3MD7bh/n1Mq8",
+	"1jVXH46L+M00weEDHU6EuFwrFGklJ8xlWt/8ROtMDba23JNeLKZbYzEjK3djRgr8Gm5Y9+NwAw+kR+EE",
+	"brJW9aM8mAU6n2dGGEvIJB2xz7QMbIzctUx0CBgKjWSIiXQwpYQXAbLzjN5O8ikaS9rgvjrSRlFVGrYP",
+	"YDjXVB2CYuNiIifX5o2eLIdDCwNyMKhkFo4otRwl8ZWY5nayfB52l7lken5msMGewZAoFh/lNtYLsQT9",
+	"BeZpOaFZks3pZI2382Z56AZTZb6s85FhgF7YqfvIwg5sDOdFQIWQ8EO34OMhr0aRb2JsZSKZu2+agrii",
+	"EmNreyEP+Ss8ByzEY7PoA1u1obyYDDCLmQN1BDYIefQlRDQOOwMI835/N67E6uIDGkDoURzf6vz293+E",
+	"HfPUoLt59Nvf/3Ed9eA99xNG5pcImAo5BiXkPKVKFcG5E5pmsEFs5ID1g+KHrvyQnlAbqbuJ+zpKU6A8",
+	"yQQzMKSfY5rZKJQJxrBBJsWQKkxasYHGL8yRAcn1pNAEQ15JoLZXfuh3hbiSJL4Rdbt43F3zbQRbEB2d",
+	"nFy8ODp7c3xx9Ofz11gq5ghcMkKZK14OYisZuAzxGnT3+ttBFY5hLe097AQFOA3EriPc+kuXtZO4DPZq",
+	"9bGBE/17kFJjGaqgMC6jXhRAdBGZFUbdKAg57tknGhiDCj/BgGnzTQV/XAEGF9kD0V+6jml13ySRvYtl",
+	"iXf9mkM12rWksZCJspD22cwYnNKDVySegOF19qBTprTnGRbLsCYQ4W7mQ2A85GoipB7AXr+P7jZSFr5a",
+	"VfUKXLGrQ9jrb4d8AzccffjwoWtI25xSTDSNNotMaETCKh6YL3fttLXUab8vXI+tOlSrspIIqqoFd7Q4",
+	"hL3tXZtmtLe973ZSL9OBcTtCQ7SU0X0IezvPYcOVSKoWZtgEjMWFtnIUe7vbOJdhD8pgl699cxjy/QKi",
+	"TZViDmG/jwuG/f6eJZ4y69+mldssfcz5R/RZ2LSrMtSDo4Ws9pikKZUwIXysIM9C7kp8ICbZb5F2uCgQ",
+	"oQXJmDaMdO/5c3udnrKYcoXC29Wie/fmvONkTiFCREa5LdXSE3K85T7amjIbas00Chzk3r/9/f+Vu57m",
+	"qWY+3P/01dm5B1Un6CB4kev3e9u9vr/KJxkzKmKv39u1bpsJipctx/HNv8dWwBZU8SZBg1bpl+6dhfp2",
+	"O/3+GnUP1itP0HDD21Cj4JUT6rbejZCJMVkN52G2OtRef7ttomLlW4uFPfb6u6s/KguimS+21/hisbyO",
+	"+W7n+ervFovFmO9219jWYmWs66Czbw/o5u/qJaVQC8mnUyLn7vC9TmC0DTJWZUax6nw01phQDWqZLdRg",
+	"xTrqgSoVugcfHHeLCkshQqcjw8yvsS/AYPStOhZWCz+4eo5U6Rcimd+u8kbF3KrYWGsX0WiqP3G9XPhx",
+	"x6LhPRLGqhIpnM6KiChE6TUOvlKe8hFJp78GCRS1GL+G1rb319lPQymX3wmhmq921zqyogBQnbgtMheh",
+	"dEiijUR+HRRiYutLQUHXznVLmxJY/8yttVEJQBMVqc1GrtCTMzs2mIaEKZJllMiimBQNOfpXnilwblUn",
+	"iDZ9cqctGOpzNUcsRZaTgE36VUVSp5XJdZbyEkeosJQHkmz1bMyVZTvHGBv9ndPw3uovisJ6TzR8vzRs",
+	"vlkD/gt1Q+ukb3G/IP0W0d6oD/5I9cPTzHpC73ci8B6LWH5vyuWPVK/CwGpF9F+a5ypf2Soqpl9/bBFZ",
+	"W2iMVmydhVQlTaRW8PNpkcpihEnsdNmiQoCVXoWNiRWbenAWE+fUQZ8ZWviFwKsmDMLGGcUidgp++z//",
+	"F+o3hta59GHCUtpY1iGAUS5tCSqSpgok1bnkZU6Vy4dJ5+itmPkCBubFKWHcDFfU252DjQfHSCWyEFHU",
+	"AzTrK6UTpNAFHMxcQZnLa9bilqLc0xkWIYQPVVcXowpkzrHsBORcxVh3o6okjA1QhyS+BC2gXgXDeizq",
+	"Uyp7YGQkqZr0YK//3EC60Gh8WXCSSkqSeRmd36QP+FyqB2Rri7lhLXytyGPzZ+kz5f7JGN2jmQJPmkCr",
+	"JvAWoxCgdPZXOLFllg/Hh7f8xdmdh29zPxyp6k3HyFaerVxh1Ovg+KTU6v1xL+TvKzx7sMCmC85t+Xzt",
+	"5plxpbEesJ5QHnLq0sYt07Q1Y+z7trwojNkV5d7liX5Ys17LRyNb5inkC/7kHhyvJZXa+NyxPekFwC+z",
+	"ouamHIGZzEyytPSiDweud7kRx8M03vj4FR4hF01QX8XaDqGlZPNGb9A9S5Ba6n6LDKkheFFQoF634Emc",
+	"PFml36csqmJvg0C6Qaq4Hhn3LlFWOLRaHFhQ91/5q1PlLs3bfFhWSCBXV5rMVQBWf7VXZJzOsEAg41bj",
+	"9bfJfl31GnH28mzlpZkWrgShESIbC5XVjCDDsm2bLQJF5N+ZU8DdRRqFH+/Ec/3E7p7Y3ffH7myRybVd",
+	"7luSOoP4QZjccSpULWv8mapmMKEzxP6pgIwJ41b7tYVbhTQMznGNAHmVU7McMRJwBbVnRBVFtRtZWMjr",
+	"PKyJ65x6SHxfjCcALmaVGppPbOeJ7TzQ/V1BAbfiIGWBuEYX6LmvUeH75GFU54+vzqFptGj5pr64Hziz",
+	"E30ndPlMFZU+n64LfvfXBcVpPta9wayMXW+78n5pQ40ZNWtjaQozwjC4cYQtATFUspL42X4Z7UPAv/Wd",
+	"tNvz06X0v5hgWhAyU3FFq4Q3K9DTU57PnSivjFuR6RnG06MmiV8Ze1dTeehuoqwlHEuqbxAsj0Afiykf",
+	"N1PIE2X8c4iUGzH7a4ytXK9o4m3nQRFx8v7s3PpjolymkVG/MHkCLS2XX2AAEfLoL90fxYx0sfJwZJ02",
+	"ep7RzQD8T04mzd2vluRYcggJTfKMwnAecmZL5eN7eFnqM2oEj112hx/ujI050bmkg5DrP9rEjJyzz77c",
+	"hMvMuNp2v03oZ3j97ui4e/b6aGf/YMOSdgAa/gBhpxd24A94a7BpP4x6IXc1FlzKRoCX1SLH3o19UJsB",
+	"7PV/CDAGHePBP39GoPl+ATYsnX62J8JIinfJYjRCIZxnBqw7ezARuRmbcRtCjOXA7VkcAvZ3Crnvz2sk",
+	"trNMXSYRVAS9EfG284Gx5IfiMwgOCVOXASgRcgKS4hW1+W/ukkimPYjseUeO+2F5PHNysIHBsgMgadro",
+	"ajvJG3jgHS8+fHKX15x6Zc5YT9KYsitba8JnXnVINxV83JWEJ2LadY8XI9qXkqLWvkpZSEa7rmdPaZnT",
+	"6++G4wdFnkZVYj1JgX89/ehsbRFiTIsyobJRUfqAWUFH2K12gJnU9ouudZw5Lp5QTJLZDIDAGeaPdc8M",
+	"X0c5oEJuXx4AJfHEs3zlezZCxBKfU8cSx3cDx5H8D4YXuZ9s1A1mzhW/eknyzIqmYhDDkQlEAyOipB5S",
+	"oiOIxXRaXQGmWIV8e78oUQTnwrHHwk/ozKSK7zHwjSNd5z6WhNwzKdzVW6K0lYTdNy8rfSefWbCc2X7I",
+	"iaBq016vhzz6D9uxzPx+wZI/uiYwThbb8pxWuJCkvNFJxTgAgglYIfdJVo7Nqx4cYTKDSJNqG+JUjOGS",
+	"0kzBhhFD/JKLGTeySE9YOcqmD2fC2xfnKrWJca71VG9Mssgu0EYX2EYiaUKVDrk96kuaaZvnRNwaNIww",
+	"VEwLASMiYUgnzLbaqcZX2YP2cgpTag6N2WoVc5WKWdUxjNm/thWinUjZuLUaAi8ljxmMzbBU26hQefDI",
+	"XYOIkG845Ia+QW9tC6xGKZsyo+H4H7f7/c1DIOqy4oUOuR3kj2VbCJutiMnKgyIz2bWjMzjvnliDvvrE",
+	"900K+UZkazsjiRTFnSNvr/iojs3y20rA2kb0K3OdyHyzrqL0Df7hOuxFlc8bQt78T5V2RbDhmxAN6t56",
+	"g1f2l8CQBeMhj6qt2MzK8zR1N4nFbYJtsA96IkU+tmrm0cmbQyyphwcVcqMj2T655vSwT5tZ9qLGEFmF",
+	"0T82NI9gZLbt2YRgDzJDTf6/F9NlyBRFBfCPeWZblBmGiLCqUEOTlvQj1a98k5AbI1zec2yYTFWB1s88",
+	"Xm5ImlGiyTClrj5ElmK0ki3b1hTjUuuzWCgdt0hx13OMh8Gmi9fBDYvVmH9fXeKhoSxMxvdtsBjGQQod",
+	"LOfmBzAlOp5QhfmWU5bO19yh60DzAJs7tQKgwvlcMumEKWCJvU6yjeBcUZ2in7BeZP5tMUg1bl/bxlIL",
+	"mpsL491y8cV6rOVWLqi27NqClsD5uTsW3cpn+NWbl1ajaYAnmoyG1Q48QtubukQBGYorWrYJbwGW7atz",
+	"j0CqrMjz9bJcoSc6zB3f7vf7AVR5feuJGrlQW2RR4BAHKZfYVI/640M6WJeaD127OqE1ja4eCGc0s70d",
+	"J8gHsChQQm61sC9hhyUhNqsKcVeYt7/0Nubue5aErxQJj/ib4bH4eKe/c9Dd3un2t8+3+4O++d+/VjP/",
+	"v4SdX90IN7doxo9Q1C29bH/yLB5/xnJv9rmTg/jYNRUOO9fXyNpbiaLZQLNwDWw6fF3X+N4NtKfo5va7",
+	"zjPLV7GD5ZgWigpWwS8agjWaXJOiUVajyXWC7Sp6sNPvwwyzLjBsSwpM8MfyHMoWM2lSM1y/qgdkJAvd",
+	"t9qiPd16MdeBXfm7mkdDwUe2vl2VnM7gl4/1bPUryg0YsPZKBSHUXGk6dQgxpVqyuN0IdyF6xgRy3Yht",
+	"BQvzwBoDttFprmMxpYEt7uK8cPiSFLm2HQfL3pJLmPPOrWIl6qDMyFLCFpBmJTd0M/jo7BMpzOpprmzD",
+	"JCvOe0/3EN+BE6lyNtMCLxqR11Xy6M3JNG0t2fEj1e8zyo9O3tyOM/lBbyly3VxlxIiNHsXCRjOiYJiz",
+	"VKMD5alGxwMgz7nRoj3s2/AG44f/tpYUFEVbGi0ktZdSNkMQE+vNU2NfutA8BROiQj6k47wINTZSVE1y",
+	"zHGERMx4i5F+ahb1bYXnaRFXrSUZjVj8Tyw576qEtUjbU6wPvVLcuuZUW3HZdasrXdez1miBspvZQoOk",
+	"IoTd8pdnCrhgikJldBXyeEKM1BM9OHJOA5jmxuCU5v/jlR2maBnbwI/onWdCaNAi5M6QGgApSmnVSrRF",
+	"3a5blpARjKh1qDBdKV5R/G4sXvy4iRBaupI9IFms6MHWwuYRMuXBPGkO3wfzr1JHQRQVcsBzqxKnPfxF",
+	"6qz3pWtUKxq6XT0Ckjb09GpA0Pf1ZhvqCTu/B+w8Fjmv98fTYoGhW5RdiZ+uMR5mPTSmLryUIlMtnVda",
+	"JoUNTDuIEikyWxVUy5xuups124ZFNfZZieo9WqJekd9V9hiimKllg1lGhKW5pE6D8ncuNhmTSZQ79grL",
+	"RasMIFfUyBKzcqo0TMQM5iKXgN5LV7MyFhl1fl2RazKm6gbxUut08zUF1LDtjb0iWOxUs792rEfToh45",
+	"4OOmXjYtEtA6pI1Jg9PS5Cnk418x5OOFpOSypXGn4JDlMhOKrmRp6ChX7RytKKHYpP66vPwevEnoNBPa",
+	"tTRrFtg40InLwL/fRPlaMxfXweW2XKDW1ubbcIF696C2q4XiGDz0n8j/X5D8i7KJJT746hbrEPzWF/zv",
+	"9crCu0X/yEepv9veaLWFGswYhBs9xOs8rpaj07aeaOSfoPTvEpI/UwvdNBux/rbR8q6V2sfV1LL15dcV",
+	"lUfPK7XPFcWQa6Zsy3BbHmKhOEOr2LSZL99dfVBbpeFJ9/wXT8eqUaFF6fUk0h1pM7hFk2kM1ckIXow7",
+	"zdA2/a7rdaurQa3Tl/ompmHW171bkTHPktpKJZRVvLCyksJok2rJJWxR58/HKd00ccmgylcZa2M+voH2",
+	"1yjsduOV3tm3VcwXu3h/G9281rF7JXv8J2WOT1UX7vES7GsLt7ziNk2hRvBYd/QrTQIXNb2WTfDOv/vw",
+	"FNjUKryFEMt6gX4vgctPgBGT6skc+F2bAzMr1BawHIpswUeyBVRM+ENKdDO+TXZxnX9hIypa/0aV3r82",
+	"O9YXhiMaykzKRro9Mwu/rUS/FalWmx8/iesncf0krgcdLMxOiqraLqXuK0W1ojx5UB5EeWKMCmQ/WgDh",
+	"NtvOCVjM7ipuAxJB1cB2VAk55bGcZ9p64uyFaN1YFCPkbUVXcNgoQ1x8/TXvy5tQSYFOjcWynOq16VM+",
+	"Y5HNbel26/wLuVk+RiKIGV/wGMFGQ9KYDanx6WCbvaJSpm/5TSTFbHtnQuVcs9TWsK/0AQemD4sWltz1",
+	"sfbtt4l2162++zbjsDGhaQKMw5ROhZybyeabN9yinplT/wqTrGjpWjZxF3euPdzQQP7bsPxaN/AGln9G",
+	"n/zATxz7Fhz7HblsuGCxKeAEysbGLRyb8mSr0jy5mdWeVRls4RJ2LJKTqe0rGP2laxlR900S2bK8NovP",
+	"FW8PeUpHGvtZYDCJ67GKibMVLafoO4G9Q/FN2/+KU5rQJOTDXPsGrgHs9fd8zXqfK+5ZN5qd1WLzvsUF",
+	"FzrklYrEQWNpYPsiFEliPTha6JWBafVF9UrY8Cn5vpCJaM7P3zRDl/w5CLkttrLd93n+ARStNYk2i7Nd",
+	"dBdK5xtYCSMs8qxWX7nSlhPtSI8EGKrpKxb7Zp/Y7ISaAZ20IJCQeQAEwo7ZfmXgsONbqk4ZzzGlmbg6",
+	"A36GilzDVvJlPxQ6ZkrjJEyHHFu0BDCbsHiCgyoxpYDSGmvFJGw0otXa0G7PCSNpSpNGqVN26l+nWH/1",
+	"JFF/aM08rWB1S1H+agP6SkX+X466fyXdv/W7zz+W/+xddD9+6QcHu/denH9ZXn5duf4KQL+VyCxXcJPI",
+	"rAZ6UKvMlSj5ZC49Cd/vq5T1mZXMKEsbxLPRmj9eLyQT1Frb//LxGktNyatm9nZU9oIezovccCM5MIoS",
+	"88jjCbPXuWVFqsHW1peJUPp68MWc6HUn6FwRyczGkbInhWqAA3YGnVTEJMXHQfvF8jMF5hVUE1AiJomk",
+	"ygYdm3nqQ+72+/2l0d5oBeZVbO9u/hEFtq/7yfvT82izZ5jCxwKEzTmK2CFAeYHFZDU7wibn9BarU6iG",
+	"m7y3jF9irzMvQOqd/6te7sp4thfD8mhnrv6E9/9WPkE8WP7idbVhfuAz4Ny2KrlN1ZFshknTXoqE4IF1",
+	"V3qrMxGLkl1Z+9FqlTYy11ijQcgxWgBL4RhMaSiyVKSZEyjqGmDOuWJjbvQ5VwdK9cC2rC7KMM0k05pi",
+	"TDKBJJc4QSrGsHFJM10Up8PKfL7Qk9d+CJ8bjGdGHUkxeYW5jBIHFpf43FI7hHGI/GUqOJXZ1Y9piDB0",
+	"EY2+84/qGWVtUSOPCUdvaeleCVynmfrtSIAN9n2JIbzCrjsFrNqlJmJmT43pwqvcgzfVhRtFNMI+cIoC",
+	"5UkmGNYRsrrfXn+vBhFvGVx/vP7/AQAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -33,6 +33,10 @@ type Config struct {
 	AllowedHosts   string        `split_words:"true"`
 	ShutdownGrace  time.Duration `split_words:"true" default:"15s"`
 	UI             bool          `split_words:"true" default:"true"`
+	// Simulator is the URL of a standalone simulator (`whatsapp
+	// simulator`) that `whatsapp sandbox` attaches to instead of starting
+	// its own; `whatsapp rest` ignores it.
+	Simulator string `split_words:"true"`
 
 	// Live events: global webhooks and the event log's retention.
 	Webhook           []string      `split_words:"true"` // URLs; repeatable flag, comma-separated variable
@@ -122,6 +126,11 @@ func loadConfig(cmd string, args []string, out io.Writer) (Config, error) {
 	fs.Var(&durationValue{"webhook-retry-max", &cfg.WebhookRetryMax, &bad}, "webhook-retry-max", "longest wait (a `duration`) between two tries of a failing delivery (APP_WEBHOOK_RETRY_MAX)")
 	fs.Var(&durationValue{"events-retention", &cfg.EventsRetention, &bad}, "events-retention", "how long (a `duration`) the event log keeps events for resuming streams (APP_EVENTS_RETENTION)")
 	fs.Var(&intValue{"events-max", &cfg.EventsMax, &bad}, "events-max", "most events (a `number`) the event log keeps (APP_EVENTS_MAX)")
+	if cmd == "sandbox" {
+		fs.StringVar(&cfg.Simulator, "simulator", cfg.Simulator, "`URL` of a simulator started with 'whatsapp simulator' (http://host:port) to attach to, instead of simulating WhatsApp in this process (APP_SIMULATOR)")
+	} else {
+		cfg.Simulator = ""
+	}
 	// A setting is named as its flag when the flag was given, else as its
 	// variable when that is set.
 	fs.VisitAll(func(f *flag.Flag) {
@@ -169,6 +178,11 @@ func loadConfig(cmd string, args []string, out io.Writer) (Config, error) {
 	} {
 		if !f.ok {
 			return Config{}, &usageError{cmd, cfg.name(f.flag) + ": must be positive"}
+		}
+	}
+	if cfg.Simulator != "" {
+		if err := gateway.CheckSimulatorURL(cfg.Simulator); err != nil {
+			return Config{}, &usageError{cmd, cfg.name("simulator") + ": " + err.Error()}
 		}
 	}
 	if err := checkWebhooks(&cfg); err != nil {

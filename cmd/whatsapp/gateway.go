@@ -39,8 +39,9 @@ func openTuned(ctx context.Context, cfg Config, sandbox bool, logOut io.Writer, 
 			Retention:       cfg.EventsRetention,
 			MaxEvents:       cfg.EventsMax,
 		},
-		Sandbox:  sandbox,
-		Tuning:   tuning,
-		FlagName: cfg.name,
+		Sandbox:   sandbox,
+		Simulator: cfg.Simulator,
+		Tuning:    tuning,
+		FlagName:  cfg.name,
 	}, logOut)
 }
