@@ -180,7 +180,8 @@ func NewHandler(cfg Config) http.Handler {
 		BaseRouter:       r,
 		ErrorHandlerFunc: badRequest,
 	})
-	return middleware.RequestContext(cfg.Proxies, r)
+	ids := middleware.NewRequestIDs()
+	return newStatusRoute(srv, middleware.RequestContext(ids, cfg.Proxies, r), ids, cfg)
 }
 
 // isPublic tells whether path is a health probe, which answers without
