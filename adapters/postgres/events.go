@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -42,6 +41,10 @@ type Events struct {
 	// Backoff bounds the wait between attempts to reconnect Watch's
 	// listening connection (default 2 s).
 	Backoff time.Duration
+	// Ping is how long Watch's connection may stay silent before it is
+	// checked (default 15 s): a connection cut without a word (a network
+	// partition) would otherwise wait for TCP keepalive, minutes.
+	Ping time.Duration
 	// Logger reports Watch's reconnections (default: discarded).
 	Logger *slog.Logger
 }
@@ -224,12 +227,28 @@ func (e *Events) listen(ctx context.Context, ev, wh chan struct{}, connected fun
 	connected()
 	poke(ev)
 	poke(wh)
+	ping := e.Ping
+	if ping <= 0 {
+		ping = 15 * time.Second
+	}
 	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
-			if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-				return nil
+		wctx, cancel := context.WithTimeout(ctx, ping)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil && wctx.Err() != nil {
+			// Silent for a while: make sure the server is still there.
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err = conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return Unavailable(err)
 			}
+			continue
+		}
+		if err != nil {
 			return Unavailable(err)
 		}
 		switch n.Channel {

@@ -1,8 +1,11 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -108,6 +111,9 @@ func TestWatchWakesOnOtherReplicasChangesAndReconnects(t *testing.T) {
 	a := postgres.NewEvents(open(t, uri, "a"))
 	b := postgres.NewEvents(open(t, uri, "b"))
 	b.Backoff = 100 * time.Millisecond
+	b.Ping = 20 * time.Millisecond // silent spells are checked, not mistaken for a cut
+	var logs syncBuffer
+	b.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	appended, hooks := b.Watch(ctx)
 	wait := func(ch <-chan struct{}, what string) {
@@ -133,6 +139,9 @@ func TestWatchWakesOnOtherReplicasChangesAndReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait(hooks, "a webhook change")
+	if strings.Contains(logs.String(), "reconnecting") {
+		t.Fatalf("Watch reconnected while the server was up: %s", logs.String())
+	}
 
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
@@ -158,4 +167,22 @@ func TestWatchWakesOnOtherReplicasChangesAndReconnects(t *testing.T) {
 	}
 	for range hooks {
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
