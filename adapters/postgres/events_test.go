@@ -186,3 +186,39 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// An append that fails halfway leaves nothing behind: no event, no id
+// given away, and no connection stuck in the failed transaction.
+func TestFailedAppendLeavesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := open(t, pgtest.DB(t), "a")
+	e := postgres.NewEvents(db)
+	good := domain.LiveEvent{Type: domain.EventDeviceCreated, DeviceID: "x", Time: time.Now()}
+	bad := good
+	bad.Data = []byte(`{not json`)
+	for range 20 { // more than the pool holds connections
+		if _, err := e.Append(ctx, []domain.LiveEvent{good, bad}, nil); err == nil {
+			t.Fatal("an event with invalid JSON data was appended")
+		}
+	}
+	oldest, last, err := e.Bounds(ctx)
+	if err != nil || oldest != 0 || last != 0 {
+		t.Fatalf("after failed appends: Bounds = %d, %d, %v; want nothing", oldest, last, err)
+	}
+	got, err := e.Append(ctx, []domain.LiveEvent{good}, nil)
+	if err != nil || got[0].ID != 1 {
+		t.Fatalf("the next append: %+v, %v; want id 1", got, err)
+	}
+	var idle int32
+	for _, c := range db.Pool.AcquireAllIdle(ctx) {
+		if c.Conn().PgConn().TxStatus() != 'I' {
+			t.Errorf("a pooled connection is in transaction state %c", c.Conn().PgConn().TxStatus())
+		}
+		idle++
+		c.Release()
+	}
+	if idle == 0 {
+		t.Error("no idle connection to look at")
+	}
+}
