@@ -97,11 +97,17 @@ func sameSlot(a, b domain.Slot) bool {
 	return a.ID == b.ID && a.JID == b.JID && a.CreatedAt.Equal(b.CreatedAt) && a.Ended == b.Ended && a.EndedAt.Equal(b.EndedAt)
 }
 
+// SessionJID is the companion JID the SessionStore suite promotes its
+// pairings to. A store whose sessions know their own JID (PostgreSQL's)
+// makes fill's session one of this JID, as the phone would.
+const SessionJID = "628123456789:12@s.whatsapp.net"
+
 // SessionStore runs the ports.SessionStore contract against stores made by
 // open, a fresh empty one per call. fill makes the pairing session key
-// hold a session, as the WhatsApp adapter does when it opens it.
+// hold a session, as the WhatsApp adapter does when it opens it and the
+// phone links it (as SessionJID).
 func SessionStore(t *testing.T, open func(t *testing.T) (ports.SessionStore, func(t *testing.T, key string))) {
-	const jid = "628123456789:12@s.whatsapp.net"
+	const jid = SessionJID
 
 	t.Run("pair, promote, list, delete", func(t *testing.T) {
 		s, fill := open(t)
