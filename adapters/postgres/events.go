@@ -36,7 +36,16 @@ const appendLock = 0x67_6f_77_65 // "gowe"
 
 // Events is the event log, webhook outbox and device webhook store that
 // every replica shares (schema/002_events.sql). Its methods are safe for
-// concurrent use. Watch tells a replica when another one changed them.
+// concurrent use. Watch tells a replica when another one changed them; the
+// event service is wired to it as a shared log, with deliveries gated to
+// one replica:
+//
+//	appended, hooks := store.Watch(ctx) // ctx: the replica's lifetime
+//	hub := events.New(events.Config{
+//		Store:   store,
+//		Shared:  &events.Shared{Appended: appended, Webhooks: hooks},
+//		Deliver: holdsWebhooksLease, // then hub.WakeDispatchers() when it is gained
+//	})
 type Events struct {
 	db *DB
 	// Backoff bounds the wait between attempts to reconnect Watch's
