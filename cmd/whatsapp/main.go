@@ -3,6 +3,7 @@
 //	whatsapp rest         serve the API (port 3000)
 //	whatsapp sandbox      serve the same API on a simulated WhatsApp network
 //	whatsapp healthcheck  probe a running gateway's /health (for containers)
+//	whatsapp migrate      copy a storage folder into PostgreSQL, for replicas
 //	whatsapp version      print the version, commit and Go version
 //
 // `whatsapp <command> -h` lists a command's flags; every flag has an APP_…
@@ -59,6 +60,7 @@ commands:
   rest         serve the REST API (port 3000, sessions under ./storages)
   sandbox      serve the same API on a simulated WhatsApp network: no phone needed
   healthcheck  exit 0 if the gateway on this machine answers /health (for containers)
+  migrate      copy a storage folder (sessions, devices, webhooks) into PostgreSQL: --from ./storages --to postgres://…
   version      print the version, commit and Go version
 
 'whatsapp <command> -h' lists a command's flags.
@@ -94,13 +96,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return g.Run(ctx)
 	case "healthcheck":
 		return healthcheck(ctx, args, stdout)
+	case "migrate":
+		return migrate(ctx, args, stdout)
 	case "version":
 		if len(args) > 0 {
 			return &usageError{"version", "takes no arguments"}
 		}
 		return printVersion(stdout)
 	case "help", "-h", "-help", "--help":
-		if len(args) > 0 && (args[0] == "rest" || args[0] == "sandbox" || args[0] == "healthcheck") {
+		if len(args) > 0 && (args[0] == "rest" || args[0] == "sandbox" || args[0] == "healthcheck" || args[0] == "migrate") {
 			return run(ctx, []string{args[0], "-h"}, stdout, stderr)
 		}
 		fmt.Fprint(stdout, usage)
