@@ -67,12 +67,25 @@ func TestMigrateMovesLinkedSessions(t *testing.T) {
 	t.Parallel()
 	dir, jids := linkedCopy(t)
 	uri := pgtest.DB(t)
+	// dev2's pairing was cut off by a crash after the phone linked it: its
+	// session is still in the pairing folder.
+	if err := os.Rename(filepath.Join(dir, jids["dev2"]), filepath.Join(dir, ".pairing", "dev2-0123456789abcdef")); err != nil {
+		t.Fatal(err)
+	}
+	// And a pairing that never linked: nothing to move.
+	if err := os.MkdirAll(filepath.Join(dir, ".pairing", "dev3-0123456789abcdef"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".pairing", "dev3-0123456789abcdef", "session.db"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	out, err := runMigrate(t, "--from", dir, "--to", uri)
 	if err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "sessions: 2 copied, 0 skipped; devices: 2 copied, 0 skipped") {
+	if !strings.Contains(out, "sessions: 2 copied, 0 skipped; devices: 2 copied, 0 skipped") ||
+		!strings.Contains(out, "pairings cut off before the phone linked them: 1") {
 		t.Fatalf("migrate reported:\n%s", out)
 	}
 	before := digest(t, uri)

@@ -39,8 +39,8 @@ type MigrateReport struct {
 	SessionsCopied, SessionsSkipped int
 	DevicesCopied, DevicesSkipped   int
 	WebhooksCopied, WebhooksSkipped int
-	// PairingsLeft counts pairings cut off in the folder: they are not
-	// moved (a gateway on the folder finishes or discards them at start).
+	// PairingsLeft counts pairings cut off in the folder before the phone
+	// linked them: they hold nothing to move.
 	PairingsLeft int
 }
 
@@ -121,11 +121,19 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (MigrateReport, error) {
 
 	var failed []error
 	for _, st := range stored {
-		if st.JID == "" {
-			rep.PairingsLeft++
-			continue
-		}
 		path := store.Path(st.JID)
+		if st.JID == "" {
+			// A pairing cut off by a crash: one the phone had linked is
+			// moved as the linked session it is (the device service adopts
+			// it into its slot); one that never linked holds nothing.
+			if path, err = store.Locate(st.Key); err != nil {
+				return rep, err
+			}
+			if st.JID = pairedJID(ctx, path); st.JID == "" {
+				rep.PairingsLeft++
+				continue
+			}
+		}
 		copied, err := copySession(ctx, db, path, st.JID, st.DeviceID)
 		switch {
 		case err != nil:
@@ -186,7 +194,7 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (MigrateReport, error) {
 	fmt.Fprintf(out, "sessions: %d copied, %d skipped; devices: %d copied, %d skipped; webhooks: %d copied, %d skipped\n",
 		rep.SessionsCopied, rep.SessionsSkipped, rep.DevicesCopied, rep.DevicesSkipped, rep.WebhooksCopied, rep.WebhooksSkipped)
 	if rep.PairingsLeft > 0 {
-		fmt.Fprintf(out, "%d pairings cut off in %s were not moved: start the gateway on the folder once to finish them, then migrate again\n", rep.PairingsLeft, root)
+		fmt.Fprintf(out, "pairings cut off before the phone linked them: %d (they hold nothing to move)\n", rep.PairingsLeft)
 	}
 	if len(failed) > 0 {
 		return rep, fmt.Errorf("%d not copied (run migrate again once fixed; what was copied stays): %w", len(failed), failed[0])
@@ -302,6 +310,19 @@ func copySession(ctx context.Context, db *postgres.DB, path, jid, deviceID strin
 		return false, err
 	}
 	return true, nil
+}
+
+// pairedJID returns the JID of the device in the session database at
+// path, "" when it holds none (or cannot be read).
+func pairedJID(ctx context.Context, path string) string {
+	src, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(5000)")
+	if err != nil {
+		return ""
+	}
+	defer src.Close()
+	var jid string
+	_ = src.QueryRowContext(ctx, `SELECT jid FROM whatsmeow_device`).Scan(&jid)
+	return jid
 }
 
 // pgTable is a whatsmeow table of the shared schema and its columns' types.
