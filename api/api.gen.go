@@ -391,6 +391,24 @@ type PairingInfo struct {
 // PairingInfoMethod defines model for PairingInfo.Method.
 type PairingInfoMethod string
 
+// SandboxCertificateRoot defines model for SandboxCertificateRoot.
+type SandboxCertificateRoot struct {
+	// PublicKey The 32-byte Curve25519 public key, in standard base64.
+	//
+	// Example: 142/Ol0lnN+ohfWAMOodtQC5Lu2WcCxmHjLq/mY8W0A=
+	PublicKey []byte `json:"public_key"`
+}
+
+// SandboxCertificateRootEnvelope defines model for SandboxCertificateRootEnvelope.
+type SandboxCertificateRootEnvelope struct {
+	// Code Example: 200
+	Code int                    `json:"code"`
+	Data SandboxCertificateRoot `json:"data"`
+
+	// Message Example: OK
+	Message string `json:"message"`
+}
+
 // SandboxConnections defines model for SandboxConnections.
 type SandboxConnections struct {
 	// Attempts Connection attempts since the sandbox started, refused ones included.
@@ -405,6 +423,12 @@ type SandboxConnections struct {
 	//
 	// Example: 1
 	LoggedIn int `json:"logged_in"`
+
+	// MaxByDevice Per device JID, the most connections logged in as that device at
+	// the same time since the simulated network started; a login that
+	// replaced a live connection counts both. 1 proves the device was
+	// never connected twice.
+	MaxByDevice map[string]int `json:"max_by_device"`
 
 	// Open Open websocket connections.
 	//
@@ -1042,6 +1066,16 @@ type ClientInterface interface {
 	// Corresponds with GET /readyz (the `GetReady` operationId).
 	GetReady(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// SandboxCertificateRoot The simulated server's certificate root
+	//
+	// The public key the simulated WhatsApp server's noise certificates
+	// chain to. A client must trust it instead of WhatsApp's own root to
+	// connect: a gateway started with `--simulator` fetches it from the
+	// simulator at start.
+	//
+	// Corresponds with GET /sandbox/certificate-root (the `SandboxCertificateRoot` operationId).
+	SandboxCertificateRoot(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SandboxConnections Count connections to the simulated server
 	//
 	// Corresponds with GET /sandbox/connections (the `SandboxConnections` operationId).
@@ -1601,6 +1635,26 @@ func (c *Client) GetOpenAPI(ctx context.Context, reqEditors ...RequestEditorFn) 
 // Corresponds with GET /readyz (the `GetReady` operationId).
 func (c *Client) GetReady(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetReadyRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SandboxCertificateRoot The simulated server's certificate root
+//
+// The public key the simulated WhatsApp server's noise certificates
+// chain to. A client must trust it instead of WhatsApp's own root to
+// connect: a gateway started with `--simulator` fetches it from the
+// simulator at start.
+//
+// Corresponds with GET /sandbox/certificate-root (the `SandboxCertificateRoot` operationId).
+func (c *Client) SandboxCertificateRoot(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSandboxCertificateRootRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -2622,6 +2676,33 @@ func NewGetReadyRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewSandboxCertificateRootRequest constructs an http.Request for the SandboxCertificateRoot method
+func NewSandboxCertificateRootRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/sandbox/certificate-root")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewSandboxConnectionsRequest constructs an http.Request for the SandboxConnections method
 func NewSandboxConnectionsRequest(server string) (*http.Request, error) {
 	var err error
@@ -3308,6 +3389,18 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /readyz (the `GetReady` operationId).
 	GetReadyWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetReadyResponse, error)
 
+	// SandboxCertificateRootWithResponse The simulated server's certificate root
+	//
+	// The public key the simulated WhatsApp server's noise certificates
+	// chain to. A client must trust it instead of WhatsApp's own root to
+	// connect: a gateway started with `--simulator` fetches it from the
+	// simulator at start.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /sandbox/certificate-root (the `SandboxCertificateRoot` operationId).
+	SandboxCertificateRootWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*SandboxCertificateRootResponse, error)
+
 	// SandboxConnectionsWithResponse Count connections to the simulated server
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -3500,6 +3593,8 @@ type ListDevicesResponse struct {
 	JSON431 *HeadersTooLarge
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3535,6 +3630,11 @@ func (r ListDevicesResponse) GetJSON431() *HeadersTooLarge {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r ListDevicesResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ListDevicesResponse) GetJSON503() *Unavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3816,6 +3916,8 @@ type GetDeviceResponse struct {
 	JSON431 *HeadersTooLarge
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3861,6 +3963,11 @@ func (r GetDeviceResponse) GetJSON431() *HeadersTooLarge {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r GetDeviceResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetDeviceResponse) GetJSON503() *Unavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4399,6 +4506,8 @@ type GetDeviceStatusResponse struct {
 	JSON431 *HeadersTooLarge
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4444,6 +4553,11 @@ func (r GetDeviceStatusResponse) GetJSON431() *HeadersTooLarge {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r GetDeviceStatusResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetDeviceStatusResponse) GetJSON503() *Unavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4498,6 +4612,8 @@ type DeleteDeviceWebhookResponse struct {
 	JSON431 *HeadersTooLarge
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4550,6 +4666,11 @@ func (r DeleteDeviceWebhookResponse) GetJSON500() *InternalError {
 	return r.JSON500
 }
 
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r DeleteDeviceWebhookResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
 // GetBody returns the raw response body bytes
 func (r DeleteDeviceWebhookResponse) GetBody() []byte {
 	return r.Body
@@ -4600,6 +4721,8 @@ type GetDeviceWebhookResponse struct {
 	JSON431 *HeadersTooLarge
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4645,6 +4768,11 @@ func (r GetDeviceWebhookResponse) GetJSON431() *HeadersTooLarge {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r GetDeviceWebhookResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetDeviceWebhookResponse) GetJSON503() *Unavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4699,6 +4827,8 @@ type PutDeviceWebhookResponse struct {
 	JSON431 *HeadersTooLarge
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4749,6 +4879,11 @@ func (r PutDeviceWebhookResponse) GetJSON431() *HeadersTooLarge {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r PutDeviceWebhookResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r PutDeviceWebhookResponse) GetJSON503() *Unavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -5182,6 +5317,96 @@ func (r GetReadyResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetReadyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type SandboxCertificateRootResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *SandboxCertificateRootEnvelope
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON200() *SandboxCertificateRootEnvelope {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r SandboxCertificateRootResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SandboxCertificateRootResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SandboxCertificateRootResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SandboxCertificateRootResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -6606,6 +6831,24 @@ func (c *ClientWithResponses) GetReadyWithResponse(ctx context.Context, reqEdito
 	return ParseGetReadyResponse(rsp)
 }
 
+// SandboxCertificateRootWithResponse The simulated server's certificate root
+//
+// The public key the simulated WhatsApp server's noise certificates
+// chain to. A client must trust it instead of WhatsApp's own root to
+// connect: a gateway started with `--simulator` fetches it from the
+// simulator at start.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /sandbox/certificate-root (the `SandboxCertificateRoot` operationId).
+func (c *ClientWithResponses) SandboxCertificateRootWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*SandboxCertificateRootResponse, error) {
+	rsp, err := c.SandboxCertificateRoot(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSandboxCertificateRootResponse(rsp)
+}
+
 // SandboxConnectionsWithResponse Count connections to the simulated server
 //
 // Returns a wrapper object for the known response body format(s).
@@ -6939,6 +7182,13 @@ func ParseListDevicesResponse(rsp *http.Response) (*ListDevicesResponse, error) 
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	return response, nil
@@ -7219,6 +7469,13 @@ func ParseGetDeviceResponse(rsp *http.Response) (*GetDeviceResponse, error) {
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -7728,6 +7985,13 @@ func ParseGetDeviceStatusResponse(rsp *http.Response) (*GetDeviceStatusResponse,
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	return response, nil
@@ -7817,6 +8081,13 @@ func ParseDeleteDeviceWebhookResponse(rsp *http.Response) (*DeleteDeviceWebhookR
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	return response, nil
@@ -7898,6 +8169,13 @@ func ParseGetDeviceWebhookResponse(rsp *http.Response) (*GetDeviceWebhookRespons
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -7987,6 +8265,13 @@ func ParsePutDeviceWebhookResponse(rsp *http.Response) (*PutDeviceWebhookRespons
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -8323,6 +8608,81 @@ func ParseGetReadyResponse(rsp *http.Response) (*GetReadyResponse, error) {
 			return nil, err
 		}
 		response.JSON503 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseSandboxCertificateRootResponse parses an HTTP response from a SandboxCertificateRootWithResponse call
+func ParseSandboxCertificateRootResponse(rsp *http.Response) (*SandboxCertificateRootResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SandboxCertificateRootResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest SandboxCertificateRootEnvelope
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
 
 	}
 
@@ -9300,6 +9660,9 @@ type ServerInterface interface {
 	// GetReady Readiness probe
 	// (GET /readyz)
 	GetReady(w http.ResponseWriter, r *http.Request)
+	// SandboxCertificateRoot The simulated server's certificate root
+	// (GET /sandbox/certificate-root)
+	SandboxCertificateRoot(w http.ResponseWriter, r *http.Request)
 	// SandboxConnections Count connections to the simulated server
 	// (GET /sandbox/connections)
 	SandboxConnections(w http.ResponseWriter, r *http.Request)
@@ -9435,6 +9798,12 @@ func (_ Unimplemented) GetOpenAPI(w http.ResponseWriter, r *http.Request) {
 // GetReady Readiness probe
 // (GET /readyz)
 func (_ Unimplemented) GetReady(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// SandboxCertificateRoot The simulated server's certificate root
+// (GET /sandbox/certificate-root)
+func (_ Unimplemented) SandboxCertificateRoot(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -9973,6 +10342,20 @@ func (siw *ServerInterfaceWrapper) GetReady(w http.ResponseWriter, r *http.Reque
 	handler.ServeHTTP(w, r)
 }
 
+// SandboxCertificateRoot operation middleware
+func (siw *ServerInterfaceWrapper) SandboxCertificateRoot(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SandboxCertificateRoot(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // SandboxConnections operation middleware
 func (siw *ServerInterfaceWrapper) SandboxConnections(w http.ResponseWriter, r *http.Request) {
 
@@ -10386,6 +10769,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 		r.Get(options.BaseURL+"/readyz", wrapper.GetReady)
 	})
 	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/sandbox/certificate-root", wrapper.SandboxCertificateRoot)
+	})
+	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/sandbox/connections", wrapper.SandboxConnections)
 	})
 	r.Group(func(r chi.Router) {
@@ -10544,6 +10930,20 @@ func (response ListDevices500JSONResponse) VisitListDevicesResponse(w http.Respo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDevices503JSONResponse struct{ UnavailableJSONResponse }
+
+func (response ListDevices503JSONResponse) VisitListDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -11020,6 +11420,20 @@ func (response GetDevice500JSONResponse) VisitGetDeviceResponse(w http.ResponseW
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDevice503JSONResponse struct{ UnavailableJSONResponse }
+
+func (response GetDevice503JSONResponse) VisitGetDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -11898,6 +12312,20 @@ func (response GetDeviceStatus500JSONResponse) VisitGetDeviceStatusResponse(w ht
 	return err
 }
 
+type GetDeviceStatus503JSONResponse struct{ UnavailableJSONResponse }
+
+func (response GetDeviceStatus503JSONResponse) VisitGetDeviceStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteDeviceWebhookRequestObject struct {
 	DeviceID DeviceID `json:"device_id"`
 }
@@ -12048,6 +12476,20 @@ func (response DeleteDeviceWebhook500JSONResponse) VisitDeleteDeviceWebhookRespo
 	return err
 }
 
+type DeleteDeviceWebhook503JSONResponse struct{ UnavailableJSONResponse }
+
+func (response DeleteDeviceWebhook503JSONResponse) VisitDeleteDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetDeviceWebhookRequestObject struct {
 	DeviceID DeviceID `json:"device_id"`
 }
@@ -12178,6 +12620,20 @@ func (response GetDeviceWebhook500JSONResponse) VisitGetDeviceWebhookResponse(w 
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeviceWebhook503JSONResponse struct{ UnavailableJSONResponse }
+
+func (response GetDeviceWebhook503JSONResponse) VisitGetDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -12329,6 +12785,20 @@ func (response PutDeviceWebhook500JSONResponse) VisitPutDeviceWebhookResponse(w 
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutDeviceWebhook503JSONResponse struct{ UnavailableJSONResponse }
+
+func (response PutDeviceWebhook503JSONResponse) VisitPutDeviceWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -12901,6 +13371,125 @@ func (response GetReady503JSONResponse) VisitGetReadyResponse(w http.ResponseWri
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRootRequestObject struct {
+}
+
+type SandboxCertificateRootResponseObject interface {
+	VisitSandboxCertificateRootResponse(w http.ResponseWriter) error
+}
+
+type SandboxCertificateRoot200JSONResponse SandboxCertificateRootEnvelope
+
+func (response SandboxCertificateRoot200JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response SandboxCertificateRoot401JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response SandboxCertificateRoot403JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response SandboxCertificateRoot404JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SandboxCertificateRoot413JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SandboxCertificateRoot429JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response SandboxCertificateRoot431JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SandboxCertificateRoot500JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -14512,6 +15101,9 @@ type StrictServerInterface interface {
 	// GetReady Readiness probe
 	// (GET /readyz)
 	GetReady(ctx context.Context, request GetReadyRequestObject) (GetReadyResponseObject, error)
+	// SandboxCertificateRoot The simulated server's certificate root
+	// (GET /sandbox/certificate-root)
+	SandboxCertificateRoot(ctx context.Context, request SandboxCertificateRootRequestObject) (SandboxCertificateRootResponseObject, error)
 	// SandboxConnections Count connections to the simulated server
 	// (GET /sandbox/connections)
 	SandboxConnections(ctx context.Context, request SandboxConnectionsRequestObject) (SandboxConnectionsResponseObject, error)
@@ -15041,6 +15633,30 @@ func (sh *strictHandler) GetReady(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// SandboxCertificateRoot operation middleware
+func (sh *strictHandler) SandboxCertificateRoot(w http.ResponseWriter, r *http.Request) {
+	var request SandboxCertificateRootRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SandboxCertificateRoot(ctx, request.(SandboxCertificateRootRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SandboxCertificateRoot")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SandboxCertificateRootResponseObject); ok {
+		if err := validResponse.VisitSandboxCertificateRootResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // SandboxConnections operation middleware
 func (sh *strictHandler) SandboxConnections(w http.ResponseWriter, r *http.Request) {
 	var request SandboxConnectionsRequestObject
@@ -15343,160 +15959,169 @@ func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, par
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3rchs3muiroHi2ylJNk6Iu1sRUTe3KlzjesWNFUk6mJu2jBrs/koiaQBtAi+K4VJVf5wFOnWeYB8uT",
-	"bOED0BeyW6RkSXYSbe1UrGY3Lh8+fPfLp04sppngwLXqDD51MirpFDRI/OslXLAY3rw0/05AxZJlmgne",
-	"GXROJ0AS/PWJIiwJSDwRCjgZzslc5L1O0GHmtYzqSSfocDqFzqBjPzhjSSfoSPiYMwlJZ6BlDkFHxROY",
-	"UjMRXNJplpr3p/Ou/aQTmJE0SDPm//n5sPtP2v1Xv/vsQ/nP3ln3w6d+sL979R+doKPnmRlAacn4uHN1",
-	"FXSOJoJD8z4Um+Yp1ZAQGsci5/qJIpl5nfB8OgQ5IH8lWpDtpyRhY6ZVQCgnAkegKUmBJoyPyV9aNo0j",
-	"rbnh/Z1vtnd2957u//WbZ/U9h+Ff/vPnbbNjs+1P+8H2XuNGr8xEKhNcAZ7gc5ocw8cclDZ/xYJr4PhP",
-	"mmUpi6nZxNYvysCishDzZgKdwV6/H3QSqmlnwPM0DTpTUIqOa2dJprnSZEp1PCGrj+aquvH/kDDqDDr/",
-	"a6vEwS37q9p6JaWQr/gFpCIDu7Hlk5N2a4QpMqXpSMgpJANCiTkBUqByQD7mIOfVBxOgCciQC0mGIpkT",
-	"PaGaDCXQc0WYVkTmKZANPQHidkzMaSoym7B4QihPyGwy3wyIkISGvByCKcKFJnBJY53OicGh/z55/z0R",
-	"w18g1kSMiBkzEXE+BW4wbsQgTVQv5AYyLwQfpSy+5VE9u/6oSHGb/CpjwTnEGpI7PpX6LIwTSpSmGiyI",
-	"aJqKmSJ6wlQdworOHYA3e2ZF3wo5ZEkC/Hbg2G0DRyyFUl3FdIk/Eka5ulM4HNsRCVWEkoYZNygZSjFT",
-	"IMmUynNICNPV92ZMT0IenUDc/RZ0POmeMA0RIpzBz+i9ZGPGIw9khKYCeQFys3zpO6F0FHL3jkFGfG9M",
-	"NczonFCuZiCVoW0bCoBE3S4eDiTdiVBaRZsOL1/bD07ZFER+K+x82t9rO46fJlSrwywjCUtwnXZZBm80",
-	"m8IdnsmKmQ5IAzaaO63JzByjOocEEfM7JB7qVIi3VI7hVui5u90GD48hlkSZ0xEkxXnuhXY+UcVMVIKd",
-	"SZqbyhEcFqcMY4RMK9z+G26YEk1xltshQytXYW5sAjj43e34kIxoniI1MtvyV8Bcw3xs6ThRWkhHpEaU",
-	"pZBs9shpiRIhR5wQPJ2TcGGlYcdiTyrGZEKVpfKgKUsVyXmCEDU4NYWQF0wrcdfre6G/FTlPbkfn9tYm",
-	"+wblRzjR3cH1e0FUHk8czQ+c3CQkkaBELmO4nsYf0XkqaPJZV2l7d9VVsvz5fu+RnYSpFTeIbGyTd+z5",
-	"Zo8c8nmJC5RzkfPYyJHUj4ADjkE7XumI1RBGBkspn+sJ4+OQQ6qQ10qgSYAUC8x8KMWIXINDslMh3lE+",
-	"d8KguhWkd1pFDAPcKeVzd3HMPWBcHRAJWs6JEa7v8jKfNs5GRlJMLazilAE3TJaTN0cXe4QmiQSl7D3H",
-	"Z/sh39rf2zwgBljz4hBxCKYtPC0Hz7lmKYmOzU66hyMNMiIZVQq81PYjp7meCMn+Bbe8wq28oDb03cHv",
-	"hYQEuGY0tUQ/FnzExrk08gpPEGsLLkSN8MABQTeTgo+NHGG2bnDf4zxNZ+Zie7EXz0BwKAF0QVlKhync",
-	"jl20XvDK/TLyzyTX2lyhRMz4Hd9yzzAWp0G4FIJFLPLUihZDA0IaTyBBxhDyZQrYI98LvMMoXsQTyseQ",
-	"BESJ2gFM6ZwMkWtoySApQKryLBNSQ/IOEkZPUQ28DfF8eh1sa7QN9bwhkKWB75JLo6LQRWAYyPgFzCZC",
-	"lehmAKzMBacq5NELu+eugcFgaXUR2XCCtiKxIbP4aYJsPuQLErfIzZjnZuYRk0pbAbjYH1LNFxKoBmsZ",
-	"qajWNEmYtQgcSZGB1Mwo4COaKgg6WeXRp4oZZMkc8Ro4SDRFzCbACR2abfY6wT0ZRdwTq52ac7TbQkNQ",
-	"bcmlqri05LdiPDbqC0faIXjKOPTK2YZCpEARSWKEXHJGEWBGWzf/MugHXRT1l5YY1GHVDISlb35pgqy5",
-	"xCnjRtMymEk5E5z895uXdeBWDTCD7Z3/Uj3DUBXNsh4H3Qk65pZYQmatOEuTp1TpM/Ci8aICMneSIcpj",
-	"5lWSwkgTSsZCJBb56wtSWgKdEglZSmNIyNCobUJPQHr13Qy9zrrwmM4YX17WoQeMAqUMWOCSKSPsNx1i",
-	"RhkOueKqH9nX3vCRwK+89a3V1rVyA1lKtcGZ+iiUJ1KgQXH1ALmanFmjXHWEw9Si0crvJVBHRq/buCcM",
-	"1FNGypOhuLzOgkpSdgGGYTolAT94oip2SQ56JuR584kg1qy3rBN81X9zphiPoQlNwS4lzqU0ZNZab4Yw",
-	"ptwsYZ2be1U1eP5cs/za9RbwtPc1KOyk5TFVzryKv0GFGtV3Urt9JarWKE95Ih9a6V/BohroYFJHnx2j",
-	"y7phjEo4toKuZanrHIl5u2C6Vbx8//eVUMXVlJ+7adv39ZYpfXd7Yxqmav1NuoGolHT+kJs+Lq7ttcSY",
-	"KcPCjNaEGIVynSEJlhFzJ6lxgEQZGY7xcY8kTBWoOCCRw7czuMzMYqMg5MUzq6lEQflWTHkMqXnYK0g5",
-	"Hw9CHpWE/SwVSkc9IkYjw1YHJLL84MzzAzOghmkmJJXzsyHlOKlVf85Ers0NxZfcmGdOq6k+ckvrkdzw",
-	"bhR+KE9C7m6cyPWARKkYi1ybzyRMxYV5zs/wyppnzm9ylor43G18SDm383gOelaO4RjNWc6N1mqoLn7j",
-	"H0+ZUoyPq2/CNNPzyIhjQQd4PjWYsADv8sa7LVUeFMAuqYcHL9KQGlANClZhar6pQ7QcxQO08qSY3O4X",
-	"KV0dZJ2gU4dYJ+hYeHWCzgK4zPKWoFV56GBVeYKgMhdiJUerMoWl+xFVsTsaWN6UCq8SFsKCkfq4IA7S",
-	"5h5Zg9eMznvlBYgGhJIfjs2t8m+ai2xeF7nuFdhoXy3/cIZwZ5wrRJTyA1xb2iSDkshdG7v4kPsVM0XO",
-	"IdNkmOu6HyTAz52C4RQuNI2HPLLcKtrskai4Jx4q5bjA0Re4Yc8uIAmkYIlJyAstEXiC9n4zVnnJ6iBO",
-	"CK1BmOmQ2++sqb5cjpEjjl8dvnz3iiSSzpSzaGhJuUKNpH5pqqda55EFzBc4rINiJ+gUGy/5scHQDw2o",
-	"9cog4d3xmgWB1ZobDH732iW3khHcP6upa7at212WAL87PT1CjpOrmuCPdt12eDRrm3b7CwZao9aba+fN",
-	"0WiudSZqMRo5jEU/5O2BeY2t+Q6BfOFMGwvq9I1hYgBvRn+iSGYN0BXJupzvNrpnk+r5I2cfc7DXmBtR",
-	"1BBskoH0VqX6ye9UJGzG9f5epwkTUOxeW43Wzj60eGK96kW//pxY8UpQE+fdlNef2pHDmPrJwYUPO1lL",
-	"lrTn3yBKcrjUZ3SkoUHnPqJKGXSPqDXdjoT1xZhvSEbHUNNo2uC9AAu38NrM1+79YTSKEtQPQvS+A5rq",
-	"yfKWLDmrTyzOV07sPmuf6WGA6Hb1IBB8K8aMv3CLX4dlvOIafUusMBegQFm3GR0+f/Gyu72zu9doUMsl",
-	"tYMtjn0CseCJshYpLQjgXKxuftze76+8HW7/xUzX7vxhDrUE9MOe6+0MxFlzrNraUWh3GVDWtrsfjpdP",
-	"7KM8a5d0fji2Ej9GxBx9/5oY6JEfj9/WV2yeDtiUjmEr4+ODIVWwvxew//38/fGs//fXY/Hbr/9uwuuP",
-	"8mxN1PYcAFejJmLGayvYb0Syj/LMzdW4OW24ia7sMqZSMqjLdJ2d//rt138Hlf+tRDkP0fr+qsv50H5A",
-	"D3i1fjh+mItVNSs3HoRXLgsddMGQoycgXWiaJZuL8u6ChIKmBeVcFivMpBahtMgUGYJZxAVNWbKuxdTs",
-	"X0+EFTadsvZRoi6WQIOOtQBD93FQXXITBE+s9fNFYQRRy+hhqMQ002p5z+VnxL9E0PZaNV0bfUaiOu19",
-	"6IKDMrJvmieQ1O7EbhPaDednSeGIaqabn5qwtcEv1WW84ihRZDj3Bj/n+1kC0DWOklP0QlaMDYaUOUG6",
-	"xiSbNiUyaBjyfQaczGCoRHwOurrUVSMunD8OXzeTl2AMyiNdDycehnQ04OKDUBE3b5uz85dFja/uFVx2",
-	"Ci4729CfdiNHpzVaVRC78PAsbNN6S8oZik9X7vQLmP/rkP4iXgC3hLeMn7cedauruEhxWOEpXokTDYe4",
-	"YrG3Fx+XTvI6jaAJritW9qDEAc/tIRHlXTnRwuYmzVKAcNIkvwCpUEAz8sWM6Umv6aKPpJi25KGAEVqe",
-	"qAUOVcc5/39r0SEz19kUmlz+scjmRIwILWIzMXDTJiiUeTBixut3QREfkrLsiV6km7uvnvdf7O1uv9jZ",
-	"P9x+tr3/aufldqN1Ci51/cvvIE1F46tsCkrTabYuZV1AB4R+0CksV3Yst4TAnnEJt9Vo8uVoqsfTL0lU",
-	"v7dxCd/SPL1xEJQU2TJevpQicw4MI9BU5CHCxax2G2rm6QoSWpnzTFmVb3kKm5lBOMxqgqHVCjGRiM+J",
-	"+7o24dOgM6WXbGpE8919c5BTxu2fzTaRdaD2oLS0OvExKHNoXwpb3PTLxnwpsqwpzKwiJBL3Uu10dlZK",
-	"yH7oa1ZYJAneQCBcgwyvjn66abDS9SfTFEqzQuLAnT8oMlpYPyT+4Yy/e4vcneDGNVA6iSm/HZA+ylbL",
-	"n2GvA1JYrazggWH7vTVsYNcuF3g1w7W+okbUapctWmxKEmKWMeAaU0sricE2bShXIK/XD1ZuUYsKIl+/",
-	"2SaaCSm7ANkYnFsX3aym6PIw43MuZikkaMxAia4QP1r8h0sSxpJvdPfw6bf9FzvPn73afrl3+NcX3zzf",
-	"7zdquy6mYNWCcaVjsEl4zt42t767VIyJRZ/1l/250mNl23XxsTyCcm8rzvFBie2J85w+AK0FnjjR9IF2",
-	"CFxXZOEH3eHt6GRlic2ehIBsG8ay//Tp7j6JJ1TSWINccCZ4Mjall2+Bj/WkM8APUCz1T7avk0YWVcJ2",
-	"0kY2rpF4Nj+D8HlJ5VraVzngBtp38xiNVuK1rrp6f1TEb6YJDj/BcCLE+VphFCspYS7T+uYnWmdqsLXl",
-	"nvRiMd0aixlduRszUuDXcM26H4YaeCA9CCVwk7WKH+XBLNzzeWaYsSSZhBG7hDIoK3LehOiAYBgnXkNM",
-	"AiJToLwI7ptncDPOpyCW0GC+OtRGUFWabO+T4VyDOiCKjYuJHF+bN1qyHA4tDMiJQSWzcESpZQ/vZ2Ka",
-	"28nyedhd5pLp+YnBBnsGQ6pYfJjbOBXEErQXmKflhGZJNh+NNXoWzfLQDKbKXD9nI8PgorBTt5GFHbIx",
-	"nBfOYCHJN92Cjoe8GgG7iXFhicQUED2BKREXIDEusBfykL/Cc8AiIjYDOLAZ56U/LcAMTE7AXbBByKNP",
-	"IaJx2BmQMO/3d+NKnCE+gICEHsXxrc5vv/477JinBt3No99+/fdV1CPvuZ8wMr9EhKmQo0M15ykoVQQW",
-	"TiDNyAa1Xk9rB8UPXekUPQEbZbiJ+zpMUwI8yQQzMITLGDLrQZ9g/A3JpBiCwoB7GyT53BwZobmeFJJg",
-	"yCvJn9bniHZXElcSXDeibhePu2u+jcgWiQ6Pjs6eH568eXF2+OPpd1jm4pC4QOoyz7UcxGZhu+zWGnT3",
-	"+ttBFY5hLWU37AQFOA3EriLc+kuXcZC47Ntq5aSBY/17JAWjGaqgUC6jXhSQ6CwyK4y6URBy3LMPkjYK",
-	"FX6CwZ7mmwr+uORxF5VAon90HdHqvkmiAOHOEm/6NYdqpGsJsZCJspD2mZjoWO+RVzSeEEPr7EGnTGlP",
-	"MyyWYT0Tyt3MB4TxkKuJkHpA9vp9NLfRsmjPqoo9xBXqOSB7/e2Qb+CGo59++qlrrrY5pZhqiDaLLE5E",
-	"wioemC937bS1tE+/L1yPrZhSqxCRCFDVYiFaHJC97V2bIrG3/dTtpF5iAGMOhCbRUjbqAdnbeUY2XHmX",
-	"alL5JsE4QtKWSr+3u41zGfKgDHb5uh0HIX9aQLSpysUBedrHBZOn/T17ecqMZZsSazOMMV8Z0Wdh065C",
-	"So8cLmTkxjRNQZIJ5WNF8izkrjwBYpL9Fu8OFwUitCAZ04aQ7j17ZsPVUxYDV8i8XR2td29OO47nFCxE",
-	"ZMBtmYmekOMt99HWlNkwUaaR4SD1/u3X/1/uepqnmvlQ5eNXJ6ceVJ2gg+BFqt/vbff63nVPM2ZExF6/",
-	"t2vNNhNkL1uO4pt/jy2DLW7FmwQVWqVfuncWanPt9Ptr5Gyvl1rd4OFtyK9+5Zi6rdUhZGJUVkN5mK1s",
-	"s9ffbpuoWPnWYlGCvf7u6o/KYk7mi+01vlgsDWK+23m2+rvFQhfmu901trVY1ecq6Dy1B3T9d/VyOCiF",
-	"5NMplXN3+F4mMNIGHasyG1J1PhhtTKgGscwmmVu2jnKgSoXukZ8cdYsKTSFCoyPDrJWxTx438lYdC6tJ",
-	"664WHSj9XCTzm1UNqKhbFR1r7QIATbnzV8tF63YsGt7hxVhV3oHDrAjkQZRe4+ArpfUe8Or017gCRR25",
-	"z7lr20/X2U9DGYrfyUU1X+2udWRF8ZL65bbIXESA4RVtvORXQcEmtj4VN+jKmW6hKfnuR261jUqCqqhw",
-	"bTZyRWqc2rHBNEmYolkGVBaFcCDkaF95oogzqzpGtOkT02yxQ59nNmIpkpyE2IRFVSSkWZ5cJykvcYQK",
-	"SbknzlbPJFtZcnCMcZ1f+R3eW/1FURTs8Q7f7R0236wB/4Wah/Wrb3G/uPotrL1RHnwN+v7vzHpM73fC",
-	"8B7qsvzehMvXoFdhYLWa88/Nc5WvbBXVnq8+tLCsLVRGK7rOQpqFplIr8sNxEYZvmEnsZNkiu9lyr0LH",
-	"xGozPXISU2fUQZsZavgFw6smO5GNE8ACXIr89n//H6l7DK1x6acJS6ExJT0go1za8jk0TRWRoHPJy3wQ",
-	"F8ufztFaMfPJ1+bFKWXcDFfUCp0TjqX2MFKJLkQU9Qiq9ZW0byl0AQczV1DmIZq1uKUo93SGBdTIT1VT",
-	"FwNFZM4xZZ7kXMVYM6AqJIwNUIc0PidakHoGv7VY1KdU9sDoSIKa9Mhe/5mBdCHR+JLGNJVAk3kZ+d4k",
-	"D/g8kHska4t5LS10rcjB8Wfps3z+YITuwVSBR0mgVRJ4i1EIpDT2VyixJZb3R4e3vOPs1sO3mR8OVdXT",
-	"MbJVMysujHoND59QV/Uf90L+vkKzBwtkuqDcls7XPM+MK421TPUEeMjBpbxaomnrXdj3bWlEMmYXwL3J",
-	"E+2wZr2Wjka2RE3IF+zJPfJiLa7URude2JNeAPwyKWpuKBCYycwkS0svegjgepebCNxP04APn2ERctEE",
-	"9VWsbRBaSpRttAbdMQeppR238JAaghfJ0PWc60d28qiVfp28qIq9DQzpGq7i6vvfOUdZYdBqMWCRuv3K",
-	"u06Vc5q32bAsk0CqrjSdq4BY+dW6yDjMsLgZ41bi9d5kv656fSvrPFvpNNPClU8zTGRjoSqUYWRYcmqz",
-	"haGI/CszCjhfpBH40See60dy90juvj5yZwvkrW1y35LgFOJ7IXIvUqGgSuOeqGoGExpD7J+K0DFl3Eq/",
-	"tuikkIbAOaoRIK1yYpa7jJS4YsAzqoqCwI0kLOR1GtZEdY49JL4uwhMQLmaV+n+PZOeR7NyT/664ATei",
-	"IGVxq0YT6Klr81L0+MKoztevTknTaNGyp77wD5zYib6Se/lEFVUKH90Fv3t3QXGaD+U3mJWx620u75c2",
-	"1JiBWRtLUzKjDIMbR9jODEMlK4mf7c5oHwL+pX3Sbs+PTuk/GWNaYDJTcQHVizcr0NPfPJ87UbqMW5Hp",
-	"CcbToySJXxl9V4M8cJ4oqwnHEvQ1jOUB7sdiysf1N+TxZvwxWMq1mP05ylauVzQgtvMgizh6f3Jq7TFR",
-	"LtPIiF+YPIGalssvMIAIefSP7msxo12smhpZo42eZ7AZEP+T40lz96u9ciw5IAkkeQZkOA85s2W+8T10",
-	"lvqMGsFjl93hhzthY051LmEQcv03m5iRc3bpy024zIyLbffbBC7Jd+8OX3RPvjvcebq/Ya92QDT5Cwk7",
-	"vbBD/oJeg037YdQLuaux4FI2AnRWixz7zvWJ2gzIXv+bAGPQMR788hKB5mud27B0uLQnwmiKvmQxGiET",
-	"zjMD1p09MhG5GZtxG0KMpYztWRwQ7E0Tct9b1HBsp5m6TCJSYfSGxduq7UaTH4pLIjhJmDoPiBIhp0QC",
-	"uqjNf3OXRDLtkcied+SoH1Z1MydHNjBYdkBomjaa2o7yBhp4S8eHT+7yklOvzBnrSYiBXdhaEz7zqkO7",
-	"qeDjrqQ8EdOue7wY0b6UFLW2K2UhGe2qnj2lZQ5XXw3FD4o8jSrHeuQCfz756GRtFmJUizKhslFQ+gmz",
-	"gg6x0+YAM6ntF11rOHNUPAFMktkMCCUnmD/WPTF0HfmACrl9eUCAxhNP8pXvN0cilvicOpY4uhs4iuR/",
-	"MLTI/WSjbjBzrvjVc5InljUVgxiKTEk0MCxK6iFQHZFYTKfVFWCKVci3nxYlisipcOSxsBM6Naliewx8",
-	"0zvXdYwlIfdECnf1liptOWH3zctKz7wnFiwntpdrIkBtWvd6yKP/tN2WzO9nLPmba2DheLGtCmqZC01K",
-	"j04qxgGhmIAVcp9k5ci86pFDTGYQaVJtoZqKMTkHyBTZMGyIn3Mx44YX6QkrR9n04UzofXGmUpsY59rm",
-	"9MY0i+wCbXSBbYKQJqB0yO1Rn0OmbZ4TdWvQZIShYloIMqKSDGHCbJuQanyVPWjPpzCl5sCorVYwV67n",
-	"OZSlOKRllW4iZePWagi8lDwWYGv7MZZp8yIPHrkrbh/yDYfcpG/QW5OpUJpEKZsyI+H4H7f7/c0DQtV5",
-	"xQodcjvI38qS9jZbEZOVB0VmsmulZXDePbEKffWJ7/kS8o3I1qXFK1IUpo28vuKjOjbLbysBaxvRL8x1",
-	"UfKNhorSN/iH6w4WVT5vCHnzP1VarZAN30BlULfWG7yyvwTmWjAe8qjaRsqsPE9T50ksvAm2OTjREyny",
-	"sRUzD4/eHGBJPTyokBsZyfb4NKeHPabMshclhsgKjP6xufMIRmZbNk0o9k8yt8n/92y6DJmiqAD+Mc9s",
-	"eyVDEBFWldvQJCW9Bv3KNzi4NsLlPcdmr6AKtH7i8XJDQgZU02EKrj5ElmK0ki3b1hTjUusRVwgdN0hx",
-	"13OMh8GGcVfBNYvVmH9fXeKBuVmYjO9b+DCMgxQ6WM7ND8iU6ngCCvMtpyydr7lD1z3jHjZ3bBlAhfK5",
-	"ZNIJU4Ql1p1km1i5ojpFL1S9SPzbYpBq1L62jaX2GdcXxrvh4ov1WM2tXFBt2bUFLYHzsjsW3cpn+NWb",
-	"l1aiaYAnqoyG1A48QltPXaIIHYoLKFsctwDL9gS5QyBVVuTpelmu0F86zB3f7vf7AanS+tYTNXyhtsii",
-	"wCEOUi6xqf70h/s0sC41TrlydUJrEl09EM5IZns7jpEPyCJDCbmVwj6FHZaE2GgnxF1h3v7S25i770kS",
-	"vlIkPOJvhsbi453+zn53e6fb3z7d7g/65v//Wc38/xR2fnEjXN9eFj9CVrf0sv3Jk3j8Gcu92eeOD+Jj",
-	"1xA17FxdIWlvvRTNCpqFq22UviBrfO0K2mN0c7uv88TSVey+N4ZCUEnZhRfY21SuSdHkp1HlOsqHKYt7",
-	"ZKffJzPMusCwLSkwwR/LcyhbzKRJzHC9du6RkCx0DmqL9nTrxVwHduF9NQ+Ggg+sfbsqOZ3Bzx/q2eoX",
-	"wA0YsPZKBSHUXGmYOoSYgpYsblfCXYieUYFcJ1VbwcI8sMqAbdKY61hMIbDFXZwVDl+SIte2W1rZF28J",
-	"c965VaxEHeQZWUrZAtKspIZuBh+dfSSFWT3kyjZ7sey89+iH+AqMSJWzmRZ40Yi8rpJHb06naWvJjteg",
-	"32fAD4/e3Iwy+UFvyHLdXGXEiI0excJGM6rIMGepRgPKY42Oe0CeUyNFe9i34Q3GD/9rLS4oim44Wkiw",
-	"TimbIYiJ9eap0S9daJ4iE6pCPoRxXoQaGy6qJjnmOJJEzHiLkn5sFvVlmedxEVetJR2NWPwH5py3FcJa",
-	"uO0x1odeyW5dT6WtuN6wqZFwNfTTuUfsuKZrUAOmvK+X81ePnPNrIH4vRM5rXaesVR2IYtM8pRo7bhtO",
-	"VEVPe+4L+Mmt4xnjqhuDo19KkamW3g4tk5INDGyOEikyW3dQyxw2ne3eNnpQjZ0conoXiKhXZJCUXUwA",
-	"c0Gsu3xEWZpLcDTaW3VtuheTaBa2RnLnDx+QXAFh2CdTg9JkImZkLnJJ0D7iquLFIgNnORK5pmNQTZS8",
-	"qZfG55RowsYa1gi52Avj6dre5KZFPbBL+bpuGS2ilDV5GaEJp4Xk0an8Z3QqP5dAzxcoir/pgpMsl5lQ",
-	"sJKkoSlOtVO0okhbZZrF8rA98iaBaSa0a5rUzLBxoCOX43u3qbi1dhGuR8RNqUCtccaXoQL1/iRtxsvi",
-	"GDz0H6//n/D6F4XZSnzw+fPrXPitT/jfq5WlPYsOdQ9S4bO9lWPLbTBjUG7kEC/zuGpxTtp6vCN/gOKi",
-	"S0j+RC3062vE+pvG47pmTR9W35atT7+sqG14WqmurACDOpmyvXRtAvpC+ncr27Sx9V9dBUKbB/4oe/7J",
-	"Ez5qt9Ci9Hoc6ZZ3M7hBG1sMBsgout6cZGjbCtflutX1ZtbpfHsd0TDr696ujJEnSW3J2GWdIKzdotCf",
-	"XS3qgk2w/Pk4oRsSl26mfB2jNuLjW/R+jsBuN17pzntTwXyxT/CXkc1rPYFXksc/KHF8zOu+QzP755aG",
-	"eMVtIHTtwmNlw89UCVxc5lo6wTv/7v3fwKZmxC0XsaxI5vcSuAhoMmJSPaoDv2t1YGaZ2gKWkyIf6YF0",
-	"ARVTfp8c3Yxvw+ldb1GyERXNRaNKd1Gbf+dLT1FNylytxnt7YhZ+U45+o6taba/6yK4f2fUjux50sPQz",
-	"Ler2uqSdz2TVCnhyrzQIeGKUCiQ/WhDKbT6PY7CYP1J4AxIBamB7NoQceCznmbaWOOsQrSuLYoS0reg7",
-	"TDZo2Y/KVXjytrwJSCAwNRrLcjLJpk8qi0U2t8WhrfEv5Gb5IF3KS91iRDYa0lJsxy2fcLLZK2rx+abC",
-	"VALm8zoVKueapbZKdqXTMGH6oGiSx12nXN/gl2rnbvX9fRknGxNIE8I4mcJUyLmZbL55jRf1xJz6Z6hk",
-	"RdPIsk20uHV104YW1V+G5Nf6DTeQ/BN4tAM/UuwbUOx39LzBwWKTTCkpW6e2UGzgyValPWszqT2pEtjC",
-	"JOxIJKdT27ks+kfXEqLumySyhT9tnpArDx3yFEYaK+ZjMInr4oipeRUpp6hsj90J8U3bYYcDJJCEfJhr",
-	"3yIyIHv9PV8V22ejetItF3vE+yL6XOiQV2qeBo3FR+2LpEhD6ZHDhWr8mLhb1McjGz7p15dKEM0ZwJtm",
-	"6JI+ByG35Ry2+z6TOCBF8z6qzeJsn86F4twGVsIwizyrVXCtNP5DPdIjAdEi5L4mqm8niO0UwAzouAUl",
-	"CZ0HhJKwY7ZfGTjs+KaNU8ZzTJqkLpPZz1Dha9isuuy4AGOmNE7CdMixCURAZhMWT3BQJaZAkFtjNYqE",
-	"jUZQrT7r9pwwmqaQNHKdshf4OuXAqyeJ8kNrblsFq1vKfldbXFdqfv982P0n7f6r3332ofxn76z74VM/",
-	"2N+98/Lfy/zy8wqCNzRXf2iW2dDAvoFlVgM9wApzJUo+qkuPzPfrKpZ7Yjkz8tIG9myk5g9XC+HKtebZ",
-	"P3+4wmI28qKZvB2W3WaH8yL71HAOjKLETNV4wqw7t6x5M9ja+jQRSl8NPpkTveoEnQsqmdk43uxJIRrg",
-	"gJ1BJxUxTfFx0O5YfqKIeQXFBOSISSJB2aBjM099yN1+v7802hutiHkVG0ibf0SB7Rx99P74NNrsGaLw",
-	"oQBhcxYU1iBXnmExWbImH/7fW8x/Vw2evLeMn2M3Jc9A6r3Fq1buyni22vvyaCcuw93bfyufIB4sf/Fd",
-	"tSV34HNs3LYq2RPVkWwMe9NeipTDgTVXeq0zEYucXVn90UqVNjLXaKNByDFaAIttGExpKONSJLJSUmRO",
-	"Y1arYmNu5DlXaUb1iG2KWxR6mUmmNWBMMiVJLnGCVIzJxjlkuih/hbW/fCkZL/1QPjcYz4w4kiZGj2eu",
-	"h4gDi0utbKlOwDiJvDOVOJHZVahoiDB0EY2+t4jCLuaLEnlMOVpLS/NK4HpZ1L0jAbbw9kVM0IVdNwpY",
-	"sUtNxMyeGtOFVblH3lQXbgTRCDtNKai0eHey315/rwYRrxlcfbj6nwAAAP//",
+	"7H3rcts4uuCrfKU9VbFrKFm+TkeuqXMcJ9OdOUnHbXs2s9PMmhAJSWhTAAOAVjQpV/WvfYCtfYZ5sH6S",
+	"LXwAeJFIS3ZsJzPtU+ecjikSlw/fHd/lcycW00xwyrXqDD53MiLJlGoq8a+X9IrF9PVL8++EqliyTDPB",
+	"O4PO+YRCgr8+U8CSAOKJUJTDcA5zkfc6QYeZ1zKiJ52gw8mUdgYd+8EFSzpBR9KPOZM06Qy0zGnQUfGE",
+	"TomZiH4i0yw170/nXftJJzAjaSrNmP/756Pu30n3H/3u8w/lP3sX3Q+f+8HB7vV/dIKOnmdmAKUl4+PO",
+	"9XXQOZkITpv3odg0T4mmCZA4FjnXzxRk5nXg+XRI5QD+CFrA9j4kbMy0CoBwEDgCSSGlJGF8DH9o2TSO",
+	"tOaGD3a+297Z3ds/+ON3z+t7DsM//OfP22bHZtufD4LtvcaNXpuJVCa4oniCL0hySj/mVGnzVyy4phz/",
+	"SbIsZTExm9j6RRlYVBZi3kxoZ7DX7wedhGjSGfA8TYPOlCpFxrWzhGmuNEyJjiew+miuqxv/D0lHnUHn",
+	"f2yVOLhlf1Vbr6QU8hW/oqnIqN3Y8slJuzVgCqYkHQk5pckACJgTgAKVA/iYUzmvPphQklAZciFhKJI5",
+	"6AnRMJSUXCpgWoHMUwobekLB7RjMaSqYTVg8AcITmE3mmwEICSTk5RBMARca6CcS63QOBof+cvbuRxDD",
+	"X2isQYzAjJmIOJ9SbjBuxGiaqF7IDWSOBR+lLL7jUT2/+aigoCa/ylhwTmNNk3s+lfosjAMBpYmmFkQk",
+	"TcVMgZ4wVYewInMH4M2eWdGfhRyyJKH8buDYbQNHLIVSXcV0iT+SjnJ1r3A4tSMCUUCgYcYNAkMpZopK",
+	"mBJ5SRNguvrejOlJyKMzGnf/THU86Z4xTSNEOIOf0TvJxoxHHsgITUXlFZWb5Us/CKWjkLt3DDLie2Oi",
+	"6YzMgXA1o1IZ3rahKIWo28XDoUl3IpRW0abDy+/tB+dsSkV+J+zc7++1Hcf7CdHqKMsgYQmu0y7L4I1m",
+	"U3qPZ7JipkNowEZD0xpm5hjVJU0QMX9A5qHOhXhD5JjeCT13t9vg4THEsihzOgJSnOdBeOczVcxEJLUz",
+	"SUOpHMFhccoIRppphdt/zY1QIinOcjdkaJUqzI0NFAe/vx0fwYjkKXIjsy1PAoYM87Hl46C0kI5JjQhL",
+	"abLZg/MSJUKOOCF4OodwYaVhx2JPKsYwIcpyeaoJSxXkPEGIGpya0pAXQitx5PWj0H8WOU/uxuf21mb7",
+	"BuVHONH9wfVHASqPJ47nB05vEhIkVSKXMb2Zx5+QeSpI8kWktL27ipSsfH5YOrKTMLWCgmBjG96yF5s9",
+	"OOLzEhcI5yLnsdEjiR8BBxxT7WSlY1ZDOjJYSvhcTxgfh5ymCmWtpCQJkGNRMx9qMSLX1CHZuRBvCZ87",
+	"ZVDdCdI7rSqGAe6U8LkjHEMHjKtDkFTLORjl+j6J+bxxNhhJMbWwilNGuRGyHF6fXO0BSRJJlbJ0js8O",
+	"Qr51sLd5CAZY8+IQcQimLTytBM+5ZilEp2Yn3aORpjKCjChFvdb2V05yPRGS/YPekYRbZUFt6PuD37Gk",
+	"CeWakdQy/VjwERvn0ugrPEGsLaQQMcoDpwi6mRR8bPQIs3WD+x7nSTozhO3VXjwDwWkJoCvCUjJM6d3E",
+	"RSuBV+jL6D+TXGtDQomY8Xumci8wFqcJoNAqYpGnVq8YGviReEITA7aQbyiDZSQFSXG/atMJCK8nT8WV",
+	"GXBI9YxSXrxmYK4nRvBMiDkcA4QhURRiwy+q8zTqLiyeGFM1CXkde2cTyo3SZ0iTjAnjPfhRIDdBRSee",
+	"ED42S1eiigohn5K5nVJLRhPYyHlKlVqe2X6EW4CJSNE6xm24DSstsgxxzXA0hGQu3Ut+ts0Cd1SeZUJq",
+	"mrylCSPnaO/eRUrs34RENSaOBu2QwtLA96mOoEXURVibrfsFzCZClXRlDlkZTkZUyKNju+eugcFgaXUR",
+	"bDiLQnn8UBSpmeiQL5gWIjdjXpqZR0x6cBf7Q/FwLCnR1LqAKj4EkiTMuj5OpMio1IyqzmBEUkWDTlZ5",
+	"9Lni71nyu3xPOZXoc0FsJEOzzV4neCDvj3tizXBzjnZb6PGqLbm0iZeW/EaMx8ZO48gkBU8Zp71ytqEQ",
+	"KSWIJDFCLrkgCLCRkFPzL4N+tIs2zdISgzqsmoGw9M0vTZA13Cpl3JiUBjMJZ4LDX16/rAO36mkabO/8",
+	"l+oZzUGRLOtxqjtBx1CJ5djWXbU0eUqUvqDeBli0tOZVDmdehZSONBAYC5FY5K8vSGlJyRT5BolpAkNj",
+	"nwo9odL7KczQ66wLj+mC8eVlHXnAKKqUAQv9xJSxapoOMSMMh1xB6if2tdd8JPAr72Zsdeqt3ECWEm1w",
+	"pj4K4YkU6DldPUCuJhfW+1gd4Si1aLTye0mJY6M3bdwzBuI5I+HJUHy6yVUMKbuiRjNw1hB+8ExVHLCc",
+	"6pmQl80ngliz3rLO8FX/zYViPKZNaErtUuJcSsNmrZtqSMeEmyWsQ7nXVc/uzzUXt11vAU9Lr0HhEC6P",
+	"qXLmVfwNKtyovpMa9ZWoWuM85Yl8aOV/hYhq4INJHX12jNHuhjG279hq9FakrnMk5u1C6Fbx8t1/r4Qq",
+	"rqb83E3bvq83TOn72xvTdKrW36QbiEhJ5o+56dOCbG9kxkwZEWbMQ8QoVOwNS7CCmDtFkFOaKKPOMT7u",
+	"QcJUgYoDiBy+XdBPmVlsFIS8eGZNsigo34oJj2lqHvYKVs7Hg5BHJWO/SIXSUQ/EaGTE6gAiKw8uvDww",
+	"A2o6zYQkcn4xJBwntXbehci1oVB8yY154cy36iO3tB7kRnaj8oPasaM4kesBRKkYi1ybzySdiivznF8g",
+	"yZpn7oLoIhXxpdv4kHBu5/ES9KIcwwmai5wb89xwXfzGP54ypRgfV9+k00zPI6OOBR3K86nBhAV4lxTv",
+	"tlR5UAC75B4evMhDakA1KFiFqfmmDtFyFA/QypNicrtf5HR1kHWCTh1inaBj4dUJOgvgMstbglbloYNV",
+	"5QmCyhDESolWFQpL9BFVsTsaWNmUCm/7FsqC0fq4AAdpQ0fWszcj815JANEACPx0aqjKv2kI2bwuct0r",
+	"sNG+Wv7hPP7OC1moKOUHuLa0SQeFyJGNXXzI/YqZgkuaaRjmun7hg2ahNzAKe05RGvLISqtoswdRQSce",
+	"KuW4lKNZt2HPLoCEptQyk5AXFjHlCV5smLFKIquDOAFSgzDTIbff2TuJcjlGjzh9dfTy7StIJJkp57rR",
+	"knCFFkmdaKqnWpeRBcwXJKyDYifoFBsv5bHB0A8NqPXKIOH9yZoFhdX6VQx+99o1t1IQPLyoqVu2rdtd",
+	"1gB/OD8/QYmTq5rijw7sdng0W5t2+wueaGPWG7Lzfnf0SztfvBiNHMbihevdgXmDU/0egXzlXBsL5vSt",
+	"YWIAb0Z/piCznvaKZl3Odxfbs8n0/CtnH3NqyZgbVdQwbMio9O6z+snvVDRsxvXBXqcJE1DtXtuM1s4/",
+	"tHhivSqh33xOrHglqKnzbsqbT+3EYUz95OiVj69ZS5e059+gSnL6SV+QkaYNNvcJUcqge0Ssl29knYdg",
+	"voGMjGnNommD9wIs3MJrM9+498exKEpQPwrT+4GSVE+Wt2TZWX1icblyYvdZ+0yPA0S3q0eB4BsxZvzY",
+	"LX4dkfGKa7xEY4W7ABXKus/o6MXxy+72zu5eo0Mtl8QOtjj2GY0FT5T1SGkBFOdidffj9kF/JXW4/Rcz",
+	"3bjzxznUEtCPe653cxBnzUF5a4fb3WfkXNvufjpdPrGP8qJd0/np1Gr8GPpz8uP3eG0Dfz19U1+xeTpg",
+	"UzKmWxkfHw6Jogd7AfufL96dzvr//f1Y/PbrP5vw+qO8WBO1vQTA1aiJmPHaCg4akeyjvHBzNW5OG2mi",
+	"K7uMiZSM1nW6zs5//fbrP4PK/61EOQ/R+v6qy/nQfkCPSFo/nT4OYVXdyo0H4Y3LwgZdcOToCZUuBs+y",
+	"zUV9d0FDQdeCclcWK9ykFqG0yBQMqVnEFUlZsq7H1OxfT4RVNp2x9lGiLZbQBhtrAYbu46C65CYInlnv",
+	"57HZ44jFRNNTIRq06iwfpiy+uKTzZkDv7nSHc03hOJdXdGd/f/s52E/gks4DY4orTXhCZAKWhuuksL23",
+	"s/Uu7af8xz+Iyej90dt3ItE/He+/yXfex8efpj/88ubj1vR/ffe+f/SnKgDNnCvxqbL29UHwONTSAv5H",
+	"IR4/d+H/Ust7NQJimmm1fOjlZ+BfAnS7V28tzKFL9KT4OBHBqTJmT5onNKnhwG4TDIfzi6S4g2wWmZ+b",
+	"QN9wJdllvHJHpmA4975ed+23BKAb7sjO8QK64mcyUszZUDX9qGlTU/Lp4l42dkJlZQ+BjTEQStf2WVsk",
+	"hu25T4gOuY+3w9DO6vkt3jX5kzwEYgOJ3I15cRNJ8NqqMjOgR1PBUOhJD7Yhk+KKqqqPfUZUyDnGYRV2",
+	"J+iZgSH6qJYORGS04SzeZZTDjA6ViC9pbe+rjmKBdHD4+tVSeUxBSQuLJ7gecT0uQ6kQ9WMyk7aAgV8W",
+	"vSb1m/Xli/XlC2u8k75VsIB1/FYIqbglXdimvXEsZyg+XbnTr3CFVof0V7lJc0t4w/hl61G3hlsU+VAr",
+	"oi1W4kTDIa5Y7N1NsKWTvMmqboLripU9KnPAc3tMRHlbTrSwuUmzJi2cRcavqFRo5Bgdfcb0pNdE6CMp",
+	"pi1Ja9Qo/s/Ugqiv45z/n7X4kJnrYkqbwmZikc1BjIAUgX4Y5W2zmcqkOTHjdVpQ4MO6lqM5Fvnm7qsX",
+	"/eO93e3jnYOj7efbB692Xm43enjpJ13/8geapqLxVTalSpNpti5nXUAHhH7QKby/diy3hMCecQm31Wjy",
+	"9Xiqx9OvyVR/tPrWn0me3jqQUIpsGS9fSpG5S0Cj4FQ1NC5mNWqoXfFUkNAq7xfKuk2Wp7BpXMDprKZ5",
+	"Ws8KZh3yObivaxPuoyrFpsa83T0wBzll3P7Z7FdcB2qPykurE59SZQ7ta2GLm375QkxiIPFNJpwC91Lt",
+	"dHZWasx+6BtWWGQU30IhXIMNr44gvG3A3wofQkM42gqNA3f+qMhoYf2Y+Icz/st7te8FN26A0llM+N2A",
+	"9FG2es+NeB1A4fm1igea5r01/Mg3Lpfyajp8fUWNqNWuW7T4ZSWNWcYo15iHXqkiYHMMc0XlzfbByi1q",
+	"UUHkmzfbxDNpyq6obAxwr6tu1lJ0SdvxJRezlCbocEGNrlA/Wu7glzSMpfiC3aP9P/ePd148f7X9cu/o",
+	"j8ffvTjoN1q7Li5n1YJxpWNqM3adz3pu779TMQaLPusv+0u1x8q26+pjeQTl3lac46My2zMXffAIvJby",
+	"xKmmj7RDynVFF37UHd6NT1aW2HwbF8C2ESwH+/u7BxBPiCSxpnLhQs6zsSn59IbysZ50BvgBqqX+yfZN",
+	"2siiSdjO2mDjBo1n8wsYn9dUbuR9lQNu4H23j3NqZV7rmqsPx0X8Zprg8J4OJ0JcrhWKtJIT5jKtb36i",
+	"daYGW1vuSS8W062xmJGVuzEjBX4NN6z7cbiBB9KjcAI3Wav6UR7MAp3PM4qZoJmkI/aJloGNkbuWiQ4B",
+	"Q6GRDDGRDqaU8CJAdp7R20k+RWNJG9xXR9ooqkrD9gEM55qqQ1BsXEzk5Nq80ZPlcGhhQA4GlczCEaWW",
+	"oyS+ENPcTpbPw+4yl0zPzww22DMYEsXio9zGeiGWoL/APC0nNEuyOZ2s8XbeLA/dYKrMDXY+MgzQCzt1",
+	"H1nYgY3hvAioEBK+6xZ8POTVKPJNjK1MJHP3TVMQV1RibG0v5CF/heeAFYdscm1gy1OUF5MBpmtzoI7A",
+	"BiGPPoeIxmFnAGHe7+/GlVhdfEADCD2K41ud3379Z9gxTw26m0e//frP66gH77ifMDK/RMBUyDEowSUL",
+	"++DcCU0z2CA2csD6QfFDV2dJT6iN1N3EfR2lKVCeZIIZGNJPMc1sFMoEY9ggk2JIFSat2EDjF+bIgOR6",
+	"UmiCIa9kitsrP/S7QlzJht+Iul087q75NoItiI5OTi5eHJ29Pr44+uv5D1gT5whcMkKZFF8OYks2uFT4",
+	"GnT3+ttBFY5hLb8/7AQFOA3EriPc+kuXtZO4VP1qmbWBE/17kFJjGaqgMC6jXhRAdBGZFUbdKAg57tkn",
+	"GhiDCj/BgGnzTQV/XKUJF9kD0d+6jml1XyeRvYtliXf9mkM12rWksZCJspD22cwYnNKDVySegOF19qBT",
+	"prTnGRbLsPgR4W7mQ2A85GoipB7AXr+P7jZSVvhaVd4LXFWvQ9jrb4d8AzccvX//vmtI25xSTDSNNotM",
+	"aETCKh6YL3fttLXUab8vXI8tr1QrJ5MIqqqVhbQ4hL3tXZtmtLe973ZSr0eCcTtCQ7SU0X0IezvPYcPV",
+	"gqrm8G8CxuJCW92Nvd1tnMuwB2Wwyxf5OQz5fgHRppI4h7DfxwXDfn/PEk9Z4cCXHTAnjHUHEH0WNu3K",
+	"KfXgvYH7YukDEBwEpyEvihkYmkuG0WYAZiO+cIAvTmWexSRNbcoKwdU1AARIqoQTe7errdBeVKEHRwt5",
+	"+WYhVMKE8LGCPAu5q8aCtGB3j9TPRYHKLWTCtBEFe8+f24CAlMWUK1Q/XNnAt6/PO05qFkJQZJTbqjo9",
+	"Icdb7qOtKbPB4kyjyET589uv/688t2meauYTFk5fnZ37w+4EHUQQlFv93nav74MRSMaMktvr93at42mC",
+	"AnLLySzz77FVEQq6fp2gSa70S/fOQinCnX5/jcoN6xVYaLijbqiy8MqpJbY0kZCJMboN72S2kNdef7tt",
+	"omLlW4s1WPb6u6s/KmvXmS+21/hisRKS+W7n+ervFuv6mO9219jWYhGz66Czbw/o5u/q1b/wq921gFiU",
+	"gEHdK59OiZw7hPGakNGxyFiVedSq88HYoEI1KKO2PIVVZlD7VanQlukYnh4V9lGErlaG+W5jX3bCaJl1",
+	"zK2Wu3DlOqnSL0Qyv129kYqRWbEs1y4d0lR143q5rueORd17JKZVFXA4nRVxYEgGayBLpfroI5Jbfw2y",
+	"KUptfgl9bu+vs5+GAja/F+K2yFwEECKJNhL5dVCIlq3PBQVdO4c1bUrb/Su3NlZF2ouKrsJGro6XM7Y2",
+	"mIaEKZJllMiiVhgNOXqVnilwzmQnvDZ9SqutB+szVEcsRZaTgE11VkUqq5XjdZbyEkeosJQHkob1HNSV",
+	"VVnHGBH+jdPw3uovirqJTzR8vzRsvlkD/gtlYeukb3G/IP0W0d6oQ35P9cPTzHpC719E4D0WsfweZNb3",
+	"VK/C2mqR/J+bZypf2SqK6F9/aBFzW2i2V2yqhaQuTaRW8NNpkfRjBFDs9N+iloKVeIU1jrWtenAWE+f+",
+	"Qu8i+kIKIVlNrYSNM4p1DRX89n/+L9TvVq0b7v2EpbSxAEYAo1zaYl0kTRVIqnPJy+wzlzmUztGvM/Ol",
+	"HsyLU8I4Fv/zJZjnYCPnMaaLLMRe9QDt/UqRCSl0AQczV1BmPZu1uKUo93SGdSnhfdUpyKgCmXMs0AE5",
+	"VzFWKKkqFmMD1CGJL0ELqNcLsb6d+pTKHhgZSaomPdjrPzeQLrQgXymepJKSZF7mMTTpED7r7AFZ4WIW",
+	"XQsvLDL+/Fn6nMJ/M+b4aObDk/bQqj28wXgNKK9FKpzYMsuH48Nb/orxzsO3uSyOVPVOaGSLEVcue+oV",
+	"g3z6bvWmvRfydxWePVhg0wXntny+dkfPuNJYIlpPKA85dQn2lmna6jr2fVfmdcyuKPfOYfRYm/VaPhrZ",
+	"glghX/C89+B4LanUxueO7UkvAH6ZFTX3aQnMZGaSpaUXrVlwvcu9WR6mF8uHL/AiubiL+irWdiItpeU3",
+	"epDuWYLUihy0yJAaghelF+oVHp7EyZMl+23Koir2NgikG6SKa5ty7xJlhROsxekFdZ+Xv2RWLrygze9l",
+	"hQRydaXJXAVg9Vd7mcjpDEspMm41Xn/v7tdVr6ZnrxlXXi9q4Yo1GiGysVCDzggyLHC32SJQRP6NORLc",
+	"ra1R+DF6INdP7O6J3X177M6W41zbTb8lqTOIH4TJHadC1fLrn6lqrhc6Q+yfyvYzsNqvLXErpGFwjmsE",
+	"yKucmuWIkYArPT4jqig/3sjCQl7nYU1c59RD4ttiPAFwMatUG31iO09s54H8pwUF3IqDlKX0Gl2g576a",
+	"h2+diPGv3786h6bRouXb/eJO4cxO9I3Q5TNV1ER9umL4XV4xFBjwWHcNszIzoO1q/aUN5GbUrI2lKcwI",
+	"w9DREXaWxEDUSlpt+6W3D7D/2nffbs9Pl99Pwuy2wmwqrmiVWGcFSntq9dks5XV2KwI+wwwH1FjxK2NX",
+	"ayoP3Y2XtbhjSfUNAuwRaGoxCedmqnqipt+v6LqRGr7EEMz1ip7zdh4URSfvzs6tryjKZRoZ1RBTYNAK",
+	"dFkiBnghj/7W/V7MSBfrR0fWoaTnGd0MwP/kZN/c/WrJlCWHkNAkzygM5yFntuEBvocXuT4vSvDY5ej4",
+	"4c7YmBOdSzoIuf6TTa/JOfvki4a4/JqrbffbhH6CH94eHXfPfjja2T/YsOwgAA1/gLDTCzvwB7zR2LQf",
+	"Rr2Qu0oZLvEmwIt0kWOr0T6ozQD2+t8FmEmAUf2fPiHQfNcHG0tPP9kTYSTFe24xGqGwzzMD1p09mIjc",
+	"jM24DaPGou72LA4Bu3SF3EfsG83AWc0uHwwqCoVRJWz/ChC5HopPIDgkTF0GoETICUiK1+fmv7lLBZr2",
+	"ILLnHTmOiUUOzcnBBgb/DoCkaaMb8CRv4Jt3vJTxKXpeQ+uVmX89SWPKrmzFEJ8/1yHdVPBxVxKeiGnX",
+	"PV6M6l9KbVv7mmchpfC6ngOnZU6vvxkpERTZNlUp9yQ5nvSwdcTO2dpix5g9ZSpto0KGeUnRETZkHmAO",
+	"vf2iax2BjvMnFNOjNgMgcIaZg90zIwtQdqiQ25cHQEk88WJC+W6dELHEZ1OyxPHqwHEx/4PhX+4n16YV",
+	"a4L7X730eWbFWTGIzYOKBkasST2kREcQi+m0ugJMrgv59n5RnArOhWOphd/TmXAVX2rgW4a6no0sCbln",
+	"bLirN0RpKz27r19WOo4+s2A5sy2/E0HVpg0XCHn0n7ZXnfn9giV/cu1/nPy2hVmtQCJJeUOVinEABFPv",
+	"Qu7T65xoUD04woQOkSbVTtupGMMlpZmCDSO6+CUXM9vodsLKUTZ9eBbeJjnXr02JdE3HemOSRXaBNlrC",
+	"tpBJE+yCa4/6kmba5ocRtwYNIwx900LAiEgY0gmzTZaq8WL2oL1sw1SkQ2NSWwNApWJWdXRjlpptgmkn",
+	"UjYOr4bAS2mDBmMzLNI3KtQkPHLXGiTkGw65oW/QW9vSulHKpsxoRf7H7X5/8xCIuqx41UNuB/lT2RDE",
+	"5qlimvqgyEl3jQgNzrsn1tlQfeI7ZoV8I7JVvZFEirLekbeLfJTKZvltJQBvI/qFuR50vk1bUfQI/3C9",
+	"FaPK5w0hfP6nSqMq2PDtpwb12weDV/aXwJAF4yGPqk34zMrzNHU3o8XtiIElBhZKkY+tanp08voQiyni",
+	"QYXc6FW2AbM5PezQZ5a9qGVEVsn0jw3NIxiZbXg3Idh9zlCT/+/FdBkyRTkJ/GOe2eZ0hiEirCrU0KRZ",
+	"fU/1K98e5saInXcce4JTVaD1M4+XG5JmlGjD8V1lkCzF6CtbsK8pZqfWYbNQVG5R3EDPMb4H221eBzcs",
+	"VmPlheoSDw1lYRkG3wCNYVyn0MFyVYYApkTHE6ow03bK0vmaO3S9hx5gc6dWAFQ4n0sjnjAFLLHXY7YF",
+	"oCunVHSS1ovMvy2mqsbta9tYaj50c0nEWy6+WI+19soF1ZZdW9ASOD91x6Jb+Qy/ev3SakEN8EQz07Da",
+	"gUdoe/OYKCBDcUXLTvgtwLIdle4RSJUVeb5eFqr0RIdVA7b7/X4AVV7feqJGLtQWWZS2xEHKJTZVIv/w",
+	"kM7fpbZT165CbE2jqwf2Gc1sb8cJ8gEsChSbET6Az2GHJSG2KQtxV1ixYeltrNrgWRK+UiR94m+Gx+Lj",
+	"nf7OQXd7p9vfPt/uD/rmf/9erfnwOez84ka4uTk3foSibull+5Nn8fgzFvqzz50cxMeunXTYub5G1t5K",
+	"FM1GnYVrYAsh1HWNb92oe/Lu3WBmWb6KvUvHtFBUsP9B0Qqu0eSaFC3SGk2uE2xU0oOdfh9mmEWCYWhS",
+	"YGEELMyibBmbJjXDdSp7QEay0HetLXrVrRdzN9iVv0d6NBR8RFSq1EfqDH7+UM/Yv6LcgAGr7lQQQs2V",
+	"plOHEFOqJYvbjXAXcmhMINeH2tYuMQ+sMWBb3OY6FlMa2LI+znOHL0mRa9trsuwquoQ5b90qVqIOyows",
+	"JWwBaVZyQzeDjzY/kcKsnubKtsqy4rz3dN/xdThijbtVzmZa4EUj8roKKL05maatpU6+p/pdRvnRyevb",
+	"cSY/6C1FrpurjICx0bBY0mpGFAxzlmp0oDzVNnkA5Dk3WrSHfRveYDz0P9aSgqJoSKSFpPYiy2Y8YnEB",
+	"89TYly7UUMGEqJAP6TgvQqeNFFWTHHM2IREz3mKkn5pFfV3heVrEiWtJRiMW/xtLzrsqYS3S9hQrg68U",
+	"t64t2VZc9lvrStfvrjUqoexjt9AaqwjJt/zlmQIumKJQGV2FPJ4QI/VED46c0wCmuTE4pfn/eM2HKWfG",
+	"NvAjeueZEBq0CLkzpAZAiiJqteJ8UbfrliVkBCNqHSpMVwp4FL8bixc/biKEln50D0gWK7rvtbB5hEx5",
+	"ME+aw7fB/KvUURBFhRzw3KrEaQ9/kTrrHQkb1YqGPmePgKQN3dwaEPRdvc2KesLObwE7j0XO650RtVhg",
+	"6BZlV+Kna4mIWRyNqRgvpchUS8+dlklhA9MookSKzNaD1TKnm+5mzTbgUY0ddqJ6d56oV+Srld2lKGae",
+	"2QCYEWFpLqnToPydi00uZRLljr3CchEuA8gVNbLErJwqDRMxg7nIJaD30lUrjUVGnV9X5JqMqbpBvNR6",
+	"HH1JETlseGSvCBZ7FO2vHR/StKhHDhK5qYtRiwS0Dmlj0uC0NHkKE/mdhInUuNoLScllS8tWwSHLZSYU",
+	"XcnS0FGu2jlaUUaySf11dQZ68Dqh00xo18yuWWDjQCeuosD9Jv7X2vi43j235QK1hkZfhwvU+0a1XS0U",
+	"x+Ch/0T+v0PyL0pHlvjgq3WsQ/Bbn/G/1ysLFhedQx+lbnF7i90WajBjEG70EK/zuHqWTtt6opF/bd0d",
+	"yx8vIfkztdBHtRHrbxth75rofVhNLVuff1lRffW8UvVeUQzTZso2i7flLhaKTbSKTZth883VSLVVJ550",
+	"z9+n8CnSvmpUaFF6PYl0R9oMbtFeHEN1MoIX404ztO3e63rd6upW63Qkv4lpmPV171Y0zbOkttIPZVUy",
+	"rBSlMNqkWkIKmxP683FKN01coqryVdPamI9vnf4lCrvdeKVr+m0V88X+7V9HN6/1al/JHv9NmeNTFYl7",
+	"vAT70kI0r7hNU6gRPNZR/UKTwEVNr2UTvPXvPjwFNjWJbyHEsv6h30vg8hNgxKR6Mgf+pc2BmRVqC1gO",
+	"RYbhI9kCKib8ISW6Gd8mu7iez7ARFU2fo0rXZ5tR6wvdEQ1l9mUj3Z6Zhd9Wot+KVKttr5/E9ZO4fhLX",
+	"gw4WmidFlXCXUveFolpRnjwoD6I8MUYFsh8tgHCbbecELGZ3FbcBiaBqYLvKhJzyWM4zbT1x9kK0biyK",
+	"EfK2oh88bJQhLr6enPflTaikQKfGYllO9dr0KZ+xyOa2FL11/oXcLB8jEcSML3iMYKMhacyG1Ph0sM1e",
+	"UfnTN3snkmKGvjOhcq5ZamvyVzrAA9OHRfNS7jqY+8brRLvrVt93nXHYmNA0AcZhSqdCzs1k880bblHP",
+	"zKl/gUlWNPMt2/eLO9dSrqzp67L8Wh/4BpZ/Rp/8wE8c+xYc+y25bLhgsSngBMqW1i0cm/Jkq9I2u5nV",
+	"nlUZbOESdiySk6ntxxj9rWsZUfd1EtkywzaLzxWjD3lKRxr7c2Awieuui4mzFS2n6KOBXWPxTdsDjFOa",
+	"0CTkw1z71r0B7PX3fA1+nyvuWTeandXi+b5lBxc65JUKy0FjqWP7IhRJYj04Wuj9gWn1RTVO2PAp+b74",
+	"iWjOz980Q5f8OQi5LdCy3fd5/gEULUmJNouz/ZMXWgEYWAkjLPKsVi+60s4U7UiPBBiq6Ssw+zav2LyF",
+	"mgGdtCCQkHkABMKO2X5l4LDjm+lOGc8xpZm4OgN+hopcg7+8flmuSdIxUxonYTrk2HImgNmExRMcVIkp",
+	"BZTWWF8mYaMRrda6dntOGElTmjRKHcqTtwW2r2w+UD1J1B9aM08rWN3SZKBsEFnrMPDzUffvpPuPfvf5",
+	"h/KfvYvuh8/94GD33psNLMvLL2s/UAHo1xKZ5QpuEpnVQA9qlbkSJZ/MpSfh+22V5j6zkhllaYN4Nlrz",
+	"h+uFZILPHexnf5TrSWfw84drLE8lr5rZ21HZBXw4L3LDjeTAKErMI48nzF7nllWsBltbnydC6evBZ3Oi",
+	"152gc0UkMxtHyp4UqgEO2Bl0UhGTFB8H7RfLzxSYV1BNQImYJJIqG3Rs5qkPudvv95dGe60VmFexybj5",
+	"RxTYjv4n707Po82eYQofChA25yhixwPlBRaT1ewIm5zTW6xOoRpu8t4wfom927wAKZsb2YTb0stdGc/2",
+	"llge7czVn/D+38oniAfLX9gsHZtFogKfAee2Vcltqo5kM0ya9lIkBA+su9JbnYlYlOzK2o9Wq7SRucYa",
+	"DUKO0QJYCsdgSkORpSLNnEBR1wBzzhUbc6PPuTpQqge21XdRhmkmmdYUY5IJJLnECVIxho1LmumioB1W",
+	"8/OFnrz2Q/jcYDwz6kiKySvMZZQ4sLjE55baIYxD5C9TwanMrn5MQ4Shi2j0nYxUzyhrixp5TDh6S0v3",
+	"SuA659RvRwJIMZzElhjCK+y6U8CqXWoiZvbUmC68yj14XV24UUQj7GunKFCeZIJhHSGr++3192oQ8ZbB",
+	"9Yfr/x8AAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

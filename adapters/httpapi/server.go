@@ -56,6 +56,11 @@ type Config struct {
 	// UI serves the browser console at "/" (see package console), behind
 	// the same authentication as the API.
 	UI bool
+
+	// Forwarding, when set, makes this the edge of one replica among
+	// several: device-scoped requests for a device another replica holds
+	// are forwarded to it (see Forwarding). nil: one gateway serves all.
+	Forwarding *Forwarding
 }
 
 // Connection limits NewServer applies when the Limits fields are 0.
@@ -140,6 +145,10 @@ func NewHandler(cfg Config) http.Handler {
 	}
 	r.Use(middleware.Recoverer(log))
 	r.Use(middleware.ReadTimeout(orDefault(cfg.BodyTimeout, DefaultBodyTimeout)))
+	fw := newForwarder(cfg.Forwarding, log)
+	if fw != nil {
+		r.Use(fw.inbound)
+	}
 	if cfg.Sites != nil {
 		r.Use(public(cfg.Sites.Middleware))
 	}
@@ -176,11 +185,24 @@ func NewHandler(cfg Config) http.Handler {
 			writeError(log, w, r, err)
 		},
 	})
-	api.HandlerWithOptions(strict, api.ChiServerOptions{
+	opts := api.ChiServerOptions{
 		BaseRouter:       r,
 		ErrorHandlerFunc: badRequest,
-	})
-	return middleware.RequestContext(cfg.Proxies, r)
+	}
+	if fw != nil {
+		// Once the route and its path parameters are known, the auth and
+		// the edge's checks done: device-scoped requests go to the holder.
+		opts.Middlewares = []api.MiddlewareFunc{fw.route}
+	}
+	api.HandlerWithOptions(strict, opts)
+	ids := middleware.NewRequestIDs()
+	stack := middleware.RequestContext(ids, cfg.Proxies, r)
+	if fw != nil {
+		// Among replicas the status of a device may live elsewhere: the
+		// generic stack, which forwards, answers it.
+		return stack
+	}
+	return newStatusRoute(srv, stack, ids, cfg)
 }
 
 // isPublic tells whether path is a health probe, which answers without

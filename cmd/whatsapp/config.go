@@ -33,6 +33,10 @@ type Config struct {
 	AllowedHosts   string        `split_words:"true"`
 	ShutdownGrace  time.Duration `split_words:"true" default:"15s"`
 	UI             bool          `split_words:"true" default:"true"`
+	// Simulator is the URL of a standalone simulator (`whatsapp
+	// simulator`) that `whatsapp sandbox` attaches to instead of starting
+	// its own; `whatsapp rest` ignores it.
+	Simulator string `split_words:"true"`
 
 	// Live events: global webhooks and the event log's retention.
 	Webhook           []string      `split_words:"true"` // URLs; repeatable flag, comma-separated variable
@@ -42,6 +46,13 @@ type Config struct {
 	WebhookRetryMax   time.Duration `split_words:"true" default:"10m"`
 	EventsRetention   time.Duration `split_words:"true" default:"24h"`
 	EventsMax         int           `split_words:"true" default:"1000000"`
+
+	// Several replicas on one PostgreSQL: the database (APP_DB_URI; it
+	// holds a password, so it is never logged or echoed), the URL other
+	// replicas reach this one at, and how long a device's lease lasts.
+	DbURI        string        `split_words:"true"`
+	AdvertiseURL string        `split_words:"true"`
+	LeaseTTL     time.Duration `split_words:"true" default:"15s"`
 
 	// BodyTimeout bounds reading a request body (0: the default); not a
 	// flag, tests shorten or lengthen it.
@@ -65,8 +76,12 @@ func (c Config) name(flag string) string {
 }
 
 // envName is the environment variable of a flag: --basic-auth-file is
-// APP_BASIC_AUTH_FILE.
+// APP_BASIC_AUTH_FILE, and --db, whose variable says what it holds,
+// APP_DB_URI.
 func envName(flag string) string {
+	if flag == "db" {
+		return envPrefix + "_DB_URI"
+	}
 	return envPrefix + "_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
@@ -122,6 +137,14 @@ func loadConfig(cmd string, args []string, out io.Writer) (Config, error) {
 	fs.Var(&durationValue{"webhook-retry-max", &cfg.WebhookRetryMax, &bad}, "webhook-retry-max", "longest wait (a `duration`) between two tries of a failing delivery (APP_WEBHOOK_RETRY_MAX)")
 	fs.Var(&durationValue{"events-retention", &cfg.EventsRetention, &bad}, "events-retention", "how long (a `duration`) the event log keeps events for resuming streams (APP_EVENTS_RETENTION)")
 	fs.Var(&intValue{"events-max", &cfg.EventsMax, &bad}, "events-max", "most events (a `number`) the event log keeps (APP_EVENTS_MAX)")
+	fs.Var(secret{&cfg.DbURI}, "db", "PostgreSQL `URI` (postgres://user:pass@host/db) shared by several replicas; without it, one gateway on SQLite under --storages (APP_DB_URI)")
+	fs.StringVar(&cfg.AdvertiseURL, "advertise-url", cfg.AdvertiseURL, "`URL` the other replicas reach this one at, such as http://10.0.0.5:3000; required with --db (APP_ADVERTISE_URL)")
+	fs.Var(&durationValue{"lease-ttl", &cfg.LeaseTTL, &bad}, "lease-ttl", "how long (a `duration`, at least 1s) a replica's hold on a device lasts without renewal; a dead replica's devices move after it (APP_LEASE_TTL)")
+	if cmd == "sandbox" {
+		fs.StringVar(&cfg.Simulator, "simulator", cfg.Simulator, "`URL` of a simulator started with 'whatsapp simulator' (http://host:port) to attach to, instead of simulating WhatsApp in this process (APP_SIMULATOR)")
+	} else {
+		cfg.Simulator = ""
+	}
 	// A setting is named as its flag when the flag was given, else as its
 	// variable when that is set.
 	fs.VisitAll(func(f *flag.Flag) {
@@ -171,7 +194,15 @@ func loadConfig(cmd string, args []string, out io.Writer) (Config, error) {
 			return Config{}, &usageError{cmd, cfg.name(f.flag) + ": must be positive"}
 		}
 	}
+	if cfg.Simulator != "" {
+		if err := gateway.CheckSimulatorURL(cfg.Simulator); err != nil {
+			return Config{}, &usageError{cmd, cfg.name("simulator") + ": " + err.Error()}
+		}
+	}
 	if err := checkWebhooks(&cfg); err != nil {
+		return Config{}, &usageError{cmd, err.Error()}
+	}
+	if err := checkCluster(&cfg); err != nil {
 		return Config{}, &usageError{cmd, err.Error()}
 	}
 	return cfg, nil

@@ -39,8 +39,14 @@ func openTuned(ctx context.Context, cfg Config, sandbox bool, logOut io.Writer, 
 			Retention:       cfg.EventsRetention,
 			MaxEvents:       cfg.EventsMax,
 		},
-		Sandbox:  sandbox,
-		Tuning:   tuning,
-		FlagName: cfg.name,
+		Cluster: gateway.ClusterConfig{
+			DatabaseURI:  cfg.DbURI,
+			AdvertiseURL: cfg.AdvertiseURL,
+			LeaseTTL:     cfg.LeaseTTL,
+		},
+		Sandbox:   sandbox,
+		Simulator: cfg.Simulator,
+		Tuning:    tuning,
+		FlagName:  cfg.name,
 	}, logOut)
 }

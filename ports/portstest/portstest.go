@@ -50,6 +50,14 @@ func Registry(t *testing.T, open func(t *testing.T) ports.Registry) {
 		if !slices.EqualFunc(got, want, sameSlot) {
 			t.Fatalf("List = %+v, want %+v", got, want)
 		}
+		for _, w := range want {
+			if s, ok, err := r.Get(ctx, w.ID); err != nil || !ok || !sameSlot(s, w) {
+				t.Fatalf("Get(%s) = %+v, %v, %v; want %+v", w.ID, s, ok, err, w)
+			}
+		}
+		if s, ok, err := r.Get(ctx, "missing"); err != nil || ok {
+			t.Fatalf("Get(missing) = %+v, %v, %v; want not found", s, ok, err)
+		}
 		for range 2 { // deleting a missing slot is not an error
 			if err := r.Delete(ctx, "b"); err != nil {
 				t.Fatal(err)
@@ -57,6 +65,9 @@ func Registry(t *testing.T, open func(t *testing.T) ports.Registry) {
 		}
 		if got, _ := r.List(ctx); len(got) != 2 || got[0].ID != "a" || got[1].ID != "c" {
 			t.Fatalf("after delete: %+v", got)
+		}
+		if _, ok, err := r.Get(ctx, "b"); err != nil || ok {
+			t.Fatalf("Get of a deleted slot = %v, %v", ok, err)
 		}
 	})
 
