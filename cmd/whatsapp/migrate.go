@@ -32,8 +32,8 @@ func migrate(ctx context.Context, args []string, stdout io.Writer) error {
 	switch {
 	case to == "":
 		return &usageError{"migrate", "--to is required: the PostgreSQL URI to copy into (or APP_DB_URI)"}
-	case !strings.HasPrefix(to, "postgres://") && !strings.HasPrefix(to, "postgresql://"):
-		return &usageError{"migrate", "--to: not a postgres:// URI (not shown: it may hold a password)"}
+	case gateway.CheckDatabaseURI(to) != nil:
+		return &usageError{"migrate", "--to: " + gateway.CheckDatabaseURI(to).Error()}
 	case from == "":
 		return &usageError{"migrate", "--from: the storage folder must not be empty"}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gowa-dev/gowa/adapters/postgres"
 	"github.com/gowa-dev/gowa/adapters/postgres/pgtest"
+	"github.com/gowa-dev/gowa/adapters/sqlite"
 	"github.com/gowa-dev/gowa/adapters/wasim"
 	"github.com/gowa-dev/gowa/adapters/whatsapp"
 	"github.com/gowa-dev/gowa/domain"
@@ -72,6 +73,16 @@ func TestMigrateMovesLinkedSessions(t *testing.T) {
 	if err := os.Rename(filepath.Join(dir, jids["dev2"]), filepath.Join(dir, ".pairing", "dev2-0123456789abcdef")); err != nil {
 		t.Fatal(err)
 	}
+	// dev's webhook.
+	hook := domain.Webhook{DeviceID: "dev", URL: "http://127.0.0.1:9/hook", Secret: "migrate-secret-0123456789", Events: domain.TypeFilter{"message.received"}}
+	src, err := sqlite.OpenEvents(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.PutWebhook(context.Background(), hook); err != nil {
+		t.Fatal(err)
+	}
+	_ = src.Close()
 	// And a pairing that never linked: nothing to move.
 	if err := os.MkdirAll(filepath.Join(dir, ".pairing", "dev3-0123456789abcdef"), 0o700); err != nil {
 		t.Fatal(err)
@@ -84,7 +95,10 @@ func TestMigrateMovesLinkedSessions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "sessions: 2 copied, 0 skipped; devices: 2 copied, 0 skipped") ||
+	if strings.Contains(out, hook.Secret) {
+		t.Errorf("migrate printed a webhook secret:\n%s", out)
+	}
+	if !strings.Contains(out, "sessions: 2 copied, 0 skipped; devices: 2 copied, 0 skipped; webhooks: 1 copied, 0 skipped") ||
 		!strings.Contains(out, "pairings cut off before the phone linked them: 1") {
 		t.Fatalf("migrate reported:\n%s", out)
 	}
@@ -93,7 +107,7 @@ func TestMigrateMovesLinkedSessions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("migrate again: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "sessions: 0 copied, 2 skipped; devices: 0 copied, 2 skipped") {
+	if !strings.Contains(out, "sessions: 0 copied, 2 skipped; devices: 0 copied, 2 skipped; webhooks: 0 copied, 1 skipped") {
 		t.Fatalf("migrate again reported:\n%s", out)
 	}
 	if after := digest(t, uri); !maps.Equal(before, after) {
@@ -120,6 +134,10 @@ func TestMigrateMovesLinkedSessions(t *testing.T) {
 	slices.SortFunc(want, func(a, b ports.StoredSession) int { return strings.Compare(a.Key, b.Key) })
 	if !slices.Equal(stored, want) {
 		t.Fatalf("Sessions = %+v, want %+v", stored, want)
+	}
+	hooks, err := postgres.NewEvents(db).ListWebhooks(ctx)
+	if err != nil || len(hooks) != 1 || hooks[0].DeviceID != hook.DeviceID || hooks[0].URL != hook.URL || hooks[0].Secret != hook.Secret || !slices.Equal(hooks[0].Events, hook.Events) {
+		t.Errorf("webhooks in PostgreSQL: %+v, %v; want %+v", hooks, err, hook)
 	}
 	var slots int
 	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM gowa_devices WHERE (id = 'dev' AND jid = $1) OR (id = 'dev2' AND jid = $2)`, jids["dev"], jids["dev2"]).Scan(&slots); err != nil || slots != 2 {

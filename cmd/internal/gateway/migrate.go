@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"go.mau.fi/whatsmeow/store/sqlstore"
@@ -19,7 +18,6 @@ import (
 	"github.com/gowa-dev/gowa/adapters/postgres"
 	"github.com/gowa-dev/gowa/adapters/sqlite"
 	"github.com/gowa-dev/gowa/domain"
-	"github.com/gowa-dev/gowa/ports"
 )
 
 // MigrateConfig says what Migrate moves where.
@@ -117,7 +115,7 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (MigrateReport, error) {
 	if _, err := postgres.OpenSessions(ctx, db, nil); err != nil {
 		return rep, err
 	}
-	dst := newMigrateTarget(db)
+	registry, webhooks := postgres.NewRegistry(db), postgres.NewEvents(db)
 
 	var failed []error
 	for _, st := range stored {
@@ -148,7 +146,7 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (MigrateReport, error) {
 		}
 	}
 
-	have, err := dst.registry.List(ctx)
+	have, err := registry.List(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("read PostgreSQL's devices: %w", err)
 	}
@@ -158,7 +156,7 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (MigrateReport, error) {
 			fmt.Fprintf(out, "device %s: skipped (PostgreSQL has it)\n", sl.ID)
 			continue
 		}
-		if err := dst.registry.Put(ctx, sl); err != nil {
+		if err := registry.Put(ctx, sl); err != nil {
 			failed = append(failed, fmt.Errorf("device %s: %w", sl.ID, err))
 			fmt.Fprintf(out, "device %s: not copied: %v\n", sl.ID, err)
 			continue
@@ -167,11 +165,8 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (MigrateReport, error) {
 		fmt.Fprintf(out, "device %s: copied\n", sl.ID)
 	}
 
-	if len(hooks) > 0 && dst.webhooks == nil {
-		failed = append(failed, fmt.Errorf("%d device webhooks not copied: this build has no PostgreSQL webhook store", len(hooks)))
-		fmt.Fprintf(out, "webhooks: %d not copied: this build has no PostgreSQL webhook store\n", len(hooks))
-	} else if len(hooks) > 0 {
-		haveHooks, err := dst.webhooks.ListWebhooks(ctx)
+	if len(hooks) > 0 {
+		haveHooks, err := webhooks.ListWebhooks(ctx)
 		if err != nil {
 			return rep, fmt.Errorf("read PostgreSQL's webhooks: %w", err)
 		}
@@ -181,7 +176,7 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (MigrateReport, error) {
 				fmt.Fprintf(out, "webhook of %s: skipped (PostgreSQL has one)\n", w.DeviceID)
 				continue
 			}
-			if err := dst.webhooks.PutWebhook(ctx, w); err != nil {
+			if err := webhooks.PutWebhook(ctx, w); err != nil {
 				failed = append(failed, fmt.Errorf("webhook of %s: %w", w.DeviceID, err))
 				fmt.Fprintf(out, "webhook of %s: not copied: %v\n", w.DeviceID, err)
 				continue
@@ -200,52 +195,6 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (MigrateReport, error) {
 		return rep, fmt.Errorf("%d not copied (run migrate again once fixed; what was copied stays): %w", len(failed), failed[0])
 	}
 	return rep, nil
-}
-
-// migrateTarget is where slots and webhooks go: the ports, as the
-// replicas read them.
-type migrateTarget struct {
-	registry interface {
-		List(context.Context) ([]domain.Slot, error)
-		Put(context.Context, domain.Slot) error
-	}
-	webhooks ports.Webhooks // nil: not stored in PostgreSQL by this build
-}
-
-func newMigrateTarget(db *postgres.DB) migrateTarget {
-	return migrateTarget{registry: sqlRegistry{db}}
-}
-
-// sqlRegistry writes gowa_devices (schema 001) with plain SQL, until the
-// PostgreSQL registry adapter lands.
-type sqlRegistry struct{ db *postgres.DB }
-
-func (r sqlRegistry) List(ctx context.Context) ([]domain.Slot, error) {
-	rows, err := r.db.Pool.Query(ctx, `SELECT id FROM gowa_devices ORDER BY id`)
-	if err != nil {
-		return nil, err
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	out := make([]domain.Slot, len(ids))
-	for i, id := range ids {
-		out[i].ID = id
-	}
-	return out, err
-}
-
-func (r sqlRegistry) Put(ctx context.Context, s domain.Slot) error {
-	var ended *time.Time
-	if !s.EndedAt.IsZero() {
-		ended = &s.EndedAt
-	}
-	var jid *string
-	if s.JID != "" {
-		jid = &s.JID
-	}
-	_, err := r.db.Pool.Exec(ctx, `
-		INSERT INTO gowa_devices (id, jid, created_at, ended, ended_at) VALUES ($1, $2, $3, $4, $5)`,
-		s.ID, jid, s.CreatedAt, string(s.Ended), ended)
-	return err
 }
 
 // copySession copies the session database at path, linked as jid and made
