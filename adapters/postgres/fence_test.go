@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync/atomic"
+	"time"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -83,7 +84,11 @@ func TestFenceRefusesTheOldHoldersWrites(t *testing.T) {
 	const jid = "628111:20@s.whatsapp.net"
 	devA := linkSession(t, dbA, a, "dev", jid)
 
-	setLease(t, dbA, "dev", "a")
+	leasesA, leasesB := postgres.NewLeases(dbA), postgres.NewLeases(dbB)
+	// A holds the lease, briefly: it will be paused past it.
+	if _, held, err := leasesA.Acquire(ctx, "dev", time.Millisecond); err != nil || !held {
+		t.Fatalf("A's Acquire = %v, %v", held, err)
+	}
 	for what, err := range writes(ctx, devA) {
 		if err != nil {
 			t.Errorf("the holder's %s write: %v", what, err)
@@ -99,7 +104,20 @@ func TestFenceRefusesTheOldHoldersWrites(t *testing.T) {
 		}
 	}
 
-	setLease(t, dbB, "dev", "b") // B takes over
+	// B takes the lapsed lease over (polling the database's clock).
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, held, err := leasesB.Acquire(ctx, "dev", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("B never got the lapsed lease")
+		}
+	}
 	for what, err := range writes(ctx, devA) {
 		if !postgres.Fenced(err) {
 			t.Errorf("the old holder's %s write = %v, want the fence's error", what, err)
@@ -115,7 +133,7 @@ func TestFenceRefusesTheOldHoldersWrites(t *testing.T) {
 	}
 
 	// Released: nobody writes.
-	if _, err := dbB.Pool.Exec(ctx, `UPDATE gowa_leases SET holder = NULL WHERE device_id = 'dev'`); err != nil {
+	if err := leasesB.Release(ctx, "dev"); err != nil {
 		t.Fatal(err)
 	}
 	if err := devB.Save(ctx); !postgres.Fenced(err) {
