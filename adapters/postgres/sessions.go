@@ -64,7 +64,13 @@ type Sessions struct {
 // schema upgrade, then the fence on every whatsmeow table that holds a
 // session's rows (gowa_install_fences, idempotent). Replicas starting at
 // once take turns. log receives whatsmeow's database logs (nil: none).
+//
+// The pool needs two connections at least: one holds the lock while
+// whatsmeow upgrades on another.
 func OpenSessions(ctx context.Context, db *DB, log waLog.Logger) (*Sessions, error) {
+	if n := db.Pool.Config().MaxConns; n < 2 {
+		return nil, fmt.Errorf("postgres: the session store needs a pool of 2 connections at least, not %d", n)
+	}
 	container := sqlstore.NewWithDB(db.SQL(), "pgx", log)
 	// whatsmeow's upgrade takes no lock of its own: a session-level
 	// advisory lock on a connection held aside serializes the replicas'

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -196,5 +197,38 @@ func TestSessionsListOnlyPairingsCutOff(t *testing.T) {
 	}
 	if got, err := b.Sessions(); err != nil || !slices.Equal(got, mine) {
 		t.Fatalf("once the maker's heartbeat lapsed another replica lists %+v, %v; want %+v", got, err, mine)
+	}
+}
+
+// Sessions on a store of 500 linked sessions: cluster-mode Adopt lists
+// them once per device it takes.
+func BenchmarkSessions500(b *testing.B) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, pgtest.DB(b), postgres.Options{Holder: "a"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(db.Close)
+	s, err := postgres.OpenSessions(ctx, db, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range 500 {
+		key, err := s.NewPairing(fmt.Sprintf("d%d", i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		jid := fmt.Sprintf("628%d:1@s.whatsapp.net", 1000+i)
+		pairDevice(b, s, key, jid)
+		if err := s.Promote(key, jid); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		got, err := s.Sessions()
+		if err != nil || len(got) != 500 {
+			b.Fatalf("%d sessions, %v", len(got), err)
+		}
 	}
 }

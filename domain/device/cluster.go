@@ -3,6 +3,7 @@ package device
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/gowa-dev/gowa/domain"
 )
@@ -35,17 +36,25 @@ func (s *Service) Adopt(ctx context.Context, id string) error {
 		s.mu.Unlock()
 		return domain.Errorf(domain.ENOTFOUND, "device %s not found", id)
 	}
+	stored, err := s.cfg.Sessions.Sessions()
+	if err != nil {
+		return domain.Wrap(domain.EUNAVAILABLE, err, "list sessions")
+	}
 	hasSession := false
-	if sl.JID != "" {
-		stored, err := s.cfg.Sessions.Sessions()
-		if err != nil {
-			return domain.Wrap(domain.EUNAVAILABLE, err, "list sessions")
-		}
-		for _, st := range stored {
-			if st.JID == sl.JID {
-				hasSession = true
-				break
+	for _, st := range stored {
+		if st.JID == "" && st.DeviceID == id {
+			// A pairing of this slot cut off on a replica that died before
+			// it saved the session (the store lists only those): finished
+			// if the phone had linked it, discarded if not, as Start does.
+			if st = s.finishPairing(ctx, st); st.JID != "" && st.JID != sl.JID {
+				sl.JID, sl.Ended, sl.EndedAt = st.JID, domain.ReasonNone, time.Time{}
+				if err := s.cfg.Registry.Put(ctx, sl); err != nil {
+					return domain.Wrap(domain.EUNAVAILABLE, err, "record the session paired before a crash")
+				}
 			}
+		}
+		if sl.JID != "" && st.JID == sl.JID {
+			hasSession = true
 		}
 	}
 	sl, m, err := s.load(ctx, sl, hasSession)

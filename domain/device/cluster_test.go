@@ -196,3 +196,35 @@ func TestClusterLoginDoesNotOverwriteAnotherReplicasSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A pairing cut off on a replica that died (the shared store lists it once
+// that replica is gone) is finished by the replica that adopts its slot:
+// promoted and connected if the phone had linked it, discarded if not.
+func TestAdoptFinishesOrDiscardsCutOffPairings(t *testing.T) {
+	t.Parallel()
+	h := startedHarness(t, clusterMode)
+	h.reg.slots["linked"] = domain.Slot{ID: "linked"}
+	h.reg.slots["unlinked"] = domain.Slot{ID: "unlinked"}
+	id := identityOf(jid1)
+	pairedPath := h.disk.putPairing("linked", &id)
+	unpairedPath := h.disk.putPairing("unlinked", nil)
+
+	for _, dev := range []string{"linked", "unlinked"} {
+		if err := h.svc.Adopt(t.Context(), dev); err != nil {
+			t.Fatalf("Adopt(%s): %v", dev, err)
+		}
+	}
+	if h.disk.has(unpairedPath) {
+		t.Error("an unpaired, cut-off pairing was kept")
+	}
+	if h.disk.has(pairedPath) || !h.disk.has(h.disk.key(jid1)) {
+		t.Errorf("the paired pairing was not promoted: %v", h.disk.paths())
+	}
+	if sl, _ := h.reg.get("linked"); sl.JID != jid1 {
+		t.Errorf("slot %+v, want jid %s", sl, jid1)
+	}
+	h.waitState("linked", domain.StateConnected)
+	if st := h.status("unlinked"); st.State != domain.StateDisconnected || st.LoggedIn {
+		t.Errorf("unlinked slot %+v", st)
+	}
+}
