@@ -129,6 +129,11 @@ func (cl *cluster) deliverers() []string {
 func TestFairSpreadAmongThree(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cl := newCluster(t, 30)
+		// A lease of no live replica (a tool's, or a replica whose
+		// heartbeat lapsed) does not count against the share.
+		if _, ok, _ := cl.store.replica("tool").Acquire(context.Background(), "stray", 100*ttl); !ok {
+			t.Fatal("no stray lease")
+		}
 		for _, id := range []string{"a", "b", "c"} {
 			cl.start(id)
 		}

@@ -42,10 +42,16 @@ func (c *Coordinator) place(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Only the devices of live replicas count: a replica whose heartbeat
+	// lapsed loses its leases soon, and they come back as free devices.
 	counts := map[string]int{}
+	live := map[string]bool{}
+	for _, r := range reps {
+		live[r.ID] = true
+	}
 	total := 0
 	for _, l := range leases {
-		if l.DeviceID != ports.WebhooksLease {
+		if l.DeviceID != ports.WebhooksLease && live[l.Holder] {
 			counts[l.Holder]++
 			total++
 		}
