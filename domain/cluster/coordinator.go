@@ -91,8 +91,17 @@ type Coordinator struct {
 	draining bool
 	left     bool
 	renewed  chan struct{} // closed and replaced when lastOK moves
-	// replicas are the live replicas as the last round saw them.
+	// replicas are the live replicas as the last round saw them, and
+	// counts how many devices each held.
 	replicas []ports.Replica
+	counts   map[string]int
+	// beat is when the last heartbeat was sent (local clock), to relate
+	// the database's clock to ours.
+	beat time.Time
+	// roundAt, when set, is when a round is due before the regular one:
+	// just after another replica's heartbeat or lease lapses, so that
+	// its devices move at once rather than up to a round later.
+	roundAt time.Time
 	// handedOff: devices this replica handed off, and when. Their calls go
 	// to another replica for a while rather than back to this one.
 	handedOff map[string]time.Time
@@ -141,6 +150,12 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		if !c.round(ctx) {
 			next = c.cfg.TTL / 10 // soon: the devices stop at 2/3 TTL
 		}
+		c.mu.Lock()
+		if at := time.Until(c.roundAt); !c.roundAt.IsZero() && at < next {
+			next = max(at, 0)
+		}
+		c.roundAt = time.Time{}
+		c.mu.Unlock()
 		t := time.NewTimer(next)
 		select {
 		case <-ctx.Done():
@@ -320,6 +335,9 @@ func (c *Coordinator) renew(ctx context.Context) error {
 	if err := c.cfg.Leases.Heartbeat(sctx, c.cfg.Addr, c.cfg.TTL); err != nil {
 		return err
 	}
+	c.mu.Lock()
+	c.beat = start
+	c.mu.Unlock()
 	ids, err := c.cfg.Leases.Renew(sctx, c.cfg.TTL)
 	if err != nil {
 		return err

@@ -177,6 +177,14 @@ func TestFailoverWhenOneStops(t *testing.T) {
 		cl.wantSpread(map[string]int{"a": 10, "b": 10, "c": 10})
 		webhooks := cl.deliverers()[0]
 
+		var lapse time.Time // when c's last lease lapses
+		cl.store.mu.Lock()
+		for _, l := range cl.store.leases {
+			if l.Holder == "c" && l.Expires.After(lapse) {
+				lapse = l.Expires
+			}
+		}
+		cl.store.mu.Unlock()
 		died := time.Now()
 		cl.nodes["c"].stop() // kill -9: nothing handed over
 		cl.world.crash("c")
@@ -187,12 +195,17 @@ func TestFailoverWhenOneStops(t *testing.T) {
 			t.Fatalf("c's devices moved before its leases lapsed: %v", got)
 		}
 		for cl.world.counts()["a"]+cl.world.counts()["b"] < 30 {
-			settle(time.Second)
-			if time.Since(died) > ttl+ttl/3+2*time.Second {
+			settle(50 * time.Millisecond)
+			if time.Since(died) > 2*ttl {
 				t.Fatalf("after %v the survivors run %v", time.Since(died), cl.world.counts())
 			}
 		}
-		t.Logf("failover took %v (virtual) with a %v lease", time.Since(died), ttl)
+		// The survivors take the devices just after the leases lapse,
+		// not at their next regular round.
+		if late := time.Since(lapse); late > time.Second {
+			t.Errorf("the survivors took c's devices %v after its leases lapsed", late)
+		}
+		t.Logf("failover %v (virtual) after c died, %v after its leases lapsed, with a %v lease", time.Since(died), time.Since(lapse), ttl)
 		cl.wantSpread(map[string]int{"a": 15, "b": 15})
 		if webhooks == "c" {
 			settle(ttl / 3)

@@ -27,9 +27,6 @@ func (c *Coordinator) place(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	c.replicas = reps
-	c.mu.Unlock()
 	me := slices.IndexFunc(reps, func(r ports.Replica) bool { return r.ID == c.self })
 	if me < 0 {
 		return nil // the heartbeat has not landed: nothing is decided without it
@@ -38,6 +35,7 @@ func (c *Coordinator) place(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.scheduleLapses(reps, me, leases)
 	unowned, err := c.cfg.Leases.Unowned(sctx)
 	if err != nil {
 		return err
@@ -67,6 +65,9 @@ func (c *Coordinator) place(ctx context.Context) error {
 		total++
 	}
 	share := (total + len(reps) - 1) / len(reps)
+	c.mu.Lock()
+	c.replicas, c.counts = reps, counts
+	c.mu.Unlock()
 	mine := len(c.Held())
 
 	if webhooksFree {
@@ -173,6 +174,43 @@ func (c *Coordinator) handOff(ctx context.Context, n, me, replicas int) {
 	}
 	c.log.Info("handed devices off to a replica below its share", "devices", len(gone))
 	c.notify(ctx)
+}
+
+// lapseMargin is how long after another replica's lease or heartbeat
+// should lapse the extra round comes: clocks and the order of its last
+// heartbeat and renewal (a few milliseconds apart) are not exact.
+const lapseMargin = 250 * time.Millisecond
+
+// scheduleLapses asks for a round just after the next lapse expected
+// before the regular round: another replica's heartbeat (a replica that
+// died), or a live lease held by no live replica. The database's clock is
+// read off this replica's own heartbeat: it expires TTL after it was sent.
+func (c *Coordinator) scheduleLapses(reps []ports.Replica, me int, leases []ports.Lease) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	skew := reps[me].Expires.Add(-c.cfg.TTL).Sub(c.beat) // database minus local
+	var next time.Time
+	consider := func(dbTime time.Time) {
+		at := dbTime.Add(-skew).Add(lapseMargin)
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	live := map[string]bool{}
+	for i, r := range reps {
+		live[r.ID] = true
+		if i != me {
+			consider(r.Expires)
+		}
+	}
+	for _, l := range leases {
+		if !live[l.Holder] && l.Holder != "" {
+			consider(l.Expires)
+		}
+	}
+	if !next.IsZero() && time.Until(next) < c.cfg.TTL/3 {
+		c.roundAt = next
+	}
 }
 
 // notify wakes the other replicas' placement, when the wiring can.

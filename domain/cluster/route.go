@@ -130,18 +130,29 @@ func (c *Coordinator) remote(lease ports.Lease) (bool, string, time.Duration, er
 	return false, lease.Addr, until, nil
 }
 
-// other picks another live replica for a device this one will not take,
-// the one its hash picks among the others, or "" when there is none.
+// other picks another live replica for a device this one will not take:
+// the one that ran the fewest devices at the last round (it is the one
+// the device would be handed to), among those the hash picks first, or ""
+// when there is none.
 func (c *Coordinator) other(id string) string {
 	c.mu.Lock()
 	reps := slices.DeleteFunc(slices.Clone(c.replicas), func(r ports.Replica) bool {
 		return r.ID == c.self || r.Addr == "" || time.Until(r.Expires) < 0
 	})
+	counts := c.counts
 	c.mu.Unlock()
 	if len(reps) == 0 {
 		return ""
 	}
-	return reps[bucket(id, len(reps))].Addr
+	first := bucket(id, len(reps))
+	best := reps[first]
+	for i := range reps {
+		r := reps[(first+i)%len(reps)]
+		if counts[r.ID] < counts[best.ID] {
+			best = r
+		}
+	}
+	return best.Addr
 }
 
 // storeError is the error of a call to the database that failed.
