@@ -37,15 +37,8 @@ func (s *Service) Adopt(ctx context.Context, id string) error {
 	}
 	hasSession := false
 	if sl.JID != "" {
-		stored, err := s.cfg.Sessions.Sessions()
-		if err != nil {
+		if hasSession, err = s.hasSession(sl.JID); err != nil {
 			return domain.Wrap(domain.EUNAVAILABLE, err, "list sessions")
-		}
-		for _, st := range stored {
-			if st.JID == sl.JID {
-				hasSession = true
-				break
-			}
 		}
 	}
 	sl, m, err := s.load(ctx, sl, hasSession)
@@ -101,8 +94,45 @@ func (s *Service) running(id string) bool {
 	return ok
 }
 
+// slotGetter is a registry that reads one slot without listing them all.
+// Adopt uses it when the registry has it: the shared registry of a
+// cluster holds every replica's devices.
+type slotGetter interface {
+	Get(ctx context.Context, id string) (domain.Slot, bool, error)
+}
+
+// sessionChecker is a session store that tells whether one linked session
+// is stored without listing them all.
+type sessionChecker interface {
+	Has(jid string) (bool, error)
+}
+
+// hasSession tells whether jid's linked session is stored.
+func (s *Service) hasSession(jid string) (bool, error) {
+	if sc, ok := s.cfg.Sessions.(sessionChecker); ok {
+		return sc.Has(jid)
+	}
+	stored, err := s.cfg.Sessions.Sessions()
+	if err != nil {
+		return false, err
+	}
+	for _, st := range stored {
+		if st.JID == jid {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // registered reads slot id from the registry.
 func (s *Service) registered(ctx context.Context, id string) (domain.Slot, bool, error) {
+	if g, ok := s.cfg.Registry.(slotGetter); ok {
+		sl, found, err := g.Get(ctx, id)
+		if err != nil {
+			return domain.Slot{}, false, domain.Wrap(domain.EUNAVAILABLE, err, "read the device registry")
+		}
+		return sl, found, nil
+	}
 	slots, err := s.cfg.Registry.List(ctx)
 	if err != nil {
 		return domain.Slot{}, false, domain.Wrap(domain.EUNAVAILABLE, err, "read the device registry")

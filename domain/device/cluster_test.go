@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gowa-dev/gowa/domain"
+	"github.com/gowa-dev/gowa/ports"
 )
 
 func clusterMode(c *Config) { c.Cluster = true }
@@ -194,5 +195,50 @@ func TestClusterLoginDoesNotOverwriteAnotherReplicasSlot(t *testing.T) {
 	wantCode(t, h.svc.Adopt(t.Context(), "fresh"), domain.ENOTFOUND)
 	if _, err := h.svc.LoginQR(t.Context(), "fresh"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// gettingRegistry is a registry that reads one slot (slotGetter) and
+// refuses to list: Adopt must not list every replica's slots.
+type gettingRegistry struct{ *fakeRegistry }
+
+func (r gettingRegistry) List(context.Context) ([]domain.Slot, error) {
+	return nil, errBoom
+}
+
+func (r gettingRegistry) Get(_ context.Context, id string) (domain.Slot, bool, error) {
+	sl, ok := r.get(id)
+	return sl, ok, nil
+}
+
+// checkingDisk is a session store that tells one session apart
+// (sessionChecker) and refuses to list them.
+type checkingDisk struct{ *fakeDisk }
+
+func (d checkingDisk) Sessions() ([]ports.StoredSession, error) { return nil, errBoom }
+
+func (d checkingDisk) Has(jid string) (bool, error) { return d.has(jid), nil }
+
+func TestAdoptReadsOneSlotWhenItCan(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, clusterMode)
+	h.cfg.Registry = gettingRegistry{h.reg}
+	h.cfg.Sessions = checkingDisk{h.disk}
+	svc := New(h.cfg)
+	t.Cleanup(func() { _ = svc.Close() })
+	h.reg.slots["a"] = domain.Slot{ID: "a", JID: jid1}
+	h.reg.slots["lost"] = domain.Slot{ID: "lost", JID: "628333333333:1@s.whatsapp.net"}
+	h.disk.putLinked("a", jid1)
+	for _, id := range []string{"a", "lost"} {
+		if err := svc.Adopt(t.Context(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantCode(t, svc.Adopt(t.Context(), "nobody"), domain.ENOTFOUND)
+	if st, _ := svc.Get(t.Context(), "lost"); st.State != domain.StateLoggedOut {
+		t.Errorf("lost: %+v", st)
+	}
+	if st, _ := svc.Get(t.Context(), "a"); st.State == domain.StateLoggedOut {
+		t.Errorf("a: %+v", st)
 	}
 }
