@@ -209,6 +209,13 @@ func (c *Coordinator) watchdog(ctx context.Context) {
 		}
 		c.fenceMu.Lock()
 		c.mu.Lock()
+		if c.left {
+			// Drained: nothing runs, nothing is renewed any more.
+			c.mu.Unlock()
+			c.fenceMu.Unlock()
+			<-ctx.Done()
+			return
+		}
 		if c.fenced || c.lastOK.Add(c.staleAfter()).After(time.Now()) {
 			c.mu.Unlock()
 			c.fenceMu.Unlock()
@@ -222,6 +229,7 @@ func (c *Coordinator) watchdog(ctx context.Context) {
 			continue
 		}
 		c.fenced = true
+		last := c.lastOK
 		var running []string
 		for id, e := range c.held {
 			if e.adopted {
@@ -231,7 +239,7 @@ func (c *Coordinator) watchdog(ctx context.Context) {
 		}
 		c.mu.Unlock()
 		c.log.Error("the lease renewals failed for too long: stopping every device until the database answers again",
-			"devices", len(running), "last_renewal", c.lastOK)
+			"devices", len(running), "last_renewal", last)
 		c.dropAll(ctx, running)
 		c.fenceMu.Unlock()
 	}

@@ -406,6 +406,18 @@ func TestRoute(t *testing.T) {
 		if r := cl.world.running["fresh"]; r != "b" {
 			t.Fatalf("the new device runs on %q", r)
 		}
+		// A lease this replica holds without knowing it (the answer to
+		// its acquisition was lost) is taken up by the next call.
+		cl.store.register("lost-answer")
+		if _, ok, _ := cl.store.replica("a").Acquire(ctx, "lost-answer", ttl); !ok {
+			t.Fatal("no lease")
+		}
+		if local, _, _, err := a.c.Route(ctx, "lost-answer"); !local || err != nil {
+			t.Fatalf("Route of a lease held unknowingly = %v, %v", local, err)
+		}
+		if r := cl.world.running["lost-answer"]; r != "a" {
+			t.Fatalf("lost-answer runs on %q", r)
+		}
 		// One that never gets a slot is released after a lease time.
 		if local, _, _, _ := a.c.Route(ctx, "ghost"); !local {
 			t.Fatal("ghost not routed here")
