@@ -56,8 +56,10 @@ type Config struct {
 	// Notify, when set, wakes the other replicas' placement (NOTIFY
 	// gowa_placement). It is called after a handoff and on Drain.
 	Notify func(ctx context.Context) error
-	// HandoffBatch bounds how many devices one round hands off to a
-	// replica that joined. Default 8.
+	// HandoffBatch is the least number of devices one round hands off to
+	// replicas below their share (a round hands off a quarter of the
+	// share when that is more). Default 8. While excess remains, the next
+	// round comes after TTL/10 rather than TTL/3.
 	HandoffBatch int
 	Logger       *slog.Logger
 }

@@ -92,7 +92,10 @@ func (c *Coordinator) place(ctx context.Context) error {
 			}
 		}
 		if below {
-			c.handOff(ctx, min(mine-share, c.cfg.HandoffBatch), me, len(reps))
+			batch := max(c.cfg.HandoffBatch, (share+3)/4)
+			if c.handOff(ctx, min(mine-share, batch), me, len(reps)) < mine-share {
+				c.roundBy(time.Now().Add(c.cfg.TTL / 10))
+			}
 		}
 	}
 	return nil
@@ -129,8 +132,9 @@ func (c *Coordinator) acquireFree(ctx context.Context, free []string, want int) 
 
 // handOff stops and releases up to n devices, those another replica's
 // hash prefers first, never one pairing or unlinking (the user in the
-// middle of it would lose it), and wakes the other replicas.
-func (c *Coordinator) handOff(ctx context.Context, n, me, replicas int) {
+// middle of it would lose it), and wakes the other replicas. It returns
+// how many it handed off.
+func (c *Coordinator) handOff(ctx context.Context, n, me, replicas int) int {
 	held := c.Held()
 	slices.SortFunc(held, func(a, b string) int {
 		// Devices preferring another replica first, then by id.
@@ -164,7 +168,7 @@ func (c *Coordinator) handOff(ctx context.Context, n, me, replicas int) {
 		gone = append(gone, id)
 	}
 	if len(gone) == 0 {
-		return
+		return 0
 	}
 	sctx, cancel := c.storeCtx(ctx)
 	defer cancel()
@@ -174,6 +178,7 @@ func (c *Coordinator) handOff(ctx context.Context, n, me, replicas int) {
 	}
 	c.log.Info("handed devices off to a replica below its share", "devices", len(gone))
 	c.notify(ctx)
+	return len(gone)
 }
 
 // lapseMargin is how long after another replica's lease or heartbeat
@@ -209,7 +214,20 @@ func (c *Coordinator) scheduleLapses(reps []ports.Replica, me int, leases []port
 		}
 	}
 	if !next.IsZero() && time.Until(next) < c.cfg.TTL/3 {
-		c.roundAt = next
+		c.roundByLocked(next)
+	}
+}
+
+// roundBy asks for the next round to come by at.
+func (c *Coordinator) roundBy(at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.roundByLocked(at)
+}
+
+func (c *Coordinator) roundByLocked(at time.Time) {
+	if c.roundAt.IsZero() || at.Before(c.roundAt) {
+		c.roundAt = at
 	}
 }
 
