@@ -135,7 +135,8 @@ func New(cfg Config) *Coordinator {
 func (c *Coordinator) Self() string { return c.self }
 
 // Run keeps the heartbeat, the leases and the placement going until ctx
-// ends: a round at once, then every TTL/3 (with some jitter, so that
+// ends: a heartbeat at once, a first placement TTL/10 later, then a round
+// every TTL/3 (with some jitter, so that
 // replicas started together do not race every time) and whenever Wake
 // says. Devices still running when it returns stay running: call Drain
 // first to hand them over.
@@ -147,11 +148,16 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		c.watchdog(ctx)
 	}()
 	defer wg.Wait()
+	// The first round only joins: replicas started together (a cold
+	// start of a deployment) then see each other before placing, rather
+	// than the first one taking every device and handing most over.
+	first := true
 	for {
 		next := c.interval()
-		if !c.round(ctx) {
+		if !c.round(ctx, !first) || first {
 			next = c.cfg.TTL / 10 // soon: the devices stop at 2/3 TTL
 		}
+		first = false
 		c.mu.Lock()
 		if at := time.Until(c.roundAt); !c.roundAt.IsZero() && at < next {
 			next = max(at, 0)
@@ -307,9 +313,9 @@ func (c *Coordinator) storeCtx(ctx context.Context) (context.Context, context.Ca
 	return context.WithTimeout(ctx, c.cfg.TTL/6)
 }
 
-// round is one placement round: heartbeat, renewal, then placement. It
-// tells whether the renewal succeeded.
-func (c *Coordinator) round(ctx context.Context) bool {
+// round is one placement round: heartbeat, renewal, then (place)
+// placement. It tells whether the renewal succeeded.
+func (c *Coordinator) round(ctx context.Context, place bool) bool {
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
 	c.mu.Lock()
@@ -325,7 +331,7 @@ func (c *Coordinator) round(ctx context.Context) bool {
 	c.mu.Lock()
 	draining := c.draining
 	c.mu.Unlock()
-	if draining {
+	if draining || !place {
 		return true
 	}
 	c.adoptPending(ctx)

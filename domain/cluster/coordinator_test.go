@@ -142,6 +142,13 @@ func TestFairSpreadAmongThree(t *testing.T) {
 		if got := cl.deliverers(); len(got) != 1 {
 			t.Fatalf("webhooks delivered by %v, want exactly one replica", got)
 		}
+		// Started together, they placed once they saw each other: no
+		// device was started on one and handed to another.
+		for id, n := range cl.world.adopts {
+			if n != 1 {
+				t.Errorf("%s started %d times", id, n)
+			}
+		}
 		// Steady: more rounds change nothing.
 		before := maps(cl.store.holders())
 		settle(3 * ttl)
