@@ -374,14 +374,17 @@ func (f *forwarder) unavailable(w http.ResponseWriter, r *http.Request, id strin
 	switch {
 	case err != nil && errors.Is(err, context.Canceled):
 		msg = "the request was cancelled while device " + id + " changed replicas"
+	case err != nil && domain.ErrorCode(err) != domain.EINTERNAL:
+		// The router's own word: moving, draining, database unreachable.
+		msg = domain.ErrorMessage(err)
 	case err != nil && !errors.Is(err, errNotHolder) && !isDialError(err):
 		f.log.Warn("cannot route a device's request", "device_id", id, "request_id", middleware.RequestIDFrom(r.Context()), "err", err)
 		msg = "the shared database cannot be reached to find device " + id + "'s replica"
-		if rt.RetryAfter <= 0 {
-			rt.RetryAfter = time.Second
-		}
 	case rt.URL != "":
 		msg = "the replica holding device " + id + " does not answer; its devices move to the others when its lease lapses"
+	}
+	if rt.RetryAfter <= 0 {
+		rt.RetryAfter = time.Second
 	}
 	w.Header().Set("Retry-After", retryAfter(rt.RetryAfter))
 	envelope.Error(w, http.StatusServiceUnavailable, msg)

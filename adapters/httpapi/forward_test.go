@@ -339,7 +339,7 @@ func TestHolderUnreachable(t *testing.T) {
 	c.down = true
 	c.mu.Unlock()
 	got = call(t, "POST", a.url+"/devices/on-c/reconnect", "")
-	if got.status != 503 || got.header.Get("Retry-After") == "" || !strings.Contains(got.env.Message, "database") {
+	if got.status != 503 || got.header.Get("Retry-After") != "1" || got.env.Message != "database down" {
 		t.Errorf("database down: %d Retry-After %q %q", got.status, got.header.Get("Retry-After"), got.env.Message)
 	}
 }
