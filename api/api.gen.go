@@ -391,6 +391,24 @@ type PairingInfo struct {
 // PairingInfoMethod defines model for PairingInfo.Method.
 type PairingInfoMethod string
 
+// SandboxCertificateRoot defines model for SandboxCertificateRoot.
+type SandboxCertificateRoot struct {
+	// PublicKey The 32-byte Curve25519 public key, in standard base64.
+	//
+	// Example: 142/Ol0lnN+ohfWAMOodtQC5Lu2WcCxmHjLq/mY8W0A=
+	PublicKey []byte `json:"public_key"`
+}
+
+// SandboxCertificateRootEnvelope defines model for SandboxCertificateRootEnvelope.
+type SandboxCertificateRootEnvelope struct {
+	// Code Example: 200
+	Code int                    `json:"code"`
+	Data SandboxCertificateRoot `json:"data"`
+
+	// Message Example: OK
+	Message string `json:"message"`
+}
+
 // SandboxConnections defines model for SandboxConnections.
 type SandboxConnections struct {
 	// Attempts Connection attempts since the sandbox started, refused ones included.
@@ -405,6 +423,12 @@ type SandboxConnections struct {
 	//
 	// Example: 1
 	LoggedIn int `json:"logged_in"`
+
+	// MaxByDevice Per device JID, the most connections logged in as that device at
+	// the same time since the simulated network started; a login that
+	// replaced a live connection counts both. 1 proves the device was
+	// never connected twice.
+	MaxByDevice map[string]int `json:"max_by_device"`
 
 	// Open Open websocket connections.
 	//
@@ -1042,6 +1066,16 @@ type ClientInterface interface {
 	// Corresponds with GET /readyz (the `GetReady` operationId).
 	GetReady(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// SandboxCertificateRoot The simulated server's certificate root
+	//
+	// The public key the simulated WhatsApp server's noise certificates
+	// chain to. A client must trust it instead of WhatsApp's own root to
+	// connect: a gateway started with `--simulator` fetches it from the
+	// simulator at start.
+	//
+	// Corresponds with GET /sandbox/certificate-root (the `SandboxCertificateRoot` operationId).
+	SandboxCertificateRoot(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SandboxConnections Count connections to the simulated server
 	//
 	// Corresponds with GET /sandbox/connections (the `SandboxConnections` operationId).
@@ -1601,6 +1635,26 @@ func (c *Client) GetOpenAPI(ctx context.Context, reqEditors ...RequestEditorFn) 
 // Corresponds with GET /readyz (the `GetReady` operationId).
 func (c *Client) GetReady(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetReadyRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SandboxCertificateRoot The simulated server's certificate root
+//
+// The public key the simulated WhatsApp server's noise certificates
+// chain to. A client must trust it instead of WhatsApp's own root to
+// connect: a gateway started with `--simulator` fetches it from the
+// simulator at start.
+//
+// Corresponds with GET /sandbox/certificate-root (the `SandboxCertificateRoot` operationId).
+func (c *Client) SandboxCertificateRoot(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSandboxCertificateRootRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -2622,6 +2676,33 @@ func NewGetReadyRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewSandboxCertificateRootRequest constructs an http.Request for the SandboxCertificateRoot method
+func NewSandboxCertificateRootRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/sandbox/certificate-root")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewSandboxConnectionsRequest constructs an http.Request for the SandboxConnections method
 func NewSandboxConnectionsRequest(server string) (*http.Request, error) {
 	var err error
@@ -3307,6 +3388,18 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /readyz (the `GetReady` operationId).
 	GetReadyWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetReadyResponse, error)
+
+	// SandboxCertificateRootWithResponse The simulated server's certificate root
+	//
+	// The public key the simulated WhatsApp server's noise certificates
+	// chain to. A client must trust it instead of WhatsApp's own root to
+	// connect: a gateway started with `--simulator` fetches it from the
+	// simulator at start.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /sandbox/certificate-root (the `SandboxCertificateRoot` operationId).
+	SandboxCertificateRootWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*SandboxCertificateRootResponse, error)
 
 	// SandboxConnectionsWithResponse Count connections to the simulated server
 	//
@@ -5230,6 +5323,96 @@ func (r GetReadyResponse) ContentType() string {
 	return ""
 }
 
+type SandboxCertificateRootResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *SandboxCertificateRootEnvelope
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyRequests
+	// JSON431 the response for an HTTP 431 `application/json` response
+	JSON431 *HeadersTooLarge
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON200() *SandboxCertificateRootEnvelope {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON429() *TooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON431 returns the response for an HTTP 431 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON431() *HeadersTooLarge {
+	return r.JSON431
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r SandboxCertificateRootResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r SandboxCertificateRootResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SandboxCertificateRootResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SandboxCertificateRootResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SandboxCertificateRootResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SandboxConnectionsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -6646,6 +6829,24 @@ func (c *ClientWithResponses) GetReadyWithResponse(ctx context.Context, reqEdito
 		return nil, err
 	}
 	return ParseGetReadyResponse(rsp)
+}
+
+// SandboxCertificateRootWithResponse The simulated server's certificate root
+//
+// The public key the simulated WhatsApp server's noise certificates
+// chain to. A client must trust it instead of WhatsApp's own root to
+// connect: a gateway started with `--simulator` fetches it from the
+// simulator at start.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /sandbox/certificate-root (the `SandboxCertificateRoot` operationId).
+func (c *ClientWithResponses) SandboxCertificateRootWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*SandboxCertificateRootResponse, error) {
+	rsp, err := c.SandboxCertificateRoot(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSandboxCertificateRootResponse(rsp)
 }
 
 // SandboxConnectionsWithResponse Count connections to the simulated server
@@ -8413,6 +8614,81 @@ func ParseGetReadyResponse(rsp *http.Response) (*GetReadyResponse, error) {
 	return response, nil
 }
 
+// ParseSandboxCertificateRootResponse parses an HTTP response from a SandboxCertificateRootWithResponse call
+func ParseSandboxCertificateRootResponse(rsp *http.Response) (*SandboxCertificateRootResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SandboxCertificateRootResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest SandboxCertificateRootEnvelope
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseSandboxConnectionsResponse parses an HTTP response from a SandboxConnectionsWithResponse call
 func ParseSandboxConnectionsResponse(rsp *http.Response) (*SandboxConnectionsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -9384,6 +9660,9 @@ type ServerInterface interface {
 	// GetReady Readiness probe
 	// (GET /readyz)
 	GetReady(w http.ResponseWriter, r *http.Request)
+	// SandboxCertificateRoot The simulated server's certificate root
+	// (GET /sandbox/certificate-root)
+	SandboxCertificateRoot(w http.ResponseWriter, r *http.Request)
 	// SandboxConnections Count connections to the simulated server
 	// (GET /sandbox/connections)
 	SandboxConnections(w http.ResponseWriter, r *http.Request)
@@ -9519,6 +9798,12 @@ func (_ Unimplemented) GetOpenAPI(w http.ResponseWriter, r *http.Request) {
 // GetReady Readiness probe
 // (GET /readyz)
 func (_ Unimplemented) GetReady(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// SandboxCertificateRoot The simulated server's certificate root
+// (GET /sandbox/certificate-root)
+func (_ Unimplemented) SandboxCertificateRoot(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -10057,6 +10342,20 @@ func (siw *ServerInterfaceWrapper) GetReady(w http.ResponseWriter, r *http.Reque
 	handler.ServeHTTP(w, r)
 }
 
+// SandboxCertificateRoot operation middleware
+func (siw *ServerInterfaceWrapper) SandboxCertificateRoot(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SandboxCertificateRoot(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // SandboxConnections operation middleware
 func (siw *ServerInterfaceWrapper) SandboxConnections(w http.ResponseWriter, r *http.Request) {
 
@@ -10468,6 +10767,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/readyz", wrapper.GetReady)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/sandbox/certificate-root", wrapper.SandboxCertificateRoot)
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/sandbox/connections", wrapper.SandboxConnections)
@@ -13073,6 +13375,125 @@ func (response GetReady503JSONResponse) VisitGetReadyResponse(w http.ResponseWri
 	return err
 }
 
+type SandboxCertificateRootRequestObject struct {
+}
+
+type SandboxCertificateRootResponseObject interface {
+	VisitSandboxCertificateRootResponse(w http.ResponseWriter) error
+}
+
+type SandboxCertificateRoot200JSONResponse SandboxCertificateRootEnvelope
+
+func (response SandboxCertificateRoot200JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response SandboxCertificateRoot401JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response SandboxCertificateRoot403JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response SandboxCertificateRoot404JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response SandboxCertificateRoot413JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot429JSONResponse struct{ TooManyRequestsJSONResponse }
+
+func (response SandboxCertificateRoot429JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot431JSONResponse struct{ HeadersTooLargeJSONResponse }
+
+func (response SandboxCertificateRoot431JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(431)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SandboxCertificateRoot500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response SandboxCertificateRoot500JSONResponse) VisitSandboxCertificateRootResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type SandboxConnectionsRequestObject struct {
 }
 
@@ -14680,6 +15101,9 @@ type StrictServerInterface interface {
 	// GetReady Readiness probe
 	// (GET /readyz)
 	GetReady(ctx context.Context, request GetReadyRequestObject) (GetReadyResponseObject, error)
+	// SandboxCertificateRoot The simulated server's certificate root
+	// (GET /sandbox/certificate-root)
+	SandboxCertificateRoot(ctx context.Context, request SandboxCertificateRootRequestObject) (SandboxCertificateRootResponseObject, error)
 	// SandboxConnections Count connections to the simulated server
 	// (GET /sandbox/connections)
 	SandboxConnections(ctx context.Context, request SandboxConnectionsRequestObject) (SandboxConnectionsResponseObject, error)
@@ -15209,6 +15633,30 @@ func (sh *strictHandler) GetReady(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// SandboxCertificateRoot operation middleware
+func (sh *strictHandler) SandboxCertificateRoot(w http.ResponseWriter, r *http.Request) {
+	var request SandboxCertificateRootRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SandboxCertificateRoot(ctx, request.(SandboxCertificateRootRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SandboxCertificateRoot")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SandboxCertificateRootResponseObject); ok {
+		if err := validResponse.VisitSandboxCertificateRootResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // SandboxConnections operation middleware
 func (sh *strictHandler) SandboxConnections(w http.ResponseWriter, r *http.Request) {
 	var request SandboxConnectionsRequestObject
@@ -15511,163 +15959,169 @@ func (sh *strictHandler) SendMessage(w http.ResponseWriter, r *http.Request, par
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3pchs3uuiroHhPlaWaJkUt1sRUTZ0jL3F8xo4VSbmZmrSvGuz+yEbUBDoAWjTHpar8ug9w6z7DPFie",
-	"5BQ+AL2QzUWyJHsmOnWmYjW7sXz4dnzLp04sJrngwLXqDD51cirpBDRI/OslXLEY3rw0/05AxZLlmgne",
-	"GXTOUyAJ/vpEEZYEJE6FAk6GMzITRa8TdJh5Lac67QQdTifQGXTsBxcs6QQdCb8WTELSGWhZQNBRcQoT",
-	"aiaCj3SSZ+b9yaxrP+kEZiQN0oz5f34+7v6ddv/R7z77UP2zd9H98KkfHO5f/0cn6OhZbgZQWjI+7lxf",
-	"B52TVHBo34dikyKjGhJC41gUXD9RJDevE15MhiAH5M9EC7L7lCRszLQKCOVE4Ag0IxnQhPEx+dOSTeNI",
-	"G274cO+b3b39g6eHf/7mWXPPYfin//x51+zYbPvTYbB70LrRazORygVXgCf4nCan8GsBSpu/YsE1cPwn",
-	"zfOMxdRsYucXZWBRW4h5M4HO4KDfDzoJ1bQz4EWWBZ0JKEXHjbMkk0JpMqE6Tsn6o7mub/w/JIw6g87/",
-	"2qlwcMf+qnZeSSnkK34FmcjBbmzx5KTdGmGKTGg2EnICyYBQYk6AlKgckF8LkLP6gxRoAjLkQpKhSGZE",
-	"p1SToQR6qQjTisgiA7KlUyBux8ScpiLTlMUpoTwh03S2HRAhCQ15NQRThAtN4CONdTYjBof+++z990QM",
-	"f4FYEzEiZsxExMUEuMG4EYMsUb2QG8i8EHyUsfiWR/Vs9VGRkpr8KmPBOcQakjs+leYsjBNKlKYaLIho",
-	"lompIjplqglhRWcOwNs9s6JvhRyyJAF+O3DsLwNHLIVSXcV0hT8SRoW6Uzic2hEJVYSSlhm3KBlKMVUg",
-	"yYTKS0gI0/X3pkynIY/OIO5+CzpOu2dMQ4QIZ/Azei/ZmPHIAxmhqUBegdyuXvpOKB2F3L1jkBHfG1MN",
-	"UzojlKspSGV425YCIFG3i4cDSTcVSqto2+Hla/vBOZuAKG6FnU/7B8uO46eUanWc5yRhCa7TLsvgjWYT",
-	"uMMzWTPTEWnBRkPTmkzNMapLSBAxv0Pmoc6FeEvlGG6Fnvu7y+DhMcSyKHM6gmQ4z73wzieqnIlKsDNJ",
-	"Q6kcwWFxyghGyLXC7b/hRijRDGe5HTIslSrMjU0AB7+7HR+TES0y5EZmW54EDBkWY8vHidJCOiY1oiyD",
-	"ZLtHziuUCDnihODZjIRzKw07FnsyMSYpVZbLg6YsU6TgCULU4NQEQl4KrcSR1/dCfysKntyOzx1szPYN",
-	"yo9woruD6/eCqCJOHc8PnN4kJJGgRCFjWM3jT+gsEzT5LFLa3V9HSlY+3y8d2UmYWkNBZGuXvGPPt3vk",
-	"mM8qXKCci4LHRo+kfgQccAzayUrHrIYwMlhK+UynjI9DDplCWSuBJgFyLDDzoRYjCg0Oyc6FeEf5zCmD",
-	"6laQ3luqYhjgTiifOcIxdMC4OiIStJwRo1zfJTGft85GRlJMLKzijAE3QpaTNydXB4QmiQSlLJ3js8OQ",
-	"7xwebB8RA6xZeYg4BNMWnlaCF1yzjESnZifd45EGGZGcKgVea/uR00KnQrJ/wC1JeKksaAx9d/B7ISEB",
-	"rhnNLNOPBR+xcSGNvsITxNpSClGjPHBA0E2l4GOjR5itG9z3OE+zqSFsr/biGQgOFYCuKMvoMIPbiYul",
-	"BF6jL6P/pIXWhoQSMeV3TOVeYMxPE5BSq4hFkVm9YmjgR+MUEgO2kG8pg2U0IxJwv2rbCQivJ0/ElRlw",
-	"CHoKwMvXDMx1agRPSs3hGCAMqQISG35Rn6dVd2FxakzVJORN7J2mwI3SZ0iTjinjPfK9QG6Cik6cUj42",
-	"S1eijgohn9CZnVJLBgnZKngGSi3ObD/CLZBUZGgd4zbchpUWeY64ZjgaQrKQ7iU/23aJO6rIcyE1JO8g",
-	"YfQc7d3bSImnq5CowcTRoB0CWRj4LtURtIi6CGuzdb+AaSpURVfmkJXhZFSFPHph99w1MBgsrC4iW86i",
-	"UB4/FCA1Ux3yOdNCFGbMSzPziEkP7nJ/KB5eSKAarAuo5kOgScKs6+NEihykZqA6gxHNFASdvPboU83f",
-	"s+B3eQ0cJPpcEBvp0Gyz1wnuyfvjnlgz3Jyj3RZ6vBpLrmzihSW/FeOxsdM4MknBM8ahV802FCIDikgS",
-	"I+SSC4oAGwk5Mf8y6AddtGkWlhg0YdUOhIVvfmmDrOFWGePGpDSYSTkTnPz3m5dN4NY9TYPdvf9SPaM5",
-	"KJrnPQ66E3QMlViObd1VC5NnVOkL8DbAvKU1q3M48yrJYKQJJWMhEov8zQUpLYFOkG/QGBIyNPap0ClI",
-	"76cwQ2+yLjymC8YXl3XsAaNAKQMW+MiUsWraDjGnDIdcQ+on9rU3fCTwK+9mXOrUW7uBPKPa4ExzFMoT",
-	"KdBzun6AQqUX1vtYH+E4s2i09nsJ1LHRVRv3jIF6zkh5MhQfV7mKScauwGgGzhrCD56omgOWg54Kedl+",
-	"Iog1my3rDF/131woxmNoQ1OwS4kLKQ2btW6qIYwpN0vYhHKv657dnxsubrveEp6WXoPSIVwdU+3M6/gb",
-	"1LhRcycN6qtQtcF5qhP5sJT/lSKqhQ8mTfTZM0a7G8bYvmOr0VuRusmRmLdLoVvHy/d/XQtVXE31uZt2",
-	"+b7eMqXvbm9Mw0Rtvkk3EJWSzh5y06cl2a5kxkwZEWbMQ8QoVOwNS7CCmDtFkAMkyqhzjI97JGGqRMUB",
-	"iRy+XcDH3Cw2CkJePrMmWRRUb8WUx5CZh72SlfPxIORRxdgvMqF01CNiNDJidUAiKw8uvDwwA2qY5EJS",
-	"ObsYUo6TWjvvQhTaUCi+5Ma8cOZb/ZFbWo8URnaj8oPasaM4UegBiTIxFoU2n0mYiCvznF8gyZpn7oLo",
-	"IhPxpdv4kHJu5/ES9KIawwmai4Ib89xwXfzGP54wpRgf19+ESa5nkVHHgg7wYmIwYQ7eFcW7LdUelMCu",
-	"uIcHL/KQBlANCtZhar5pQrQaxQO09qSc3O4XOV0TZJ2g04RYJ+hYeHWCzhy4zPIWoFV76GBVe4KgMgSx",
-	"VqLVhcICfUR17I4GVjZlwtu+pbJgtD4uiIO0oSPr2ZvSWa8igGhAKPnh1FCVf9MQsnldFLpXYqN9tfrD",
-	"efydF7JUUaoPcG1Zmw5KIkc2dvEh9ytmilxCrsmw0M0LHzQLvYFR2nMKIOSRlVbRdo9EJZ14qFTjAkez",
-	"bsueXUASyMAyk5CXFjHwBC82zFgVkTVBnBDagDDTIbff2TuJajlGjzh9dfzy3SuSSDpVznWjJeUKLZIm",
-	"0dRPtSkjS5jPSVgHxU7QKTdeyWODoR9aUOuVQcK7kzVzCqv1qxj87i3X3CpBcP+ipmnZLt3uogb43fn5",
-	"CUqcQjUUf3RgL4dHu7Vptz/niTZmvSE773dHv7TzxYvRyGEsXrjeHpgrnOp3COQr59qYM6dvDBMDeDP6",
-	"E0Vy62mvadbVfLexPdtMzx85+7UAS8bcqKKGYZMcpHefNU9+r6ZhM64PDzptmIBq98ZmtHb+ofkT69UJ",
-	"ffU5sfKVoKHOuylXn9qJw5jmycGVj6/ZSJe059+iSnL4qC/oSEOLzX1ClTLoHlHr5RtZ5yEx35CcjqFh",
-	"0SyD9xws3MIbM6/c+8NYFBWoH4TpfQc00+niliw7a04sLtdO7D5bPtPDANHt6kEg+FaMGX/hFr+JyHjF",
-	"NV6isdJdgApl02d0/PzFy+7u3v5Bq0OtkNQONj/2GcSCJ8p6pLQggHOxpvtx97C/ljrc/suZVu78YQ61",
-	"AvTDnuvtHMR5e1DexuF2dxk5t2x3P5wuntiv8mK5pvPDqdX4MfTn5PvXeG1Dfjx921yxeTpgEzqGnZyP",
-	"j4ZUweFBwP738/en0/5fX4/F77/9sw2vf5UXG6K2lwC4GpWKKW+s4LAVyX6VF26u1s1pI010bZcxlZJB",
-	"U6fr7P3X77/9M6j9by3KeYg291dfzoflB/SApPXD6cMQVt2t3HoQ3rgsbdA5R45OQboYPMs25/XdOQ0F",
-	"XQvKXVmscZNahNIiV2QIZhFXNGPJph5Ts3+dCqtsOmPtV4m2WAItNtYcDN3HQX3JbRA8s97PF6UTRC2i",
-	"h+ESk1yrxT1XnxH/EkHfa911bewZiea0DxYQHJTRfbMigaRBE/ttaDecXSTlRVQ73/zUhq0t91JdxmsX",
-	"JYoMZ97h5+5+FgC04qLkHG8ha84Gw8qcIt0Qkm2bEjm0DPk+B06mMFQivgRdX+q6EefOH4dvuskrMAbV",
-	"kW6GEw/DOlpw8UG4iJt32WXnL/MWX/NWcPFScPGyDe/TbnTRaZ1WNcQub3jmtmlvS6oZyk/X7vQLuP+b",
-	"kP4itwBuCW8Zv1x61EuvistcjjU3xWtxouUQ1yz29urjwkmusgja4LpmZQ/KHPDcHhJR3lUTzW0ubdcC",
-	"hNMm+RVIhQqa0S+mTKe9NkIfSTFZknADRml5ouYkVBPn/P9txIfMXBcTaLvyj0U+I2JEaBmkhBGqNhOj",
-	"SvgRU96kBUV8SMriTfQ839x/9bz/4mB/98Xe4fHus93DV3svd1u9U/BRN7/8DrJMtL7KJqA0neSbctY5",
-	"dEDoB53Sc2XHcksI7BlXcFuPJl+Op3o8/ZJM9Xsbl/AtLbIbB0FJkS/i5UspcneBYRSamj5EuJg2qKHh",
-	"nq4hodU5L5Q1+RansCkohMO0oRhaqxAzpviMuK8bEz4NOhP6kU2Mar5/aA5ywrj9s90nsgnUHpSX1ic+",
-	"BWUO7Uthi5t+0ZkvMQhyleWhiHupcTp7azVkP/SKFZbZkDdQCDdgw+ujn24arLT6ZNpCadZoHLjzB0VG",
-	"C+uHxD+c8V/eI3cnuLECSmcx5bcD0q9yqefPiNcBKb1WVvHA/ITeBj6wlcsFXk/lba6oFbWW6xZLfEoS",
-	"YpYz4BpzaGsZ0DY/qlAgV9sHa7eoRQ2RV2+2jWdCxq5AtgbnNlU3aym6hNP4kotpBgk6M1CjK9WPJfeH",
-	"CxrGwt3o/vHTb/sv9p4/e7X78uD4zy++eX7Yb7V2XUzBugXjSsdgsw2dv21m7+4yMSYWfTZf9udqj7Vt",
-	"N9XH6giqva05xwdltmfu5vQBeC3wxKmmD7RD4LqmCz/oDm/HJ2tLbL9JCMiuESyHT5/uH5I4pZLGGuTc",
-	"ZYJnYxP68S3wsU47A/wA1VL/ZHeVNjJvEi5nbWRrhcaz/RmMz2sqK3lf7YBbeN/NYzSWMq9NzdX74yJ+",
-	"M21w+AmGqRCXG4VRrOWEhcyam0+1ztVgZ8c96cVisjMWU7p2N2akwK9hxbofhht4ID0IJ3CTLVU/qoOZ",
-	"o/NZDpjFlksYsY9QBWVF7jYhOiIYxolkiElAZAKUl8F9sxxuJvkUxBJa3FfH2iiqSpPdQzKcaVBHRLFx",
-	"OZGTa7NWT5bDobkBOTGoZBaOKLV4w/uZmOZ2sngedpeFZHp2ZrDBnsGQKhYfFzZOBbEE/QXmaTWhWZLN",
-	"R2OtN4tmeegGU1Veo/ORYXBR2Gn6yMIO2RrOystgIck33ZKPh7weAbuNcWGJxBQQncKEiCuQGBfYC3nI",
-	"X+E5YLUUmxgY2NT66j4twFRTTsAR2CDk0acQ0TjsDEhY9Pv7cS3OEB9AQEKP4vhW5/ff/hl2zFOD7ubR",
-	"77/98zrqkffcTxiZXyLCVMjxQtUlOvrAwhSynGxRe+tp/aD4oasRo1OwUYbbuK/jLCPAk1wwA0P4GENu",
-	"b9BTjL8huRRDUBhwb4Mkn5sjI7TQaakJhryW5WrvHNHvSuJaJu9W1O3icXfNtxHZIdHxycnF8+OzNy8u",
-	"jn88/w7reRwTF0hdJfRWg9h0c5fG24DuQX83qMMxbOQmh52gBKeB2HWEW3/pMg4Sl2ZcLxE1cKL/gGRg",
-	"LEMVlMZl1IsCEl1EZoVRNwpCjnv2QdLGoMJPMNjTfFPDH5cl76ISSPS3rmNa3TdJFCDcWeJdv+ZQjXYt",
-	"IRYyURbSPhMTL9Z75BWNU2J4nT3ojCnteYbFMizcQrmb+YgwHnKVCqkH5KDfR3cbraoTrStNRFxFoiNy",
-	"0N8N+RZuOPrpp5+6hrTNKcVUQ7RdZnEiEtbxwHy5b6dtpH36feF6bGmYRimMRICqV0XR4ogc7O7bFImD",
-	"3aduJ81aChhzIDSJFrJRj8jB3jOy5erY1POPtwnGEZJlNQMO9ndxLsMelMEuX6DkKORPS4i2lfM4Ik/7",
-	"uGDytH9giafKzvYp0+aEMWca0Wdu064UTI/8ZOA+n7ZNBCeCQ8jLRGxDc8kw2g6I2YhPevaFdcyzmGaZ",
-	"DbenuLoWgBCaKeHE3s3ywpcnhPfI8VxOsVkISJJSPlakyEPuKkkgLdjdI/VzUaLyEjJh2oiCg2fPbMB9",
-	"xmLgCtUPV/Ls3ZvzjpOapRAUOXBbEaQn5HjHfbQzYTbQlWkUmSh/fv/t/1fnNikyzXyw9emrs3N/2J2g",
-	"gwiCcqvf2+31ffABzZlRcnv93r51PKUoIHeczDL/HlsVoaTrNwma5Eq/dO/MlVHb6/c3yDrfLDm85Y66",
-	"JUP8lVNLbFkVIRNjdBveyWwRooP+7rKJypXvzNePOOjvr/+oqrtlvtjd4Iv5Ki7mu71n67+br0livtvf",
-	"YFvzBZiug85Te0Crv2tWLsKv9jcCYlm+AnWvYjKhcuYQxmtCRseiY1XlgKrOB2ODCtWijNrUeqvMoPar",
-	"MqEt0zE8PSrtowhdrQxzdcY+Zd5omU3Mrafqu1KDoPRzkcxuViuhZmTWLMuNyx60VQy4XqxJuGdR9w6J",
-	"aV31Dg7TMnwJyWADZKlVTnxAcutvQDZlmcDPoc/dp5vsp6X4xh+FuC0yl3FvSKKtRH4dlKJl51NJQdfO",
-	"YQ1tKYc/cmtj1aS9qOkqbORqEDlja4tpkjBF8xyoLOscQcjRq/REEedMdsJr26fj2VqWPrtuxDJkOQmx",
-	"aZqqTMOzcrzJUl7iCDWWck/SsJk/t7ai5BijWb9yGj5Y/0VZ8+2Rhu+Whs03G8B/rqRlk/Qt7pekv0S0",
-	"t+qQr0HfP81sJvT+RQTeQxHLH0FmvQa9DmvrBb5/bp+pemWnLAB+/WGJmNtBs71mU80lpGgqtSI/nJYJ",
-	"C0YAxU7/LfPArcQrrXGsy9MjZzF17i/0LqIvpBSS9bQwsnUGWJNNkd//7/8jzbtV64b7KWUZtCbvB2RU",
-	"SFtoiGaZIhJ0IXmVOeOyHrIZ+nWmPk3dvDihjGPhMl8+dkY4Vl/EmC46F3vVI2jv1xLkpdAlHMxcQZWx",
-	"adbilqLc0ynW1CM/1Z2CDBSRBcfiAqTgKsbqCnXFYmyAOqTxJdGCNGsdWN9Oc0plD4yOJKi0Rw76zwyk",
-	"Sy3IV7mmmQSazKocgTYdwmfM3CMrnM8AWsILy2wlf5Y+H+rfjDk+mPnwqD0s1R7eYrwGqa5FapzYMsv7",
-	"48M7/orx1sMvc1kcq/qd0MgWUq1d9jSrnfjUw/pNey/k72s8ezDHpkvObfl8446ecaWxvK1OgYccXHKw",
-	"ZZq2Moh935WoHLMr4N45jB5rs17LRyNbzCfkc573HnmxkVRaxude2JOeA/wiK2rvMRGYycwkC0sv20rg",
-	"ehf7StxPH4kPn+FFcnEXzVVs7ERaSClu9SDdsQRpJGgvkSENBC/TxpvZ6Y/i5NGS/TplUR17WwTSCqni",
-	"Wj7cuURZ4wRb4vQiTZ+Xv2RWLrxgmd/LCgnk6krTmQqI1V/tZSKHKZaBY9xqvP7e3a+rWQnMXjOuvV7U",
-	"whWaM0Jka65+lhFkWJxre4lAEcVX5khwt7ZG4cfogUI/srtHdvf1sTtbSnBjN/2OBGcQ3wuTe5EJBXUe",
-	"90TVc73QGWL/VLYWu9V+bXlOIQ2Dc1wjQF7l1CxHjJS4sslTqsrSya0sLORNHtbGdU49JL4uxhMQLqa1",
-	"SomPbOeR7dyT/7SkgBtxkKoMWKsL9Nx1/inbvmH86+tX56RttGjxdr+8UzizE30ldPlElfUcH68Y/pBX",
-	"DCUGPNRdw7TKDFh2tf7SBnIzMGtjWUamlGHo6Ai74mEgai2tdvmltw+w/9J3327Pj5ffj8LspsJsIq6g",
-	"TqzTEqU9tfpsluo6eykCPsEMB9RY8StjV2uQR+7Gy1rcsQS9QoA9AE3NJ+GspqpHavrjiq6V1PA5hmCh",
-	"1/TLtvOgKDp5f3ZufUVRIbPIqIaYAoNWoMsSMcALefS37msxpV2sfRtZh5Ke5bAdEP+Tk30z96slU5Yc",
-	"kQSSIgcynIWc2WLt+B5e5Pq8KMFjl6PjhztjY051IWEQcv0Xm15TcPbRFw1x+TVXu+63FD6S794dv+ie",
-	"fXe89/Rwy7KDgGjyJxJ2emGH/AlvNLbth1Ev5K5Shku8CfAiXRTYJrFP1HZADvrfBJhJgFH9Hz8i0HzF",
-	"ehtLDx/tiTCa4T23GI1Q2Be5AeveAUlFYcZm3IZRY0FqexZHBDsMhdxH7BvNwFnNLh+M1BQKo0rY2vtE",
-	"FHooPhLBScLUZUCUCDklEvD63Py3cKlAkx6J7HlHjmNibT5zcmQLg38HhGZZqxvwpGjhm7e8lPEpel5D",
-	"61WZfz0JMbArWzHE5891aDcTfNyVlCdi0nWP56P6F1LbNr7mmUspvG7mwGlZwPVXIyWCMtumLuUeJcej",
-	"HraJ2DnbWOwYs6dKpW1VyDAvKTrGZrIDzKG3X3StI9Bx/gQwPWo7IJScYeZg98zIApQdKuT25QEBGqde",
-	"TCjfaZBELPHZlCxxvDpwXMz/YPiX+8m1mMR6xv5XL32eWHFWDmLzoKKBEWtSD4HqiMRiMqmvAJPrQr77",
-	"tCxORc6FY6ml39OZcDVfauDbHbp+cywJuWdsuKu3VGkrPbtvXta6JT6xYDmz7YoTAWrbhguEPPpP22fL",
-	"/H7Bkr+41iVOftt6sFYg0aS6ocrEOCAUU+9C7tPrnGhQPXKMCR0iS+pdgjMxJpcAuSJbRnTxSy6mtkln",
-	"yqpRtn14Ft4mOdevTYl0DZN6Y5pHdoE2WsK2v8gS7OBpj/oScm3zw6hbgyYjDH3TQpARlWQIKbMNYurx",
-	"YvagvWzDVKQjY1JbA0C5tv5QFWGRVry6iZSNw2sg8ELaoMHYHIv0jUo1CY/ctTUI+ZZDbtI36K3JRChN",
-	"ooxNmNGK/I+7/f72EaHqsuZVD7kd5C9VMwObp4pp6oMyJ901UTM4755YZ0P9ie/2E/KtyFYkRhIpSxJH",
-	"3i7yUSrb1be1ALyt6Bfm+mf5FlNl0SP8w/WFi2qft4Tw+Z9qTXbIlm+dM2jePhi8sr8EhiwYD3lUbyBm",
-	"Vl5kmbsZLW9HbP97olMpirFVTY9P3hxhMUU8qJAbvco2jzWnh93FzLLntYzIKpn+saF5BCOzzbpSip2z",
-	"DDX5/15MFiFTlpPAP2a5baxlGCLCqkYNbZrVa9CvfGuLlRE77zn2MwZVovUTj5dbEnKg2nB8VxkkzzD6",
-	"yhbsa4vZaXQHLBWVGxQ30DOM78FWgdfBisVqrLxQX+KRoSwsw+CbNzGM6xQ6WKzKEJAJ1XEKCjNtJyyb",
-	"bbhD1zflHjZ3agVAjfO5NOKUKcISez1m25e5ckplF1w9z/yXxVQ1uH1jGwuNU1aXRLzh4sv1WGuvWlBj",
-	"2Y0FLYDzY3csurXP8Ks3L60W1AJPNDMNqx14hLY3j4kidCiuoOrivQRYthvMHQKptiLP16tClZ7osGrA",
-	"br/fD0id1y89USMXGossS1viINUS2yqPf7hP5+9Cy5xrVyG2odE1A/uMZnaw5wT5gMwLFJsRPiCfwg5L",
-	"QmyxFOKusGLDwttYtcGzJHylTPrE3wyPxcd7/b3D7u5et797vtsf9M3//71e8+FT2PnFjbC6sTB+hKJu",
-	"4WX7k2fx+DMW+rPPnRzEx64Vbti5vkbWvpQo2o06C9fAFkJo6hpfu1H36N1bYWZZvop9F8dQKioZu/IK",
-	"+zKTKy3bO7WaXCfFMGNxj+z1+2SKWSQYhiYFFkbAwizKlrFpUzNcl6V7ZCRzPaOWRa+69WLuBrvy90gP",
-	"hoIPiEq1+kidwc8fmhn7V8ANGLDqTg0h1ExpmDiEmICWLF5uhLuQQ2MCuR66tnaJeWCNAdues9CxmEBg",
-	"y/o4zx2+JEWhbZ+8qiPiAua8c6tYizooM/KMsjmkWcsN3Qw+2vxECrN6KJRt82PFee/xvuPLcMQGd6ud",
-	"zaTEi1bkdRVQejM6yZaWOnkN+n0O/Pjkzc04kx/0hiLXzVVFwNhoWCxpNaWKDAuWaXSgPNY2uQfkOTda",
-	"tIf9MrzBeOh/bCQFRdkHSQsJ9iLLZjxicQHz1NiXLtRQkZSqkA9hXJSh00aKqrTAnE2SiClfYqSfmkV9",
-	"WeF5WsaJa0lHIxb/G0vO2yphS6TtKVYGXytuXTetnbjZqquVcbV0UrpH7FjRL6oFU943GzmoR8n5NTC/",
-	"F6LgjX5j1qsORLFJkVGNvdaNJKqjpz33Ofzk9rIa48Rbg71fSpGrJV09lkxKtjBQO0qkyG3FSS0L2Ha+",
-	"e9viQ7X28Iia/T+iXpkRU/WvAcxtsVfsI8qyQoLj0d6ra9PXmES3sHWSuzv0ASkUEIYdUjUoTVIxJTNR",
-	"SIL+EVcPMRY5OM+RKDQdg2rj5G1dVD6nTBW2VLFOyPkuKE83voFuW9QDX0Ov6pOyRJWyLi+jNOG0kDxe",
-	"RP9BLqIbXO25BHo5x1E8pQtO8kLmQsFaloauOLWco5WF6mrTzBcG7pE3CUxyoV27rHaBjQOduJzlu00t",
-	"bjQKcd1BbsoFGi1TvgwXaHamWea8LI/BQ/+R/P+A5F8Wp6vwwdcD2ITgdz7hf6/XlkQtexM+SGXU5U08",
-	"l1CDGYNyo4d4ncdVzHPa1iON/Gvr7lhgdQHJn6i5To2tWH/TGF7XpuvDemrZ+fTLmvqO57W62gowEJQp",
-	"20XZJtTPpbMvFZs2hv+rq8Jo89ofdc8/pvApE0saVGhRejOJdEvaDG7QwBiDAXKKV29OM7QNpZt63fr6",
-	"OZv0PF7FNMz6urcry+RZ0rLk8qruEdaiUXifXS9Sg+3P/Pk4pRsSlwqnfF2mZczHN2f+HIXdbrzWl/mm",
-	"ivl8h+gvo5s3ukGvZY//pszxMU/9Dt3sn1vq4hW3gdANgsdKjZ9pEri4zI1sgnf+3funwLY21EsIsaqw",
-	"5vcSuAhoMmJSPZoD/9LmwNQKtTksJ2UO0wPZAiqm/D4luhnfhtO7rrJkKyrbyka1vrI2Z8+X0qKaVPld",
-	"rXR7ZhZ+U4l+I1KtN9Z9FNeP4vpRXA86WMqalnWIXdLOZ4pqBTy5Vx4EPDFGBbIfLQjlNp/HCVjMHylv",
-	"AxIBamD7VoQceCxnubaeOHsh2jQWxQh5W9lxmmzRqhOZq1jlfXkpSCAwMRbLYjLJtk8qi0U+s8WurfMv",
-	"5Gb5IF3KS9NjRLZa0lJsrzWfcLLdK2sL+nbSVALmADsTquCaZbbqd63HNGH6qGyPyF2PZN/amWp33eo7",
-	"OzNOtlLIEsI4mcBEyJmZbLa94hb1zJz6Z5hkZbvQqkG4uHW11pbm5F+G5Tc6Tbew/DN49AM/cuwbcOx3",
-	"9LLlgsUmmVJSNc1dwrGBJzu1xrztrPaszmBLl7BjkZxObMe36G9dy4i6b5LIFjK1eUKu3HXIMxhp7ACA",
-	"wSSufyem5tW0nLJSP/alxDdtlyEOkEAS8mGhfXPQgBz0D3yVb5+N6lk3mp318ty+KQAXOuS1Gq5BazFV",
-	"+yIp01B65HiuuwAm7pb1/siWT/r15RVEewbwthm64s9ByG0JiN2+zyQOSNn0kGqzONuhda7YuIGVMMKi",
-	"yBsVaWsNE9GO9EhAtAi5r/HqG0liewgwAzppQUlCZwGhJOyY7dcGDju+XeeE8QKTJqnLZPYz1OQatimv",
-	"OkjAmCmNkzAdcmxqEZBpyuIUB1ViAgSlNVawSNhoBPVqum7PCaNZBkmr1Km6wG9S3rx+kqg/LM1tq2H1",
-	"kjLm9ebmtRrmPx93/067/+h3n32o/tm76H741A8O9++8nPmivPy8AuctbfUfWmRWK1glMuuBHmCVuQol",
-	"H82lR+H7dRX/PbOSGWVpi3g2WvOH67lw5Ubb9J8/XGMBHHnVzt6Oqz7Dw1mZfWokB0ZRYqZqnDJ7nVvV",
-	"yRns7HxKhdLXg0/mRK87QeeKSmY2jpSdlqoBDtgZdDIR0wwfB8svlp8oYl5BNQElYpJIUDbo2MzTHHK/",
-	"3+8vjPZGK2JexTbG5h9RYHuGn7w/PY+2e4YpfChB2J4FhTXVlRdYTFaiyYf/9+bz31XLTd5bxi+xO5QX",
-	"IM2u8nUvd208W71+cbQzl+Hu/b+1TxAPFr/4rt6MPfA5Nm5bteyJ+kg2hr1tL2XK4cC6K73VmYh5ya6s",
-	"/Wi1ShuZa6zRIOQYLYDFNgymtJRxKRNZKSkzpzGrVbExN/qcqzSjesQ2Ey4LvUwl0xowJpmSpJA4QSbG",
-	"ZOsScl2WzMJ6Yb6UjNd+KJ8ZjGdGHckSY8cz1xPFgcWlVi6pTsA4ifxlKnEqs6tQ0RJh6CIafa8Uhf3r",
-	"5zXymHL0llbulcD15mjejgTYvN0XMcEr7KZTwKpdKhVTe2pMl17lHnlTX7hRRCPsnKWg1tzf6X4H/YMG",
-	"RLxlcP3h+n8CAAD//w==",
+	"7H3rcts4uuCrfKU9VbFrKFm+TkeuqXMcJ9OdOUnHbXs2s9PMmhAJSWhTAAOAVjQpV/WvfYCtfYZ5sH6S",
+	"LXwAeJFIS3ZsJzPtU+ecjikSlw/fHd/lcycW00xwyrXqDD53MiLJlGoq8a+X9IrF9PVL8++EqliyTDPB",
+	"O4PO+YRCgr8+U8CSAOKJUJTDcA5zkfc6QYeZ1zKiJ52gw8mUdgYd+8EFSzpBR9KPOZM06Qy0zGnQUfGE",
+	"TomZiH4i0yw170/nXftJJzAjaSrNmP/756Pu30n3H/3u8w/lP3sX3Q+f+8HB7vV/dIKOnmdmAKUl4+PO",
+	"9XXQOZkITpv3odg0T4mmCZA4FjnXzxRk5nXg+XRI5QD+CFrA9j4kbMy0CoBwEDgCSSGlJGF8DH9o2TSO",
+	"tOaGD3a+297Z3ds/+ON3z+t7DsM//OfP22bHZtufD4LtvcaNXpuJVCa4oniCL0hySj/mVGnzVyy4phz/",
+	"SbIsZTExm9j6RRlYVBZi3kxoZ7DX7wedhGjSGfA8TYPOlCpFxrWzhGmuNEyJjiew+miuqxv/D0lHnUHn",
+	"f2yVOLhlf1Vbr6QU8hW/oqnIqN3Y8slJuzVgCqYkHQk5pckACJgTgAKVA/iYUzmvPphQklAZciFhKJI5",
+	"6AnRMJSUXCpgWoHMUwobekLB7RjMaSqYTVg8AcITmE3mmwEICSTk5RBMARca6CcS63QOBof+cvbuRxDD",
+	"X2isQYzAjJmIOJ9SbjBuxGiaqF7IDWSOBR+lLL7jUT2/+aigoCa/ylhwTmNNk3s+lfosjAMBpYmmFkQk",
+	"TcVMgZ4wVYewInMH4M2eWdGfhRyyJKH8buDYbQNHLIVSXcV0iT+SjnJ1r3A4tSMCUUCgYcYNAkMpZopK",
+	"mBJ5SRNguvrejOlJyKMzGnf/THU86Z4xTSNEOIOf0TvJxoxHHsgITUXlFZWb5Us/CKWjkLt3DDLie2Oi",
+	"6YzMgXA1o1IZ3rahKIWo28XDoUl3IpRW0abDy+/tB+dsSkV+J+zc7++1Hcf7CdHqKMsgYQmu0y7L4I1m",
+	"U3qPZ7JipkNowEZD0xpm5hjVJU0QMX9A5qHOhXhD5JjeCT13t9vg4THEsihzOgJSnOdBeOczVcxEJLUz",
+	"SUOpHMFhccoIRppphdt/zY1QIinOcjdkaJUqzI0NFAe/vx0fwYjkKXIjsy1PAoYM87Hl46C0kI5JjQhL",
+	"abLZg/MSJUKOOCF4OodwYaVhx2JPKsYwIcpyeaoJSxXkPEGIGpya0pAXQitx5PWj0H8WOU/uxuf21mb7",
+	"BuVHONH9wfVHASqPJ47nB05vEhIkVSKXMb2Zx5+QeSpI8kWktL27ipSsfH5YOrKTMLWCgmBjG96yF5s9",
+	"OOLzEhcI5yLnsdEjiR8BBxxT7WSlY1ZDOjJYSvhcTxgfh5ymCmWtpCQJkGNRMx9qMSLX1CHZuRBvCZ87",
+	"ZVDdCdI7rSqGAe6U8LkjHEMHjKtDkFTLORjl+j6J+bxxNhhJMbWwilNGuRGyHF6fXO0BSRJJlbJ0js8O",
+	"Qr51sLd5CAZY8+IQcQimLTytBM+5ZilEp2Yn3aORpjKCjChFvdb2V05yPRGS/YPekYRbZUFt6PuD37Gk",
+	"CeWakdQy/VjwERvn0ugrPEGsLaQQMcoDpwi6mRR8bPQIs3WD+x7nSTozhO3VXjwDwWkJoCvCUjJM6d3E",
+	"RSuBV+jL6D+TXGtDQomY8Xumci8wFqcJoNAqYpGnVq8YGviReEITA7aQbyiDZSQFSXG/atMJCK8nT8WV",
+	"GXBI9YxSXrxmYK4nRvBMiDkcA4QhURRiwy+q8zTqLiyeGFM1CXkde2cTyo3SZ0iTjAnjPfhRIDdBRSee",
+	"ED42S1eiigohn5K5nVJLRhPYyHlKlVqe2X6EW4CJSNE6xm24DSstsgxxzXA0hGQu3Ut+ts0Cd1SeZUJq",
+	"mrylCSPnaO/eRUrs34RENSaOBu2QwtLA96mOoEXURVibrfsFzCZClXRlDlkZTkZUyKNju+eugcFgaXUR",
+	"bDiLQnn8UBSpmeiQL5gWIjdjXpqZR0x6cBf7Q/FwLCnR1LqAKj4EkiTMuj5OpMio1IyqzmBEUkWDTlZ5",
+	"9Lni71nyu3xPOZXoc0FsJEOzzV4neCDvj3tizXBzjnZb6PGqLbm0iZeW/EaMx8ZO48gkBU8Zp71ytqEQ",
+	"KSWIJDFCLrkgCLCRkFPzL4N+tIs2zdISgzqsmoGw9M0vTZA13Cpl3JiUBjMJZ4LDX16/rAO36mkabO/8",
+	"l+oZzUGRLOtxqjtBx1CJ5djWXbU0eUqUvqDeBli0tOZVDmdehZSONBAYC5FY5K8vSGlJyRT5BolpAkNj",
+	"nwo9odL7KczQ66wLj+mC8eVlHXnAKKqUAQv9xJSxapoOMSMMh1xB6if2tdd8JPAr72Zsdeqt3ECWEm1w",
+	"pj4K4YkU6DldPUCuJhfW+1gd4Si1aLTye0mJY6M3bdwzBuI5I+HJUHy6yVUMKbuiRjNw1hB+8ExVHLCc",
+	"6pmQl80ngliz3rLO8FX/zYViPKZNaErtUuJcSsNmrZtqSMeEmyWsQ7nXVc/uzzUXt11vAU9Lr0HhEC6P",
+	"qXLmVfwNKtyovpMa9ZWoWuM85Yl8aOV/hYhq4INJHX12jNHuhjG279hq9FakrnMk5u1C6Fbx8t1/r4Qq",
+	"rqb83E3bvq83TOn72xvTdKrW36QbiEhJ5o+56dOCbG9kxkwZEWbMQ8QoVOwNS7CCmDtFkFOaKKPOMT7u",
+	"QcJUgYoDiBy+XdBPmVlsFIS8eGZNsigo34oJj2lqHvYKVs7Hg5BHJWO/SIXSUQ/EaGTE6gAiKw8uvDww",
+	"A2o6zYQkcn4xJBwntXbehci1oVB8yY154cy36iO3tB7kRnaj8oPasaM4kesBRKkYi1ybzySdiivznF8g",
+	"yZpn7oLoIhXxpdv4kHBu5/ES9KIcwwmai5wb89xwXfzGP54ypRgfV9+k00zPI6OOBR3K86nBhAV4lxTv",
+	"tlR5UAC75B4evMhDakA1KFiFqfmmDtFyFA/QypNicrtf5HR1kHWCTh1inaBj4dUJOgvgMstbglbloYNV",
+	"5QmCyhDESolWFQpL9BFVsTsaWNmUCm/7FsqC0fq4AAdpQ0fWszcj815JANEACPx0aqjKv2kI2bwuct0r",
+	"sNG+Wv7hPP7OC1moKOUHuLa0SQeFyJGNXXzI/YqZgkuaaRjmun7hg2ahNzAKe05RGvLISqtoswdRQSce",
+	"KuW4lKNZt2HPLoCEptQyk5AXFjHlCV5smLFKIquDOAFSgzDTIbff2TuJcjlGjzh9dfTy7StIJJkp57rR",
+	"knCFFkmdaKqnWpeRBcwXJKyDYifoFBsv5bHB0A8NqPXKIOH9yZoFhdX6VQx+99o1t1IQPLyoqVu2rdtd",
+	"1gB/OD8/QYmTq5rijw7sdng0W5t2+wueaGPWG7Lzfnf0SztfvBiNHMbihevdgXmDU/0egXzlXBsL5vSt",
+	"YWIAb0Z/piCznvaKZl3Odxfbs8n0/CtnH3NqyZgbVdQwbMio9O6z+snvVDRsxvXBXqcJE1DtXtuM1s4/",
+	"tHhivSqh33xOrHglqKnzbsqbT+3EYUz95OiVj69ZS5e059+gSnL6SV+QkaYNNvcJUcqge0Ssl29knYdg",
+	"voGMjGnNommD9wIs3MJrM9+498exKEpQPwrT+4GSVE+Wt2TZWX1icblyYvdZ+0yPA0S3q0eB4BsxZvzY",
+	"LX4dkfGKa7xEY4W7ABXKus/o6MXxy+72zu5eo0Mtl8QOtjj2GY0FT5T1SGkBFOdidffj9kF/JXW4/Rcz",
+	"3bjzxznUEtCPe653cxBnzUF5a4fb3WfkXNvufjpdPrGP8qJd0/np1Gr8GPpz8uP3eG0Dfz19U1+xeTpg",
+	"UzKmWxkfHw6Jogd7AfufL96dzvr//f1Y/PbrP5vw+qO8WBO1vQTA1aiJmPHaCg4akeyjvHBzNW5OG2mi",
+	"K7uMiZSM1nW6zs5//fbrP4PK/61EOQ/R+v6qy/nQfkCPSFo/nT4OYVXdyo0H4Y3LwgZdcOToCZUuBs+y",
+	"zUV9d0FDQdeCclcWK9ykFqG0yBQMqVnEFUlZsq7H1OxfT4RVNp2x9lGiLZbQBhtrAYbu46C65CYInlnv",
+	"57HZ44jFRNNTIRq06iwfpiy+uKTzZkDv7nSHc03hOJdXdGd/f/s52E/gks4DY4orTXhCZAKWhuuksL23",
+	"s/Uu7af8xz+Iyej90dt3ItE/He+/yXfex8efpj/88ubj1vR/ffe+f/SnKgDNnCvxqbL29UHwONTSAv5H",
+	"IR4/d+H/Ust7NQJimmm1fOjlZ+BfAnS7V28tzKFL9KT4OBHBqTJmT5onNKnhwG4TDIfzi6S4g2wWmZ+b",
+	"QN9wJdllvHJHpmA4975ed+23BKAb7sjO8QK64mcyUszZUDX9qGlTU/Lp4l42dkJlZQ+BjTEQStf2WVsk",
+	"hu25T4gOuY+3w9DO6vkt3jX5kzwEYgOJ3I15cRNJ8NqqMjOgR1PBUOhJD7Yhk+KKqqqPfUZUyDnGYRV2",
+	"J+iZgSH6qJYORGS04SzeZZTDjA6ViC9pbe+rjmKBdHD4+tVSeUxBSQuLJ7gecT0uQ6kQ9WMyk7aAgV8W",
+	"vSb1m/Xli/XlC2u8k75VsIB1/FYIqbglXdimvXEsZyg+XbnTr3CFVof0V7lJc0t4w/hl61G3hlsU+VAr",
+	"oi1W4kTDIa5Y7N1NsKWTvMmqboLripU9KnPAc3tMRHlbTrSwuUmzJi2cRcavqFRo5Bgdfcb0pNdE6CMp",
+	"pi1Ja9Qo/s/Ugqiv45z/n7X4kJnrYkqbwmZikc1BjIAUgX4Y5W2zmcqkOTHjdVpQ4MO6lqM5Fvnm7qsX",
+	"/eO93e3jnYOj7efbB692Xm43enjpJ13/8geapqLxVTalSpNpti5nXUAHhH7QKby/diy3hMCecQm31Wjy",
+	"9Xiqx9OvyVR/tPrWn0me3jqQUIpsGS9fSpG5S0Cj4FQ1NC5mNWqoXfFUkNAq7xfKuk2Wp7BpXMDprKZ5",
+	"Ws8KZh3yObivaxPuoyrFpsa83T0wBzll3P7Z7FdcB2qPykurE59SZQ7ta2GLm375QkxiIPFNJpwC91Lt",
+	"dHZWasx+6BtWWGQU30IhXIMNr44gvG3A3wofQkM42gqNA3f+qMhoYf2Y+Icz/st7te8FN26A0llM+N2A",
+	"9FG2es+NeB1A4fm1igea5r01/Mg3Lpfyajp8fUWNqNWuW7T4ZSWNWcYo15iHXqkiYHMMc0XlzfbByi1q",
+	"UUHkmzfbxDNpyq6obAxwr6tu1lJ0SdvxJRezlCbocEGNrlA/Wu7glzSMpfiC3aP9P/ePd148f7X9cu/o",
+	"j8ffvTjoN1q7Li5n1YJxpWNqM3adz3pu779TMQaLPusv+0u1x8q26+pjeQTl3lac46My2zMXffAIvJby",
+	"xKmmj7RDynVFF37UHd6NT1aW2HwbF8C2ESwH+/u7BxBPiCSxpnLhQs6zsSn59IbysZ50BvgBqqX+yfZN",
+	"2siiSdjO2mDjBo1n8wsYn9dUbuR9lQNu4H23j3NqZV7rmqsPx0X8Zprg8J4OJ0JcrhWKtJIT5jKtb36i",
+	"daYGW1vuSS8W062xmJGVuzEjBX4NN6z7cbiBB9KjcAI3Wav6UR7MAp3PM4qZoJmkI/aJloGNkbuWiQ4B",
+	"Q6GRDDGRDqaU8CJAdp7R20k+RWNJG9xXR9ooqkrD9gEM55qqQ1BsXEzk5Nq80ZPlcGhhQA4GlczCEaWW",
+	"oyS+ENPcTpbPw+4yl0zPzww22DMYEsXio9zGeiGWoL/APC0nNEuyOZ2s8XbeLA/dYKrMDXY+MgzQCzt1",
+	"H1nYgY3hvAioEBK+6xZ8POTVKPJNjK1MJHP3TVMQV1RibG0v5CF/heeAFYdscm1gy1OUF5MBpmtzoI7A",
+	"BiGPPoeIxmFnAGHe7+/GlVhdfEADCD2K41ud3379Z9gxTw26m0e//frP66gH77ifMDK/RMBUyDEowSUL",
+	"++DcCU0z2CA2csD6QfFDV2dJT6iN1N3EfR2lKVCeZIIZGNJPMc1sFMoEY9ggk2JIFSat2EDjF+bIgOR6",
+	"UmiCIa9kitsrP/S7QlzJht+Iul087q75NoItiI5OTi5eHJ29Pr44+uv5D1gT5whcMkKZFF8OYks2uFT4",
+	"GnT3+ttBFY5hLb8/7AQFOA3EriPc+kuXtZO4VP1qmbWBE/17kFJjGaqgMC6jXhRAdBGZFUbdKAg57tkn",
+	"GhiDCj/BgGnzTQV/XKUJF9kD0d+6jml1XyeRvYtliXf9mkM12rWksZCJspD22cwYnNKDVySegOF19qBT",
+	"prTnGRbLsPgR4W7mQ2A85GoipB7AXr+P7jZSVvhaVd4LXFWvQ9jrb4d8AzccvX//vmtI25xSTDSNNotM",
+	"aETCKh6YL3fttLXUab8vXI8tr1QrJ5MIqqqVhbQ4hL3tXZtmtLe973ZSr0eCcTtCQ7SU0X0IezvPYcPV",
+	"gqrm8G8CxuJCW92Nvd1tnMuwB2Wwyxf5OQz5fgHRppI4h7DfxwXDfn/PEk9Z4cCXHTAnjHUHEH0WNu3K",
+	"KfXgvYH7YukDEBwEpyEvihkYmkuG0WYAZiO+cIAvTmWexSRNbcoKwdU1AARIqoQTe7errdBeVKEHRwt5",
+	"+WYhVMKE8LGCPAu5q8aCtGB3j9TPRYHKLWTCtBEFe8+f24CAlMWUK1Q/XNnAt6/PO05qFkJQZJTbqjo9",
+	"Icdb7qOtKbPB4kyjyET589uv/688t2meauYTFk5fnZ37w+4EHUQQlFv93nav74MRSMaMktvr93at42mC",
+	"AnLLySzz77FVEQq6fp2gSa70S/fOQinCnX5/jcoN6xVYaLijbqiy8MqpJbY0kZCJMboN72S2kNdef7tt",
+	"omLlW4s1WPb6u6s/KmvXmS+21/hisRKS+W7n+ervFuv6mO9219jWYhGz66Czbw/o5u/q1b/wq921gFiU",
+	"gEHdK59OiZw7hPGakNGxyFiVedSq88HYoEI1KKO2PIVVZlD7VanQlukYnh4V9lGErlaG+W5jX3bCaJl1",
+	"zK2Wu3DlOqnSL0Qyv129kYqRWbEs1y4d0lR143q5rueORd17JKZVFXA4nRVxYEgGayBLpfroI5Jbfw2y",
+	"KUptfgl9bu+vs5+GAja/F+K2yFwEECKJNhL5dVCIlq3PBQVdO4c1bUrb/Su3NlZF2ouKrsJGro6XM7Y2",
+	"mIaEKZJllMiiVhgNOXqVnilwzmQnvDZ9SqutB+szVEcsRZaTgE11VkUqq5XjdZbyEkeosJQHkob1HNSV",
+	"VVnHGBH+jdPw3uovirqJTzR8vzRsvlkD/gtlYeukb3G/IP0W0d6oQ35P9cPTzHpC719E4D0WsfweZNb3",
+	"VK/C2mqR/J+bZypf2SqK6F9/aBFzW2i2V2yqhaQuTaRW8NNpkfRjBFDs9N+iloKVeIU1jrWtenAWE+f+",
+	"Qu8i+kIKIVlNrYSNM4p1DRX89n/+L9TvVq0b7v2EpbSxAEYAo1zaYl0kTRVIqnPJy+wzlzmUztGvM/Ol",
+	"HsyLU8I4Fv/zJZjnYCPnMaaLLMRe9QDt/UqRCSl0AQczV1BmPZu1uKUo93SGdSnhfdUpyKgCmXMs0AE5",
+	"VzFWKKkqFmMD1CGJL0ELqNcLsb6d+pTKHhgZSaomPdjrPzeQLrQgXymepJKSZF7mMTTpED7r7AFZ4WIW",
+	"XQsvLDL+/Fn6nMJ/M+b4aObDk/bQqj28wXgNKK9FKpzYMsuH48Nb/orxzsO3uSyOVPVOaGSLEVcue+oV",
+	"g3z6bvWmvRfydxWePVhg0wXntny+dkfPuNJYIlpPKA85dQn2lmna6jr2fVfmdcyuKPfOYfRYm/VaPhrZ",
+	"glghX/C89+B4LanUxueO7UkvAH6ZFTX3aQnMZGaSpaUXrVlwvcu9WR6mF8uHL/AiubiL+irWdiItpeU3",
+	"epDuWYLUihy0yJAaghelF+oVHp7EyZMl+23Koir2NgikG6SKa5ty7xJlhROsxekFdZ+Xv2RWLrygze9l",
+	"hQRydaXJXAVg9Vd7mcjpDEspMm41Xn/v7tdVr6ZnrxlXXi9q4Yo1GiGysVCDzggyLHC32SJQRP6NORLc",
+	"ra1R+DF6INdP7O6J3X177M6W41zbTb8lqTOIH4TJHadC1fLrn6lqrhc6Q+yfyvYzsNqvLXErpGFwjmsE",
+	"yKucmuWIkYArPT4jqig/3sjCQl7nYU1c59RD4ttiPAFwMatUG31iO09s54H8pwUF3IqDlKX0Gl2g576a",
+	"h2+diPGv3786h6bRouXb/eJO4cxO9I3Q5TNV1ER9umL4XV4xFBjwWHcNszIzoO1q/aUN5GbUrI2lKcwI",
+	"w9DREXaWxEDUSlpt+6W3D7D/2nffbs9Pl99Pwuy2wmwqrmiVWGcFSntq9dks5XV2KwI+wwwH1FjxK2NX",
+	"ayoP3Y2XtbhjSfUNAuwRaGoxCedmqnqipt+v6LqRGr7EEMz1ip7zdh4URSfvzs6tryjKZRoZ1RBTYNAK",
+	"dFkiBnghj/7W/V7MSBfrR0fWoaTnGd0MwP/kZN/c/WrJlCWHkNAkzygM5yFntuEBvocXuT4vSvDY5ej4",
+	"4c7YmBOdSzoIuf6TTa/JOfvki4a4/JqrbffbhH6CH94eHXfPfjja2T/YsOwgAA1/gLDTCzvwB7zR2LQf",
+	"Rr2Qu0oZLvEmwIt0kWOr0T6ozQD2+t8FmEmAUf2fPiHQfNcHG0tPP9kTYSTFe24xGqGwzzMD1p09mIjc",
+	"jM24DaPGou72LA4Bu3SF3EfsG83AWc0uHwwqCoVRJWz/ChC5HopPIDgkTF0GoETICUiK1+fmv7lLBZr2",
+	"ILLnHTmOiUUOzcnBBgb/DoCkaaMb8CRv4Jt3vJTxKXpeQ+uVmX89SWPKrmzFEJ8/1yHdVPBxVxKeiGnX",
+	"PV6M6l9KbVv7mmchpfC6ngOnZU6vvxkpERTZNlUp9yQ5nvSwdcTO2dpix5g9ZSpto0KGeUnRETZkHmAO",
+	"vf2iax2BjvMnFNOjNgMgcIaZg90zIwtQdqiQ25cHQEk88WJC+W6dELHEZ1OyxPHqwHEx/4PhX+4n16YV",
+	"a4L7X730eWbFWTGIzYOKBkasST2kREcQi+m0ugJMrgv59n5RnArOhWOphd/TmXAVX2rgW4a6no0sCbln",
+	"bLirN0RpKz27r19WOo4+s2A5sy2/E0HVpg0XCHn0n7ZXnfn9giV/cu1/nPy2hVmtQCJJeUOVinEABFPv",
+	"Qu7T65xoUD04woQOkSbVTtupGMMlpZmCDSO6+CUXM9vodsLKUTZ9eBbeJjnXr02JdE3HemOSRXaBNlrC",
+	"tpBJE+yCa4/6kmba5ocRtwYNIwx900LAiEgY0gmzTZaq8WL2oL1sw1SkQ2NSWwNApWJWdXRjlpptgmkn",
+	"UjYOr4bAS2mDBmMzLNI3KtQkPHLXGiTkGw65oW/QW9vSulHKpsxoRf7H7X5/8xCIuqx41UNuB/lT2RDE",
+	"5qlimvqgyEl3jQgNzrsn1tlQfeI7ZoV8I7JVvZFEirLekbeLfJTKZvltJQBvI/qFuR50vk1bUfQI/3C9",
+	"FaPK5w0hfP6nSqMq2PDtpwb12weDV/aXwJAF4yGPqk34zMrzNHU3o8XtiIElBhZKkY+tanp08voQiyni",
+	"QYXc6FW2AbM5PezQZ5a9qGVEVsn0jw3NIxiZbXg3Idh9zlCT/+/FdBkyRTkJ/GOe2eZ0hiEirCrU0KRZ",
+	"fU/1K98e5saInXcce4JTVaD1M4+XG5JmlGjD8V1lkCzF6CtbsK8pZqfWYbNQVG5R3EDPMb4H221eBzcs",
+	"VmPlheoSDw1lYRkG3wCNYVyn0MFyVYYApkTHE6ow03bK0vmaO3S9hx5gc6dWAFQ4n0sjnjAFLLHXY7YF",
+	"oCunVHSS1ovMvy2mqsbta9tYaj50c0nEWy6+WI+19soF1ZZdW9ASOD91x6Jb+Qy/ev3SakEN8EQz07Da",
+	"gUdoe/OYKCBDcUXLTvgtwLIdle4RSJUVeb5eFqr0RIdVA7b7/X4AVV7feqJGLtQWWZS2xEHKJTZVIv/w",
+	"kM7fpbZT165CbE2jqwf2Gc1sb8cJ8gEsChSbET6Az2GHJSG2KQtxV1ixYeltrNrgWRK+UiR94m+Gx+Lj",
+	"nf7OQXd7p9vfPt/uD/rmf/9erfnwOez84ka4uTk3foSibull+5Nn8fgzFvqzz50cxMeunXTYub5G1t5K",
+	"FM1GnYVrYAsh1HWNb92oe/Lu3WBmWb6KvUvHtFBUsP9B0Qqu0eSaFC3SGk2uE2xU0oOdfh9mmEWCYWhS",
+	"YGEELMyibBmbJjXDdSp7QEay0HetLXrVrRdzN9iVv0d6NBR8RFSq1EfqDH7+UM/Yv6LcgAGr7lQQQs2V",
+	"plOHEFOqJYvbjXAXcmhMINeH2tYuMQ+sMWBb3OY6FlMa2LI+znOHL0mRa9trsuwquoQ5b90qVqIOyows",
+	"JWwBaVZyQzeDjzY/kcKsnubKtsqy4rz3dN/xdThijbtVzmZa4EUj8roKKL05maatpU6+p/pdRvnRyevb",
+	"cSY/6C1FrpurjICx0bBY0mpGFAxzlmp0oDzVNnkA5Dk3WrSHfRveYDz0P9aSgqJoSKSFpPYiy2Y8YnEB",
+	"89TYly7UUMGEqJAP6TgvQqeNFFWTHHM2IREz3mKkn5pFfV3heVrEiWtJRiMW/xtLzrsqYS3S9hQrg68U",
+	"t64t2VZc9lvrStfvrjUqoexjt9AaqwjJt/zlmQIumKJQGV2FPJ4QI/VED46c0wCmuTE4pfn/eM2HKWfG",
+	"NvAjeueZEBq0CLkzpAZAiiJqteJ8UbfrliVkBCNqHSpMVwp4FL8bixc/biKEln50D0gWK7rvtbB5hEx5",
+	"ME+aw7fB/KvUURBFhRzw3KrEaQ9/kTrrHQkb1YqGPmePgKQN3dwaEPRdvc2KesLObwE7j0XO650RtVhg",
+	"6BZlV+Kna4mIWRyNqRgvpchUS8+dlklhA9MookSKzNaD1TKnm+5mzTbgUY0ddqJ6d56oV+Srld2lKGae",
+	"2QCYEWFpLqnToPydi00uZRLljr3CchEuA8gVNbLErJwqDRMxg7nIJaD30lUrjUVGnV9X5JqMqbpBvNR6",
+	"HH1JETlseGSvCBZ7FO2vHR/StKhHDhK5qYtRiwS0Dmlj0uC0NHkKE/mdhInUuNoLScllS8tWwSHLZSYU",
+	"XcnS0FGu2jlaUUaySf11dQZ68Dqh00xo18yuWWDjQCeuosD9Jv7X2vi43j235QK1hkZfhwvU+0a1XS0U",
+	"x+Ch/0T+v0PyL0pHlvjgq3WsQ/Bbn/G/1ysLFhedQx+lbnF7i90WajBjEG70EK/zuHqWTtt6opF/bd0d",
+	"yx8vIfkztdBHtRHrbxth75rofVhNLVuff1lRffW8UvVeUQzTZso2i7flLhaKTbSKTZth883VSLVVJ550",
+	"z9+n8CnSvmpUaFF6PYl0R9oMbtFeHEN1MoIX404ztO3e63rd6upW63Qkv4lpmPV171Y0zbOkttIPZVUy",
+	"rBSlMNqkWkIKmxP683FKN01coqryVdPamI9vnf4lCrvdeKVr+m0V88X+7V9HN6/1al/JHv9NmeNTFYl7",
+	"vAT70kI0r7hNU6gRPNZR/UKTwEVNr2UTvPXvPjwFNjWJbyHEsv6h30vg8hNgxKR6Mgf+pc2BmRVqC1gO",
+	"RYbhI9kCKib8ISW6Gd8mu7iez7ARFU2fo0rXZ5tR6wvdEQ1l9mUj3Z6Zhd9Wot+KVKttr5/E9ZO4fhLX",
+	"gw4WmidFlXCXUveFolpRnjwoD6I8MUYFsh8tgHCbbecELGZ3FbcBiaBqYLvKhJzyWM4zbT1x9kK0biyK",
+	"EfK2oh88bJQhLr6enPflTaikQKfGYllO9dr0KZ+xyOa2FL11/oXcLB8jEcSML3iMYKMhacyG1Ph0sM1e",
+	"UfnTN3snkmKGvjOhcq5ZamvyVzrAA9OHRfNS7jqY+8brRLvrVt93nXHYmNA0AcZhSqdCzs1k880bblHP",
+	"zKl/gUlWNPMt2/eLO9dSrqzp67L8Wh/4BpZ/Rp/8wE8c+xYc+y25bLhgsSngBMqW1i0cm/Jkq9I2u5nV",
+	"nlUZbOESdiySk6ntxxj9rWsZUfd1EtkywzaLzxWjD3lKRxr7c2Awieuui4mzFS2n6KOBXWPxTdsDjFOa",
+	"0CTkw1z71r0B7PX3fA1+nyvuWTeandXi+b5lBxc65JUKy0FjqWP7IhRJYj04Wuj9gWn1RTVO2PAp+b74",
+	"iWjOz980Q5f8OQi5LdCy3fd5/gEULUmJNouz/ZMXWgEYWAkjLPKsVi+60s4U7UiPBBiq6Ssw+zav2LyF",
+	"mgGdtCCQkHkABMKO2X5l4LDjm+lOGc8xpZm4OgN+hopcg7+8flmuSdIxUxonYTrk2HImgNmExRMcVIkp",
+	"BZTWWF8mYaMRrda6dntOGElTmjRKHcqTtwW2r2w+UD1J1B9aM08rWN3SZKBsEFnrMPDzUffvpPuPfvf5",
+	"h/KfvYvuh8/94GD33psNLMvLL2s/UAHo1xKZ5QpuEpnVQA9qlbkSJZ/MpSfh+22V5j6zkhllaYN4Nlrz",
+	"h+uFZILPHexnf5TrSWfw84drLE8lr5rZ21HZBXw4L3LDjeTAKErMI48nzF7nllWsBltbnydC6evBZ3Oi",
+	"152gc0UkMxtHyp4UqgEO2Bl0UhGTFB8H7RfLzxSYV1BNQImYJJIqG3Rs5qkPudvv95dGe60VmFexybj5",
+	"RxTYjv4n707Po82eYQofChA25yhixwPlBRaT1ewIm5zTW6xOoRpu8t4wfom927wAKZsb2YTb0stdGc/2",
+	"llge7czVn/D+38oniAfLX9gsHZtFogKfAee2Vcltqo5kM0ya9lIkBA+su9JbnYlYlOzK2o9Wq7SRucYa",
+	"DUKO0QJYCsdgSkORpSLNnEBR1wBzzhUbc6PPuTpQqge21XdRhmkmmdYUY5IJJLnECVIxho1LmumioB1W",
+	"8/OFnrz2Q/jcYDwz6kiKySvMZZQ4sLjE55baIYxD5C9TwanMrn5MQ4Shi2j0nYxUzyhrixp5TDh6S0v3",
+	"SuA659RvRwJIMZzElhjCK+y6U8CqXWoiZvbUmC68yj14XV24UUQj7GunKFCeZIJhHSGr++3192oQ8ZbB",
+	"9Yfr/x8AAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

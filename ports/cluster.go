@@ -52,6 +52,12 @@ type Leases interface {
 	Unowned(ctx context.Context) ([]string, error)
 }
 
+// WebhooksLease is the pseudo-device whose lease makes its holder the one
+// replica that delivers webhooks, so that deliveries keep their order. It
+// is no valid device id, so no slot can take it; Unowned lists it while
+// nobody holds it.
+const WebhooksLease = "~webhooks"
+
 // Lease is one device's lease.
 type Lease struct {
 	DeviceID string

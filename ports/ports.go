@@ -86,6 +86,8 @@ type StoredSession struct {
 type Registry interface {
 	// List returns every slot, ordered by id.
 	List(ctx context.Context) ([]domain.Slot, error)
+	// Get returns the slot with id, and false when there is none.
+	Get(ctx context.Context, id string) (domain.Slot, bool, error)
 	// Put creates or updates a slot.
 	Put(ctx context.Context, slot domain.Slot) error
 	// Delete removes a slot; removing a missing one is not an error.

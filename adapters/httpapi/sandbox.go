@@ -122,13 +122,28 @@ func (s *server) SandboxConnections(ctx context.Context, _ api.SandboxConnection
 	if err != nil {
 		return nil, err
 	}
-	by := c.ByDevice
-	if by == nil {
-		by = map[string]int{}
-	}
 	return api.SandboxConnections200JSONResponse{Code: 200, Message: ok, Data: api.SandboxConnections{
-		Open: c.Open, LoggedIn: c.LoggedIn, ByDevice: by, Attempts: c.Attempts,
+		Open: c.Open, LoggedIn: c.LoggedIn, ByDevice: nonNilMap(c.ByDevice), Attempts: c.Attempts, MaxByDevice: nonNilMap(c.MaxByDevice),
 	}}, nil
+}
+
+func nonNilMap(m map[string]int) map[string]int {
+	if m == nil {
+		return map[string]int{}
+	}
+	return m
+}
+
+func (s *server) SandboxCertificateRoot(ctx context.Context, _ api.SandboxCertificateRootRequestObject) (api.SandboxCertificateRootResponseObject, error) {
+	sb, err := s.sandboxed()
+	if err != nil {
+		return nil, err
+	}
+	key, err := sb.CertificateRoot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return api.SandboxCertificateRoot200JSONResponse{Code: 200, Message: ok, Data: api.SandboxCertificateRoot{PublicKey: key[:]}}, nil
 }
 
 // maxRefuse bounds a refusal, so that a typo cannot take the sandbox down

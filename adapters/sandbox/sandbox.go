@@ -45,6 +45,10 @@ type Connections struct {
 	LoggedIn int            // of those, the ones logged in as a device
 	ByDevice map[string]int // logged-in connections by device JID
 	Attempts int            // connection attempts since start, refused ones included
+	// MaxByDevice is, per device JID, the most connections logged in as
+	// that device at the same time since start: a login that replaced a
+	// live connection counts both. 1 proves the device never had two.
+	MaxByDevice map[string]int
 }
 
 // Sent is what a simulated phone's send did: the message id and time, and
@@ -89,4 +93,8 @@ type Network interface {
 	// Disrupt applies a network fault and returns how many connections it
 	// dropped.
 	Disrupt(ctx context.Context, fault NetworkFault) (int, error)
+	// CertificateRoot returns the public key the simulated server's noise
+	// certificates chain to: a client must trust it (whatsmeow's
+	// WACertPubKey) to connect.
+	CertificateRoot(ctx context.Context) ([32]byte, error)
 }

@@ -7,6 +7,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -69,21 +70,9 @@ func (r *Registry) List(ctx context.Context) ([]domain.Slot, error) {
 	defer rows.Close()
 	var slots []domain.Slot
 	for rows.Next() {
-		var (
-			s                     domain.Slot
-			created, ended, endAt string
-		)
-		if err := rows.Scan(&s.ID, &s.JID, &created, &ended, &endAt); err != nil {
+		s, err := scanSlot(rows)
+		if err != nil {
 			return nil, fmt.Errorf("list slots: %w", err)
-		}
-		if s.CreatedAt, err = time.Parse(time.RFC3339Nano, created); err != nil {
-			return nil, fmt.Errorf("list slots: slot %s: created_at: %w", s.ID, err)
-		}
-		s.Ended = domain.Reason(ended)
-		if endAt != "" {
-			if s.EndedAt, err = time.Parse(time.RFC3339Nano, endAt); err != nil {
-				return nil, fmt.Errorf("list slots: slot %s: ended_at: %w", s.ID, err)
-			}
 		}
 		slots = append(slots, s)
 	}
@@ -91,6 +80,40 @@ func (r *Registry) List(ctx context.Context) ([]domain.Slot, error) {
 		return nil, fmt.Errorf("list slots: %w", err)
 	}
 	return slots, nil
+}
+
+// Get returns the slot with id, and false when there is none.
+func (r *Registry) Get(ctx context.Context, id string) (domain.Slot, bool, error) {
+	s, err := scanSlot(r.db.QueryRowContext(ctx, `SELECT id, jid, created_at, ended, ended_at FROM slots WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return domain.Slot{}, false, nil
+	}
+	if err != nil {
+		return domain.Slot{}, false, fmt.Errorf("get slot %s: %w", id, err)
+	}
+	return s, true, nil
+}
+
+// scanSlot reads a row of id, jid, created_at, ended, ended_at.
+func scanSlot(row interface{ Scan(...any) error }) (domain.Slot, error) {
+	var (
+		s                     domain.Slot
+		created, ended, endAt string
+	)
+	if err := row.Scan(&s.ID, &s.JID, &created, &ended, &endAt); err != nil {
+		return s, err
+	}
+	var err error
+	if s.CreatedAt, err = time.Parse(time.RFC3339Nano, created); err != nil {
+		return s, fmt.Errorf("slot %s: created_at: %w", s.ID, err)
+	}
+	s.Ended = domain.Reason(ended)
+	if endAt != "" {
+		if s.EndedAt, err = time.Parse(time.RFC3339Nano, endAt); err != nil {
+			return s, fmt.Errorf("slot %s: ended_at: %w", s.ID, err)
+		}
+	}
+	return s, nil
 }
 
 // Put creates slot, or replaces the stored slot with the same id.

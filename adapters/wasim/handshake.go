@@ -41,11 +41,11 @@ const (
 	certRenewBefore = 24 * time.Hour
 )
 
-// certChain returns the marshalled certificate chain that binds static to the
+// certChain returns the marshalled certificate chain that binds static to
 // root, valid from now-certBackdate to the returned expiry: root signs a
 // fresh intermediate key, which signs the static key. This is exactly what
 // whatsmeow's verifyServerCert checks.
-func certChain(static *keys.KeyPair, now time.Time) (chain []byte, notAfter time.Time, err error) {
+func certChain(static, root *keys.KeyPair, now time.Time) (chain []byte, notAfter time.Time, err error) {
 	inter := keys.NewKeyPair()
 	const interSerial = 1
 	from := now.Add(-certBackdate).Truncate(time.Second)
@@ -71,7 +71,7 @@ func certChain(static *keys.KeyPair, now time.Time) (chain []byte, notAfter time
 		return nil, time.Time{}, err
 	}
 	chain, err = proto.Marshal(&waCert.CertChain{
-		Intermediate: &waCert.CertChain_NoiseCertificate{Details: interDetails, Signature: sign(rootKey(), interDetails)},
+		Intermediate: &waCert.CertChain_NoiseCertificate{Details: interDetails, Signature: sign(root, interDetails)},
 		Leaf:         &waCert.CertChain_NoiseCertificate{Details: leafDetails, Signature: sign(inter, leafDetails)},
 	})
 	return chain, until, err
@@ -83,7 +83,7 @@ func (s *Server) certificate(now time.Time) ([]byte, error) {
 	s.certMu.Lock()
 	defer s.certMu.Unlock()
 	if s.cert == nil || now.After(s.certUntil.Add(-certRenewBefore)) {
-		cert, until, err := certChain(s.static, now)
+		cert, until, err := certChain(s.static, s.root, now)
 		if err != nil {
 			return nil, err
 		}

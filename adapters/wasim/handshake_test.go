@@ -14,7 +14,7 @@ import (
 // renews the chain before it expires.
 func TestCertificateDates(t *testing.T) {
 	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	s := &Server{static: keys.NewKeyPair()}
+	s := &Server{static: keys.NewKeyPair(), root: rootKey()}
 	dates := func(now time.Time) (from, until [2]time.Time) {
 		t.Helper()
 		raw, err := s.certificate(now)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -82,6 +83,12 @@ type client struct {
 
 func newClient(t *testing.T, srv *wasim.Server, path string) *client {
 	t.Helper()
+	return newClientVia(t, srv.HTTPClient(), path)
+}
+
+// newClientVia is newClient whose connections go through hc.
+func newClientVia(t *testing.T, hc *http.Client, path string) *client {
+	t.Helper()
 	ctx := context.Background()
 	dsn := "file:" + path + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(off)&_pragma=busy_timeout(5000)"
 	container, err := sqlstore.New(ctx, "sqlite", dsn, waLog.Noop)
@@ -100,7 +107,6 @@ func newClient(t *testing.T, srv *wasim.Server, path string) *client {
 		logger = waLog.Stdout("client", "DEBUG", false)
 	}
 	c := &client{t: t, cli: whatsmeow.NewClient(dev, logger), container: container, events: newRecorder()}
-	hc := srv.HTTPClient()
 	c.cli.SetPreLoginHTTPClient(hc)
 	c.cli.SetWebsocketHTTPClient(hc)
 	c.cli.AddEventHandler(c.events.handle)

@@ -116,13 +116,18 @@ func (c *conn) login(jid types.JID) {
 		c.refuseLogin(jid)
 		return
 	}
+	live := 1 // this one, and the older ones it replaces that are still live
 	for o := range c.srv.conns {
 		if o != c && o.deviceJID() == jid.String() {
+			if !o.isClosing() {
+				live++
+			}
 			o.markClosing()
 			old = append(old, o)
 		}
 	}
 	c.setDevice(jid.String())
+	c.srv.maxByDevice[jid.String()] = max(c.srv.maxByDevice[jid.String()], live)
 	c.srv.mu.Unlock()
 	for _, o := range old {
 		c.log.Info("wasim: replacing older connection", "device", jid.String(), "old", o.id)

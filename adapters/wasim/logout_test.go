@@ -100,6 +100,9 @@ func TestStreamReplaced(t *testing.T) {
 	createPhone(t, srv, alice, "Alice")
 	path := dbPath(t)
 	first, jid := linkByQR(t, srv, alice, path)
+	if conns, _ := srv.Connections(ctx); conns.MaxByDevice[jid] != 1 {
+		t.Fatalf("most simultaneous connections after linking: %d, want 1", conns.MaxByDevice[jid])
+	}
 
 	copyPath := filepath.Join(t.TempDir(), "copy.db")
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
@@ -120,6 +123,11 @@ func TestStreamReplaced(t *testing.T) {
 	conns, _ := srv.Connections(ctx)
 	if conns.ByDevice[jid] != 1 || conns.LoggedIn != 1 {
 		t.Fatalf("connections after replacement %+v", conns)
+	}
+	// The replacement had two live connections as one device: the figure
+	// that proves "never two" must show it.
+	if conns.MaxByDevice[jid] != 2 {
+		t.Fatalf("most simultaneous connections after a replacement: %d, want 2", conns.MaxByDevice[jid])
 	}
 	if !second.cli.IsLoggedIn() || first.storedDevices() != 1 {
 		t.Fatal("the replaced client lost its session, or the new one is not logged in")

@@ -2,6 +2,7 @@ package wasim
 
 import (
 	"context"
+	"maps"
 	"strings"
 
 	waBinary "go.mau.fi/whatsmeow/binary"
@@ -100,11 +101,13 @@ func (s *Server) Messages(ctx context.Context, phone string) ([]sandbox.Message,
 
 // Connections counts the websockets open to the server, leaving out those
 // it is closing (after a removal, a replacement or a drop), the logged-in
-// ones by device JID, and every connection attempt since New.
+// ones by device JID, every connection attempt since New, and per device
+// the most connections logged in as it at once since New (a login that
+// replaced a live connection counts both).
 func (s *Server) Connections(ctx context.Context) (sandbox.Connections, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := sandbox.Connections{ByDevice: map[string]int{}, Attempts: s.attempts}
+	out := sandbox.Connections{ByDevice: map[string]int{}, Attempts: s.attempts, MaxByDevice: maps.Clone(s.maxByDevice)}
 	for c := range s.conns {
 		if c.isClosing() {
 			continue

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +40,20 @@ type Options struct {
 	Logger *slog.Logger // nil: discard
 	// Now is the server's clock for certificate dates; nil is time.Now.
 	Now func() time.Time
+	// Listener is where the server serves; nil listens on a loopback port
+	// of its own. The server closes it at Close.
+	Listener net.Listener
+	// API, when set, makes the handler that answers every request that is
+	// not a websocket upgrade (the standalone simulator's /sandbox API),
+	// given the server, before it serves; without it such a request gets
+	// the websocket library's refusal.
+	API func(*Server) http.Handler
+	// OwnRoot makes the server sign its certificates with a root of its
+	// own, kept in Dir (root.key, made on the first start) when Dir is set,
+	// instead of the process-wide RootPublicKey. A standalone simulator
+	// uses it: its clients, in other processes, trust the key they fetch
+	// from CertificateRoot, and keep trusting a restarted simulator.
+	OwnRoot bool
 }
 
 // Server is the simulated WhatsApp network. Its methods are safe for
@@ -46,6 +61,8 @@ type Options struct {
 type Server struct {
 	log    *slog.Logger
 	static *keys.KeyPair // the server's Noise static key
+	root   *keys.KeyPair // the certificate root the chain is signed by
+	api    http.Handler  // non-websocket requests; nil: none
 	now    func() time.Time
 	addr   string
 	http   *http.Server
@@ -74,10 +91,21 @@ type Server struct {
 	refuseUntil time.Time
 	attempts    int
 	hook        func(ConnInfo, *waBinary.Node) bool
+	// maxByDevice is, per device JID, the most connections ever logged in
+	// as it at once: a login that replaces a live connection counts two.
+	maxByDevice map[string]int
 }
 
-// New opens the world in opts.Dir and starts serving on a loopback port.
-func New(opts Options) (*Server, error) {
+// New opens the world in opts.Dir and starts serving on opts.Listener, or
+// on a loopback port.
+func New(opts Options) (_ *Server, err error) {
+	if opts.Listener != nil {
+		defer func() {
+			if err != nil {
+				opts.Listener.Close()
+			}
+		}()
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -87,7 +115,13 @@ func New(opts Options) (*Server, error) {
 		now = time.Now
 	}
 	static := keys.NewKeyPair()
-	cert, certUntil, err := certChain(static, now())
+	root := rootKey()
+	if opts.OwnRoot {
+		if root, err = loadRoot(opts.Dir); err != nil {
+			return nil, err
+		}
+	}
+	cert, certUntil, err := certChain(static, root, now())
 	if err != nil {
 		return nil, fmt.Errorf("wasim: certificate chain: %w", err)
 	}
@@ -104,19 +138,25 @@ func New(opts Options) (*Server, error) {
 		signal.Close()
 		return nil, fmt.Errorf("wasim: load %s: %w", opts.Dir, err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		cancel()
-		db.Close()
-		signal.Close()
-		return nil, fmt.Errorf("wasim: listen: %w", err)
+	ln := opts.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			cancel()
+			db.Close()
+			signal.Close()
+			return nil, fmt.Errorf("wasim: listen: %w", err)
+		}
 	}
 	s := &Server{
-		log: log, static: static, now: now, cert: cert, certUntil: certUntil, addr: ln.Addr().String(), world: w,
+		log: log, static: static, root: root, now: now, cert: cert, certUntil: certUntil, addr: ln.Addr().String(), world: w,
 		ctx: ctx, cancel: cancel,
 		conns: map[*conn]struct{}{}, qrRefs: map[string]*conn{}, codeReqs: map[string]*codeRequest{},
+		maxByDevice: map[string]int{},
 	}
-	s.http = &http.Server{Handler: http.HandlerFunc(s.serveHTTP), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	if opts.API != nil {
+		s.api = opts.API(s)
+	}
+	s.http = &http.Server{Handler: http.HandlerFunc(s.serveHTTP), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -127,6 +167,9 @@ func New(opts Options) (*Server, error) {
 	log.Info("wasim: listening", "addr", s.addr, "persistent", opts.Dir != "")
 	return s, nil
 }
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.addr }
 
 // HTTPClient returns a new client that dials the simulator whatever address
 // it is asked for. Give it to whatsmeow's SetPreLoginHTTPClient and
@@ -181,8 +224,13 @@ func (s *Server) spawn(f func()) bool {
 	return true
 }
 
-// serveHTTP accepts a websocket on any path and runs the connection.
+// serveHTTP accepts a websocket on any path and runs the connection; any
+// other request goes to the API, when there is one.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.api != nil && !isUpgrade(r) {
+		s.api.ServeHTTP(w, r)
+		return
+	}
 	s.mu.Lock()
 	s.attempts++
 	refuse := time.Now().Before(s.refuseUntil)
@@ -211,6 +259,24 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.dropConn(c)
 	c.run()
+}
+
+// isUpgrade tells a websocket upgrade request (RFC 6455 section 4.1: a
+// Connection header with the token "upgrade", an Upgrade header with
+// "websocket").
+func isUpgrade(r *http.Request) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *Server) newConn(ws *websocket.Conn) *conn {

@@ -16,11 +16,11 @@ import (
 	"github.com/gowa-dev/gowa/domain"
 )
 
-// Client is one whatsmeow session on its own database. It implements
-// ports.Client.
+// Client is one whatsmeow session on its own database, or in the shared
+// store. It implements ports.Client.
 type Client struct {
 	wa        *whatsmeow.Client
-	container *sqlstore.Container
+	container *sqlstore.Container // the session's own database; nil when shared
 	log       *slog.Logger
 	handlerID uint32
 
@@ -263,6 +263,9 @@ func (c *Client) Close() error {
 	c.op.Unlock()
 	c.wa.RemoveEventHandler(c.handlerID)
 	c.tasks.Wait()
+	if c.container == nil {
+		return nil // the shared store outlives its clients
+	}
 	if err := c.container.Close(); err != nil {
 		return fmt.Errorf("close session database: %w", err)
 	}

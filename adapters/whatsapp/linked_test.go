@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/gowa-dev/gowa/adapters/postgres/pgtest"
 	"github.com/gowa-dev/gowa/adapters/sandbox"
 	"github.com/gowa-dev/gowa/adapters/wasim"
 	"github.com/gowa-dev/gowa/adapters/whatsapp"
@@ -93,11 +94,12 @@ func makeTemplate(t *testing.T) {
 	}
 }
 
-// cleanupAfter removes the template once every test has run.
+// cleanupAfter removes the template once every test has run, and the
+// PostgreSQL cluster of the shared-store tests.
 type cleanupAfter struct{ m *testing.M }
 
 func (c cleanupAfter) Run() int {
-	code := c.m.Run()
+	code := pgtest.Main(c.m)
 	if template.dir != "" {
 		_ = os.RemoveAll(template.dir)
 	}

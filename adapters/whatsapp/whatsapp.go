@@ -1,6 +1,7 @@
 // Package whatsapp implements ports.WhatsApp with go.mau.fi/whatsmeow: one
-// whatsmeow client per session, each on its own pure-Go SQLite database,
-// its events translated into domain events.
+// whatsmeow client per session, each on its own pure-Go SQLite database
+// (or all in one shared whatsmeow store: see SharedStore), its events
+// translated into domain events.
 //
 // The adapter talks to WhatsApp unless Options point it elsewhere: the
 // sandbox gives it the simulator's HTTP client and certificate root, which
@@ -10,10 +11,12 @@ package whatsapp
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +24,8 @@ import (
 	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/store/sqlstore"
+	"go.mau.fi/whatsmeow/types"
+	waLog "go.mau.fi/whatsmeow/util/log"
 	"google.golang.org/protobuf/proto"
 
 	// The database/sql driver "sqlite": pure Go, so the binary stays static.
@@ -68,7 +73,42 @@ type Options struct {
 	// SessionIdle is how long a session database stays open unused before
 	// its connection is closed (see sessiondb.go); 0 means 5 s.
 	SessionIdle time.Duration
+	// Shared, when set, keeps every session in one whatsmeow store (the
+	// shared PostgreSQL database of several replicas) instead of a SQLite
+	// file each; Locate and SessionIdle are then unused.
+	Shared *SharedStore
 }
+
+// SharedStore is one whatsmeow store that holds every session, as devices
+// of one sqlstore.Container, and the session store's record of which
+// device each pairing is. A linked session's key is its JID, the device's
+// key in the container; a pairing's key (pairing:…) names an unpaired
+// device that exists only in memory until whatsmeow saves it once the
+// phone links it, so the adapter tells the session store which device it
+// opened for the pairing, and asks it which device a pairing became.
+type SharedStore struct {
+	// Container holds the sessions. Clients never close it: it belongs to
+	// whoever made it.
+	Container *sqlstore.Container
+	// Pairings is the session store's record of the pairings
+	// (adapters/postgres.Sessions implements it).
+	Pairings Pairings
+}
+
+// Pairings records which whatsmeow device a pairing session is.
+type Pairings interface {
+	// BindPairing records that the pairing key is, from now on, the
+	// unpaired device whose noise key's private half hashes (SHA-256) to
+	// noiseHash. Open calls it each time it opens an unpaired pairing,
+	// before the device can pair.
+	BindPairing(ctx context.Context, key string, noiseHash []byte) error
+	// PairedJID returns the JID of the device the pairing key linked, ""
+	// while it has not.
+	PairedJID(ctx context.Context, key string) (string, error)
+}
+
+// pairingPrefix starts the keys of pairing sessions (ports.SessionStore).
+const pairingPrefix = "pairing:"
 
 // WhatsApp opens whatsmeow sessions. It is safe for concurrent use.
 type WhatsApp struct {
@@ -121,7 +161,9 @@ func New(opts Options) *WhatsApp {
 	if opts.OffWhatsAppFor <= 0 {
 		opts.OffWhatsAppFor = offWhatsAppFor
 	}
-	go emptySession() // made before the first login needs it
+	if opts.Shared == nil {
+		go emptySession() // made before the first login needs it
+	}
 	return &WhatsApp{opts: opts, log: log}
 }
 
@@ -131,7 +173,19 @@ func New(opts Options) *WhatsApp {
 // in the order they happen, from the client's goroutines; ctx is the
 // session's lifetime and the context every background task of the client
 // runs on. Open does not connect.
+//
+// With a SharedStore, the session is a device of the shared container: a
+// JID key opens that device (an unpaired one when it is gone, as an
+// emptied database would); a pairing key opens the device the pairing
+// linked, or a new unpaired one that it binds to the pairing.
 func (w *WhatsApp) Open(ctx context.Context, key string, events func(domain.Event)) (ports.Client, error) {
+	if w.opts.Shared != nil {
+		c, err := w.openShared(ctx, key, events)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
 	path := key
 	if w.opts.Locate != nil {
 		var err error
@@ -166,6 +220,61 @@ func (w *WhatsApp) open(ctx context.Context, path string, events func(domain.Eve
 		_ = container.Close()
 		return nil, fmt.Errorf("load session: %w", err)
 	}
+	return w.newClient(ctx, dev, container, log, waLogger, events), nil
+}
+
+// openShared opens the session key in the shared store; see Open.
+func (w *WhatsApp) openShared(ctx context.Context, key string, events func(domain.Event)) (*Client, error) {
+	shared := w.opts.Shared
+	log := w.log.With("session", key)
+	waLogger := newLogger(log, w.opts.Debug)
+	var dev *store.Device
+	if strings.HasPrefix(key, pairingPrefix) {
+		linked, err := shared.Pairings.PairedJID(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("load session: %w", err)
+		}
+		if linked != "" {
+			if dev, err = w.sharedDevice(ctx, linked); err != nil {
+				return nil, err
+			}
+		}
+		if dev == nil {
+			dev = shared.Container.NewDevice()
+			h := sha256.Sum256(dev.NoiseKey.Priv[:])
+			if err := shared.Pairings.BindPairing(ctx, key, h[:]); err != nil {
+				return nil, fmt.Errorf("record the pairing's device: %w", err)
+			}
+		}
+	} else {
+		var err error
+		if dev, err = w.sharedDevice(ctx, key); err != nil {
+			return nil, err
+		}
+		if dev == nil {
+			dev = shared.Container.NewDevice()
+		}
+	}
+	return w.newClient(ctx, dev, nil, log, waLogger, events), nil
+}
+
+// sharedDevice loads the device of jid from the shared store, nil if it
+// has none.
+func (w *WhatsApp) sharedDevice(ctx context.Context, jid string) (*store.Device, error) {
+	id, err := types.ParseJID(jid)
+	if err != nil || id.User == "" || id.Server == "" {
+		return nil, domain.Errorf(domain.EINVALID, "%q is not a session key", jid)
+	}
+	dev, err := w.opts.Shared.Container.GetDevice(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("load session: %w", err)
+	}
+	return dev, nil
+}
+
+// newClient makes the client of dev; container is the session's own
+// database, closed with the client (nil for the shared store).
+func (w *WhatsApp) newClient(ctx context.Context, dev *store.Device, container *sqlstore.Container, log *slog.Logger, waLogger waLog.Logger, events func(domain.Event)) *Client {
 	wa := whatsmeow.NewClient(dev, waLogger)
 	if w.opts.HTTPClient != nil {
 		wa.SetPreLoginHTTPClient(w.opts.HTTPClient)
@@ -174,5 +283,5 @@ func (w *WhatsApp) open(ctx context.Context, path string, events func(domain.Eve
 	c := newClient(ctx, wa, container, log, events)
 	c.firstLife, c.life = w.opts.FirstCodeLife, w.opts.CodeLife
 	c.onFor, c.offFor = w.opts.OnWhatsAppFor, w.opts.OffWhatsAppFor
-	return c, nil
+	return c
 }

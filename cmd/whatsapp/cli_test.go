@@ -37,7 +37,7 @@ func TestHelpListsTheCommands(t *testing.T) {
 		if tc.status != 0 {
 			text = stderr
 		}
-		for _, cmd := range []string{"rest", "sandbox", "healthcheck", "version"} {
+		for _, cmd := range []string{"rest", "sandbox", "simulator", "healthcheck", "version"} {
 			if !strings.Contains(text, "\n  "+cmd+" ") {
 				t.Errorf("%q does not list %s:\n%s", tc.args, cmd, text)
 			}
@@ -46,6 +46,19 @@ func TestHelpListsTheCommands(t *testing.T) {
 	stdout, _, status := runCLI(t, "help", "rest")
 	if status != 0 || !strings.Contains(stdout, "-basic-auth") || !strings.Contains(stdout, "-trusted-proxies") {
 		t.Errorf("help rest: exit %d\n%s", status, stdout)
+	}
+	if strings.Contains(stdout, "-simulator") {
+		t.Errorf("help rest offers --simulator, which only the sandbox takes:\n%s", stdout)
+	}
+	stdout, _, status = runCLI(t, "help", "sandbox")
+	if status != 0 || !strings.Contains(stdout, "-simulator URL") || !strings.Contains(stdout, "APP_SIMULATOR") {
+		t.Errorf("help sandbox: exit %d\n%s", status, stdout)
+	}
+	stdout, _, status = runCLI(t, "help", "simulator")
+	for _, flag := range []string{"-port", "-host", "-dir", "APP_DIR"} {
+		if status != 0 || !strings.Contains(stdout, flag) {
+			t.Errorf("help simulator lacks %s: exit %d\n%s", flag, status, stdout)
+		}
 	}
 }
 
@@ -93,6 +106,14 @@ func TestConfigErrorsAreOneLineNamingTheSetting(t *testing.T) {
 		{"pairs split by a space", nil, []string{"rest", "-b", "admin:pw-one", "ops:pw-two"}, "whatsapp rest: unexpected argument after the flags", "pw-two"},
 		{"unknown flag", nil, []string{"rest", "--nope"}, "whatsapp rest: unknown flag -nope; 'whatsapp rest -h' lists the flags", ""},
 		{"sandbox says sandbox", nil, []string{"sandbox", "--nope"}, "whatsapp sandbox: unknown flag -nope", ""},
+		{"simulator URL not http", nil, []string{"sandbox", "--simulator", "https://127.0.0.1:3100"}, "whatsapp sandbox: --simulator: want an http:// URL", ""},
+		{"simulator URL with a path", map[string]string{"APP_SIMULATOR": "http://127.0.0.1:3100/sandbox"}, []string{"sandbox"}, "whatsapp sandbox: APP_SIMULATOR: want only a scheme, host and port", ""},
+		{"simulator URL with credentials", nil, []string{"sandbox", "--simulator", "http://admin:pw-eight@127.0.0.1:3100"}, "whatsapp sandbox: --simulator: the simulator takes no credentials", "pw-eight"},
+		{"rest takes no simulator", nil, []string{"rest", "--simulator", "http://127.0.0.1:3100"}, "whatsapp rest: unknown flag -simulator", ""},
+		{"simulator port", nil, []string{"simulator", "--port", "70000"}, "whatsapp simulator: --port: 70000 is not a port", ""},
+		{"simulator port env", map[string]string{"APP_PORT": "x"}, []string{"simulator"}, "whatsapp simulator: APP_PORT: not a port", ""},
+		{"simulator empty dir", nil, []string{"simulator", "--dir", ""}, "whatsapp simulator: --dir: must not be empty", ""},
+		{"simulator unknown flag", nil, []string{"simulator", "--storages", "x"}, "whatsapp simulator: unknown flag -storages", ""},
 		{"malformed flag", nil, []string{"rest", "---b=admin:pw-three"}, "whatsapp rest: malformed flag", "pw-three"},
 		{"unknown command", nil, []string{"frobnicate"}, `whatsapp: unknown command "frobnicate"`, ""},
 		{"a secret as the command", nil, []string{"admin:pw-four"}, "whatsapp: unknown command (not shown", "pw-four"},

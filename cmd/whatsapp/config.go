@@ -33,6 +33,10 @@ type Config struct {
 	AllowedHosts   string        `split_words:"true"`
 	ShutdownGrace  time.Duration `split_words:"true" default:"15s"`
 	UI             bool          `split_words:"true" default:"true"`
+	// Simulator is the URL of a standalone simulator (`whatsapp
+	// simulator`) that `whatsapp sandbox` attaches to instead of starting
+	// its own; `whatsapp rest` ignores it.
+	Simulator string `split_words:"true"`
 
 	// Live events: global webhooks and the event log's retention.
 	Webhook           []string      `split_words:"true"` // URLs; repeatable flag, comma-separated variable
@@ -136,6 +140,11 @@ func loadConfig(cmd string, args []string, out io.Writer) (Config, error) {
 	fs.Var(secret{&cfg.DbURI}, "db", "PostgreSQL `URI` (postgres://user:pass@host/db) shared by several replicas; without it, one gateway on SQLite under --storages (APP_DB_URI)")
 	fs.StringVar(&cfg.AdvertiseURL, "advertise-url", cfg.AdvertiseURL, "`URL` the other replicas reach this one at, such as http://10.0.0.5:3000; required with --db (APP_ADVERTISE_URL)")
 	fs.Var(&durationValue{"lease-ttl", &cfg.LeaseTTL, &bad}, "lease-ttl", "how long (a `duration`, at least 1s) a replica's hold on a device lasts without renewal; a dead replica's devices move after it (APP_LEASE_TTL)")
+	if cmd == "sandbox" {
+		fs.StringVar(&cfg.Simulator, "simulator", cfg.Simulator, "`URL` of a simulator started with 'whatsapp simulator' (http://host:port) to attach to, instead of simulating WhatsApp in this process (APP_SIMULATOR)")
+	} else {
+		cfg.Simulator = ""
+	}
 	// A setting is named as its flag when the flag was given, else as its
 	// variable when that is set.
 	fs.VisitAll(func(f *flag.Flag) {
@@ -183,6 +192,11 @@ func loadConfig(cmd string, args []string, out io.Writer) (Config, error) {
 	} {
 		if !f.ok {
 			return Config{}, &usageError{cmd, cfg.name(f.flag) + ": must be positive"}
+		}
+	}
+	if cfg.Simulator != "" {
+		if err := gateway.CheckSimulatorURL(cfg.Simulator); err != nil {
+			return Config{}, &usageError{cmd, cfg.name("simulator") + ": " + err.Error()}
 		}
 	}
 	if err := checkWebhooks(&cfg); err != nil {

@@ -44,8 +44,9 @@ func openTuned(ctx context.Context, cfg Config, sandbox bool, logOut io.Writer, 
 			AdvertiseURL: cfg.AdvertiseURL,
 			LeaseTTL:     cfg.LeaseTTL,
 		},
-		Sandbox:  sandbox,
-		Tuning:   tuning,
-		FlagName: cfg.name,
+		Sandbox:   sandbox,
+		Simulator: cfg.Simulator,
+		Tuning:    tuning,
+		FlagName:  cfg.name,
 	}, logOut)
 }

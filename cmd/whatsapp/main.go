@@ -2,6 +2,7 @@
 //
 //	whatsapp rest         serve the API (port 3000)
 //	whatsapp sandbox      serve the same API on a simulated WhatsApp network
+//	whatsapp simulator    run the simulated WhatsApp network alone, for several sandbox gateways
 //	whatsapp healthcheck  probe a running gateway's /health (for containers)
 //	whatsapp version      print the version, commit and Go version
 //
@@ -58,6 +59,8 @@ const usage = `usage: whatsapp <command> [flags]
 commands:
   rest         serve the REST API (port 3000, sessions under ./storages)
   sandbox      serve the same API on a simulated WhatsApp network: no phone needed
+  simulator    run the simulated WhatsApp network on its own (port 3100), for
+               several 'whatsapp sandbox --simulator http://127.0.0.1:3100'
   healthcheck  exit 0 if the gateway on this machine answers /health (for containers)
   version      print the version, commit and Go version
 
@@ -92,6 +95,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return g.Run(ctx)
+	case "simulator":
+		return runSimulator(ctx, args, stdout, stderr)
 	case "healthcheck":
 		return healthcheck(ctx, args, stdout)
 	case "version":
@@ -100,7 +105,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return printVersion(stdout)
 	case "help", "-h", "-help", "--help":
-		if len(args) > 0 && (args[0] == "rest" || args[0] == "sandbox" || args[0] == "healthcheck") {
+		if len(args) > 0 && (args[0] == "rest" || args[0] == "sandbox" || args[0] == "simulator" || args[0] == "healthcheck") {
 			return run(ctx, []string{args[0], "-h"}, stdout, stderr)
 		}
 		fmt.Fprint(stdout, usage)

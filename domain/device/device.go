@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gowa-dev/gowa/domain"
@@ -26,7 +27,10 @@ type device struct {
 	inbox  queue[input]
 	jobs   queue[func()]
 	done   chan struct{} // closed when the owner has stopped and every job ended
-	worked chan struct{} // closed when the job goroutine has ended
+	// dropped is set when the device stops to move to another replica
+	// (Service.Drop), so that the calls it cuts short say so.
+	dropped atomic.Bool
+	worked  chan struct{} // closed when the job goroutine has ended
 
 	// Owner only.
 	m         machine
@@ -114,10 +118,20 @@ func (d *device) call(ctx context.Context, mk func(op uint64) input) (reply, err
 
 // goneErr is the error for a device whose owner has stopped.
 func (d *device) goneErr() error {
-	if d.svc.ctx.Err() != nil {
-		return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
+	if d.svc.ctx.Err() != nil || d.dropped.Load() {
+		return stoppedError(d.id, d.dropped.Load())
 	}
 	return domain.Errorf(domain.ENOTFOUND, "device %s not found", d.id)
+}
+
+// stoppedError is the error of a call cut short by the device stopping
+// while its session stays: the server closing, or (dropped) the device
+// moving to another replica, where the call can be made again.
+func stoppedError(id string, dropped bool) error {
+	if dropped {
+		return domain.Errorf(domain.EUNAVAILABLE, "device %s is moving to another replica; try again", id)
+	}
+	return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
 }
 
 // run is the owner: it applies inputs until the device stops, then waits

@@ -511,6 +511,14 @@ func (r *fakeRegistry) List(ctx context.Context) ([]domain.Slot, error) {
 	return out, nil
 }
 
+func (r *fakeRegistry) Get(ctx context.Context, id string) (domain.Slot, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return domain.Slot{}, false, err
+	}
+	s, ok := r.get(id)
+	return s, ok, nil
+}
+
 func (r *fakeRegistry) Put(ctx context.Context, slot domain.Slot) error {
 	if err := ctx.Err(); err != nil {
 		return err

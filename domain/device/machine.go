@@ -303,7 +303,7 @@ func transition(m machine, in input, now time.Time) (machine, []effect) {
 		case discarded:
 			// The pairing's session went before the slot.
 		case cmdShutdown:
-			t.shutdown()
+			t.shutdown(in.Drop)
 		default:
 			if op, ok := opOf(in); ok {
 				if _, del := in.(cmdDelete); del {
@@ -333,7 +333,7 @@ func transition(m machine, in input, now time.Time) (machine, []effect) {
 	case cmdReconnect:
 		t.reconnect(in)
 	case cmdShutdown:
-		t.shutdown()
+		t.shutdown(in.Drop)
 	case clientEvent:
 		if in.Gen == t.m.Gen && in.Gen != 0 {
 			t.event(in)

@@ -24,8 +24,9 @@ type (
 	cmdLogout    struct{ Op uint64 }
 	cmdDelete    struct{ Op uint64 }
 	cmdReconnect struct{ Op uint64 }
-	// cmdShutdown: the service is closing; the session stays.
-	cmdShutdown struct{}
+	// cmdShutdown: the service is closing, or (Drop) this device moves to
+	// another replica; the session stays.
+	cmdShutdown struct{ Drop bool }
 	// ping changes nothing: its reply comes once every input before it was
 	// applied and every job they started has run (tests use it to settle).
 	ping struct{ Op uint64 }

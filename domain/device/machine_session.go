@@ -384,8 +384,10 @@ func rootCause(err error) string {
 }
 
 // shutdown closes the client and discards a pairing; the session stays.
-func (t *step) shutdown() {
-	t.answer(reply{Err: domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")})
+// drop: the device moves to another replica, rather than the server
+// closing; its callers are told to try again.
+func (t *step) shutdown(drop bool) {
+	t.answer(reply{Err: stoppedError(t.m.ID, drop)})
 	if t.m.State == domain.StatePairing && t.m.Pair.Key != "" && !t.m.Pair.Promoting {
 		gen := t.m.Gen
 		t.closeCurrent()

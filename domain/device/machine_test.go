@@ -74,6 +74,7 @@ var inputs = map[string]input{
 	"delete":           cmdDelete{Op: opCmd},
 	"reconnect":        cmdReconnect{Op: opCmd},
 	"shutdown":         cmdShutdown{},
+	"drop":             cmdShutdown{Drop: true},
 	"ev_qr":            clientEvent{Gen: 4, Event: domain.QRCode{Code: "qr2", Timeout: 20 * time.Second}},
 	"ev_paired":        clientEvent{Gen: 4, Event: domain.Paired{Identity: domain.Identity{JID: jidM}}},
 	"ev_pairing_exp":   clientEvent{Gen: 4, Event: domain.PairingExpired{}},
@@ -120,6 +121,7 @@ type outcome struct {
 
 var accepted = map[[2]string]outcome{
 	{"*", "shutdown"}: {"", "", "", ""}, // checked on its own below
+	{"*", "drop"}:     {"", "", "", ""}, // the same
 	{"*", "ping"}:     {"", "", "reply", "ok"},
 	{"*", "created"}:  {"", "", "reply", "ok"},
 	// A message of the current client is told in any state; of a stale
@@ -362,8 +364,8 @@ func TestTransitionTable(t *testing.T) {
 				if got := eventsOf(effs); got != wantEvents {
 					t.Errorf("events %q, want %q", got, wantEvents)
 				}
-				if iname == "shutdown" {
-					checkShutdown(t, m, next, effs)
+				if in, ok := in.(cmdShutdown); ok {
+					checkShutdown(t, m, next, effs, in.Drop)
 					return
 				}
 				want, ok := accepted[key]
@@ -439,7 +441,7 @@ func checkOutcome(t *testing.T, next machine, effs []effect, want outcome) {
 
 // checkShutdown: every state closes its client, answers every waiter and
 // stops; the session stays (nothing is removed or deleted).
-func checkShutdown(t *testing.T, m machine, next machine, effs []effect) {
+func checkShutdown(t *testing.T, m machine, next machine, effs []effect, drop bool) {
 	t.Helper()
 	if !next.Gone || next.Gen != 0 {
 		t.Errorf("after shutdown: gone %v, client %d", next.Gone, next.Gen)
@@ -461,6 +463,11 @@ func checkShutdown(t *testing.T, m machine, next machine, effs []effect) {
 	}
 	if got, want := strings.Count(replies(effs), "unavailable"), len(m.Waiters); got != want {
 		t.Errorf("%d waiters told of the shutdown, want %d", got, want)
+	}
+	for _, e := range effs {
+		if r, ok := e.(reply); ok && strings.Contains(r.Err.Error(), "another replica") != drop {
+			t.Errorf("drop %v: a waiter was told %q", drop, r.Err)
+		}
 	}
 }
 

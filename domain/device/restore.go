@@ -23,6 +23,10 @@ import (
 // JID), and a pairing cut off by a crash is finished if the phone had
 // already linked it, or discarded if not.
 func (s *Service) Start(ctx context.Context) error {
+	if s.cfg.Cluster {
+		s.log.Info("cluster mode: devices start as their leases are acquired")
+		return nil
+	}
 	slots, err := s.cfg.Registry.List(ctx)
 	if err != nil {
 		return fmt.Errorf("list device slots: %w", err)
@@ -68,34 +72,11 @@ func (s *Service) Start(ctx context.Context) error {
 	var devs []loaded
 	restoring := 0
 	for _, id := range slices.Sorted(maps.Keys(byID)) {
-		sl := byID[id]
-		m := machine{ID: sl.ID, State: domain.StateDisconnected, Since: s.cfg.Clock.Now(), JID: sl.JID}
-		if sl.JID != "" {
-			m.Identity = domain.Identity{JID: sl.JID, Phone: domain.PhoneOfJID(sl.JID)}
+		sl, m, err := s.load(ctx, byID[id], onDisk[byID[id].JID])
+		if err != nil {
+			return err
 		}
-		switch {
-		case sl.JID != "" && !onDisk[sl.JID]:
-			reason := cmp.Or(sl.Ended, domain.ReasonSessionMissing)
-			m.JID, m.Identity = "", domain.Identity{}
-			m.State, m.Reason = domain.StateLoggedOut, reason
-			if sl.Ended != domain.ReasonNone {
-				m.Told = told{domain.EventDeviceLoggedOut, reason}
-			} else {
-				// Found now: start tells it (device.logged_out).
-				m.Detail = "the session files were missing at start-up"
-				s.log.Warn("session dropped: its files are missing; the device must log in again", "device_id", sl.ID, "reason", reason)
-			}
-			sl.JID, sl.Ended, sl.EndedAt = "", reason, cmp.Or(sl.EndedAt, m.Since)
-			m.Since = sl.EndedAt
-			if err := s.cfg.Registry.Put(ctx, sl); err != nil {
-				return fmt.Errorf("clear lost session of slot %s: %w", sl.ID, err)
-			}
-		case sl.Ended != domain.ReasonNone:
-			// The session ended before; a JID means its files are left.
-			m.State, m.Reason, m.Since = domain.StateLoggedOut, sl.Ended, cmp.Or(sl.EndedAt, m.Since)
-			m.Told = told{domain.EventDeviceLoggedOut, sl.Ended} // told when it ended
-		case sl.JID != "":
-			m.State = domain.StateConnecting
+		if m.State == domain.StateConnecting {
 			restoring++
 		}
 		devs = append(devs, loaded{sl, m})
@@ -111,6 +92,42 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.log.Info("restoring sessions", "devices", len(byID), "sessions", restoring)
 	return nil
+}
+
+// load decides a slot's first state from what the registry says and
+// whether its session is stored (hasSession), as start-up restore and
+// Adopt do, and records in the registry a session found missing. A slot
+// with a session starts connecting (the start input dials it).
+func (s *Service) load(ctx context.Context, sl domain.Slot, hasSession bool) (domain.Slot, machine, error) {
+	m := machine{ID: sl.ID, State: domain.StateDisconnected, Since: s.cfg.Clock.Now(), JID: sl.JID}
+	if sl.JID != "" {
+		m.Identity = domain.Identity{JID: sl.JID, Phone: domain.PhoneOfJID(sl.JID)}
+	}
+	switch {
+	case sl.JID != "" && !hasSession:
+		reason := cmp.Or(sl.Ended, domain.ReasonSessionMissing)
+		m.JID, m.Identity = "", domain.Identity{}
+		m.State, m.Reason = domain.StateLoggedOut, reason
+		if sl.Ended != domain.ReasonNone {
+			m.Told = told{domain.EventDeviceLoggedOut, reason}
+		} else {
+			// Found now: start tells it (device.logged_out).
+			m.Detail = "the session files were missing at start-up"
+			s.log.Warn("session dropped: its files are missing; the device must log in again", "device_id", sl.ID, "reason", reason)
+		}
+		sl.JID, sl.Ended, sl.EndedAt = "", reason, cmp.Or(sl.EndedAt, m.Since)
+		m.Since = sl.EndedAt
+		if err := s.cfg.Registry.Put(ctx, sl); err != nil {
+			return sl, m, fmt.Errorf("clear lost session of slot %s: %w", sl.ID, err)
+		}
+	case sl.Ended != domain.ReasonNone:
+		// The session ended before; a JID means its files are left.
+		m.State, m.Reason, m.Since = domain.StateLoggedOut, sl.Ended, cmp.Or(sl.EndedAt, m.Since)
+		m.Told = told{domain.EventDeviceLoggedOut, sl.Ended} // told when it ended
+	case sl.JID != "":
+		m.State = domain.StateConnecting
+	}
+	return sl, m, nil
 }
 
 // finishPairing looks into a pairing session left by a crash: one the phone

@@ -40,7 +40,7 @@ func (s *Service) Send(ctx context.Context, id, to, text string) (domain.SentMes
 		cancel()
 		switch {
 		case errors.Is(err, errShutdown):
-			return domain.SentMessage{}, d.id, domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
+			return domain.SentMessage{}, d.id, stoppedError(d.id, d.dropped.Load())
 		case err != nil && ctx.Err() != nil:
 			return domain.SentMessage{}, d.id, ctx.Err() // the caller gave up
 		}
@@ -51,6 +51,10 @@ func (s *Service) Send(ctx context.Context, id, to, text string) (domain.SentMes
 	}
 	msg, err := v.client.SendText(ctx, jid, text)
 	if err != nil {
+		if d.dropped.Load() {
+			// Its client closed under the send: the device moved.
+			return domain.SentMessage{}, d.id, stoppedError(d.id, true)
+		}
 		return domain.SentMessage{}, d.id, err
 	}
 	s.emit(d.id, domain.EventMessageSent, domain.MessageEventData{

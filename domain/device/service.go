@@ -51,6 +51,13 @@ type Config struct {
 	// OnLogin, when set, is told the outcome of each login: method "qr" or
 	// "code", outcome "success", "failure" or "expired". For metrics.
 	OnLogin func(method domain.PairingMethod, outcome string)
+	// Cluster: several replicas share the registry and the sessions, and
+	// each device runs on the one replica holding its lease (domain/cluster
+	// decides). Start then restores nothing: the devices run here are those
+	// given to Adopt, until Drop hands them back. A login creates a slot
+	// only when the registry does not hold one already (another replica's
+	// device is never overwritten).
+	Cluster bool
 	// OnTransition, when set, is told every change of a device's state or
 	// reason, exactly once, in order per device, from the device's owner
 	// goroutine: it must not block (queue what it needs to do).
@@ -91,6 +98,10 @@ type Service struct {
 	mu      sync.Mutex
 	devices map[string]*device
 	closed  bool
+	// dropped names the devices Drop handed back and Adopt did not take
+	// again: calls for them are told to try again, not that they do not
+	// exist, and no login re-creates them here.
+	dropped map[string]bool
 }
 
 // New returns a service; it does nothing until Start.
@@ -115,6 +126,7 @@ func New(cfg Config) *Service {
 		sem:     make(chan struct{}, cfg.RestoreConcurrency),
 		closing: make(chan struct{}),
 		devices: make(map[string]*device),
+		dropped: make(map[string]bool),
 	}
 }
 
@@ -337,6 +349,9 @@ func (s *Service) lookup(id string) (*device, error) {
 	}
 	d, ok := s.devices[id]
 	if !ok {
+		if s.dropped[id] {
+			return nil, stoppedError(id, true)
+		}
 		return nil, domain.Errorf(domain.ENOTFOUND, "device %s not found", id)
 	}
 	return d, nil
@@ -357,6 +372,25 @@ func (s *Service) getOrCreate(ctx context.Context, id string) (*device, bool, er
 	if d, ok := s.devices[id]; ok {
 		s.mu.Unlock()
 		return d, false, nil
+	}
+	if s.dropped[id] {
+		s.mu.Unlock()
+		return nil, false, stoppedError(id, true)
+	}
+	if s.cfg.Cluster {
+		s.mu.Unlock()
+		if err := s.notRegistered(ctx, id); err != nil {
+			return nil, false, err
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, false, domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
+		}
+		if d, ok := s.devices[id]; ok {
+			s.mu.Unlock()
+			return d, false, nil
+		}
 	}
 	slot := domain.Slot{ID: id, CreatedAt: s.cfg.Clock.Now()}
 	d := s.addLocked(slot, machine{ID: id, State: domain.StateDisconnected, Since: slot.CreatedAt})

@@ -65,9 +65,31 @@ type Config struct {
 	// once (each device's events go one at a time). Default 8.
 	DeliveryParallelism int
 
-	// Observers for metrics; either may be nil.
+	// Shared is set when other gateways append to the same log (replicas
+	// on one PostgreSQL); nil when the log is this process's own.
+	Shared *Shared
+
+	// Deliver, when set, gates webhook deliveries: the dispatchers send
+	// only while it returns true (when several replicas share the outbox,
+	// only one of them delivers, so that each device's events keep their
+	// order). nil: always deliver. Call WakeDispatchers when it turns true.
+	Deliver func() bool
+
+	// Observers for metrics; either may be nil. OnEvent sees the events
+	// this hub wrote, not those of other replicas.
 	OnEvent    func(domain.EventType)
 	OnDelivery func(endpoint, outcome string)
+}
+
+// Shared tells a hub that its log, outbox and webhooks are shared with
+// other gateways. Its streams then tell what the hub reads from the log,
+// in id order, its own events and the others' alike: it reads after each
+// of its own writes and whenever Appended fires. Webhooks fires when a
+// device's webhook may have been changed elsewhere: the hub reloads them.
+// Either channel may be closed when its source stops; it is then ignored.
+type Shared struct {
+	Appended <-chan struct{}
+	Webhooks <-chan struct{}
 }
 
 // Delivery outcomes, as OnDelivery reports them.
@@ -106,6 +128,7 @@ type Hub struct {
 	written uint64        // of those, written to the log
 	wrote   chan struct{} // closed and replaced whenever written grows
 	flushed chan struct{} // closed by the writer when it has written all and stopped
+	follow  chan struct{} // shared log: the writer wrote; read the log
 
 	mu     sync.Mutex
 	lastID int64
@@ -150,6 +173,7 @@ func New(cfg Config) *Hub {
 		ctx:      ctx,
 		cancel:   cancel,
 		qsignal:  make(chan struct{}, 1),
+		follow:   make(chan struct{}, 1),
 		wrote:    make(chan struct{}),
 		flushed:  make(chan struct{}),
 		subs:     map[*Subscription]struct{}{},
@@ -173,16 +197,26 @@ func (h *Hub) Start(ctx context.Context) error {
 		}
 		h.hooks[globalKey(w.URL)] = h.newEndpoint(globalKey(w.URL), w)
 	}
+	// The backlog is read before the webhooks, so that a webhook another
+	// replica sets meanwhile never has its fresh deliveries dropped.
+	depth, err := h.cfg.Store.Depth(ctx)
+	if err != nil {
+		return domain.Wrap(domain.EINTERNAL, err, "read the webhook outbox")
+	}
 	stored, err := h.cfg.Store.ListWebhooks(ctx)
 	if err != nil {
 		return domain.Wrap(domain.EINTERNAL, err, "read the webhooks")
 	}
-	for _, w := range stored {
-		h.hooks[deviceKey(w.DeviceID)] = h.newEndpoint(deviceKey(w.DeviceID), w)
+	var since int64
+	if h.cfg.Shared != nil {
+		if _, since, err = h.cfg.Store.Bounds(ctx); err != nil {
+			return domain.Wrap(domain.EINTERNAL, err, "read the event log")
+		}
 	}
-	depth, err := h.cfg.Store.Depth(ctx)
-	if err != nil {
-		return domain.Wrap(domain.EINTERNAL, err, "read the webhook outbox")
+	for _, w := range stored {
+		e := h.newEndpoint(deviceKey(w.DeviceID), w)
+		e.since = since
+		h.hooks[e.key] = e
 	}
 	for key, d := range depth {
 		if _, ok := h.hooks[key]; !ok {
@@ -196,6 +230,10 @@ func (h *Hub) Start(ctx context.Context) error {
 	h.wg.Add(2)
 	go func() { defer h.wg.Done(); h.writer() }()
 	go func() { defer h.wg.Done(); h.pruner() }()
+	if h.cfg.Shared != nil {
+		h.wg.Add(1)
+		go func() { defer h.wg.Done(); h.follower() }()
+	}
 	for _, e := range h.hooks {
 		h.startEndpoint(e)
 	}
@@ -343,7 +381,21 @@ func (h *Hub) writer() {
 		close(h.wrote)
 		h.wrote = make(chan struct{})
 		h.qmu.Unlock()
-		h.publish(written)
+		if h.cfg.Shared == nil {
+			h.publish(written, true)
+		} else {
+			// The follower tells the streams, in log order, with the
+			// other replicas' events.
+			if h.cfg.OnEvent != nil {
+				for _, ev := range written {
+					h.cfg.OnEvent(ev.Type)
+				}
+			}
+			select {
+			case h.follow <- struct{}{}:
+			default:
+			}
+		}
 		for e := range woken {
 			e.wake()
 		}
@@ -386,13 +438,13 @@ func (h *Hub) route(ev domain.LiveEvent, woken map[*endpoint]bool) []string {
 }
 
 // publish tells the subscribers of newly written events, cutting off those
-// whose buffer is full.
-func (h *Hub) publish(evs []domain.LiveEvent) {
+// whose buffer is full; count: and the OnEvent observer.
+func (h *Hub) publish(evs []domain.LiveEvent, count bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, ev := range evs {
 		h.lastID = ev.ID
-		if h.cfg.OnEvent != nil {
+		if count && h.cfg.OnEvent != nil {
 			h.cfg.OnEvent(ev.Type)
 		}
 		for s := range h.subs {

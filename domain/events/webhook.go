@@ -47,6 +47,10 @@ type endpoint struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	done     chan struct{}
+	// since (shared log only) is the last event id committed when the
+	// webhook was read from the store: a device.deleted up to it is older
+	// than the webhook and does not retire it.
+	since int64
 }
 
 func (h *Hub) newEndpoint(key string, w domain.Webhook) *endpoint {
@@ -120,7 +124,7 @@ func (e *endpoint) run() {
 		idle := len(inflight) == 0
 		// Look at the outbox only when the groups read last time are all
 		// handed out: one read feeds many workers.
-		if h.cfg.Sender != nil && len(queued) == 0 && len(inflight) < h.cfg.DeliveryParallelism {
+		if h.cfg.Sender != nil && h.delivering() && len(queued) == 0 && len(inflight) < h.cfg.DeliveryParallelism {
 			pend, err := h.cfg.Store.Pending(e.ctx, e.key, skip, window)
 			if err != nil {
 				if e.ctx.Err() == nil {
@@ -216,7 +220,9 @@ func (e *endpoint) deliverInOrder(group []domain.Delivery) (time.Time, bool) {
 	}
 	defer flush()
 	for _, d := range group {
-		if e.ctx.Err() != nil {
+		if e.ctx.Err() != nil || !h.delivering() {
+			// Stopping, or another replica delivers now: what is left
+			// stays in the outbox for whoever delivers next.
 			return time.Time{}, false
 		}
 		now := h.cfg.Clock.Now()
@@ -284,6 +290,12 @@ func (e *endpoint) idle(blocked map[string]time.Time) {
 		// Checked at least every RetryPoll, so that a clock that jumps (a
 		// suspended machine, a test's clock) is noticed.
 		t := time.NewTimer(min(max(first.Sub(e.hub.cfg.Clock.Now()), 0), e.hub.cfg.RetryPoll))
+		defer t.Stop()
+		wait = t.C
+	} else if e.hub.cfg.Deliver != nil {
+		// The gate is looked at every RetryPoll too, in case nobody calls
+		// WakeDispatchers when it opens.
+		t := time.NewTimer(e.hub.cfg.RetryPoll)
 		defer t.Stop()
 		wait = t.C
 	}
@@ -359,11 +371,27 @@ func (h *Hub) SetDeviceWebhook(ctx context.Context, w domain.Webhook) error {
 	if err := h.cfg.Store.PutWebhook(ctx, w); err != nil {
 		return domain.Wrap(domain.EINTERNAL, err, "save the webhook")
 	}
-	// Swapped in one step, so that no event written meanwhile misses the
-	// device's webhook; the old dispatcher stops before the new one reads
-	// the outbox, so that no delivery is sent twice at once.
+	var since int64
+	if h.cfg.Shared != nil {
+		// A device.deleted committed before the webhook was set is not
+		// about it (see endpoint.since).
+		_, last, err := h.cfg.Store.Bounds(ctx)
+		if err != nil {
+			return domain.Wrap(domain.EINTERNAL, err, "read the event log")
+		}
+		since = last
+	}
+	return h.install(w, since)
+}
+
+// install makes w the device's webhook, in place of any other. Swapped in
+// one step, so that no event written meanwhile misses the device's
+// webhook; the old dispatcher stops before the new one reads the outbox,
+// so that no delivery is sent twice at once. The caller holds hookOps.
+func (h *Hub) install(w domain.Webhook, since int64) error {
 	key := deviceKey(w.DeviceID)
 	e := h.newEndpoint(key, w)
+	e.since = since
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()

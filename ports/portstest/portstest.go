@@ -50,6 +50,14 @@ func Registry(t *testing.T, open func(t *testing.T) ports.Registry) {
 		if !slices.EqualFunc(got, want, sameSlot) {
 			t.Fatalf("List = %+v, want %+v", got, want)
 		}
+		for _, w := range want {
+			if s, ok, err := r.Get(ctx, w.ID); err != nil || !ok || !sameSlot(s, w) {
+				t.Fatalf("Get(%s) = %+v, %v, %v; want %+v", w.ID, s, ok, err, w)
+			}
+		}
+		if s, ok, err := r.Get(ctx, "missing"); err != nil || ok {
+			t.Fatalf("Get(missing) = %+v, %v, %v; want not found", s, ok, err)
+		}
 		for range 2 { // deleting a missing slot is not an error
 			if err := r.Delete(ctx, "b"); err != nil {
 				t.Fatal(err)
@@ -57,6 +65,9 @@ func Registry(t *testing.T, open func(t *testing.T) ports.Registry) {
 		}
 		if got, _ := r.List(ctx); len(got) != 2 || got[0].ID != "a" || got[1].ID != "c" {
 			t.Fatalf("after delete: %+v", got)
+		}
+		if _, ok, err := r.Get(ctx, "b"); err != nil || ok {
+			t.Fatalf("Get of a deleted slot = %v, %v", ok, err)
 		}
 	})
 
@@ -86,11 +97,17 @@ func sameSlot(a, b domain.Slot) bool {
 	return a.ID == b.ID && a.JID == b.JID && a.CreatedAt.Equal(b.CreatedAt) && a.Ended == b.Ended && a.EndedAt.Equal(b.EndedAt)
 }
 
+// SessionJID is the companion JID the SessionStore suite promotes its
+// pairings to. A store whose sessions know their own JID (PostgreSQL's)
+// makes fill's session one of this JID, as the phone would.
+const SessionJID = "628123456789:12@s.whatsapp.net"
+
 // SessionStore runs the ports.SessionStore contract against stores made by
 // open, a fresh empty one per call. fill makes the pairing session key
-// hold a session, as the WhatsApp adapter does when it opens it.
+// hold a session, as the WhatsApp adapter does when it opens it and the
+// phone links it (as SessionJID).
 func SessionStore(t *testing.T, open func(t *testing.T) (ports.SessionStore, func(t *testing.T, key string))) {
-	const jid = "628123456789:12@s.whatsapp.net"
+	const jid = SessionJID
 
 	t.Run("pair, promote, list, delete", func(t *testing.T) {
 		s, fill := open(t)

@@ -51,6 +51,10 @@ type Config struct {
 	Events EventsConfig
 	// Sandbox wires the simulated WhatsApp network instead of WhatsApp.
 	Sandbox bool
+	// Simulator, with Sandbox, is the URL of a simulator running on its own
+	// (`whatsapp simulator`) to attach to, instead of starting one in this
+	// process: several gateways share its simulated WhatsApp.
+	Simulator string
 	// UI serves the browser console at "/".
 	UI bool
 	// Cluster, when its DatabaseURI is set, keeps the state in PostgreSQL
@@ -137,10 +141,14 @@ type Core struct {
 	Devices  *device.Service
 	Registry *sqlite.Registry
 	Events   *events.Hub   // the live events; started before the devices
-	Sim      *wasim.Server // nil outside the sandbox
-	Metrics  *middleware.Metrics
-	lock     *storageLock
-	eventDB  *sqlite.Events
+	Sim      *wasim.Server // the simulator in this process; nil outside the sandbox or with Config.Simulator
+	// Network is the simulated network the sandbox serves: Sim, or the
+	// remote simulator of Config.Simulator; nil outside the sandbox.
+	Network sandbox.Network
+	remote  *wasim.Remote
+	Metrics *middleware.Metrics
+	lock    *storageLock
+	eventDB *sqlite.Events
 }
 
 // NewLogger returns the gateway's JSON logger on out.
@@ -190,11 +198,25 @@ func OpenCore(ctx context.Context, cfg Config, log *slog.Logger) (c *Core, err e
 	cfg.OS = cmp.Or(cfg.OS, DefaultOS)
 	waOpts := whatsapp.Options{Locate: sessions.Locate, OS: cfg.OS, Logger: log, Debug: cfg.Debug, FirstCodeLife: cfg.Tuning.FirstQR, CodeLife: cfg.Tuning.NextQR,
 		OnWhatsAppFor: cfg.Tuning.OnWhatsAppFor, OffWhatsAppFor: cfg.Tuning.OffWhatsAppFor}
-	if cfg.Sandbox {
+	switch {
+	case cfg.Sandbox && cfg.Simulator != "":
+		if c.remote, err = wasim.NewRemote(cfg.Simulator); err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.name("simulator"), err)
+		}
+		certRoot, err := simulatorRoot(ctx, c.remote, log)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.name("simulator"), err)
+		}
+		c.Network = c.remote
+		waOpts.HTTPClient = c.remote.HTTPClient()
+		waOpts.CertRoot = &certRoot
+		log.Warn("SANDBOX: devices connect to the simulated WhatsApp network at "+c.remote.URL()+", not to WhatsApp", "storages", c.Root)
+	case cfg.Sandbox:
 		c.Sim, err = wasim.New(wasim.Options{Dir: filepath.Join(c.Root, ".wasim"), Logger: log.With("component", "wasim")})
 		if err != nil {
 			return nil, fmt.Errorf("start the simulated WhatsApp network: %w", err)
 		}
+		c.Network = c.Sim
 		certRoot := wasim.RootPublicKey()
 		waOpts.HTTPClient = c.Sim.HTTPClient()
 		waOpts.CertRoot = &certRoot
@@ -242,6 +264,9 @@ func (c *Core) Close() {
 	if c.Sim != nil {
 		_ = c.Sim.Close()
 	}
+	if c.remote != nil {
+		_ = c.remote.Close()
+	}
 	if c.Registry != nil {
 		_ = c.Registry.Close()
 	}
@@ -282,11 +307,6 @@ func Open(ctx context.Context, cfg Config, logOut io.Writer) (g *Gateway, err er
 	if err != nil {
 		return nil, err
 	}
-	var sb sandbox.Network
-	if g.Sim != nil {
-		sb = g.Sim
-	}
-
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	g.ln, err = net.Listen("tcp", addr)
 	if err != nil {
@@ -294,7 +314,7 @@ func Open(ctx context.Context, cfg Config, logOut io.Writer) (g *Gateway, err er
 	}
 	handler := httpapi.NewHandler(httpapi.Config{
 		Devices:  g.Devices,
-		Sandbox:  sb,
+		Sandbox:  g.Network,
 		QR:       qrpng.New(),
 		Logger:   log,
 		Ready:    g.ready.Load,
@@ -339,7 +359,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- g.http.Serve(httpapi.Listener(g.ln)) }()
 	g.ready.Store(true)
-	g.Log.Info("listening", "addr", g.Addr(), "sandbox", g.Sim != nil, "storages", g.Root)
+	g.Log.Info("listening", "addr", g.Addr(), "sandbox", g.Network != nil, "storages", g.Root)
 loop:
 	for {
 		select {

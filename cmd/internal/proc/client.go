@@ -164,6 +164,8 @@ type Connections struct {
 	LoggedIn int            `json:"logged_in"`
 	ByDevice map[string]int `json:"by_device"`
 	Attempts *int           `json:"attempts"`
+	// MaxByDevice is the most connections each device had at once.
+	MaxByDevice map[string]int `json:"max_by_device"`
 }
 
 // Connections counts the connections open to the simulator.

@@ -37,15 +37,19 @@ func Build(ctx context.Context, dir string) (string, error) {
 
 // Options say how to start the gateway.
 type Options struct {
-	Bin      string // the binary Build made
-	Storages string // --storages
-	Auth     string // user:pass for -b; "" leaves the API open
-	WorkDir  string // the process's working directory; "" inherits ours
-	LogPath  string // where its stderr (JSON logs) goes; "" discards them
-	Args     []string
+	Bin string // the binary Build made
+	// Simulator starts `whatsapp simulator` instead of the gateway, with
+	// Storages as its --dir; Auth does not apply.
+	Simulator bool
+	Storages  string // --storages
+	Auth      string // user:pass for -b; "" leaves the API open
+	WorkDir   string // the process's working directory; "" inherits ours
+	LogPath   string // where its stderr (JSON logs) goes; "" discards them
+	Args      []string
 }
 
-// Gateway is a running `whatsapp sandbox` process.
+// Gateway is a running `whatsapp sandbox` (or `whatsapp simulator`)
+// process.
 type Gateway struct {
 	URL     string
 	Storage string
@@ -61,13 +65,16 @@ type Gateway struct {
 	logf   *os.File
 }
 
-// Start execs the gateway in sandbox mode on a loopback port it picks
+// Start execs the gateway in sandbox mode (or the simulator) on a loopback port it picks
 // itself (--port 0: no port is picked here, closed and handed over, which
 // another process could take in between), and waits until its log says
 // where it listens. It does not wait for it to be healthy: see WaitHealthy.
 func Start(o Options) (*Gateway, error) {
 	args := []string{"sandbox", "--host", "127.0.0.1", "--port", "0", "--storages", o.Storages}
-	if o.Auth != "" {
+	if o.Simulator {
+		args = []string{"simulator", "--host", "127.0.0.1", "--port", "0", "--dir", o.Storages}
+	}
+	if o.Auth != "" && !o.Simulator {
 		args = append(args, "-b", o.Auth)
 	}
 	args = append(args, o.Args...)

@@ -1,0 +1,130 @@
+package device
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gowa-dev/gowa/domain"
+)
+
+// In cluster mode (Config.Cluster) the service runs only the devices whose
+// lease this replica holds: domain/cluster calls Adopt when it acquires a
+// lease and Drop before it releases one.
+
+// Adopt starts device id here, as start-up restore starts each slot: it
+// loads the slot from the registry and, when the slot has a session,
+// connects it in the background (at most RestoreConcurrency at a time); a
+// slot without one just exists. A device already running here is left as
+// it is. A slot the registry does not hold is ENOTFOUND (a login may be
+// about to create it here). Call it only while holding the device's lease.
+func (s *Service) Adopt(ctx context.Context, id string) error {
+	if err := domain.ValidateDeviceID(id); err != nil {
+		return err
+	}
+	if s.running(id) {
+		return nil
+	}
+	sl, ok, err := s.registered(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		// Held here now: a login may create it.
+		s.mu.Lock()
+		delete(s.dropped, id)
+		s.mu.Unlock()
+		return domain.Errorf(domain.ENOTFOUND, "device %s not found", id)
+	}
+	hasSession := false
+	if sl.JID != "" {
+		stored, err := s.cfg.Sessions.Sessions()
+		if err != nil {
+			return domain.Wrap(domain.EUNAVAILABLE, err, "list sessions")
+		}
+		for _, st := range stored {
+			if st.JID == sl.JID {
+				hasSession = true
+				break
+			}
+		}
+	}
+	sl, m, err := s.load(ctx, sl, hasSession)
+	if err != nil {
+		return domain.Wrap(domain.EUNAVAILABLE, err, "record the lost session of device "+id)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
+	}
+	if _, ok := s.devices[id]; ok {
+		return nil // adopted, or created by a login, meanwhile
+	}
+	delete(s.dropped, id)
+	s.addLocked(sl, m).post(start{})
+	if m.State == domain.StateConnecting {
+		s.log.Info("adopted a device: restoring its session", "device_id", id)
+	}
+	return nil
+}
+
+// Drop stops device id here without logging out, as Close does for every
+// device: its connection closes, a pairing under way is cancelled, and the
+// session stays for the replica that takes the device next. It waits for
+// the device to stop (or ctx to end) and forgets it. Calls in flight on it,
+// and calls made until Adopt takes it again, get EUNAVAILABLE: the device
+// is moving to another replica, where they can be made again. Dropping a
+// device that is not running here is not an error.
+func (s *Service) Drop(ctx context.Context, id string) error {
+	s.mu.Lock()
+	d, ok := s.devices[id]
+	s.dropped[id] = true
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	d.dropped.Store(true)
+	d.post(cmdShutdown{Drop: true})
+	select {
+	case <-d.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("drop device %s: %w", id, ctx.Err())
+	}
+}
+
+// running tells whether device id runs here.
+func (s *Service) running(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.devices[id]
+	return ok
+}
+
+// registered reads slot id from the registry.
+func (s *Service) registered(ctx context.Context, id string) (domain.Slot, bool, error) {
+	slots, err := s.cfg.Registry.List(ctx)
+	if err != nil {
+		return domain.Slot{}, false, domain.Wrap(domain.EUNAVAILABLE, err, "read the device registry")
+	}
+	for _, sl := range slots {
+		if sl.ID == id {
+			return sl, true, nil
+		}
+	}
+	return domain.Slot{}, false, nil
+}
+
+// notRegistered refuses to create slot id here when the registry already
+// holds it: in cluster mode a slot this replica does not run belongs to
+// the replica holding its lease, or is waiting for one.
+func (s *Service) notRegistered(ctx context.Context, id string) error {
+	_, ok, err := s.registered(ctx, id)
+	switch {
+	case err != nil:
+		return err
+	case ok:
+		return domain.Errorf(domain.EUNAVAILABLE, "device %s is not run by this replica yet; try again", id)
+	}
+	return nil
+}

@@ -1,0 +1,198 @@
+package device
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/gowa-dev/gowa/domain"
+)
+
+func clusterMode(c *Config) { c.Cluster = true }
+
+// In cluster mode Start runs nothing: devices start as their leases come.
+func TestClusterStartRestoresNothing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, clusterMode)
+	h.reg.slots["a"] = domain.Slot{ID: "a", JID: jid1}
+	h.disk.putLinked("a", jid1)
+	if err := h.svc.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.svc.List(t.Context()); len(got) != 0 {
+		t.Fatalf("List after Start = %+v, want nothing", got)
+	}
+	if n, _, _ := h.wa.counts(); n != 0 {
+		t.Fatalf("%d clients opened", n)
+	}
+	_, err := h.svc.Get(t.Context(), "a")
+	wantCode(t, err, domain.ENOTFOUND)
+}
+
+// Adopt starts one slot as restore does: a session connects, a slot
+// without one just exists, one whose session is missing is logged out.
+func TestAdoptRestoresOneSlot(t *testing.T) {
+	t.Parallel()
+	h := startedHarness(t, clusterMode)
+	created := h.clock.Now().Add(-time.Hour)
+	h.reg.slots["a"] = domain.Slot{ID: "a", JID: jid1, CreatedAt: created}
+	h.reg.slots["idle"] = domain.Slot{ID: "idle", CreatedAt: created}
+	h.reg.slots["lost"] = domain.Slot{ID: "lost", JID: "628333333333:1@s.whatsapp.net", CreatedAt: created}
+	h.reg.slots["other"] = domain.Slot{ID: "other", JID: "628444444444:1@s.whatsapp.net", CreatedAt: created}
+	h.disk.putLinked("a", jid1)
+	h.disk.putLinked("other", "628444444444:1@s.whatsapp.net")
+
+	for _, id := range []string{"a", "a", "idle", "lost"} { // twice: the second changes nothing
+		if err := h.svc.Adopt(t.Context(), id); err != nil {
+			t.Fatalf("Adopt(%s): %v", id, err)
+		}
+	}
+	st := h.waitState("a", domain.StateConnected)
+	if st.Identity.JID != jid1 || !st.CreatedAt.Equal(created) {
+		t.Errorf("adopted %+v", st)
+	}
+	if st := h.status("idle"); st.State != domain.StateDisconnected || st.LoggedIn {
+		t.Errorf("idle slot %+v", st)
+	}
+	if st := h.status("lost"); st.State != domain.StateLoggedOut || st.Reason != domain.ReasonSessionMissing {
+		t.Errorf("slot with a missing session %+v", st)
+	}
+	if sl, _ := h.reg.get("lost"); sl.JID != "" || sl.Ended != domain.ReasonSessionMissing {
+		t.Errorf("registry of the lost session: %+v", sl)
+	}
+	if opened, _, _ := h.wa.counts(); opened != 1 {
+		t.Errorf("%d clients opened, want 1 (only a's)", opened)
+	}
+	if got := len(h.svc.List(t.Context())); got != 3 {
+		t.Errorf("%d devices run, want 3 (other was not adopted)", got)
+	}
+	wantCode(t, h.svc.Adopt(t.Context(), "nobody"), domain.ENOTFOUND)
+	wantCode(t, h.svc.Adopt(t.Context(), "~webhooks"), domain.EINVALID)
+}
+
+// Drop stops a device without logging out; Adopt takes it back.
+func TestDropKeepsTheSession(t *testing.T) {
+	t.Parallel()
+	h := startedHarness(t, clusterMode)
+	h.reg.slots["a"] = domain.Slot{ID: "a", JID: jid1}
+	h.disk.putLinked("a", jid1)
+	if err := h.svc.Adopt(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState("a", domain.StateConnected)
+	c := h.wa.last(t)
+
+	if err := h.svc.Drop(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if !c.isClosed() {
+		t.Error("the client is still open after Drop")
+	}
+	if _, _, logouts := h.wa.totals(); logouts != 0 {
+		t.Errorf("%d logouts: Drop must not log out", logouts)
+	}
+	if !h.disk.has(jid1) {
+		t.Error("the session went with Drop")
+	}
+	if sl, _ := h.reg.get("a"); sl.JID != jid1 || sl.Ended != domain.ReasonNone {
+		t.Errorf("registry after Drop: %+v", sl)
+	}
+	// Calls now are told to try again (elsewhere), never "not found", and
+	// a login does not re-create the slot here.
+	_, err := h.svc.Get(t.Context(), "a")
+	wantCode(t, err, domain.EUNAVAILABLE)
+	if !contains(err.Error(), "another replica") {
+		t.Errorf("error %q does not say the device moved", err)
+	}
+	_, err = h.svc.LoginQR(t.Context(), "a")
+	wantCode(t, err, domain.EUNAVAILABLE)
+	_, _, err = h.svc.Send(t.Context(), "a", "628111111111", "hi")
+	wantCode(t, err, domain.EUNAVAILABLE)
+	if err := h.svc.Drop(t.Context(), "a"); err != nil { // again: nothing to do
+		t.Fatal(err)
+	}
+
+	if err := h.svc.Adopt(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState("a", domain.StateConnected)
+	if opened, open, _ := h.wa.counts(); opened != 2 || open != 1 {
+		t.Errorf("opened %d clients, %d open; want 2 and 1", opened, open)
+	}
+}
+
+// A call waiting on a device when it is dropped is told to try again.
+func TestDropCutsCallsInFlight(t *testing.T) {
+	t.Parallel()
+	h := startedHarness(t, clusterMode, func(c *Config) { c.SendWait = time.Minute })
+	h.reg.slots["a"] = domain.Slot{ID: "a", JID: jid1}
+	h.disk.putLinked("a", jid1)
+	h.wa.connectGate = make(chan struct{}) // a stays connecting
+	if err := h.svc.Adopt(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan error, 1)
+	go func() {
+		_, _, err := h.svc.Send(context.Background(), "a", "628111111111", "hi")
+		sent <- err
+	}()
+	reconnected := make(chan error, 1)
+	go func() {
+		_, err := h.svc.Reconnect(context.Background(), "a")
+		reconnected <- err
+	}()
+	eventually(t, "the send to wait for the device", func() bool {
+		d, err := h.svc.lookup("a")
+		if err != nil {
+			return false
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.pub.State == domain.StateConnecting
+	})
+	if err := h.svc.Drop(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	for name, ch := range map[string]chan error{"Send": sent, "Reconnect": reconnected} {
+		select {
+		case err := <-ch:
+			if err != nil { // Reconnect may have been answered before the drop
+				wantCode(t, err, domain.EUNAVAILABLE)
+			} else if name == "Send" {
+				t.Error("Send succeeded on a device that never connected")
+			}
+		case <-time.After(waitLimit):
+			t.Fatalf("%s still waits after Drop", name)
+		}
+	}
+}
+
+// In cluster mode a login never overwrites a slot the registry holds for
+// a device another replica runs; a new id is created as usual.
+func TestClusterLoginDoesNotOverwriteAnotherReplicasSlot(t *testing.T) {
+	t.Parallel()
+	h := startedHarness(t, clusterMode)
+	h.reg.slots["theirs"] = domain.Slot{ID: "theirs", JID: jid1}
+	_, err := h.svc.LoginQR(t.Context(), "theirs")
+	wantCode(t, err, domain.EUNAVAILABLE)
+	if sl, _ := h.reg.get("theirs"); sl.JID != jid1 {
+		t.Errorf("the slot was overwritten: %+v", sl)
+	}
+	if _, err := h.svc.LoginQR(t.Context(), "mine"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h.reg.get("mine"); !ok {
+		t.Error("the new slot is not in the registry")
+	}
+	// A device dropped, then taken back before any slot existed, can be
+	// created (its lease came back to this replica).
+	if err := h.svc.Drop(t.Context(), "fresh"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.svc.LoginQR(t.Context(), "fresh")
+	wantCode(t, err, domain.EUNAVAILABLE)
+	wantCode(t, h.svc.Adopt(t.Context(), "fresh"), domain.ENOTFOUND)
+	if _, err := h.svc.LoginQR(t.Context(), "fresh"); err != nil {
+		t.Fatal(err)
+	}
+}
