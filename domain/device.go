@@ -1,7 +1,6 @@
 package domain
 
 import (
-	"regexp"
 	"time"
 )
 
@@ -84,16 +83,36 @@ const (
 	PairingCode PairingMethod = "code"
 )
 
-var deviceIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+// deviceIDPattern is the device id rule as the error message states it;
+// ValidateDeviceID checks it by hand, since every device request (the
+// status endpoint most of all) checks an id.
+const deviceIDPattern = `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`
 
 // ValidateDeviceID returns an EINVALID error unless id is a valid device id:
 // 1 to 64 letters, digits, dots, underscores or dashes, starting with a
 // letter or digit. The rule keeps ids safe as file and URL path segments.
 func ValidateDeviceID(id string) error {
-	if !deviceIDPattern.MatchString(id) {
+	if !validDeviceID(id) {
 		return Errorf(EINVALID, "device_id must match %s", deviceIDPattern)
 	}
 	return nil
+}
+
+// validDeviceID applies deviceIDPattern.
+func validDeviceID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Slot is a device as the registry stores it: the user-chosen id, the JID

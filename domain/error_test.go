@@ -3,6 +3,8 @@ package domain_test
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -50,13 +52,35 @@ func TestValidateDeviceID(t *testing.T) {
 		"a": true, "phone-1": true, "A.b_c-9": true, long: true, "9": true,
 		"": false, long + "a": false, "-a": false, ".a": false, "_a": false,
 		"a/b": false, "a b": false, "..": false, "a\x00": false, "é": false,
+		"a\n": false, "\na": false, "a:b": false, "a%2F": false,
 	} {
 		err := domain.ValidateDeviceID(id)
 		if (err == nil) != ok {
 			t.Errorf("ValidateDeviceID(%q) = %v, want ok %v", id, err, ok)
 		}
+		if err != nil && err.Error() != "invalid: device_id must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$" {
+			t.Errorf("ValidateDeviceID(%q): %v", id, err)
+		}
 		if err != nil && domain.ErrorCode(err) != domain.EINVALID {
 			t.Errorf("ValidateDeviceID(%q): code %q", id, domain.ErrorCode(err))
+		}
+	}
+}
+
+// The hand-written check agrees with the pattern its message states.
+func TestValidateDeviceIDFollowsItsPattern(t *testing.T) {
+	t.Parallel()
+	pattern := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	r := rand.New(rand.NewPCG(1, 2))
+	alphabet := "aZ09._-/ \n\x00é%"
+	for range 20000 {
+		b := make([]byte, r.IntN(70))
+		for i := range b {
+			b[i] = alphabet[r.IntN(len(alphabet))]
+		}
+		id := string(b)
+		if ok := domain.ValidateDeviceID(id) == nil; ok != pattern.MatchString(id) {
+			t.Fatalf("ValidateDeviceID(%q) ok = %v, the pattern says %v", id, ok, !ok)
 		}
 	}
 }

@@ -46,16 +46,22 @@ var answerPool = sync.Pool{New: func() any {
 }}
 
 func (a *deviceAnswer) write(w http.ResponseWriter) error {
+	_, err := a.writeCounted(w)
+	return err
+}
+
+// writeCounted writes the answer and returns the body bytes written.
+func (a *deviceAnswer) writeCounted(w http.ResponseWriter) (int, error) {
 	bp := answerPool.Get().(*[]byte)
 	b := a.appendJSON((*bp)[:0])
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(a.status)
-	_, err := w.Write(b)
+	n, err := w.Write(b)
 	if cap(b) <= 64<<10 {
 		*bp = b
 		answerPool.Put(bp)
 	}
-	return err
+	return n, err
 }
 
 // appendJSON appends the envelope as json.Encoder would write it.

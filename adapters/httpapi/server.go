@@ -201,7 +201,14 @@ func NewHandler(cfg Config) http.Handler {
 		opts.Middlewares = []api.MiddlewareFunc{fw.route}
 	}
 	api.HandlerWithOptions(strict, opts)
-	return middleware.RequestContext(cfg.Proxies, r)
+	ids := middleware.NewRequestIDs()
+	stack := middleware.RequestContext(ids, cfg.Proxies, r)
+	if fw != nil {
+		// Among replicas the status of a device may live elsewhere: the
+		// generic stack, which forwards, answers it.
+		return stack
+	}
+	return newStatusRoute(srv, stack, ids, cfg)
 }
 
 // isPublic tells whether path is a health probe, which answers without

@@ -1,10 +1,12 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/subtle"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"syscall"
@@ -144,3 +146,97 @@ func (w *discardWriter) WriteHeader(s int) {
 	}
 }
 func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// BenchmarkStatusTCP serves BenchmarkStatus's stack as the gateway serves
+// it (NewServer's limits, on Listener) over loopback, to keep-alive
+// clients in this process; BenchmarkStatusTCPFloor serves the floor on a
+// bare http.Server. Their CPU profiles show what the gateway pays beyond
+// its handler: connection deadlines, the listener's wrapper, the logs.
+func BenchmarkStatusTCP(b *testing.B) {
+	creds, err := middleware.ParseCredentials("bench:secret")
+	if err != nil {
+		b.Fatal(err)
+	}
+	auth, err := middleware.NewAuth(creds, "", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	st := domain.Status{DeviceID: "d1", State: domain.StateConnected, Since: now, CreatedAt: now, LoggedIn: true, Connected: true,
+		Identity: domain.Identity{JID: "628123456789:1@s.whatsapp.net", Phone: "628123456789", PushName: "Alice", Platform: "android"}}
+	h := httpapi.NewHandler(httpapi.Config{
+		Devices:   oneDevice{st: st},
+		Logger:    slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		AccessLog: io.Discard,
+		Auth:      auth,
+		Throttle:  middleware.NewThrottle(10, time.Minute, time.Now),
+		Metrics:   middleware.NewMetrics(func() map[string]int { return nil }),
+		Sites:     middleware.NewSiteGuard(nil, true),
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httpapi.NewServer(h, httpapi.Limits{}, nil)
+	go func() { _ = srv.Serve(httpapi.Listener(ln)) }()
+	defer srv.Close()
+	benchTCP(b, ln.Addr().String())
+}
+
+func BenchmarkStatusTCPFloor(b *testing.B) {
+	body := []byte(`{"code":200,"data":{"connected":true,"created_at":"2026-12-01T10:00:00.123456789Z","device_id":"d1","jid":"628123456789:1@s.whatsapp.net","last_error":null,"logged_in":true,"pairing":null,"phone":"628123456789","platform":"android","push_name":"Alice","sandbox":false,"state":"connected","state_since":"2026-12-01T10:00:00.123456789Z"},"message":"OK"}` + "\n")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		uOK := subtle.ConstantTimeCompare([]byte(u), []byte("bench"))
+		pOK := subtle.ConstantTimeCompare([]byte(p), []byte("secret"))
+		w.Header().Set("Content-Type", "application/json")
+		if !ok || uOK&pOK != 1 {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		_, _ = w.Write(body)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	benchTCP(b, ln.Addr().String())
+}
+
+// benchTCP sends GET /devices/d1/status with Basic auth over 16 keep-alive
+// connections and reads the answers.
+func benchTCP(b *testing.B, addr string) {
+	req := "GET /devices/d1/status HTTP/1.1\r\nHost: " + addr + "\r\nAuthorization: Basic YmVuY2g6c2VjcmV0\r\nUser-Agent: Go-http-client/1.1\r\n\r\n"
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	cpu0 := cpuTime()
+	b.RunParallel(func(pb *testing.PB) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for pb.Next() {
+			if _, err := io.WriteString(c, req); err != nil {
+				b.Error(err)
+				return
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+}

@@ -5,6 +5,7 @@
 //	go run ./cmd/bench                 restore and memory at N = 50, 200, 500, 1000, 2000, and the rest
 //	go run ./cmd/bench -quick          N = 20 and short load phases (under ~2 min)
 //	go run ./cmd/bench -n 100,300      other sizes
+//	go run ./cmd/bench -status 3       only the status endpoint, three runs
 //
 // It builds the gateway binary, runs it as `whatsapp sandbox` on a
 // temporary storage folder, and drives it over HTTP. The restore and memory
@@ -55,6 +56,7 @@ type config struct {
 	keep     bool
 	profile  string // folder for pprof profiles of the in-process restore
 	events   bool   // only the live-event phases
+	status   int    // only the status endpoint's phase, this many times
 }
 
 func parseFlags() (config, error) {
@@ -66,6 +68,7 @@ func parseFlags() (config, error) {
 	flag.DurationVar(&cfg.loadTime, "d", 5*time.Second, "duration of each load phase (API, send)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary folder")
 	flag.BoolVar(&cfg.events, "events", false, "only the live-event phases (streams, webhooks)")
+	flag.IntVar(&cfg.status, "status", 0, "only the status endpoint against its floor, this many runs in one gateway (with -d per run)")
 	flag.StringVar(&cfg.profile, "profile", "", "also restore the largest N in process under pprof and write cpu.pprof and heap.pprof to this folder")
 	flag.Parse()
 	if *quick {
@@ -119,6 +122,14 @@ func run() error {
 	b.bin, err = proc.Build(context.Background(), b.tmp)
 	if err != nil {
 		return err
+	}
+	if cfg.status > 0 {
+		if err := b.statusOnly(); err != nil {
+			return err
+		}
+		b.log.Info("done", "took", time.Since(start).Round(time.Second))
+		fmt.Print(b.markdown())
+		return nil
 	}
 	if !cfg.events {
 		if err := b.single(); err != nil {

@@ -47,6 +47,29 @@ func (b *bench) single() error {
 	return stop(g)
 }
 
+// statusOnly is the status endpoint's phase alone, cfg.status times on
+// one gateway with one linked device: a quick way to compare changes on
+// the hot path.
+func (b *bench) statusOnly() error {
+	g, _, err := b.start(filepath.Join(b.tmp, "single"))
+	if err != nil {
+		return err
+	}
+	defer g.Kill()
+	if err := g.CreatePhone(senderPhone, "Sender"); err != nil {
+		return err
+	}
+	if _, err := g.LinkQR(senderDevice, senderPhone); err != nil {
+		return fmt.Errorf("link the sender: %w", err)
+	}
+	for range b.cfg.status {
+		if err := b.statusAPI(g); err != nil {
+			return fmt.Errorf("status API: %w", err)
+		}
+	}
+	return stop(g)
+}
+
 // login times the first QR of new devices, and a repeated login call
 // during pairing, which must not touch the network: the simulator's count
 // of connection attempts (or, without it, of open connections) must not

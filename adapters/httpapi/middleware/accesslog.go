@@ -32,9 +32,6 @@ import (
 // It belongs outside Recoverer, so that a panic is logged as the 500 the
 // client got, and inside ClientIP and RequestID.
 func AccessLog(out io.Writer) func(http.Handler) http.Handler {
-	if out == nil {
-		out = io.Discard
-	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
@@ -58,29 +55,54 @@ var linePool = sync.Pool{New: func() any {
 func writeAccessLine(out io.Writer, r *http.Request, rec *recorder, start time.Time) {
 	end := time.Now()
 	route, rctx := rec.routeFor(r)
+	WriteAccessLine(out, r, &AccessLine{
+		Start: start, End: end, Route: route, Status: rec.finalStatus(), Bytes: rec.bytes,
+		ClientIP: ClientIPFrom(r.Context()), RequestID: RequestIDFrom(r.Context()), DeviceID: deviceID(r, rctx),
+	})
+}
+
+// AccessLine is what AccessLog records of a request beside the request
+// itself (method, path and user agent come from it).
+type AccessLine struct {
+	Start, End time.Time // from before the first middleware to after the answer
+	Route      string    // the chi route pattern, "" when none matched
+	Status     int
+	Bytes      int64 // of the answer's body
+	ClientIP   string
+	RequestID  string
+	DeviceID   string // the {device_id} path parameter or X-Device-Id, "" for none
+}
+
+// WriteAccessLine writes the access log line of r to out (nil discards
+// it), exactly as AccessLog does: for a handler that answers requests
+// outside AccessLog (the fast status route) and must log them the same.
+func WriteAccessLine(out io.Writer, r *http.Request, l *AccessLine) {
+	if out == nil {
+		return
+	}
 	bp := linePool.Get().(*[]byte)
 	b := (*bp)[:0]
 	b = append(b, `{"time":"`...)
-	b = end.AppendFormat(b, time.RFC3339Nano)
+	b = l.End.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","level":"INFO","msg":"http request","method":`...)
 	b = appendJSONString(b, Bound(r.Method))
 	b = append(b, `,"path":`...)
 	b = appendJSONString(b, Bound(r.URL.Path))
 	b = append(b, `,"route":`...)
-	b = appendJSONString(b, route)
+	b = appendJSONString(b, l.Route)
 	b = append(b, `,"status":`...)
-	b = strconv.AppendInt(b, int64(rec.finalStatus()), 10)
+	b = strconv.AppendInt(b, int64(l.Status), 10)
 	b = append(b, `,"duration_ms":`...)
-	b = appendMillis(b, end.Sub(start))
+	b = appendMillis(b, l.End.Sub(l.Start))
 	b = append(b, `,"bytes":`...)
-	b = strconv.AppendInt(b, rec.bytes, 10)
+	b = strconv.AppendInt(b, l.Bytes, 10)
 	b = append(b, `,"client_ip":`...)
-	b = appendJSONString(b, Bound(ClientIPFrom(r.Context())))
+	b = appendJSONString(b, Bound(l.ClientIP))
 	b = append(b, `,"request_id":`...)
-	b = appendJSONString(b, Bound(RequestIDFrom(r.Context())))
-	if id := deviceID(r, rctx); id != "" {
+	b = appendJSONString(b, Bound(l.RequestID))
+	if l.DeviceID != "" {
 		b = append(b, `,"device_id":`...)
-		b = appendJSONString(b, Bound(id))
+		b = appendJSONString(b, Bound(l.DeviceID))
 	}
 	if info := infoFrom(r.Context()); info != nil {
 		if info.forwardedTo != "" {

@@ -86,13 +86,13 @@ func (tp *TrustedProxies) Len() int {
 
 type ctxKey int
 
-// infoKey holds a request's *requestInfo.
+// infoKey holds a request's *RequestInfo.
 const infoKey ctxKey = 0
 
-// requestInfo is what RequestID and ClientIP learn about a request, kept
+// RequestInfo is what RequestID and ClientIP learn about a request, kept
 // in one context value: RequestID creates it and ClientIP fills it in, so
 // that the two cost one copy of the request between them, not two.
-type requestInfo struct {
+type RequestInfo struct {
 	id, ip, scheme string
 	resolved       bool // ClientIP ran
 
@@ -104,8 +104,20 @@ type requestInfo struct {
 	header [1]string // the X-Request-Id header's value, in the same allocation
 }
 
-func infoFrom(ctx context.Context) *requestInfo {
-	info, _ := ctx.Value(infoKey).(*requestInfo)
+// ID is the request's id.
+func (i *RequestInfo) ID() string { return i.id }
+
+// ClientIP is the client's IP, as ClientIPFrom gives it.
+func (i *RequestInfo) ClientIP() string { return i.ip }
+
+// NewContext returns ctx carrying info, for RequestIDFrom, ClientIPFrom
+// and SchemeFrom.
+func NewContext(ctx context.Context, info *RequestInfo) context.Context {
+	return context.WithValue(ctx, infoKey, info)
+}
+
+func infoFrom(ctx context.Context) *RequestInfo {
+	info, _ := ctx.Value(infoKey).(*RequestInfo)
 	return info
 }
 
@@ -122,13 +134,13 @@ func infoFrom(ctx context.Context) *requestInfo {
 func ClientIP(tp *TrustedProxies) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ip, scheme := resolveClient(tp, r)
+			ip, scheme := ResolveClient(tp, r)
 			if info := infoFrom(r.Context()); info != nil && !info.resolved {
 				info.ip, info.scheme, info.resolved = ip, scheme, true
 				next.ServeHTTP(w, r)
 				return
 			}
-			info := &requestInfo{ip: ip, scheme: scheme, resolved: true}
+			info := &RequestInfo{ip: ip, scheme: scheme, resolved: true}
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), infoKey, info)))
 		})
 	}
@@ -153,8 +165,9 @@ func SchemeFrom(ctx context.Context) string {
 	return ""
 }
 
-// resolveClient applies the client-IP rule to r.
-func resolveClient(tp *TrustedProxies, r *http.Request) (ip, scheme string) {
+// ResolveClient applies ClientIP's rule to r: the client's IP and the
+// scheme it used.
+func ResolveClient(tp *TrustedProxies, r *http.Request) (ip, scheme string) {
 	scheme = "http"
 	if r.TLS != nil {
 		scheme = "https"

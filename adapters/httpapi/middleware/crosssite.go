@@ -110,6 +110,18 @@ func (g *SiteGuard) Middleware(next http.Handler) http.Handler {
 	})
 }
 
+// Allows tells whether the guard lets r through, without answering it: a
+// handler that answers requests outside Middleware (the fast status
+// route) checks this and leaves the requests it refuses to Middleware. A
+// nil guard allows everything.
+func (g *SiteGuard) Allows(r *http.Request) bool {
+	if g == nil {
+		return true
+	}
+	return g.hostAllowed(r.Host) && !(guarded(r) && g.crossSite(r)) &&
+		!(hasBody(r) && !isJSON(r.Header.Get("Content-Type")))
+}
+
 // hostAllowed applies the Host rule, remembering the last host it allowed.
 func (g *SiteGuard) hostAllowed(hostport string) bool {
 	if g.any {

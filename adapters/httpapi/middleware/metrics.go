@@ -48,7 +48,7 @@ type Metrics struct {
 	// status), so that a request costs a map load rather than hashing its
 	// labels and formatting its status. Routes, methods and statuses are
 	// bounded sets, so it stays small.
-	series sync.Map // seriesKey → *requestSeries
+	series sync.Map // seriesKey → *RequestSeries
 }
 
 type seriesKey struct {
@@ -56,23 +56,42 @@ type seriesKey struct {
 	status        int
 }
 
-type requestSeries struct {
+// RequestSeries is the request counter and duration histogram of one
+// (route, method, status).
+type RequestSeries struct {
 	count    prometheus.Counter
 	duration prometheus.Observer
 }
 
+// Observe counts one request that took d.
+func (s *RequestSeries) Observe(d time.Duration) {
+	s.count.Inc()
+	s.duration.Observe(d.Seconds())
+}
+
+// Series returns the series requests of route ("" for none matched),
+// method and status are counted in, as Middleware counts them: for a
+// handler that answers requests outside Middleware (the fast status
+// route), which may keep it rather than look it up per request.
+func (m *Metrics) Series(route, method string, status int) *RequestSeries {
+	if route == "" {
+		route = unmatchedRoute
+	}
+	return m.seriesFor(route, normalMethod(method), status)
+}
+
 // seriesFor returns the cached series of a request.
-func (m *Metrics) seriesFor(route, method string, status int) *requestSeries {
+func (m *Metrics) seriesFor(route, method string, status int) *RequestSeries {
 	k := seriesKey{route, method, status}
 	if s, ok := m.series.Load(k); ok {
-		return s.(*requestSeries)
+		return s.(*RequestSeries)
 	}
-	s := &requestSeries{
+	s := &RequestSeries{
 		count:    m.requests.WithLabelValues(route, method, strconv.Itoa(status)),
 		duration: m.duration.WithLabelValues(route, method),
 	}
 	actual, _ := m.series.LoadOrStore(k, s)
-	return actual.(*requestSeries)
+	return actual.(*RequestSeries)
 }
 
 // NewMetrics returns the metrics, with devicesByState (which may be nil)
@@ -126,12 +145,7 @@ func (m *Metrics) Middleware(next http.Handler) http.Handler {
 		rec := record(w)
 		next.ServeHTTP(rec, r)
 		route, _ := rec.routeFor(r)
-		if route == "" {
-			route = unmatchedRoute
-		}
-		s := m.seriesFor(route, normalMethod(r.Method), rec.finalStatus())
-		s.count.Inc()
-		s.duration.Observe(time.Since(start).Seconds())
+		m.Series(route, r.Method, rec.finalStatus()).Observe(time.Since(start))
 	})
 }
 

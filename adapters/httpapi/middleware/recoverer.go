@@ -29,15 +29,7 @@ func Recoverer(logger *slog.Logger) func(http.Handler) http.Handler {
 				if v == nil {
 					return
 				}
-				if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
-					panic(v)
-				}
-				logger.LogAttrs(r.Context(), slog.LevelError, "panic in handler",
-					slog.String("method", Bound(r.Method)),
-					slog.String("path", Bound(r.URL.Path)),
-					slog.String("panic", fmt.Sprint(v)),
-					slog.String("stack", string(debug.Stack())),
-				)
+				Recovered(logger, r, v)
 				if !rec.wroteHeader() {
 					envelope.Error(rec, http.StatusInternalServerError, "internal error")
 				}
@@ -45,4 +37,20 @@ func Recoverer(logger *slog.Logger) func(http.Handler) http.Handler {
 			next.ServeHTTP(rec, r)
 		})
 	}
+}
+
+// Recovered handles a panic v that a handler of r raised, as Recoverer
+// does before it answers 500: it panics again with http.ErrAbortHandler,
+// and logs anything else with the stack. For handlers that answer requests
+// outside Recoverer (the fast status route).
+func Recovered(logger *slog.Logger, r *http.Request, v any) {
+	if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
+		panic(v)
+	}
+	logger.LogAttrs(r.Context(), slog.LevelError, "panic in handler",
+		slog.String("method", Bound(r.Method)),
+		slog.String("path", Bound(r.URL.Path)),
+		slog.String("panic", fmt.Sprint(v)),
+		slog.String("stack", string(debug.Stack())),
+	)
 }

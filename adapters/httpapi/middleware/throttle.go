@@ -120,6 +120,14 @@ func (t *Throttle) retryAfter(ip string) time.Duration {
 	return list[len(list)-t.limit].Add(t.window).Sub(now)
 }
 
+// Refuses tells whether requests from ip are refused now, without
+// answering: a handler that answers requests outside Middleware (the fast
+// status route) checks this and leaves the requests refused to Middleware.
+// A nil throttle refuses no one.
+func (t *Throttle) Refuses(ip string) bool {
+	return t != nil && t.retryAfter(ip) > 0
+}
+
 // liveLocked drops the failures that left the window.
 func (t *Throttle) liveLocked(list []time.Time, now time.Time) []time.Time {
 	cut := now.Add(-t.window)
