@@ -89,9 +89,15 @@ type envelopeConn struct {
 }
 
 // SetWriteDeadline sets the connection's write deadline for a handler
-// (through http.ResponseController); the next write sets the connection's
-// own bound again.
+// (through http.ResponseController) or for net/http, which clears it after
+// every answer. Clearing it leaves this connection's own bound in place:
+// every write starts with it anyway (boundWrite), and keeping the timer
+// saves two timer updates per answer. Any other deadline is set, and the
+// next write sets the connection's bound again.
 func (c *envelopeConn) SetWriteDeadline(t time.Time) error {
+	if t.IsZero() && c.deadlineSet.Load() != 0 {
+		return nil
+	}
 	c.deadlineSet.Store(0)
 	return c.Conn.SetWriteDeadline(t)
 }
