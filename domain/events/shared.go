@@ -2,10 +2,12 @@ package events
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
 	"github.com/gowa-dev/gowa/domain"
+	"github.com/gowa-dev/gowa/ports"
 )
 
 // This file is the part of the hub that only runs when the log is shared
@@ -14,13 +16,15 @@ import (
 // follower tells the streams what the log holds beyond the last event they
 // were told, whoever appended it, and keeps the webhooks in step with the
 // store. It reads after each of this hub's writes and each wake-up from
-// another replica; a failed read is tried again after a second.
+// another replica; a failed read is tried again after a second, then
+// less often (up to every 10 s) while the database stays out of reach.
 func (h *Hub) follower() {
 	appended, hooks := h.cfg.Shared.Appended, h.cfg.Shared.Webhooks
 	var (
 		read, reload = true, true // what happened before Start was read too
 		retry        *time.Timer
 		retryC       <-chan time.Time
+		backoff      = time.Second
 	)
 	defer func() {
 		if retry != nil {
@@ -48,9 +52,13 @@ func (h *Hub) follower() {
 				read = false
 			}
 		}
-		if (read || reload) && retryC == nil {
-			retry = time.NewTimer(time.Second)
+		switch {
+		case !read && !reload:
+			backoff = time.Second
+		case retryC == nil:
+			retry = time.NewTimer(backoff)
 			retryC = retry.C
+			backoff = min(2*backoff, 10*time.Second)
 		}
 		select {
 		case <-h.ctx.Done():
@@ -200,6 +208,16 @@ func sameHook(a, b domain.Webhook) bool {
 		}
 	}
 	return true
+}
+
+// storeError wraps a failure of the store: EUNAVAILABLE when the shared
+// database could not be reached (the caller may try again; an HTTP client
+// gets 503), EINTERNAL otherwise.
+func storeError(err error, what string) *domain.Error {
+	if errors.Is(err, ports.ErrStoreUnavailable) {
+		return domain.Wrap(domain.EUNAVAILABLE, err, what+": the shared database is unreachable; try again")
+	}
+	return domain.Wrap(domain.EINTERNAL, err, what)
 }
 
 // delivering reports whether the dispatchers may send now (Config.Deliver).

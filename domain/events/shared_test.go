@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/gowa-dev/gowa/domain"
 	"github.com/gowa-dev/gowa/domain/events"
+	"github.com/gowa-dev/gowa/ports"
 )
 
 // sharedStore is one memStore that several hubs share, as replicas share
@@ -171,5 +173,32 @@ func TestSharedDeviceWebhooksFollowTheStore(t *testing.T) {
 	waitFor(t, func() bool { return slices.Equal(bSnd.delivered(hook2.URL), []int64{4}) })
 	if got := aSnd.delivered(hook.URL); len(got) != 0 {
 		t.Fatalf("the replica with the closed gate delivered %v", got)
+	}
+}
+
+// unreachable is a store whose database went away after Start.
+type unreachable struct {
+	*memStore
+	down atomic.Bool
+}
+
+func (u *unreachable) Bounds(ctx context.Context) (int64, int64, error) {
+	if u.down.Load() {
+		return 0, 0, fmt.Errorf("event log bounds: dial tcp 127.0.0.1:5432: connect: connection refused: %w", ports.ErrStoreUnavailable)
+	}
+	return u.memStore.Bounds(ctx)
+}
+
+// A shared database out of reach is "try again" (503), not a bug (500).
+func TestUnreachableStoreIsUnavailableNotInternal(t *testing.T) {
+	t.Parallel()
+	u := &unreachable{memStore: newMemStore()}
+	h, _ := newHub(t, u.memStore, func(c *events.Config) { c.Store = u })
+	u.down.Store(true)
+	if _, _, err := h.Page(context.Background(), events.Filter{}, 0, 10); domain.ErrorCode(err) != domain.EUNAVAILABLE {
+		t.Errorf("Page = %v, want EUNAVAILABLE", err)
+	}
+	if _, err := h.Subscribe(context.Background(), events.Filter{}, 3, true); domain.ErrorCode(err) != domain.EUNAVAILABLE {
+		t.Errorf("Subscribe = %v, want EUNAVAILABLE", err)
 	}
 }
