@@ -133,6 +133,14 @@ func TestHubsOnOneLogDeliverThroughTheGateHolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "20 deliveries", func() bool { return len(delivered()) >= 20 })
+	// The gate moves once b has recorded what it delivered, as a lease
+	// handoff does (b stops, then releases, then a acquires). A gate that
+	// moved while b was still sending could have a send some again:
+	// delivery is at least once.
+	waitUntil(t, "b to clear its deliveries", func() bool {
+		d, err := a.OutboxDepth(ctx)
+		return err == nil && d["device:x"].Pending == 0
+	})
 	bGate.Store(false)
 	aGate.Store(true)
 	a.WakeDispatchers()

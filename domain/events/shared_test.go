@@ -131,6 +131,10 @@ func TestSharedOutboxIsDeliveredByTheGateHolderOnly(t *testing.T) {
 		a.Emit("d", domain.EventMessageSent, nil)
 	}
 	waitFor(t, func() bool { return slices.Equal(bSnd.delivered(global.URL), []int64{1, 2, 3}) })
+	// The gate moves once b has recorded what it delivered (as a lease
+	// handoff does); one moved while b was still sending could have some
+	// sent again: delivery is at least once.
+	waitFor(t, func() bool { d, _ := s.Depth(context.Background()); return d["global:"+global.URL].Pending == 0 })
 	bGate.Store(false)
 	aGate.Store(true) // no WakeDispatchers: a closed gate is polled
 	b.Emit("d", domain.EventMessageSent, nil)
