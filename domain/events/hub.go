@@ -138,6 +138,12 @@ type Hub struct {
 	// still have (device.deleted among it) before they go.
 	retiring map[string]*endpoint
 
+	// smu guards busy, the delivery workers at work, and quiet, closed
+	// when busy falls to zero (see WaitDeliveries).
+	smu   sync.Mutex
+	busy  int
+	quiet chan struct{}
+
 	// hookOps serialises changes to the stored webhooks (set, delete, a
 	// retired one's removal), which pair a store write with the maps.
 	hookOps sync.Mutex

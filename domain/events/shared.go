@@ -225,6 +225,41 @@ func (h *Hub) delivering() bool {
 	return h.cfg.Deliver == nil || h.cfg.Deliver()
 }
 
+// sending counts delivery workers starting (+1) and ending (-1).
+func (h *Hub) sending(d int) {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	h.busy += d
+	switch {
+	case d > 0 && h.busy == 1:
+		h.quiet = make(chan struct{})
+	case d < 0 && h.busy == 0:
+		close(h.quiet)
+	}
+}
+
+// WaitDeliveries returns once no webhook delivery is in flight. Called
+// after Config.Deliver turned false, it means that this hub sends nothing
+// more and has recorded (done or retry) everything it sent, so that
+// another replica can take over delivering without sending any of it
+// again: call it between losing the gate and handing it over. A send in
+// flight finishes first (within the sender's timeout), unless ctx ends.
+func (h *Hub) WaitDeliveries(ctx context.Context) error {
+	h.smu.Lock()
+	if h.busy == 0 {
+		h.smu.Unlock()
+		return nil
+	}
+	quiet := h.quiet
+	h.smu.Unlock()
+	select {
+	case <-quiet:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // WakeDispatchers makes every webhook dispatcher look at the outbox now:
 // call it when Config.Deliver turns true, so that deliveries resume at
 // once rather than at the next RetryPoll.

@@ -206,3 +206,54 @@ func TestUnreachableStoreIsUnavailableNotInternal(t *testing.T) {
 		t.Errorf("Subscribe = %v, want EUNAVAILABLE", err)
 	}
 }
+
+// blockingSender holds each delivery until released.
+type blockingSender struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func (s *blockingSender) Send(ctx context.Context, w domain.Webhook, d domain.Delivery) error {
+	s.started <- struct{}{}
+	<-s.release
+	return nil
+}
+
+// After the gate closes, WaitDeliveries returns only once the send in
+// flight has finished and is recorded: the next replica to deliver finds
+// it gone from the outbox and does not send it again.
+func TestWaitDeliveriesWaitsForTheSendInFlight(t *testing.T) {
+	t.Parallel()
+	s := &sharedStore{memStore: newMemStore()}
+	global := domain.Webhook{URL: "http://global.test/", Secret: secret16}
+	snd := &blockingSender{started: make(chan struct{}, 1), release: make(chan struct{})}
+	var gate atomic.Bool
+	gate.Store(true)
+	h := replica(t, s, func(c *events.Config) {
+		c.Sender, c.Global, c.Deliver = snd, []domain.Webhook{global}, gate.Load
+	})
+	if err := h.WaitDeliveries(context.Background()); err != nil {
+		t.Fatalf("WaitDeliveries with nothing in flight: %v", err)
+	}
+	h.Emit("d", domain.EventMessageSent, nil)
+	h.Emit("d", domain.EventMessageSent, nil)
+	<-snd.started
+	gate.Store(false)
+	waited := make(chan error, 1)
+	go func() { waited <- h.WaitDeliveries(context.Background()) }()
+	select {
+	case err := <-waited:
+		t.Fatalf("WaitDeliveries returned while a send was in flight: %v", err)
+	default:
+	}
+	close(snd.release)
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	// The first is recorded as delivered; the second, not sent, waits for
+	// the next replica.
+	pend, _ := s.Pending(context.Background(), "global:"+global.URL, nil, 10)
+	if len(pend) != 1 || pend[0].EventID != 2 {
+		t.Fatalf("outbox after WaitDeliveries: %+v, want only event 2", pend)
+	}
+}

@@ -155,8 +155,10 @@ func (e *endpoint) run() {
 			queued = queued[1:]
 			inflight[dev] = true
 			idle = false
+			h.sending(1) // before the worker looks at the gate
 			go func(group []domain.Delivery) {
 				at, ok := e.deliverInOrder(group)
+				h.sending(-1)
 				results <- result{group[0].DeviceID, at, ok}
 			}(groups[dev])
 			delete(groups, dev)
