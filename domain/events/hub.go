@@ -138,6 +138,12 @@ type Hub struct {
 	// still have (device.deleted among it) before they go.
 	retiring map[string]*endpoint
 
+	// smu guards busy, the delivery workers at work, and quiet, closed
+	// when busy falls to zero (see WaitDeliveries).
+	smu   sync.Mutex
+	busy  int
+	quiet chan struct{}
+
 	// hookOps serialises changes to the stored webhooks (set, delete, a
 	// retired one's removal), which pair a store write with the maps.
 	hookOps sync.Mutex
@@ -188,7 +194,7 @@ func New(cfg Config) *Hub {
 func (h *Hub) Start(ctx context.Context) error {
 	_, last, err := h.cfg.Store.Bounds(ctx)
 	if err != nil {
-		return domain.Wrap(domain.EINTERNAL, err, "read the event log")
+		return storeError(err, "read the event log")
 	}
 	h.lastID = last
 	for _, w := range h.cfg.Global {
@@ -201,16 +207,16 @@ func (h *Hub) Start(ctx context.Context) error {
 	// replica sets meanwhile never has its fresh deliveries dropped.
 	depth, err := h.cfg.Store.Depth(ctx)
 	if err != nil {
-		return domain.Wrap(domain.EINTERNAL, err, "read the webhook outbox")
+		return storeError(err, "read the webhook outbox")
 	}
 	stored, err := h.cfg.Store.ListWebhooks(ctx)
 	if err != nil {
-		return domain.Wrap(domain.EINTERNAL, err, "read the webhooks")
+		return storeError(err, "read the webhooks")
 	}
 	var since int64
 	if h.cfg.Shared != nil {
 		if _, since, err = h.cfg.Store.Bounds(ctx); err != nil {
-			return domain.Wrap(domain.EINTERNAL, err, "read the event log")
+			return storeError(err, "read the event log")
 		}
 	}
 	for _, w := range stored {
@@ -222,7 +228,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		if _, ok := h.hooks[key]; !ok {
 			h.log.Warn("dropping the undelivered events of a webhook no longer configured", "endpoint", label(key), "pending", d.Pending)
 			if err := h.cfg.Store.DropEndpoint(ctx, key); err != nil {
-				return domain.Wrap(domain.EINTERNAL, err, "drop an old webhook's outbox")
+				return storeError(err, "drop an old webhook's outbox")
 			}
 		}
 	}

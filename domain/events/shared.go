@@ -2,10 +2,12 @@ package events
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
 	"github.com/gowa-dev/gowa/domain"
+	"github.com/gowa-dev/gowa/ports"
 )
 
 // This file is the part of the hub that only runs when the log is shared
@@ -14,13 +16,15 @@ import (
 // follower tells the streams what the log holds beyond the last event they
 // were told, whoever appended it, and keeps the webhooks in step with the
 // store. It reads after each of this hub's writes and each wake-up from
-// another replica; a failed read is tried again after a second.
+// another replica; a failed read is tried again after a second, then
+// less often (up to every 10 s) while the database stays out of reach.
 func (h *Hub) follower() {
 	appended, hooks := h.cfg.Shared.Appended, h.cfg.Shared.Webhooks
 	var (
 		read, reload = true, true // what happened before Start was read too
 		retry        *time.Timer
 		retryC       <-chan time.Time
+		backoff      = time.Second
 	)
 	defer func() {
 		if retry != nil {
@@ -48,9 +52,13 @@ func (h *Hub) follower() {
 				read = false
 			}
 		}
-		if (read || reload) && retryC == nil {
-			retry = time.NewTimer(time.Second)
+		switch {
+		case !read && !reload:
+			backoff = time.Second
+		case retryC == nil:
+			retry = time.NewTimer(backoff)
 			retryC = retry.C
+			backoff = min(2*backoff, 10*time.Second)
 		}
 		select {
 		case <-h.ctx.Done():
@@ -202,9 +210,54 @@ func sameHook(a, b domain.Webhook) bool {
 	return true
 }
 
+// storeError wraps a failure of the store: EUNAVAILABLE when the shared
+// database could not be reached (the caller may try again; an HTTP client
+// gets 503), EINTERNAL otherwise.
+func storeError(err error, what string) *domain.Error {
+	if errors.Is(err, ports.ErrStoreUnavailable) {
+		return domain.Wrap(domain.EUNAVAILABLE, err, what+": the shared database is unreachable; try again")
+	}
+	return domain.Wrap(domain.EINTERNAL, err, what)
+}
+
 // delivering reports whether the dispatchers may send now (Config.Deliver).
 func (h *Hub) delivering() bool {
 	return h.cfg.Deliver == nil || h.cfg.Deliver()
+}
+
+// sending counts delivery workers starting (+1) and ending (-1).
+func (h *Hub) sending(d int) {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	h.busy += d
+	switch {
+	case d > 0 && h.busy == 1:
+		h.quiet = make(chan struct{})
+	case d < 0 && h.busy == 0:
+		close(h.quiet)
+	}
+}
+
+// WaitDeliveries returns once no webhook delivery is in flight. Called
+// after Config.Deliver turned false, it means that this hub sends nothing
+// more and has recorded (done or retry) everything it sent, so that
+// another replica can take over delivering without sending any of it
+// again: call it between losing the gate and handing it over. A send in
+// flight finishes first (within the sender's timeout), unless ctx ends.
+func (h *Hub) WaitDeliveries(ctx context.Context) error {
+	h.smu.Lock()
+	if h.busy == 0 {
+		h.smu.Unlock()
+		return nil
+	}
+	quiet := h.quiet
+	h.smu.Unlock()
+	select {
+	case <-quiet:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // WakeDispatchers makes every webhook dispatcher look at the outbox now:

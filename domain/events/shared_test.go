@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/gowa-dev/gowa/domain"
 	"github.com/gowa-dev/gowa/domain/events"
+	"github.com/gowa-dev/gowa/ports"
 )
 
 // sharedStore is one memStore that several hubs share, as replicas share
@@ -129,6 +131,10 @@ func TestSharedOutboxIsDeliveredByTheGateHolderOnly(t *testing.T) {
 		a.Emit("d", domain.EventMessageSent, nil)
 	}
 	waitFor(t, func() bool { return slices.Equal(bSnd.delivered(global.URL), []int64{1, 2, 3}) })
+	// The gate moves once b has recorded what it delivered (as a lease
+	// handoff does); one moved while b was still sending could have some
+	// sent again: delivery is at least once.
+	waitFor(t, func() bool { d, _ := s.Depth(context.Background()); return d["global:"+global.URL].Pending == 0 })
 	bGate.Store(false)
 	aGate.Store(true) // no WakeDispatchers: a closed gate is polled
 	b.Emit("d", domain.EventMessageSent, nil)
@@ -171,5 +177,83 @@ func TestSharedDeviceWebhooksFollowTheStore(t *testing.T) {
 	waitFor(t, func() bool { return slices.Equal(bSnd.delivered(hook2.URL), []int64{4}) })
 	if got := aSnd.delivered(hook.URL); len(got) != 0 {
 		t.Fatalf("the replica with the closed gate delivered %v", got)
+	}
+}
+
+// unreachable is a store whose database went away after Start.
+type unreachable struct {
+	*memStore
+	down atomic.Bool
+}
+
+func (u *unreachable) Bounds(ctx context.Context) (int64, int64, error) {
+	if u.down.Load() {
+		return 0, 0, fmt.Errorf("event log bounds: dial tcp 127.0.0.1:5432: connect: connection refused: %w", ports.ErrStoreUnavailable)
+	}
+	return u.memStore.Bounds(ctx)
+}
+
+// A shared database out of reach is "try again" (503), not a bug (500).
+func TestUnreachableStoreIsUnavailableNotInternal(t *testing.T) {
+	t.Parallel()
+	u := &unreachable{memStore: newMemStore()}
+	h, _ := newHub(t, u.memStore, func(c *events.Config) { c.Store = u })
+	u.down.Store(true)
+	if _, _, err := h.Page(context.Background(), events.Filter{}, 0, 10); domain.ErrorCode(err) != domain.EUNAVAILABLE {
+		t.Errorf("Page = %v, want EUNAVAILABLE", err)
+	}
+	if _, err := h.Subscribe(context.Background(), events.Filter{}, 3, true); domain.ErrorCode(err) != domain.EUNAVAILABLE {
+		t.Errorf("Subscribe = %v, want EUNAVAILABLE", err)
+	}
+}
+
+// blockingSender holds each delivery until released.
+type blockingSender struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func (s *blockingSender) Send(ctx context.Context, w domain.Webhook, d domain.Delivery) error {
+	s.started <- struct{}{}
+	<-s.release
+	return nil
+}
+
+// After the gate closes, WaitDeliveries returns only once the send in
+// flight has finished and is recorded: the next replica to deliver finds
+// it gone from the outbox and does not send it again.
+func TestWaitDeliveriesWaitsForTheSendInFlight(t *testing.T) {
+	t.Parallel()
+	s := &sharedStore{memStore: newMemStore()}
+	global := domain.Webhook{URL: "http://global.test/", Secret: secret16}
+	snd := &blockingSender{started: make(chan struct{}, 1), release: make(chan struct{})}
+	var gate atomic.Bool
+	gate.Store(true)
+	h := replica(t, s, func(c *events.Config) {
+		c.Sender, c.Global, c.Deliver = snd, []domain.Webhook{global}, gate.Load
+	})
+	if err := h.WaitDeliveries(context.Background()); err != nil {
+		t.Fatalf("WaitDeliveries with nothing in flight: %v", err)
+	}
+	h.Emit("d", domain.EventMessageSent, nil)
+	h.Emit("d", domain.EventMessageSent, nil)
+	<-snd.started
+	gate.Store(false)
+	waited := make(chan error, 1)
+	go func() { waited <- h.WaitDeliveries(context.Background()) }()
+	select {
+	case err := <-waited:
+		t.Fatalf("WaitDeliveries returned while a send was in flight: %v", err)
+	default:
+	}
+	close(snd.release)
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	// The first is recorded as delivered; the second, not sent, waits for
+	// the next replica.
+	pend, _ := s.Pending(context.Background(), "global:"+global.URL, nil, 10)
+	if len(pend) != 1 || pend[0].EventID != 2 {
+		t.Fatalf("outbox after WaitDeliveries: %+v, want only event 2", pend)
 	}
 }

@@ -88,7 +88,7 @@ func (h *Hub) Subscribe(ctx context.Context, f Filter, after int64, resume bool)
 func (h *Hub) resumePoint(ctx context.Context, after int64) (int64, *domain.LiveEvent, error) {
 	oldest, last, err := h.cfg.Store.Bounds(ctx)
 	if err != nil {
-		return 0, nil, domain.Wrap(domain.EINTERNAL, err, "read the event log")
+		return 0, nil, storeError(err, "read the event log")
 	}
 	next := oldest
 	if oldest == 0 {
@@ -173,7 +173,7 @@ func (s *Subscription) NextOrTick(ctx context.Context, tick <-chan time.Time) (d
 func (s *Subscription) readLog(ctx context.Context) error {
 	evs, err := s.hub.cfg.Store.Read(ctx, s.cursor, readPage)
 	if err != nil {
-		return domain.Wrap(domain.EINTERNAL, err, "read the event log")
+		return storeError(err, "read the event log")
 	}
 	if len(evs) == 0 {
 		s.cursor = s.catchUp
@@ -229,7 +229,7 @@ func (h *Hub) Page(ctx context.Context, f Filter, after int64, limit int) ([]dom
 	for scanned := 0; len(out) < limit && scanned < 50*readPage; {
 		evs, err := h.cfg.Store.Read(ctx, after, readPage)
 		if err != nil {
-			return nil, 0, domain.Wrap(domain.EINTERNAL, err, "read the event log")
+			return nil, 0, storeError(err, "read the event log")
 		}
 		if len(evs) == 0 {
 			break

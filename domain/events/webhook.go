@@ -155,8 +155,10 @@ func (e *endpoint) run() {
 			queued = queued[1:]
 			inflight[dev] = true
 			idle = false
+			h.sending(1) // before the worker looks at the gate
 			go func(group []domain.Delivery) {
 				at, ok := e.deliverInOrder(group)
+				h.sending(-1)
 				results <- result{group[0].DeviceID, at, ok}
 			}(groups[dev])
 			delete(groups, dev)
@@ -370,7 +372,7 @@ func (h *Hub) SetDeviceWebhook(ctx context.Context, w domain.Webhook) error {
 	h.hookOps.Lock()
 	defer h.hookOps.Unlock()
 	if err := h.cfg.Store.PutWebhook(ctx, w); err != nil {
-		return domain.Wrap(domain.EINTERNAL, err, "save the webhook")
+		return storeError(err, "save the webhook")
 	}
 	var since int64
 	if h.cfg.Shared != nil {
@@ -378,7 +380,7 @@ func (h *Hub) SetDeviceWebhook(ctx context.Context, w domain.Webhook) error {
 		// about it (see endpoint.since).
 		_, last, err := h.cfg.Store.Bounds(ctx)
 		if err != nil {
-			return domain.Wrap(domain.EINTERNAL, err, "read the event log")
+			return storeError(err, "read the event log")
 		}
 		since = last
 	}
@@ -434,10 +436,10 @@ func (h *Hub) DeleteDeviceWebhook(ctx context.Context, id string) (bool, error) 
 		old.stop()
 	}
 	if err := h.cfg.Store.DeleteWebhook(ctx, id); err != nil {
-		return false, domain.Wrap(domain.EINTERNAL, err, "delete the webhook")
+		return false, storeError(err, "delete the webhook")
 	}
 	if err := h.cfg.Store.DropEndpoint(ctx, key); err != nil {
-		return false, domain.Wrap(domain.EINTERNAL, err, "drop the webhook's outbox")
+		return false, storeError(err, "drop the webhook's outbox")
 	}
 	return old != nil, nil
 }
