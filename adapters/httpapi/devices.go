@@ -27,6 +27,12 @@ type Devices interface {
 
 var _ Devices = (*device.Service)(nil)
 
+// Listing lists every device from a store that can fail (the shared store
+// of several replicas).
+type Listing interface {
+	List(ctx context.Context) ([]domain.Status, error)
+}
+
 // QRRenderer draws the login QR codes the device service hands out as text.
 type QRRenderer interface {
 	// PNG returns text encoded as a QR code in a PNG image.
@@ -38,7 +44,15 @@ var _ QRRenderer = (*qrpng.Renderer)(nil)
 const ok = "OK"
 
 func (s *server) ListDevices(ctx context.Context, _ api.ListDevicesRequestObject) (api.ListDevicesResponseObject, error) {
-	sts := s.devices.List(ctx)
+	var sts []domain.Status
+	if s.listing != nil {
+		var err error
+		if sts, err = s.listing.List(ctx); err != nil {
+			return nil, err
+		}
+	} else {
+		sts = s.devices.List(ctx)
+	}
 	out := make([]api.Device, 0, len(sts))
 	for _, st := range sts {
 		out = append(out, s.toDevice(st))

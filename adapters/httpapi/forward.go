@@ -67,6 +67,10 @@ type Forwarding struct {
 	RetryFor time.Duration
 	// Now is the clock of the signatures; nil: time.Now.
 	Now func() time.Time
+	// LoggedIn, when set, lists the devices logged in on any replica, for
+	// a send without X-Device-Id: allowed when exactly one is, wherever it
+	// runs.
+	LoggedIn func(ctx context.Context) ([]string, error)
 }
 
 // ForwardedHeader marks a request one replica forwards to another:
@@ -155,6 +159,17 @@ func forwardedIn(ctx context.Context) (marked, verified bool) {
 func (f *forwarder) route(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := scopedDevice(r)
+		if id == "" && f.LoggedIn != nil && isSend(r) {
+			if marked, _ := forwardedIn(r.Context()); !marked {
+				var ok bool
+				if id, ok = f.soleDevice(w, r); !ok {
+					return
+				}
+				// For the holder; a local handler finds the same device
+				// itself, as the only one logged in here.
+				r.Header.Set("X-Device-Id", id)
+			}
+		}
 		if id == "" || domain.ValidateDeviceID(id) != nil {
 			// Not device-scoped, or a malformed id the handler refuses.
 			next.ServeHTTP(w, r)
@@ -183,6 +198,29 @@ func scopedDevice(r *http.Request) string {
 		return r.Header.Get("X-Device-Id")
 	}
 	return ""
+}
+
+// isSend tells whether r is a send (/send/…).
+func isSend(r *http.Request) bool {
+	return strings.HasPrefix(chi.RouteContext(r.Context()).RoutePattern(), "/send/")
+}
+
+// soleDevice names the one device logged in on any replica, for a send
+// that names none: "" when none is (the local handler says so). When
+// several are, or the list cannot be read, it answers and returns false.
+func (f *forwarder) soleDevice(w http.ResponseWriter, r *http.Request) (string, bool) {
+	ids, err := f.LoggedIn(r.Context())
+	switch {
+	case err != nil:
+		f.unavailable(w, r, "", Route{}, err)
+		return "", false
+	case len(ids) > 1:
+		envelope.Error(w, http.StatusBadRequest, "several devices are logged in; name one in the X-Device-Id header")
+		return "", false
+	case len(ids) == 1:
+		return ids[0], true
+	}
+	return "", true
 }
 
 // isRead tells whether r only reads what the shared store holds (a
@@ -374,14 +412,17 @@ func (f *forwarder) unavailable(w http.ResponseWriter, r *http.Request, id strin
 	switch {
 	case err != nil && errors.Is(err, context.Canceled):
 		msg = "the request was cancelled while device " + id + " changed replicas"
+	case err != nil && domain.ErrorCode(err) != domain.EINTERNAL:
+		// The router's own word: moving, draining, database unreachable.
+		msg = domain.ErrorMessage(err)
 	case err != nil && !errors.Is(err, errNotHolder) && !isDialError(err):
 		f.log.Warn("cannot route a device's request", "device_id", id, "request_id", middleware.RequestIDFrom(r.Context()), "err", err)
 		msg = "the shared database cannot be reached to find device " + id + "'s replica"
-		if rt.RetryAfter <= 0 {
-			rt.RetryAfter = time.Second
-		}
 	case rt.URL != "":
 		msg = "the replica holding device " + id + " does not answer; its devices move to the others when its lease lapses"
+	}
+	if rt.RetryAfter <= 0 {
+		rt.RetryAfter = time.Second
 	}
 	w.Header().Set("Retry-After", retryAfter(rt.RetryAfter))
 	envelope.Error(w, http.StatusServiceUnavailable, msg)

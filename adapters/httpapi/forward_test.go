@@ -24,6 +24,8 @@ type cluster struct {
 	holder map[string]string // device → replica
 	urls   map[string]string // replica → advertised URL
 	down   bool              // the database cannot be reached
+	// loggedIn are the devices logged in on any replica.
+	loggedIn []string
 }
 
 func (c *cluster) set(device, replica string) {
@@ -126,6 +128,11 @@ func twoReplicas(t *testing.T, c *cluster) (a, b *replica) {
 				Self:     name,
 				Key:      testKey,
 				RetryFor: 300 * time.Millisecond,
+				LoggedIn: func(context.Context) ([]string, error) {
+					c.mu.Lock()
+					defer c.mu.Unlock()
+					return c.loggedIn, nil
+				},
 			},
 		}))
 		t.Cleanup(srv.Close)
@@ -339,7 +346,7 @@ func TestHolderUnreachable(t *testing.T) {
 	c.down = true
 	c.mu.Unlock()
 	got = call(t, "POST", a.url+"/devices/on-c/reconnect", "")
-	if got.status != 503 || got.header.Get("Retry-After") == "" || !strings.Contains(got.env.Message, "database") {
+	if got.status != 503 || got.header.Get("Retry-After") != "1" || got.env.Message != "database down" {
 		t.Errorf("database down: %d Retry-After %q %q", got.status, got.header.Get("Retry-After"), got.env.Message)
 	}
 }
@@ -385,5 +392,29 @@ func TestNotDeviceScopedStaysLocal(t *testing.T) {
 	}
 	if b.dev.calls.Load() != 0 || strings.Contains(b.logs.String(), "http request") {
 		t.Errorf("B saw requests A serves:\n%s", b.logs.String())
+	}
+}
+
+// A send without X-Device-Id goes to the one device logged in on any
+// replica; with several logged in anywhere, it is refused.
+func TestSendToTheSoleDevice(t *testing.T) {
+	t.Parallel()
+	c := newCluster()
+	a, b := twoReplicas(t, c)
+	c.set("on-b", "B")
+	c.loggedIn = []string{"on-b"}
+	got := call(t, "POST", a.url+"/send/message", `{"phone":"628123456789","message":"hi"}`)
+	if got.status != 200 || !strings.Contains(string(got.env.Data), "m-B") {
+		t.Fatalf("send without a device id: %d %s", got.status, got.env.Message)
+	}
+	if s := <-b.dev.sends; s[0] != "on-b" {
+		t.Errorf("B sent from %q", s[0])
+	}
+	c.mu.Lock()
+	c.loggedIn = []string{"on-a", "on-b"}
+	c.mu.Unlock()
+	got = call(t, "POST", a.url+"/send/message", `{"phone":"628123456789","message":"hi"}`)
+	if got.status != 400 || !strings.Contains(got.env.Message, "X-Device-Id") {
+		t.Errorf("several logged in: %d %q", got.status, got.env.Message)
 	}
 }

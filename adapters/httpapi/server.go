@@ -57,6 +57,11 @@ type Config struct {
 	// the same authentication as the API.
 	UI bool
 
+	// Listing, when set, answers GET /devices instead of Devices.List:
+	// with several replicas, the list comes from the shared store, and
+	// reading it can fail.
+	Listing Listing
+
 	// Forwarding, when set, makes this the edge of one replica among
 	// several: device-scoped requests for a device another replica holds
 	// are forwarded to it (see Forwarding). nil: one gateway serves all.
@@ -123,6 +128,7 @@ func NewHandler(cfg Config) http.Handler {
 	}
 	srv := &server{
 		devices: cfg.Devices,
+		listing: cfg.Listing,
 		sandbox: cfg.Sandbox,
 		qr:      cfg.QR,
 		clock:   cfg.Clock,
@@ -137,7 +143,8 @@ func NewHandler(cfg Config) http.Handler {
 	}
 	log := cfg.Logger
 
-	// Request id and client IP: see RequestContext, around r at the end.
+	// Request id and client IP: see RequestContext, around r at the end,
+	// and in front of it all the status endpoint's own route (statusRoute).
 	r := chi.NewRouter()
 	r.Use(middleware.AccessLog(cfg.AccessLog))
 	if cfg.Metrics != nil {
@@ -226,6 +233,7 @@ func public(mw func(http.Handler) http.Handler) func(http.Handler) http.Handler 
 // server implements api.StrictServerInterface.
 type server struct {
 	devices Devices
+	listing Listing
 	sandbox sandbox.Network
 	qr      QRRenderer
 	clock   ports.Clock

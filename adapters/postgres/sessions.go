@@ -287,6 +287,50 @@ func fenced(err error) error {
 	return err
 }
 
+// Has tells whether jid's linked session is stored, as Sessions lists it
+// (a device saved by a pairing not yet promoted is not), without listing
+// every session (the device service's Adopt reads one device).
+func (s *Sessions) Has(jid string) (bool, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	var ok bool
+	err := s.db.Pool.QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM whatsmeow_device d WHERE d.jid = $1 AND NOT EXISTS (
+			SELECT 1 FROM gowa_sessions p
+			WHERE p.key LIKE 'pairing:%' AND p.jid = d.jid AND p.noise_hash = sha256(d.noise_key)))`, jid).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("find session: %w", Unavailable(err))
+	}
+	return ok, nil
+}
+
+// Pairings lists the cut-off pairings of one device, as Sessions lists
+// them (a pairing whose maker is a live replica is not cut off).
+func (s *Sessions) Pairings(deviceID string) ([]ports.StoredSession, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	rows, err := s.db.Pool.Query(ctx, `
+		SELECT '', p.key, p.device_id FROM gowa_sessions p
+		WHERE p.key LIKE 'pairing:%' AND p.device_id = $1 AND NOT EXISTS (
+			SELECT 1 FROM gowa_replicas r
+			WHERE r.id = p.maker AND r.id <> current_setting('gowa.holder', true) AND r.expires_at > now())
+		ORDER BY p.key`, deviceID)
+	if err != nil {
+		return nil, fmt.Errorf("list pairings: %w", Unavailable(err))
+	}
+	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ports.StoredSession])
+	if err != nil {
+		return nil, fmt.Errorf("list pairings: %w", Unavailable(err))
+	}
+	out := all[:0]
+	for _, st := range all {
+		if checkPairingKey(st.Key) == nil {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}
+
 // Sessions lists the linked sessions, ordered by JID, then the pairings
 // cut off (made by this replica, or by one whose heartbeat has lapsed: a
 // live replica's pairing is in progress there), ordered by key. A linked session is a whatsmeow device of a valid companion JID

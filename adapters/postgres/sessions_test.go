@@ -95,6 +95,16 @@ func TestSessionsPairingCutOffAfterTheDeviceWasSaved(t *testing.T) {
 	if want := []ports.StoredSession{{Key: key, DeviceID: "phone"}}; !slices.Equal(got, want) {
 		t.Fatalf("Sessions = %+v, want %+v (the saved device is the pairing's, not a linked session yet)", got, want)
 	}
+	// Adopt reads one device: the same answers, one device at a time.
+	if has, err := again.Has(jid); err != nil || has {
+		t.Errorf("Has(%s) = %v, %v before Promote", jid, has, err)
+	}
+	if p, err := again.Pairings("phone"); err != nil || !slices.Equal(p, got) {
+		t.Errorf("Pairings(phone) = %+v, %v; want %+v", p, err, got)
+	}
+	if p, err := again.Pairings("other"); err != nil || len(p) != 0 {
+		t.Errorf("Pairings(other) = %+v, %v", p, err)
+	}
 	if paired, err := again.PairedJID(context.Background(), key); err != nil || paired != jid {
 		t.Fatalf("PairedJID = %q, %v; want %s", paired, err, jid)
 	}
@@ -107,6 +117,12 @@ func TestSessionsPairingCutOffAfterTheDeviceWasSaved(t *testing.T) {
 	got, _ = again.Sessions()
 	if want := []ports.StoredSession{{JID: jid, Key: jid, DeviceID: "phone"}}; !slices.Equal(got, want) {
 		t.Fatalf("Sessions = %+v, want %+v", got, want)
+	}
+	if has, err := again.Has(jid); err != nil || !has {
+		t.Errorf("Has(%s) = %v, %v after Promote", jid, has, err)
+	}
+	if p, err := again.Pairings("phone"); err != nil || len(p) != 0 {
+		t.Errorf("Pairings(phone) = %+v, %v after Promote", p, err)
 	}
 }
 

@@ -156,3 +156,25 @@ func TestClusterKey(t *testing.T) {
 		t.Errorf("keys differ or are short: %x %x", ka, kb)
 	}
 }
+
+// A NOTIFY from one replica wakes a listener on another.
+func TestListenNotify(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	uri := pgtest.DB(t)
+	a, b := open(t, uri, "a"), open(t, uri, "b")
+	wake := a.Listen(ctx, "gowa_test")
+	select {
+	case <-wake: // the first wake-up: listening
+	case <-time.After(60 * time.Second):
+		t.Fatal("never listening")
+	}
+	if err := b.Notify(ctx, "gowa_test"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wake:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the NOTIFY never woke the listener")
+	}
+}

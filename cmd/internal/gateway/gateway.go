@@ -127,6 +127,7 @@ type Gateway struct {
 	*Core
 	cfg   Config
 	ln    net.Listener
+	serve net.Listener // ln as the HTTP server takes it (httpapi.NewListener)
 	http  *http.Server
 	auth  *middleware.Auth
 	ready atomic.Bool
@@ -149,6 +150,8 @@ type Core struct {
 	Metrics *middleware.Metrics
 	lock    *storageLock
 	eventDB *sqlite.Events
+	// cluster is what PostgreSQL mode adds (see cluster.go); nil on SQLite.
+	cluster *clusterCore
 }
 
 // NewLogger returns the gateway's JSON logger on out.
@@ -163,12 +166,9 @@ func NewLogger(out io.Writer, debug bool) *slog.Logger {
 // OpenCore takes the storage folder's lock, opens the stores and starts
 // the device service (which restores sessions in the background). A second
 // gateway on the same folder gets an error naming the folder and the pid of
-// the one holding it.
+// the one holding it. With Config.Cluster's database, the stores are in
+// PostgreSQL and no folder is locked (but the sandbox's own simulator's).
 func OpenCore(ctx context.Context, cfg Config, log *slog.Logger) (c *Core, err error) {
-	if cfg.Cluster.DatabaseURI != "" {
-		// Replaced by the PostgreSQL wiring as its parts land.
-		return nil, fmt.Errorf("%s: several replicas on PostgreSQL are not wired into this build yet", cfg.name("db"))
-	}
 	c = &Core{Log: log}
 	opened := c
 	defer func() {
@@ -180,60 +180,26 @@ func OpenCore(ctx context.Context, cfg Config, log *slog.Logger) (c *Core, err e
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.name("storages"), err)
 	}
-	if err := os.MkdirAll(c.Root, 0o700); err != nil {
-		return nil, fmt.Errorf("%s: %w", cfg.name("storages"), err)
-	}
-	if c.lock, err = lockStorage(c.Root); err != nil {
-		return nil, err
-	}
-	sessions, err := sqlite.NewSessions(c.Root)
-	if err != nil {
-		return nil, err
-	}
-	c.Registry, err = sqlite.OpenRegistry(c.Root)
-	if err != nil {
-		return nil, err
+	clustered := cfg.Cluster.DatabaseURI != ""
+	// The folder holds the sessions on SQLite, and the simulated world of
+	// a sandbox that runs its own simulator.
+	if !clustered || (cfg.Sandbox && cfg.Simulator == "") {
+		if err := os.MkdirAll(c.Root, 0o700); err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.name("storages"), err)
+		}
+		if c.lock, err = lockStorage(c.Root); err != nil {
+			return nil, err
+		}
 	}
 
 	cfg.OS = cmp.Or(cfg.OS, DefaultOS)
-	waOpts := whatsapp.Options{Locate: sessions.Locate, OS: cfg.OS, Logger: log, Debug: cfg.Debug, FirstCodeLife: cfg.Tuning.FirstQR, CodeLife: cfg.Tuning.NextQR,
+	waOpts := whatsapp.Options{OS: cfg.OS, Logger: log, Debug: cfg.Debug, FirstCodeLife: cfg.Tuning.FirstQR, CodeLife: cfg.Tuning.NextQR,
 		OnWhatsAppFor: cfg.Tuning.OnWhatsAppFor, OffWhatsAppFor: cfg.Tuning.OffWhatsAppFor}
-	switch {
-	case cfg.Sandbox && cfg.Simulator != "":
-		if c.remote, err = wasim.NewRemote(cfg.Simulator); err != nil {
-			return nil, fmt.Errorf("%s: %w", cfg.name("simulator"), err)
-		}
-		certRoot, err := simulatorRoot(ctx, c.remote, log)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", cfg.name("simulator"), err)
-		}
-		c.Network = c.remote
-		waOpts.HTTPClient = c.remote.HTTPClient()
-		waOpts.CertRoot = &certRoot
-		log.Warn("SANDBOX: devices connect to the simulated WhatsApp network at "+c.remote.URL()+", not to WhatsApp", "storages", c.Root)
-	case cfg.Sandbox:
-		c.Sim, err = wasim.New(wasim.Options{Dir: filepath.Join(c.Root, ".wasim"), Logger: log.With("component", "wasim")})
-		if err != nil {
-			return nil, fmt.Errorf("start the simulated WhatsApp network: %w", err)
-		}
-		c.Network = c.Sim
-		certRoot := wasim.RootPublicKey()
-		waOpts.HTTPClient = c.Sim.HTTPClient()
-		waOpts.CertRoot = &certRoot
-		log.Warn("SANDBOX: devices connect to a simulated WhatsApp network, not to WhatsApp", "storages", c.Root)
-	}
-
-	c.Metrics = middleware.NewMetrics(func() map[string]int { return c.Devices.CountByState() })
-	// The event service starts before the devices, so that the events of
-	// the sessions restored at start-up are logged and sent.
-	if c.eventDB, c.Events, err = openEvents(ctx, c.Root, cfg.Events, true, log, c.Metrics); err != nil {
+	if err := c.openNetwork(ctx, cfg, &waOpts); err != nil {
 		return nil, err
 	}
-	c.Devices = device.New(device.Config{
-		Events:      c.Events,
-		WhatsApp:    whatsapp.New(waOpts),
-		Sessions:    sessions,
-		Registry:    c.Registry,
+	c.Metrics = middleware.NewMetrics(func() map[string]int { return c.Devices.CountByState() })
+	devCfg := device.Config{
 		Logger:      log,
 		DisplayName: cfg.OS,
 		LoginWait:   cfg.Tuning.LoginWait,
@@ -242,17 +208,83 @@ func OpenCore(ctx context.Context, cfg Config, log *slog.Logger) (c *Core, err e
 		OnLogin: func(m domain.PairingMethod, outcome string) {
 			c.Metrics.LoginObserved(string(m), outcome)
 		},
-	})
+	}
+	if clustered {
+		if err := c.openCluster(ctx, cfg, waOpts, devCfg); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+
+	sessions, err := sqlite.NewSessions(c.Root)
+	if err != nil {
+		return nil, err
+	}
+	c.Registry, err = sqlite.OpenRegistry(c.Root)
+	if err != nil {
+		return nil, err
+	}
+	waOpts.Locate = sessions.Locate
+	// The event service starts before the devices, so that the events of
+	// the sessions restored at start-up are logged and sent.
+	if c.eventDB, c.Events, err = openEvents(ctx, c.Root, cfg.Events, true, log, c.Metrics); err != nil {
+		return nil, err
+	}
+	devCfg.Events = c.Events
+	devCfg.WhatsApp = whatsapp.New(waOpts)
+	devCfg.Sessions = sessions
+	devCfg.Registry = c.Registry
+	c.Devices = device.New(devCfg)
 	if err := c.Devices.Start(ctx); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
+// openNetwork attaches the sandbox to its simulated WhatsApp network: the
+// simulator at Config.Simulator, or one of its own in the storage folder.
+// Outside the sandbox it does nothing.
+func (c *Core) openNetwork(ctx context.Context, cfg Config, waOpts *whatsapp.Options) (err error) {
+	log := c.Log
+	switch {
+	case cfg.Sandbox && cfg.Simulator != "":
+		if c.remote, err = wasim.NewRemote(cfg.Simulator); err != nil {
+			return fmt.Errorf("%s: %w", cfg.name("simulator"), err)
+		}
+		certRoot, err := simulatorRoot(ctx, c.remote, log)
+		if err != nil {
+			return fmt.Errorf("%s: %w", cfg.name("simulator"), err)
+		}
+		c.Network = c.remote
+		waOpts.HTTPClient = c.remote.HTTPClient()
+		waOpts.CertRoot = &certRoot
+		log.Warn("SANDBOX: devices connect to the simulated WhatsApp network at "+c.remote.URL()+", not to WhatsApp", "storages", c.Root)
+	case cfg.Sandbox:
+		c.Sim, err = wasim.New(wasim.Options{Dir: filepath.Join(c.Root, ".wasim"), Logger: log.With("component", "wasim")})
+		if err != nil {
+			return fmt.Errorf("start the simulated WhatsApp network: %w", err)
+		}
+		c.Network = c.Sim
+		certRoot := wasim.RootPublicKey()
+		waOpts.HTTPClient = c.Sim.HTTPClient()
+		waOpts.CertRoot = &certRoot
+		log.Warn("SANDBOX: devices connect to a simulated WhatsApp network, not to WhatsApp", "storages", c.Root)
+	}
+	return nil
+}
+
 // Close closes what OpenCore opened, in reverse order, the lock last.
 func (c *Core) Close() {
+	if c.cluster != nil {
+		// The coordinator first, so that it starts nothing more.
+		c.cluster.stop()
+	}
 	if c.Devices != nil {
 		_ = c.Devices.Close()
+	}
+	if c.cluster != nil {
+		// After the devices: their last statuses are written.
+		c.cluster.stopStatus()
 	}
 	// After the devices, so that their last events are written.
 	if c.Events != nil {
@@ -269,6 +301,9 @@ func (c *Core) Close() {
 	}
 	if c.Registry != nil {
 		_ = c.Registry.Close()
+	}
+	if c.cluster != nil {
+		c.cluster.db.Close()
 	}
 	if c.lock != nil {
 		c.lock.release()
@@ -312,12 +347,12 @@ func Open(ctx context.Context, cfg Config, logOut io.Writer) (g *Gateway, err er
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.name("port"), err)
 	}
-	handler := httpapi.NewHandler(httpapi.Config{
+	hc := httpapi.Config{
 		Devices:  g.Devices,
 		Sandbox:  g.Network,
 		QR:       qrpng.New(),
 		Logger:   log,
-		Ready:    g.ready.Load,
+		Ready:    g.isReady,
 		Auth:     g.auth,
 		Proxies:  proxies,
 		Throttle: middleware.NewThrottle(10, time.Minute, time.Now),
@@ -328,8 +363,16 @@ func Open(ctx context.Context, cfg Config, logOut io.Writer) (g *Gateway, err er
 		AccessLog:   logOut,
 		BodyTimeout: cfg.Tuning.BodyTimeout,
 		UI:          cfg.UI,
-	})
+	}
+	if cc := g.cluster; cc != nil {
+		hc.Devices = clusterDevices{Service: g.Devices, statuses: cc.statuses}
+		listing := statusListing{cc.statuses}
+		hc.Listing = listing
+		hc.Forwarding = &httpapi.Forwarding{Router: router{cc.coord}, Self: cc.coord.Self(), Key: cc.key, LoggedIn: listing.loggedIn}
+	}
+	handler := httpapi.NewHandler(hc)
 	g.http = httpapi.NewServer(wrap(cfg.Tuning.Wrap, handler), httpapi.Limits{}, log)
+	g.serve = httpapi.NewListener(g.ln, httpapi.ListenerConfig{AccessLog: logOut, Metrics: g.Metrics})
 	// Event streams never go idle: end them when shutdown begins, so that
 	// the grace period is left to requests that finish.
 	g.http.RegisterOnShutdown(g.Events.CloseStreams)
@@ -337,6 +380,12 @@ func Open(ctx context.Context, cfg Config, logOut io.Writer) (g *Gateway, err er
 		log.Warn("no credentials are configured and the API listens beyond loopback: anyone who can reach it controls the linked WhatsApp accounts; set --basic-auth or APP_BASIC_AUTH")
 	}
 	return g, nil
+}
+
+// isReady is the readiness probe's answer: serving, not shutting down,
+// and, among replicas, renewing its leases.
+func (g *Gateway) isReady() bool {
+	return g.ready.Load() && (g.cluster == nil || g.cluster.ready())
 }
 
 // Addr is the address the gateway listens on.
@@ -357,7 +406,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- g.http.Serve(httpapi.Listener(g.ln)) }()
+	go func() { serveErr <- g.http.Serve(g.serve) }()
 	g.ready.Store(true)
 	g.Log.Info("listening", "addr", g.Addr(), "sandbox", g.Network != nil, "storages", g.Root)
 loop:
@@ -377,6 +426,15 @@ loop:
 	}
 	g.ready.Store(false)
 	g.Log.Info("shutting down")
+	if g.cluster != nil {
+		// Hand every device over while the API still answers: calls for
+		// them go to their new replicas meanwhile.
+		drainCtx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownGrace)
+		if err := g.cluster.drain(drainCtx); err != nil {
+			g.Log.Warn("handing the devices over at shutdown; the others take the rest when their leases lapse", "err", err)
+		}
+		cancel()
+	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownGrace)
 	defer cancel()
 	if err := g.http.Shutdown(shutdownCtx); err != nil {
@@ -442,6 +500,18 @@ func openEvents(ctx context.Context, root string, cfg EventsConfig, send bool, l
 	if err != nil {
 		return nil, nil, err
 	}
+	hub, err := startHub(ctx, hubConfig(store, cfg, send, log, metrics), metrics)
+	if err != nil {
+		_ = store.Close()
+		return nil, nil, err
+	}
+	return store, hub, nil
+}
+
+// hubConfig is the event service's configuration on store; with send false,
+// webhooks are queued in the outbox but not sent. metrics, when set, counts
+// events and deliveries.
+func hubConfig(store events.Store, cfg EventsConfig, send bool, log *slog.Logger, metrics *middleware.Metrics) events.Config {
 	var global []domain.Webhook
 	for _, u := range cfg.Webhooks {
 		global = append(global, domain.Webhook{URL: u, Secret: cfg.WebhookSecret})
@@ -461,15 +531,19 @@ func openEvents(ctx context.Context, root string, cfg EventsConfig, send bool, l
 		ec.OnEvent = func(t domain.EventType) { metrics.EventObserved(string(t)) }
 		ec.OnDelivery = metrics.DeliveryObserved
 	}
+	return ec
+}
+
+// startHub starts the event service of ec.
+func startHub(ctx context.Context, ec events.Config, metrics *middleware.Metrics) (*events.Hub, error) {
 	hub := events.New(ec)
 	if err := hub.Start(ctx); err != nil {
-		_ = store.Close()
-		return nil, nil, fmt.Errorf("start the event service: %w", err)
+		return nil, fmt.Errorf("start the event service: %w", err)
 	}
 	if metrics != nil {
 		metrics.WatchEvents(hub, time.Now)
 	}
-	return store, hub, nil
+	return hub, nil
 }
 
 // EventService is the event log of a folder and the event service on it,

@@ -1,0 +1,431 @@
+// Package replicas_test runs several gateways on one PostgreSQL, as
+// processes of the real binary attached to one standalone simulator, and
+// holds them to issue 12's guarantees: each device connected exactly once,
+// any replica answers for any device, a replica killed or stopped loses its
+// devices to the others in time, and no device is ever connected twice.
+package replicas_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gowa-dev/gowa/adapters/postgres/pgtest"
+	"github.com/gowa-dev/gowa/api"
+	"github.com/gowa-dev/gowa/cmd/internal/proc"
+)
+
+// The size of the run. 300 devices on 3 replicas is issue 12's figure; a
+// shared 2-core machine links them in minutes, so `make test` runs fewer
+// (GOWA_REPLICAS_DEVICES overrides).
+const (
+	defaultDevices = 24
+	replicaCount   = 3
+	leaseTTL       = 3 * time.Second
+)
+
+func devicesWanted(t *testing.T) int {
+	if v := os.Getenv("GOWA_REPLICAS_DEVICES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("GOWA_REPLICAS_DEVICES=%q: want a positive number", v)
+		}
+		return n
+	}
+	return defaultDevices
+}
+
+// cluster is one simulator, the replicas on one database, and what the
+// test knows of them.
+type cluster struct {
+	t    *testing.T
+	tmp  string
+	bin  string
+	uri  string
+	sim  *proc.Gateway
+	mu   sync.Mutex
+	reps []*replica
+}
+
+type replica struct {
+	name string
+	url  string // its --advertise-url
+	g    *proc.Gateway
+}
+
+const creds = "ops:replica-secret"
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary and runs several processes")
+	}
+	pg := pgtest.New(t)
+	c := &cluster{t: t, tmp: t.TempDir(), uri: pg.NewDB(t)}
+	var err error
+	if c.bin, err = proc.Build(context.Background(), c.tmp); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.dumpLogs()
+		}
+	})
+	c.sim = c.start("simulator", proc.Options{Simulator: true, Storages: filepath.Join(c.tmp, "sim")})
+	return c
+}
+
+func (c *cluster) dumpLogs() {
+	entries, _ := filepath.Glob(filepath.Join(c.tmp, "*.log"))
+	for _, p := range entries {
+		raw, _ := os.ReadFile(p)
+		var keep []string
+		for _, l := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+			if !strings.Contains(l, `"msg":"http request"`) || strings.Contains(l, `"status":5`) {
+				keep = append(keep, l)
+			}
+		}
+		c.t.Logf("%s (last lines, access log but 5xx left out):\n%s", filepath.Base(p), strings.Join(keep[max(0, len(keep)-40):], "\n"))
+	}
+}
+
+func (c *cluster) start(name string, o proc.Options) *proc.Gateway {
+	c.t.Helper()
+	o.Bin = c.bin
+	o.LogPath = filepath.Join(c.tmp, name+".log")
+	g, err := proc.Start(o)
+	if err != nil {
+		c.t.Fatalf("start %s: %v", name, err)
+	}
+	c.t.Cleanup(g.Kill)
+	if _, err := g.WaitHealthy(60 * time.Second); err != nil {
+		c.t.Fatalf("%s: %v", name, err)
+	}
+	return g
+}
+
+// freePort returns a loopback port free now, for a replica that must know
+// its own URL before it starts (--advertise-url).
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// addReplica starts one more replica on the database.
+func (c *cluster) addReplica(name string) *replica {
+	c.t.Helper()
+	port := freePort(c.t)
+	url := "http://127.0.0.1:" + strconv.Itoa(port)
+	g := c.start(name, proc.Options{
+		Storages: filepath.Join(c.tmp, name),
+		Auth:     creds,
+		Args: []string{"--port", strconv.Itoa(port), "--simulator", c.sim.URL, "--db", c.uri,
+			"--advertise-url", url, "--lease-ttl", leaseTTL.String(), "--shutdown-grace", "30s"},
+	})
+	r := &replica{name: name, url: url, g: g}
+	c.mu.Lock()
+	c.reps = append(c.reps, r)
+	c.mu.Unlock()
+	return r
+}
+
+// live is the replicas still running.
+func (c *cluster) live() []*replica {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*replica
+	for _, r := range c.reps {
+		if done, _ := r.g.Exited(); !done {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// query runs sql on the shared database.
+func (c *cluster) query(sql string, args ...any) [][]any {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, c.uri)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, sql, args...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var out [][]any
+	for rows.Next() {
+		v, err := rows.Values()
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
+// holders maps each device to the advertised URL of the replica holding
+// its live lease ("" when none).
+func (c *cluster) holders() map[string]string {
+	out := map[string]string{}
+	for _, row := range c.query(`
+		SELECT l.device_id, COALESCE(r.addr, '') FROM gowa_leases l
+		LEFT JOIN gowa_replicas r ON r.id = l.holder AND r.expires_at > now()
+		WHERE l.holder IS NOT NULL AND l.expires_at > now() AND l.device_id NOT LIKE '~%'`) {
+		out[row[0].(string)] = row[1].(string)
+	}
+	return out
+}
+
+// eventually polls cond until it holds or within passes.
+func eventually(t *testing.T, within time.Duration, cond func() bool, what string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > within {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// phoneOf is device i's simulated phone.
+func phoneOf(i int) string { return fmt.Sprintf("6281%08d", 2000000+i) }
+
+func deviceOf(i int) string { return fmt.Sprintf("dev-%03d", i) }
+
+// linkAll links n devices, each by a call to a replica chosen in turn, a
+// few at a time, and returns their JIDs.
+func (c *cluster) linkAll(n int) map[string]string {
+	c.t.Helper()
+	reps := c.live()
+	jids := make(map[string]string, n)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
+	errs := make(chan error, n)
+	for i := range n {
+		if err := c.sim.CreatePhone(phoneOf(i), "Phone "+strconv.Itoa(i)); err != nil {
+			c.t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			g := reps[i%len(reps)].g
+			jid, err := g.LinkQR(deviceOf(i), phoneOf(i))
+			if err != nil {
+				errs <- fmt.Errorf("link %s through %s: %w", deviceOf(i), g.URL, err)
+				return
+			}
+			mu.Lock()
+			jids[deviceOf(i)] = jid
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		c.t.Fatal(err)
+	}
+	return jids
+}
+
+// connectedOnce tells whether every device in jids is logged in at the
+// simulator exactly once and shown connected by the list of replica r.
+func (c *cluster) connectedOnce(r *replica, jids map[string]string) (bool, string) {
+	conns, err := c.sim.Connections()
+	if err != nil {
+		return false, err.Error()
+	}
+	for id, jid := range jids {
+		if conns.ByDevice[jid] != 1 {
+			return false, fmt.Sprintf("%s has %d connections", id, conns.ByDevice[jid])
+		}
+	}
+	list, err := r.g.Devices()
+	if err != nil {
+		return false, err.Error()
+	}
+	connected := 0
+	for _, d := range list {
+		if _, ok := jids[d.DeviceID]; ok && d.State == api.Connected {
+			connected++
+		}
+	}
+	if connected != len(jids) {
+		return false, fmt.Sprintf("%d of %d listed connected by %s", connected, len(jids), r.name)
+	}
+	return true, ""
+}
+
+func (c *cluster) waitConnectedOnce(r *replica, jids map[string]string, within time.Duration, what string) time.Duration {
+	c.t.Helper()
+	var why string
+	start := time.Now()
+	for {
+		ok, w := c.connectedOnce(r, jids)
+		if ok {
+			return time.Since(start)
+		}
+		why = w
+		if time.Since(start) > within {
+			c.t.Fatalf("%s: not every device connected exactly once within %s: %s", what, within, why)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// neverTwice checks the simulator's record: no device ever had two
+// connections logged in at once.
+func (c *cluster) neverTwice(jids map[string]string) {
+	c.t.Helper()
+	conns, err := c.sim.Connections()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for id, jid := range jids {
+		if m := conns.MaxByDevice[jid]; m != 1 {
+			c.t.Errorf("device %s (%s) had %d connections at once, at some point", id, jid, m)
+		}
+	}
+}
+
+// spread counts each replica's devices.
+func spread(h map[string]string) map[string]int {
+	n := map[string]int{}
+	for _, url := range h {
+		n[url]++
+	}
+	return n
+}
+
+// TestReplicas: 3 replicas, the devices linked through all of them; each
+// connected exactly once and spread; any replica answers status and send
+// for any device; kill -9 of one → its devices connected on the survivors
+// within the lease time + 5 s; SIGTERM of another → its devices handed to
+// the last one; at the simulator, never two connections for a device.
+func TestReplicas(t *testing.T) {
+	c := newCluster(t)
+	n := devicesWanted(t)
+	for i := range replicaCount {
+		c.addReplica("replica-" + strconv.Itoa(i))
+	}
+	t0 := time.Now()
+	jids := c.linkAll(n)
+	t.Logf("linked %d devices through %d replicas in %s", n, replicaCount, time.Since(t0).Round(time.Millisecond))
+	reps := c.live()
+	c.waitConnectedOnce(reps[0], jids, 60*time.Second, "after linking")
+
+	// Placement spreads them: a new device is leased where it was linked,
+	// and the rounds even out the rest.
+	share := (n + replicaCount - 1) / replicaCount
+	var h map[string]string
+	eventually(t, 60*time.Second, func() bool {
+		h = c.holders()
+		if len(h) != n {
+			return false
+		}
+		for _, k := range spread(h) {
+			if k > share+1 {
+				return false
+			}
+		}
+		return true
+	}, "the devices spread over the replicas")
+	t.Logf("spread: %v", spread(h))
+	c.waitConnectedOnce(reps[0], jids, 60*time.Second, "after spreading")
+
+	// Any replica answers for any device: status and send, through every
+	// replica, for devices held elsewhere.
+	for i := range n {
+		id := deviceOf(i)
+		r := reps[(i+1)%len(reps)]
+		st, err := r.g.Status(id)
+		if err != nil || st.State != api.Connected || st.Jid == nil || *st.Jid != jids[id] {
+			t.Fatalf("status of %s through %s: %+v, %v", id, r.name, st, err)
+		}
+		if _, err := r.g.Send(id, phoneOf((i+1)%n), "hello from "+id); err != nil {
+			t.Fatalf("send from %s through %s (held by %s): %v", id, r.name, h[id], err)
+		}
+	}
+
+	// kill -9 of the replica holding the most devices.
+	victim := reps[0]
+	for _, r := range reps {
+		if spread(h)[r.url] > spread(h)[victim.url] {
+			victim = r
+		}
+	}
+	var lost []string
+	for id, url := range h {
+		if url == victim.url {
+			lost = append(lost, id)
+		}
+	}
+	slices.Sort(lost)
+	if err := victim.g.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	victim.g.Kill() // waits for it
+	survivors := c.live()
+	took := c.waitConnectedOnce(survivors[0], jids, leaseTTL+5*time.Second+10*time.Second, "after kill -9")
+	took = time.Since(killed)
+	t.Logf("kill -9 of %s (%d devices): every device connected exactly once again %s later (lease TTL %s)", victim.name, len(lost), took.Round(time.Millisecond), leaseTTL)
+	if took > leaseTTL+5*time.Second {
+		t.Errorf("failover took %s, more than the lease time %s + 5 s", took, leaseTTL)
+	}
+	for id, url := range c.holders() {
+		if url == victim.url {
+			t.Errorf("device %s still leased to the dead replica", id)
+		}
+	}
+	// The survivors answer for every device.
+	for i := range n {
+		r := survivors[i%len(survivors)]
+		if _, err := r.g.Send(deviceOf(i), phoneOf((i+2)%n), "after the failover"); err != nil {
+			t.Fatalf("send from %s through %s after the failover: %v", deviceOf(i), r.name, err)
+		}
+	}
+
+	// SIGTERM of one survivor: it hands its devices to the last one
+	// before it exits.
+	leaving, staying := survivors[0], survivors[1]
+	stopped := time.Now()
+	if code, err := leaving.g.Stop(60 * time.Second); err != nil || code != 0 {
+		t.Fatalf("SIGTERM %s: exit %d, %v", leaving.name, code, err)
+	}
+	exited := time.Since(stopped)
+	took = c.waitConnectedOnce(staying, jids, 60*time.Second, "after SIGTERM")
+	t.Logf("SIGTERM of %s: it exited after %s; every device connected on %s %s after the signal", leaving.name, exited.Round(time.Millisecond), staying.name, (exited + took).Round(time.Millisecond))
+	for id, url := range c.holders() {
+		if url != staying.url {
+			t.Errorf("device %s leased to %q after the handoff, want %s", id, url, staying.url)
+		}
+	}
+	c.neverTwice(jids)
+}

@@ -1,0 +1,440 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/gowa-dev/gowa/domain"
+	"github.com/gowa-dev/gowa/ports"
+)
+
+// The tests run in synctest bubbles: time is virtual, so a 15 s lease
+// passes at once, and synctest.Wait returns when every goroutine of the
+// bubble is blocked (waiting for a timer, or the store).
+
+const ttl = 15 * time.Second
+
+// cluster is several coordinators on one fake store and one world.
+type cluster struct {
+	t     *testing.T
+	store *fakeStore
+	world *world
+	nodes map[string]*node
+
+	mu    sync.Mutex
+	wakes []chan struct{} // every node's Wake, for Notify
+}
+
+type node struct {
+	c      *Coordinator
+	dev    *fakeDevices
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newCluster(t *testing.T, devices int) *cluster {
+	store := newFakeStore(time.Now)
+	for i := range devices {
+		store.register(fmt.Sprintf("d%03d", i))
+	}
+	return &cluster{t: t, store: store, world: newWorld(store), nodes: map[string]*node{}}
+}
+
+// start runs a coordinator for replica id until stop or the test's end.
+func (cl *cluster) start(id string) *node {
+	wake := make(chan struct{}, 1)
+	cl.mu.Lock()
+	cl.wakes = append(cl.wakes, wake)
+	cl.mu.Unlock()
+	dev := cl.world.devices(id)
+	c := New(Config{
+		Leases:  cl.store.replica(id),
+		Devices: dev,
+		Addr:    "http://" + id,
+		TTL:     ttl,
+		Wake:    wake,
+		Notify: func(context.Context) error {
+			cl.mu.Lock()
+			defer cl.mu.Unlock()
+			for _, w := range cl.wakes {
+				if w != wake {
+					select {
+					case w <- struct{}{}:
+					default:
+					}
+				}
+			}
+			return nil
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &node{c: c, dev: dev, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(n.done)
+		_ = c.Run(ctx)
+	}()
+	cl.nodes[id] = n
+	cl.t.Cleanup(n.stop)
+	return n
+}
+
+func (n *node) stop() {
+	n.cancel()
+	<-n.done
+}
+
+// settle lets d of virtual time pass and every goroutine come to rest.
+func settle(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
+// wantSpread checks that every device runs exactly once, on the replica
+// holding its lease, and that each replica runs want[replica].
+func (cl *cluster) wantSpread(want map[string]int) {
+	cl.t.Helper()
+	cl.world.checkNeverTwice(cl.t)
+	got := cl.world.counts()
+	for r, n := range want {
+		if got[r] != n {
+			cl.t.Fatalf("replicas run %v, want %v", got, want)
+		}
+	}
+	holders := cl.store.holders()
+	cl.world.mu.Lock()
+	defer cl.world.mu.Unlock()
+	for id := range cl.store.devices {
+		if r, ok := cl.world.running[id]; !ok || holders[id] != r {
+			cl.t.Fatalf("device %s runs on %q, its lease is %q's", id, r, holders[id])
+		}
+	}
+}
+
+// deliverers lists the replicas that deliver webhooks.
+func (cl *cluster) deliverers() []string {
+	var out []string
+	for id, n := range cl.nodes {
+		if n.c.Delivers() {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func TestFairSpreadAmongThree(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cl := newCluster(t, 30)
+		// A lease of no live replica (a tool's, or a replica whose
+		// heartbeat lapsed) does not count against the share.
+		if _, ok, _ := cl.store.replica("tool").Acquire(context.Background(), "stray", 100*ttl); !ok {
+			t.Fatal("no stray lease")
+		}
+		for _, id := range []string{"a", "b", "c"} {
+			cl.start(id)
+		}
+		settle(4 * ttl)
+		cl.wantSpread(map[string]int{"a": 10, "b": 10, "c": 10})
+		if got := cl.deliverers(); len(got) != 1 {
+			t.Fatalf("webhooks delivered by %v, want exactly one replica", got)
+		}
+		// Started together, they placed once they saw each other: no
+		// device was started on one and handed to another.
+		for id, n := range cl.world.adopts {
+			if n != 1 {
+				t.Errorf("%s started %d times", id, n)
+			}
+		}
+		// Steady: more rounds change nothing.
+		before := maps(cl.store.holders())
+		settle(3 * ttl)
+		if after := maps(cl.store.holders()); after != before {
+			t.Errorf("placement moved devices while nothing changed")
+		}
+	})
+}
+
+// maps prints a map in key order, to compare two.
+func maps(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	s := ""
+	for _, k := range keys {
+		s += k + "=" + m[k] + " "
+	}
+	return s
+}
+
+// A replica that dies (no drain, no more renewals) loses its devices at
+// expiry, and the others take them within a round after.
+func TestFailoverWhenOneStops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cl := newCluster(t, 30)
+		for _, id := range []string{"a", "b", "c"} {
+			cl.start(id)
+		}
+		settle(4 * ttl)
+		cl.wantSpread(map[string]int{"a": 10, "b": 10, "c": 10})
+		webhooks := cl.deliverers()[0]
+
+		var lapse time.Time // when c's last lease lapses
+		cl.store.mu.Lock()
+		for _, l := range cl.store.leases {
+			if l.Holder == "c" && l.Expires.After(lapse) {
+				lapse = l.Expires
+			}
+		}
+		cl.store.mu.Unlock()
+		died := time.Now()
+		cl.nodes["c"].stop() // kill -9: nothing handed over
+		cl.world.crash("c")
+		delete(cl.nodes, "c")
+		// Until its leases lapse, nobody takes c's devices.
+		settle(ttl * 2 / 3)
+		if got := cl.world.counts(); got["a"]+got["b"] != 20 {
+			t.Fatalf("c's devices moved before its leases lapsed: %v", got)
+		}
+		for cl.world.counts()["a"]+cl.world.counts()["b"] < 30 {
+			settle(50 * time.Millisecond)
+			if time.Since(died) > 2*ttl {
+				t.Fatalf("after %v the survivors run %v", time.Since(died), cl.world.counts())
+			}
+		}
+		// The survivors take the devices just after the leases lapse,
+		// not at their next regular round.
+		if late := time.Since(lapse); late > time.Second {
+			t.Errorf("the survivors took c's devices %v after its leases lapsed", late)
+		}
+		t.Logf("failover %v (virtual) after c died, %v after its leases lapsed, with a %v lease", time.Since(died), time.Since(lapse), ttl)
+		cl.wantSpread(map[string]int{"a": 15, "b": 15})
+		if webhooks == "c" {
+			settle(ttl / 3)
+		}
+		if got := cl.deliverers(); len(got) != 1 || got[0] == "c" {
+			t.Fatalf("webhooks delivered by %v after c died", got)
+		}
+	})
+}
+
+// A replica that cannot reach the store stops its devices before its
+// leases lapse, answers unavailable meanwhile, and takes its share again
+// once the store answers.
+func TestCannotRenewDropsBeforeLapse(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cl := newCluster(t, 20)
+		a, _ := cl.start("a"), cl.start("b")
+		settle(4 * ttl)
+		cl.wantSpread(map[string]int{"a": 10, "b": 10})
+		if local, _, _, err := a.c.Route(context.Background(), a.c.Held()[0]); !local || err != nil {
+			t.Fatalf("Route of a held device = %v, %v", local, err)
+		}
+
+		cl.store.setDown("a", true)
+		cut := time.Now()
+		// a's last renewal started at most a round (TTL/3) before the cut;
+		// it stops everything by 2/3 TTL after it, well before the lapse.
+		for cl.world.counts()["a"] > 0 {
+			settle(100 * time.Millisecond)
+		}
+		stopped := time.Since(cut)
+		if stopped > ttl*2/3 {
+			t.Fatalf("a stopped its devices %v after losing the store, want within 2/3 of the lease (%v)", stopped, ttl*2/3)
+		}
+		if !a.c.Fenced() || a.c.Delivers() {
+			t.Fatalf("a is fenced %v, delivers %v", a.c.Fenced(), a.c.Delivers())
+		}
+		if _, _, retry, err := a.c.Route(context.Background(), "d000"); domain.ErrorCode(err) != domain.EUNAVAILABLE || retry <= 0 {
+			t.Fatalf("Route while fenced = %v, retry %v", err, retry)
+		}
+		// b takes a's devices once they lapse, never before.
+		for cl.world.counts()["b"] < 20 {
+			settle(time.Second)
+			if time.Since(cut) > 2*ttl {
+				t.Fatalf("b runs %v after a's leases lapsed", cl.world.counts())
+			}
+		}
+		cl.world.checkNeverTwice(t)
+		if got := cl.deliverers(); len(got) != 1 || got[0] != "b" {
+			t.Fatalf("webhooks delivered by %v", got)
+		}
+
+		cl.store.setDown("a", false)
+		settle(4 * ttl)
+		if a.c.Fenced() {
+			t.Fatal("a is still fenced once the store answers")
+		}
+		cl.wantSpread(map[string]int{"a": 10, "b": 10})
+	})
+}
+
+// A short outage (a sixth of the lease: renewals resume before the
+// devices have to stop) changes nothing, wherever it falls between rounds.
+func TestShortOutageChangesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cl := newCluster(t, 6)
+		a := cl.start("a")
+		settle(ttl)
+		cl.wantSpread(map[string]int{"a": 6})
+		for _, cut := range []time.Duration{0, ttl / 3 * 9 / 10} { // right after a round; right before one
+			time.Sleep(cut)
+			cl.store.setDown("a", true)
+			time.Sleep(ttl / 6)
+			cl.store.setDown("a", false)
+			settle(ttl)
+		}
+		settle(2 * ttl)
+		if a.c.Fenced() {
+			t.Fatal("fenced after a short outage")
+		}
+		cl.wantSpread(map[string]int{"a": 6})
+		for id, n := range cl.world.adopts {
+			if n != 1 {
+				t.Errorf("%s started %d times", id, n)
+			}
+		}
+	})
+}
+
+// A replica that joins gets its share by orderly handoff: the holder stops
+// each device and releases it before the newcomer starts it.
+func TestHandoffOnJoin(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cl := newCluster(t, 24)
+		cl.start("a")
+		settle(2 * ttl)
+		cl.wantSpread(map[string]int{"a": 24})
+		cl.nodes["a"].dev.busy["d000"] = true // pairing: never handed off
+
+		joined := time.Now()
+		cl.start("b")
+		cl.start("c")
+		for c := cl.world.counts(); c["a"] != 8 || c["b"] != 8 || c["c"] != 8; c = cl.world.counts() {
+			settle(time.Second)
+			cl.world.checkNeverTwice(t)
+			if time.Since(joined) > 4*ttl {
+				t.Fatalf("%v after the join the replicas run %v", time.Since(joined), c)
+			}
+		}
+		cl.wantSpread(map[string]int{"a": 8, "b": 8, "c": 8})
+		if r := cl.world.running["d000"]; r != "a" {
+			t.Errorf("the pairing device moved to %s", r)
+		}
+		t.Logf("3 replicas balanced within %v (virtual) of the join", time.Since(joined))
+	})
+}
+
+// Drain hands every device over, gives up the webhooks, leaves, and sends
+// calls for free devices to another replica meanwhile.
+func TestDrain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cl := newCluster(t, 10)
+		a := cl.start("a")
+		settle(ttl)
+		b := cl.start("b")
+		settle(4 * ttl)
+		cl.wantSpread(map[string]int{"a": 5, "b": 5})
+		if !a.c.Delivers() {
+			t.Fatal("a, first up, does not deliver the webhooks")
+		}
+
+		if err := a.c.Drain(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := cl.world.counts()["a"]; got != 0 {
+			t.Fatalf("a runs %d devices after Drain", got)
+		}
+		if len(a.c.Held()) != 0 || a.c.Delivers() {
+			t.Fatalf("after Drain a holds %v, delivers %v", a.c.Held(), a.c.Delivers())
+		}
+		reps, _ := cl.store.replica("b").Replicas(context.Background())
+		if len(reps) != 1 || reps[0].ID != "b" {
+			t.Fatalf("live replicas after a drained: %+v", reps)
+		}
+		// A free device's calls go to b, which takes it on demand.
+		free := "new-device"
+		local, addr, _, err := a.c.Route(context.Background(), free)
+		if local || addr != "http://b" || err != nil {
+			t.Fatalf("Route on a drained replica = %v %q %v, want b", local, addr, err)
+		}
+		// Woken by Drain's notify, b takes everything without waiting
+		// for its next round.
+		synctest.Wait()
+		cl.wantSpread(map[string]int{"b": 10})
+		if !b.c.Delivers() {
+			t.Fatal("b does not deliver the webhooks")
+		}
+		// a's rounds do nothing any more.
+		settle(2 * ttl)
+		if reps, _ := cl.store.replica("b").Replicas(context.Background()); len(reps) != 1 {
+			t.Fatalf("a joined again: %+v", reps)
+		}
+	})
+}
+
+func TestRoute(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cl := newCluster(t, 4)
+		a := cl.start("a")
+		settle(ttl)
+		b := cl.start("b")
+		settle(4 * ttl)
+		cl.wantSpread(map[string]int{"a": 2, "b": 2})
+		ctx := context.Background()
+		mine, theirs := a.c.Held()[0], b.c.Held()[0]
+
+		if local, _, _, err := a.c.Route(ctx, mine); !local || err != nil {
+			t.Errorf("Route of its own device = %v, %v", local, err)
+		}
+		local, addr, retry, err := a.c.Route(ctx, theirs)
+		if local || addr != "http://b" || err != nil || retry <= 0 || retry > ttl {
+			t.Errorf("Route of b's device = %v %q %v %v", local, addr, retry, err)
+		}
+		if _, _, _, err := a.c.Route(ctx, "bad/id"); domain.ErrorCode(err) != domain.EINVALID {
+			t.Errorf("Route of a bad id = %v", err)
+		}
+
+		// A new device is leased to the replica that got its first call,
+		// even before its slot exists (a login creates it there).
+		if local, _, _, err := b.c.Route(ctx, "fresh"); !local || err != nil {
+			t.Fatalf("Route of a new device = %v, %v", local, err)
+		}
+		if local, addr, _, _ := a.c.Route(ctx, "fresh"); local || addr != "http://b" {
+			t.Fatalf("the new device is not b's: %v %q", local, addr)
+		}
+		cl.store.register("fresh") // the login created it
+		settle(ttl / 3)
+		if r := cl.world.running["fresh"]; r != "b" {
+			t.Fatalf("the new device runs on %q", r)
+		}
+		// A lease this replica holds without knowing it (the answer to
+		// its acquisition was lost) is taken up by the next call.
+		cl.store.register("lost-answer")
+		if _, ok, _ := cl.store.replica("a").Acquire(ctx, "lost-answer", ttl); !ok {
+			t.Fatal("no lease")
+		}
+		if local, _, _, err := a.c.Route(ctx, "lost-answer"); !local || err != nil {
+			t.Fatalf("Route of a lease held unknowingly = %v, %v", local, err)
+		}
+		if r := cl.world.running["lost-answer"]; r != "a" {
+			t.Fatalf("lost-answer runs on %q", r)
+		}
+		// One that never gets a slot is released after a lease time.
+		if local, _, _, _ := a.c.Route(ctx, "ghost"); !local {
+			t.Fatal("ghost not routed here")
+		}
+		settle(2 * ttl)
+		if _, live, _ := cl.store.replica("a").Owner(ctx, "ghost"); live {
+			t.Fatal("the lease of a device that never got a slot is still held")
+		}
+		cl.world.checkNeverTwice(t)
+	})
+}
+
+var _ ports.Leases = (*fakeLeases)(nil)

@@ -1,0 +1,234 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/gowa-dev/gowa/domain"
+	"github.com/gowa-dev/gowa/ports"
+)
+
+// Route tells the HTTP edge where a call for device id is handled. local:
+// here (this replica holds the lease, and the device runs here or is about
+// to be created here). Otherwise addr is the replica to forward it to, and
+// retryAfter how long until the lease can move, for the answer to give
+// when that replica cannot be reached. A device nobody holds is acquired
+// here on demand (a new device is leased to the replica that got its first
+// call), except while this replica drains: it then sends the call to
+// another replica, which acquires it.
+//
+// err is ErrUnavailable (EUNAVAILABLE) when this replica cannot tell or
+// cannot run the device now: it cannot reach the database, or it is
+// shutting down and knows no other replica. retryAfter then says when to
+// try again.
+func (c *Coordinator) Route(ctx context.Context, id string) (local bool, addr string, retryAfter time.Duration, err error) {
+	if err := domain.ValidateDeviceID(id); err != nil {
+		return false, "", 0, err
+	}
+	retry := c.cfg.TTL / 3
+	c.mu.Lock()
+	fenced, draining, left := c.fenced, c.draining, c.left
+	e, held := c.held[id]
+	adopted := held && e.adopted
+	handed, wasHanded := c.handedOff[id]
+	if wasHanded && time.Since(handed) > c.cfg.TTL {
+		delete(c.handedOff, id)
+		wasHanded = false
+	}
+	c.mu.Unlock()
+	switch {
+	case fenced:
+		return false, "", retry, ErrUnavailable
+	case adopted && !left:
+		return true, "", 0, nil
+	case held && !left:
+		// Held, not running: a slot about to be created, or a device
+		// whose start failed or has not happened yet. Start it now.
+		return c.acquire(ctx, id)
+	}
+
+	lease, live, err := c.owner(ctx, id)
+	if err != nil {
+		return false, "", retry, err
+	}
+	if live && lease.Holder == c.self {
+		// Held in the database but not here: being handed off by the
+		// round under way (wait for it to end), or acquired by a call
+		// whose answer was lost (take it up).
+		c.opMu.Lock() // empty: only waits for the round under way
+		c.opMu.Unlock()
+		if lease, live, err = c.owner(ctx, id); err != nil {
+			return false, "", retry, err
+		}
+		if live && lease.Holder == c.self {
+			return c.acquire(ctx, id)
+		}
+	}
+	if live {
+		return c.remote(lease)
+	}
+	if draining || left || wasHanded {
+		if other := c.other(id); other != "" {
+			return false, other, retry, nil
+		}
+		if draining || left {
+			return false, "", retry, errDraining
+		}
+	}
+	return c.acquire(ctx, id)
+}
+
+// owner reads id's lease.
+func (c *Coordinator) owner(ctx context.Context, id string) (ports.Lease, bool, error) {
+	sctx, cancel := c.storeCtx(ctx)
+	defer cancel()
+	lease, live, err := c.cfg.Leases.Owner(sctx, id)
+	if err != nil {
+		return lease, live, c.storeError(err)
+	}
+	return lease, live, nil
+}
+
+// acquire takes the lease of a device nobody holds, on demand, and starts
+// the device here; for a device held already, it only starts it.
+func (c *Coordinator) acquire(ctx context.Context, id string) (bool, string, time.Duration, error) {
+	retry := c.cfg.TTL / 3
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	c.mu.Lock()
+	fenced, draining := c.fenced, c.draining || c.left
+	e, held := c.held[id]
+	adopted := held && e.adopted
+	c.mu.Unlock()
+	switch {
+	case fenced:
+		return false, "", retry, ErrUnavailable
+	case adopted: // a round started it meanwhile
+		return true, "", 0, nil
+	case draining && !held:
+		return false, "", retry, errDraining
+	}
+	if !held {
+		sctx, cancel := c.storeCtx(ctx)
+		lease, ok, err := c.cfg.Leases.Acquire(sctx, id, c.cfg.TTL)
+		cancel()
+		if err != nil {
+			return false, "", retry, c.storeError(err)
+		}
+		if !ok {
+			return c.remote(lease)
+		}
+		c.mu.Lock()
+		c.held[id] = &entry{since: time.Now()}
+		c.mu.Unlock()
+	}
+	// The device starts whether or not the caller waits for it.
+	switch err := c.adopt(context.WithoutCancel(ctx), id); {
+	case err == nil, domain.ErrorCode(err) == domain.ENOTFOUND:
+		// Running, or a slot that a login is about to create here.
+		return true, "", 0, nil
+	default:
+		// Held, not running: the next round starts it.
+		return false, "", time.Second, domain.Wrap(domain.EUNAVAILABLE, err, "device "+id+" is starting; try again")
+	}
+}
+
+// remote answers for a device another replica holds.
+func (c *Coordinator) remote(lease ports.Lease) (bool, string, time.Duration, error) {
+	until := min(max(time.Until(lease.Expires), time.Second), c.cfg.TTL)
+	if lease.Addr == "" {
+		// Its holder left, or died and its heartbeat lapsed: the lease
+		// lapses soon.
+		return false, "", until, errMoving
+	}
+	return false, lease.Addr, until, nil
+}
+
+// other picks another live replica for a device this one will not take:
+// the one that ran the fewest devices at the last round (it is the one
+// the device would be handed to), among those the hash picks first, or ""
+// when there is none.
+func (c *Coordinator) other(id string) string {
+	c.mu.Lock()
+	reps := slices.DeleteFunc(slices.Clone(c.replicas), func(r ports.Replica) bool {
+		return r.ID == c.self || r.Addr == "" || time.Until(r.Expires) < 0
+	})
+	counts := c.counts
+	c.mu.Unlock()
+	if len(reps) == 0 {
+		return ""
+	}
+	first := bucket(id, len(reps))
+	best := reps[first]
+	for i := range reps {
+		r := reps[(first+i)%len(reps)]
+		if counts[r.ID] < counts[best.ID] {
+			best = r
+		}
+	}
+	return best.Addr
+}
+
+// storeError is the error of a call to the database that failed.
+func (c *Coordinator) storeError(err error) error {
+	if isUnavailable(err) || errors.Is(err, context.DeadlineExceeded) {
+		return domain.Wrap(domain.EUNAVAILABLE, err, "the shared database cannot be reached; try again")
+	}
+	return err
+}
+
+// errMoving is Route's answer for a device between two replicas.
+var errMoving = domain.Errorf(domain.EUNAVAILABLE, "the device is moving between replicas; try again")
+
+// Drain hands every device over before the process exits: it stops
+// acquiring, then stops (Drop) and releases the devices a batch at a
+// time, waking the other replicas after each batch so that they take them
+// at once, gives up the webhooks lease, and leaves the live replicas.
+// Calls for devices nobody holds go to other replicas meanwhile (Route).
+// Devices are stopped even when the database cannot be reached; their
+// leases then lapse at expiry.
+func (c *Coordinator) Drain(ctx context.Context) error {
+	c.mu.Lock()
+	c.draining = true
+	c.mu.Unlock()
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	ids := c.Held()
+	slices.Sort(ids)
+	var errs []error
+	const batch = 16
+	for len(ids) > 0 {
+		n := min(batch, len(ids))
+		part := ids[:n]
+		ids = ids[n:]
+		c.mu.Lock()
+		for _, id := range part {
+			delete(c.held, id)
+		}
+		c.mu.Unlock()
+		c.dropAll(ctx, part)
+		sctx, cancel := c.storeCtx(ctx)
+		if err := c.cfg.Leases.Release(sctx, part...); err != nil {
+			errs = append(errs, err)
+		}
+		cancel()
+		c.notify(ctx)
+	}
+	sctx, cancel := c.storeCtx(ctx)
+	defer cancel()
+	c.mu.Lock()
+	delete(c.held, ports.WebhooksLease)
+	c.left = true
+	c.mu.Unlock()
+	if err := c.cfg.Leases.Release(sctx, ports.WebhooksLease); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.cfg.Leases.Leave(sctx); err != nil {
+		errs = append(errs, err)
+	}
+	c.notify(ctx)
+	c.log.Info("drained: every device handed over")
+	return errors.Join(errs...)
+}
