@@ -333,10 +333,11 @@ func (s *Sessions) Pairings(deviceID string) ([]ports.StoredSession, error) {
 
 // Sessions lists the linked sessions, ordered by JID, then the pairings
 // cut off (made by this replica, or by one whose heartbeat has lapsed: a
-// live replica's pairing is in progress there), ordered by key. A linked session is a whatsmeow device of a valid companion JID
-// that no pairing claims: one saved by whatsmeow but not yet promoted is
-// listed as its pairing. DeviceID is "" for a device gowa has no row of
-// (the device service adopts it into a slot named after its JID).
+// live replica's pairing is in progress there), ordered by key. A linked
+// session is a whatsmeow device of a valid companion JID that no pairing
+// claims: one saved by whatsmeow but not yet promoted is listed as its
+// pairing. DeviceID is "" for a device gowa has no row of (the device
+// service adopts it into a slot named after its JID).
 func (s *Sessions) Sessions() ([]ports.StoredSession, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()

@@ -91,10 +91,12 @@ func TestMigrateMovesLinkedSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	began := time.Now()
 	out, err := runMigrate(t, "--from", dir, "--to", uri)
 	if err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
+	t.Logf("migrate of 2 linked sessions took %v", time.Since(began))
 	if strings.Contains(out, hook.Secret) {
 		t.Errorf("migrate printed a webhook secret:\n%s", out)
 	}
@@ -103,7 +105,9 @@ func TestMigrateMovesLinkedSessions(t *testing.T) {
 		t.Fatalf("migrate reported:\n%s", out)
 	}
 	before := digest(t, uri)
+	began = time.Now()
 	out, err = runMigrate(t, "--from", dir, "--to", uri)
+	t.Logf("a second migrate took %v", time.Since(began))
 	if err != nil {
 		t.Fatalf("migrate again: %v\n%s", err, out)
 	}

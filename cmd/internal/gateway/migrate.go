@@ -116,6 +116,10 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (MigrateReport, error) {
 		return rep, err
 	}
 	registry, webhooks := postgres.NewRegistry(db), postgres.NewEvents(db)
+	tables, err := migrateOrder(ctx, db)
+	if err != nil {
+		return rep, fmt.Errorf("read whatsmeow's tables in PostgreSQL: %w", err)
+	}
 
 	var failed []error
 	for _, st := range stored {
@@ -132,7 +136,7 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (MigrateReport, error) {
 				continue
 			}
 		}
-		copied, err := copySession(ctx, db, path, st.JID, st.DeviceID)
+		copied, err := copySession(ctx, db, tables, path, st.JID, st.DeviceID)
 		switch {
 		case err != nil:
 			failed = append(failed, fmt.Errorf("session %s: %w", st.JID, err))
@@ -198,10 +202,10 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (MigrateReport, error) {
 }
 
 // copySession copies the session database at path, linked as jid and made
-// for the slot deviceID, into the shared whatsmeow schema, in one
-// transaction. It copies nothing, and says so, when PostgreSQL has jid's
+// for the slot deviceID, into the shared whatsmeow schema (tables, in
+// migrateOrder's order), in one transaction. It copies nothing, and says so, when PostgreSQL has jid's
 // device already.
-func copySession(ctx context.Context, db *postgres.DB, path, jid, deviceID string) (bool, error) {
+func copySession(ctx context.Context, db *postgres.DB, tables []pgTable, path, jid, deviceID string) (bool, error) {
 	var there bool
 	if err := db.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM whatsmeow_device WHERE jid = $1)`, jid).Scan(&there); err != nil {
 		return false, err
@@ -236,10 +240,6 @@ func copySession(ctx context.Context, db *postgres.DB, path, jid, deviceID strin
 	}
 	if found != jid {
 		return false, fmt.Errorf("the session database holds %s", found)
-	}
-	tables, err := migrateOrder(ctx, db)
-	if err != nil {
-		return false, err
 	}
 	err = pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
 		for _, t := range tables {
