@@ -100,6 +100,8 @@ type Coordinator struct {
 	// beat is when the last heartbeat was sent (local clock), to relate
 	// the database's clock to ours.
 	beat time.Time
+	// skew is the database's clock minus ours, as the last round saw it.
+	skew time.Duration
 	// roundAt, when set, is when a round is due before the regular one:
 	// just after another replica's heartbeat or lease lapses, so that
 	// its devices move at once rather than up to a round later.

@@ -137,7 +137,10 @@ func (c *Coordinator) acquire(ctx context.Context, id string) (bool, string, tim
 
 // remote answers for a device another replica holds.
 func (c *Coordinator) remote(lease ports.Lease) (bool, string, time.Duration, error) {
-	until := min(max(time.Until(lease.Expires), time.Second), c.cfg.TTL)
+	c.mu.Lock()
+	skew := c.skew
+	c.mu.Unlock()
+	until := min(max(time.Until(lease.Expires.Add(-skew)), time.Second), c.cfg.TTL)
 	if lease.Addr == "" {
 		// Its holder left, or died and its heartbeat lapsed: the lease
 		// lapses soon.
