@@ -391,6 +391,10 @@ func (s *Service) getOrCreate(ctx context.Context, id string) (*device, bool, er
 			s.mu.Unlock()
 			return d, false, nil
 		}
+		if s.dropped[id] {
+			s.mu.Unlock()
+			return nil, false, stoppedError(id, true)
+		}
 	}
 	slot := domain.Slot{ID: id, CreatedAt: s.cfg.Clock.Now()}
 	d := s.addLocked(slot, machine{ID: id, State: domain.StateDisconnected, Since: slot.CreatedAt})
