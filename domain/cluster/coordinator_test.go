@@ -440,6 +440,16 @@ func TestRoute(t *testing.T) {
 		if r := cl.world.running["lost-answer"]; r != "a" {
 			t.Fatalf("lost-answer runs on %q", r)
 		}
+		// Claim: the device service creating a device takes its lease.
+		if err := a.c.Claim(ctx, "generated-1"); err != nil {
+			t.Fatal(err)
+		}
+		if o, live, _ := cl.store.replica("b").Owner(ctx, "generated-1"); !live || o.Holder != "a" {
+			t.Fatalf("after Claim the lease is %+v, live %v", o, live)
+		}
+		if err := b.c.Claim(ctx, "generated-1"); domain.ErrorCode(err) != domain.EUNAVAILABLE {
+			t.Fatalf("Claim of a's device on b = %v", err)
+		}
 		// One that never gets a slot is released after a lease time.
 		if local, _, _, _ := a.c.Route(ctx, "ghost"); !local {
 			t.Fatal("ghost not routed here")

@@ -235,3 +235,19 @@ func (c *Coordinator) Drain(ctx context.Context) error {
 	c.log.Info("drained: every device handed over")
 	return errors.Join(errs...)
 }
+
+// Claim takes the lease of device id for this replica before the device
+// service creates the device here (device.Config.Claim): a device created
+// without a call routed first (a generated id) is then never placed on
+// another replica meanwhile. It fails with EUNAVAILABLE when another
+// replica holds the device, or this one cannot take leases now.
+func (c *Coordinator) Claim(ctx context.Context, id string) error {
+	local, _, _, err := c.Route(ctx, id)
+	switch {
+	case err != nil:
+		return err
+	case !local:
+		return domain.Errorf(domain.EUNAVAILABLE, "device %s is run by another replica; try again", id)
+	}
+	return nil
+}
