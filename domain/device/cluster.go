@@ -156,6 +156,7 @@ func (s *Service) claim(ctx context.Context, id string) (*device, error) {
 		}
 		s.mu.Lock()
 		d := s.devices[id]
+		delete(s.dropped, id) // the lease is this replica's again
 		s.mu.Unlock()
 		if d != nil {
 			return d, nil

@@ -276,9 +276,20 @@ func TestClusterCreateClaimsTheLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	mu.Lock()
-	defer mu.Unlock()
 	if len(claimed) != 2 || claimed[0] != st.DeviceID || claimed[1] != "elsewhere" {
 		t.Errorf("claimed %v", claimed)
+	}
+	mu.Unlock()
+	// A device deleted and dropped here (its lease released) can be
+	// created again: the claim takes the lease back.
+	if _, err := h.svc.Delete(t.Context(), st.DeviceID); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Drop(t.Context(), st.DeviceID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.Create(t.Context(), st.DeviceID); err != nil {
+		t.Fatalf("create again after a drop: %v", err)
 	}
 }
 

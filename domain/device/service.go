@@ -378,11 +378,12 @@ func (s *Service) getOrCreate(ctx context.Context, id string) (*device, bool, er
 		s.mu.Unlock()
 		return d, false, nil
 	}
-	if s.dropped[id] {
+	if s.dropped[id] && (!s.cfg.Cluster || s.cfg.Claim == nil) {
 		s.mu.Unlock()
 		return nil, false, stoppedError(id, true)
 	}
 	if s.cfg.Cluster {
+		// A claim of a device dropped here takes it back (Adopt).
 		s.mu.Unlock()
 		if d, err := s.claim(ctx, id); d != nil || err != nil {
 			return d, false, err
