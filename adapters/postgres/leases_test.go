@@ -13,18 +13,30 @@ import (
 
 func TestLeasesContract(t *testing.T) {
 	t.Parallel()
-	portstest.Leases(t, func(t *testing.T) portstest.LeaseStore {
-		uri := pgtest.DB(t)
-		admin := open(t, uri, "admin")
-		exec := func(t *testing.T, sql string, args ...any) {
-			t.Helper()
-			if _, err := admin.Pool.Exec(context.Background(), sql, args...); err != nil {
-				t.Fatal(err)
-			}
+	// One database for the whole suite, emptied for each store (the
+	// suite's cases run one after another): making a database per case
+	// took seconds each on a busy machine. Pools are opened once per
+	// replica id.
+	suite := t
+	uri := pgtest.DB(t)
+	admin := open(t, uri, "admin")
+	pools := map[string]*postgres.DB{}
+	exec := func(t *testing.T, sql string, args ...any) {
+		t.Helper()
+		if _, err := admin.Pool.Exec(context.Background(), sql, args...); err != nil {
+			t.Fatal(err)
 		}
+	}
+	portstest.Leases(t, func(t *testing.T) portstest.LeaseStore {
+		exec(t, `TRUNCATE gowa_leases, gowa_replicas, gowa_devices`)
 		return portstest.LeaseStore{
-			Replica: func(t *testing.T, id string) ports.Leases {
-				return postgres.NewLeases(open(t, uri, id))
+			Replica: func(_ *testing.T, id string) ports.Leases {
+				db, ok := pools[id]
+				if !ok {
+					db = open(suite, uri, id) // closed when the suite ends
+					pools[id] = db
+				}
+				return postgres.NewLeases(db)
 			},
 			Register: func(t *testing.T, ids ...string) {
 				for _, id := range ids {

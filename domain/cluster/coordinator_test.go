@@ -38,7 +38,13 @@ type node struct {
 }
 
 func newCluster(t *testing.T, devices int) *cluster {
-	store := newFakeStore(time.Now)
+	return newSkewedCluster(t, devices, 0)
+}
+
+// newSkewedCluster is newCluster with the store's clock skew ahead of the
+// replicas'.
+func newSkewedCluster(t *testing.T, devices int, skew time.Duration) *cluster {
+	store := newFakeStore(func() time.Time { return time.Now().Add(skew) })
 	for i := range devices {
 		store.register(fmt.Sprintf("d%03d", i))
 	}
@@ -173,10 +179,11 @@ func maps(m map[string]string) string {
 }
 
 // A replica that dies (no drain, no more renewals) loses its devices at
-// expiry, and the others take them within a round after.
+// expiry, and the others take them at once, even though the database's
+// clock is an hour off the replicas'.
 func TestFailoverWhenOneStops(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cl := newCluster(t, 30)
+		cl := newSkewedCluster(t, 30, time.Hour)
 		for _, id := range []string{"a", "b", "c"} {
 			cl.start(id)
 		}
@@ -209,10 +216,18 @@ func TestFailoverWhenOneStops(t *testing.T) {
 		}
 		// The survivors take the devices just after the leases lapse,
 		// not at their next regular round.
-		if late := time.Since(lapse); late > time.Second {
+		if late := cl.store.now().Sub(lapse); late > time.Second {
 			t.Errorf("the survivors took c's devices %v after its leases lapsed", late)
 		}
-		t.Logf("failover %v (virtual) after c died, %v after its leases lapsed, with a %v lease", time.Since(died), time.Since(lapse), ttl)
+		t.Logf("failover %v (virtual) after c died, %v after its leases lapsed, with a %v lease", time.Since(died), cl.store.now().Sub(lapse), ttl)
+		// A call for a device of a replica is sent there, with the time
+		// its lease has left (by the database's clock) to wait when that
+		// replica cannot be reached.
+		theirs := cl.nodes["b"].c.Held()[0]
+		_, addr, retry, err := cl.nodes["a"].c.Route(context.Background(), theirs)
+		if addr != "http://b" || err != nil || retry < ttl/2 || retry > ttl {
+			t.Errorf("Route of b's device = %q, retry %v, %v", addr, retry, err)
+		}
 		cl.wantSpread(map[string]int{"a": 15, "b": 15})
 		if webhooks == "c" {
 			settle(ttl / 3)
@@ -424,6 +439,16 @@ func TestRoute(t *testing.T) {
 		}
 		if r := cl.world.running["lost-answer"]; r != "a" {
 			t.Fatalf("lost-answer runs on %q", r)
+		}
+		// Claim: the device service creating a device takes its lease.
+		if err := a.c.Claim(ctx, "generated-1"); err != nil {
+			t.Fatal(err)
+		}
+		if o, live, _ := cl.store.replica("b").Owner(ctx, "generated-1"); !live || o.Holder != "a" {
+			t.Fatalf("after Claim the lease is %+v, live %v", o, live)
+		}
+		if err := b.c.Claim(ctx, "generated-1"); domain.ErrorCode(err) != domain.EUNAVAILABLE {
+			t.Fatalf("Claim of a's device on b = %v", err)
 		}
 		// One that never gets a slot is released after a lease time.
 		if local, _, _, _ := a.c.Route(ctx, "ghost"); !local {

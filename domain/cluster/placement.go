@@ -194,6 +194,12 @@ func (c *Coordinator) scheduleLapses(reps []ports.Replica, me int, leases []port
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	skew := reps[me].Expires.Add(-c.cfg.TTL).Sub(c.beat) // database minus local
+	c.skew = skew
+	for id, at := range c.handedOff {
+		if time.Since(at) > c.cfg.TTL {
+			delete(c.handedOff, id)
+		}
+	}
 	var next time.Time
 	consider := func(dbTime time.Time) {
 		at := dbTime.Add(-skew).Add(lapseMargin)

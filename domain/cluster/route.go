@@ -137,7 +137,10 @@ func (c *Coordinator) acquire(ctx context.Context, id string) (bool, string, tim
 
 // remote answers for a device another replica holds.
 func (c *Coordinator) remote(lease ports.Lease) (bool, string, time.Duration, error) {
-	until := min(max(time.Until(lease.Expires), time.Second), c.cfg.TTL)
+	c.mu.Lock()
+	skew := c.skew
+	c.mu.Unlock()
+	until := min(max(time.Until(lease.Expires.Add(-skew)), time.Second), c.cfg.TTL)
 	if lease.Addr == "" {
 		// Its holder left, or died and its heartbeat lapsed: the lease
 		// lapses soon.
@@ -231,4 +234,20 @@ func (c *Coordinator) Drain(ctx context.Context) error {
 	c.notify(ctx)
 	c.log.Info("drained: every device handed over")
 	return errors.Join(errs...)
+}
+
+// Claim takes the lease of device id for this replica before the device
+// service creates the device here (device.Config.Claim): a device created
+// without a call routed first (a generated id) is then never placed on
+// another replica meanwhile. It fails with EUNAVAILABLE when another
+// replica holds the device, or this one cannot take leases now.
+func (c *Coordinator) Claim(ctx context.Context, id string) error {
+	local, _, _, err := c.Route(ctx, id)
+	switch {
+	case err != nil:
+		return err
+	case !local:
+		return domain.Errorf(domain.EUNAVAILABLE, "device %s is run by another replica; try again", id)
+	}
+	return nil
 }

@@ -190,6 +190,26 @@ func (s *Service) registered(ctx context.Context, id string) (domain.Slot, bool,
 	return domain.Slot{}, false, nil
 }
 
+// claim prepares the creation of device id in cluster mode: it takes the
+// device's lease (Config.Claim) and checks that the registry holds no slot
+// of that id. It returns the device when the claim started it (the slot
+// existed after all).
+func (s *Service) claim(ctx context.Context, id string) (*device, error) {
+	if s.cfg.Claim != nil {
+		if err := s.cfg.Claim(ctx, id); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		d := s.devices[id]
+		delete(s.dropped, id) // the lease is this replica's again
+		s.mu.Unlock()
+		if d != nil {
+			return d, nil
+		}
+	}
+	return nil, s.notRegistered(ctx, id)
+}
+
 // notRegistered refuses to create slot id here when the registry already
 // holds it: in cluster mode a slot this replica does not run belongs to
 // the replica holding its lease, or is waiting for one.

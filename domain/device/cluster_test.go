@@ -2,6 +2,7 @@ package device
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -283,5 +284,71 @@ func TestAdoptReadsOneSlotWhenItCan(t *testing.T) {
 	}
 	if st, _ := svc.Get(t.Context(), "a"); st.State == domain.StateLoggedOut {
 		t.Errorf("a: %+v", st)
+	}
+}
+
+// In cluster mode a device is created only once Claim took its lease;
+// Claim's error refuses the creation.
+func TestClusterCreateClaimsTheLease(t *testing.T) {
+	t.Parallel()
+	var (
+		mu      sync.Mutex
+		claimed []string
+	)
+	h := startedHarness(t, clusterMode, func(c *Config) {
+		c.Claim = func(_ context.Context, id string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			claimed = append(claimed, id)
+			if id == "elsewhere" {
+				return domain.Errorf(domain.EUNAVAILABLE, "device %s is run by another replica", id)
+			}
+			return nil
+		}
+	})
+	st, err := h.svc.Create(t.Context(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.svc.LoginQR(t.Context(), "elsewhere")
+	wantCode(t, err, domain.EUNAVAILABLE)
+	if _, ok := h.reg.get("elsewhere"); ok {
+		t.Error("a refused claim created the slot")
+	}
+	if _, err := h.svc.LoginQR(t.Context(), st.DeviceID); err != nil { // exists: no claim
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(claimed) != 2 || claimed[0] != st.DeviceID || claimed[1] != "elsewhere" {
+		t.Errorf("claimed %v", claimed)
+	}
+	mu.Unlock()
+	// A device deleted and dropped here (its lease released) can be
+	// created again: the claim takes the lease back.
+	if _, err := h.svc.Delete(t.Context(), st.DeviceID); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Drop(t.Context(), st.DeviceID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.Create(t.Context(), st.DeviceID); err != nil {
+		t.Fatalf("create again after a drop: %v", err)
+	}
+}
+
+// A claim that finds the slot exists after all (it adopts it) gives the
+// login that device, without creating another.
+func TestClusterClaimThatAdopts(t *testing.T) {
+	t.Parallel()
+	var h *harness
+	h = startedHarness(t, clusterMode, func(c *Config) {
+		c.Claim = func(ctx context.Context, id string) error { return h.svc.Adopt(ctx, id) }
+	})
+	h.reg.slots["idle"] = domain.Slot{ID: "idle", CreatedAt: h.clock.Now().Add(-time.Hour)}
+	if _, err := h.svc.LoginQR(t.Context(), "idle"); err != nil {
+		t.Fatal(err)
+	}
+	if sl, _ := h.reg.get("idle"); !sl.CreatedAt.Equal(h.clock.Now().Add(-time.Hour)) {
+		t.Errorf("the slot was made again: %+v", sl)
 	}
 }

@@ -54,10 +54,15 @@ type Config struct {
 	// Cluster: several replicas share the registry and the sessions, and
 	// each device runs on the one replica holding its lease (domain/cluster
 	// decides). Start then restores nothing: the devices run here are those
-	// given to Adopt, until Drop hands them back. A login creates a slot
-	// only when the registry does not hold one already (another replica's
-	// device is never overwritten).
+	// given to Adopt, until Drop hands them back. A login or Create makes
+	// a slot only after Claim, and only when the registry does not hold
+	// one already (another replica's device is never overwritten).
 	Cluster bool
+	// Claim, in cluster mode, takes the lease of a device about to be
+	// created here (domain/cluster's Coordinator.Claim), so that no other
+	// replica places it meanwhile; its error refuses the creation. It may
+	// Adopt the device (a slot that exists after all).
+	Claim func(ctx context.Context, id string) error
 	// OnTransition, when set, is told every change of a device's state or
 	// reason, exactly once, in order per device, from the device's owner
 	// goroutine: it must not block (queue what it needs to do).
@@ -373,14 +378,15 @@ func (s *Service) getOrCreate(ctx context.Context, id string) (*device, bool, er
 		s.mu.Unlock()
 		return d, false, nil
 	}
-	if s.dropped[id] {
+	if s.dropped[id] && (!s.cfg.Cluster || s.cfg.Claim == nil) {
 		s.mu.Unlock()
 		return nil, false, stoppedError(id, true)
 	}
 	if s.cfg.Cluster {
+		// A claim of a device dropped here takes it back (Adopt).
 		s.mu.Unlock()
-		if err := s.notRegistered(ctx, id); err != nil {
-			return nil, false, err
+		if d, err := s.claim(ctx, id); d != nil || err != nil {
+			return d, false, err
 		}
 		s.mu.Lock()
 		if s.closed {
@@ -390,6 +396,10 @@ func (s *Service) getOrCreate(ctx context.Context, id string) (*device, bool, er
 		if d, ok := s.devices[id]; ok {
 			s.mu.Unlock()
 			return d, false, nil
+		}
+		if s.dropped[id] {
+			s.mu.Unlock()
+			return nil, false, stoppedError(id, true)
 		}
 	}
 	slot := domain.Slot{ID: id, CreatedAt: s.cfg.Clock.Now()}

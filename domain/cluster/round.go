@@ -1,0 +1,182 @@
+package cluster
+
+import (
+	"context"
+	"time"
+
+	"github.com/gowa-dev/gowa/domain"
+	"github.com/gowa-dev/gowa/ports"
+)
+
+// A round: heartbeat and renewal, then the devices held but not running,
+// then placement (placement.go).
+
+// storeCtx bounds one call to the database: a stalled connection must
+// not hold a round for long, so that a renewal is tried again well before
+// the devices have to stop.
+func (c *Coordinator) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.cfg.TTL/6)
+}
+
+// round is one placement round: heartbeat, renewal, then (place)
+// placement. It tells whether the renewal succeeded.
+func (c *Coordinator) round(ctx context.Context, place bool) bool {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	c.mu.Lock()
+	left := c.left
+	c.mu.Unlock()
+	if left || ctx.Err() != nil {
+		return true
+	}
+	if err := c.renew(ctx); err != nil {
+		c.log.Warn("lease renewal failed", "err", err)
+		return false
+	}
+	c.mu.Lock()
+	draining := c.draining
+	c.mu.Unlock()
+	if draining || !place {
+		return true
+	}
+	c.adoptPending(ctx)
+	if err := c.place(ctx); err != nil {
+		c.log.Warn("placement round failed", "err", err)
+	}
+	return true
+}
+
+// renew sends the heartbeat and renews the leases. Leases found lost are
+// dropped at once; on success the watchdog's clock restarts and a fenced
+// replica runs devices again (adoptPending restarts those still held).
+func (c *Coordinator) renew(ctx context.Context) error {
+	start := time.Now()
+	sctx, cancel := c.storeCtx(ctx)
+	defer cancel()
+	if err := c.cfg.Leases.Heartbeat(sctx, c.cfg.Addr, c.cfg.TTL); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.beat = start
+	c.mu.Unlock()
+	ids, err := c.cfg.Leases.Renew(sctx, c.cfg.TTL)
+	if err != nil {
+		return err
+	}
+	still := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		still[id] = true
+	}
+	var lost []string
+	c.fenceMu.Lock()
+	defer c.fenceMu.Unlock()
+	c.mu.Lock()
+	for id, e := range c.held {
+		if !still[id] {
+			delete(c.held, id)
+			if e.adopted {
+				lost = append(lost, id)
+			}
+		}
+	}
+	for id := range still {
+		if _, ok := c.held[id]; !ok {
+			// Acquired by a call whose answer did not arrive.
+			c.held[id] = &entry{since: start}
+		}
+	}
+	c.lastOK = start
+	close(c.renewed)
+	c.renewed = make(chan struct{})
+	wasFenced := c.fenced
+	c.fenced = false
+	c.mu.Unlock()
+	if wasFenced {
+		c.log.Info("lease renewals work again", "leases", len(ids))
+	}
+	if len(lost) > 0 {
+		c.log.Warn("leases lost (they lapsed): stopping their devices", "devices", len(lost))
+		c.dropAll(ctx, lost)
+	}
+	return nil
+}
+
+// adoptPending starts the devices held but not running: acquired while
+// their slot did not exist yet, stopped by the watchdog, or deleted here.
+// A lease whose device has had no slot for a whole lease time is
+// released.
+func (c *Coordinator) adoptPending(ctx context.Context) {
+	c.mu.Lock()
+	var pending, running []string
+	for id, e := range c.held {
+		switch {
+		case id == ports.WebhooksLease:
+		case e.adopted:
+			running = append(running, id)
+		default:
+			pending = append(pending, id)
+		}
+	}
+	c.mu.Unlock()
+	// A device deleted through the API stops by itself: its lease goes.
+	// (One that stopped for any other reason starts again.)
+	for _, id := range running {
+		if _, err := c.cfg.Devices.Get(ctx, id); err != nil {
+			c.mu.Lock()
+			if e := c.held[id]; e != nil {
+				e.adopted = false
+			}
+			c.mu.Unlock()
+			pending = append(pending, id)
+		}
+	}
+	var release []string
+	for _, id := range pending {
+		err := c.adopt(ctx, id)
+		if domain.ErrorCode(err) != domain.ENOTFOUND {
+			continue
+		}
+		c.mu.Lock()
+		e := c.held[id]
+		old := e != nil && time.Since(e.since) > c.cfg.TTL
+		if old {
+			delete(c.held, id)
+		}
+		c.mu.Unlock()
+		if old {
+			_ = c.cfg.Devices.Drop(ctx, id)
+			release = append(release, id)
+		}
+	}
+	if len(release) > 0 {
+		sctx, cancel := c.storeCtx(ctx)
+		defer cancel()
+		if err := c.cfg.Leases.Release(sctx, release...); err != nil {
+			c.log.Warn("releasing the leases of devices that do not exist", "err", err)
+		}
+	}
+}
+
+// adopt starts a held device, unless the watchdog stopped everything
+// meanwhile: every device it marks running is one the watchdog will see.
+func (c *Coordinator) adopt(ctx context.Context, id string) error {
+	if c.Fenced() {
+		return ErrUnavailable
+	}
+	err := c.cfg.Devices.Adopt(ctx, id)
+	c.mu.Lock()
+	e, held := c.held[id]
+	fenced := c.fenced || !held
+	if err == nil && !fenced {
+		e.adopted = true
+	}
+	c.mu.Unlock()
+	if err == nil && fenced {
+		_ = c.cfg.Devices.Drop(context.WithoutCancel(ctx), id)
+		return ErrUnavailable
+	}
+	if err != nil && domain.ErrorCode(err) != domain.ENOTFOUND {
+		c.log.Warn("starting a device", "device_id", id, "err", err)
+	}
+	return err
+}
