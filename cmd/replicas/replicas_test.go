@@ -7,6 +7,7 @@ package replicas_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -49,13 +50,15 @@ func devicesWanted(t *testing.T) int {
 // cluster is one simulator, the replicas on one database, and what the
 // test knows of them.
 type cluster struct {
-	t    *testing.T
-	tmp  string
-	bin  string
-	uri  string
-	sim  *proc.Gateway
-	mu   sync.Mutex
-	reps []*replica
+	t     *testing.T
+	tmp   string
+	bin   string
+	pg    *pgtest.Cluster
+	uri   string
+	sim   *proc.Gateway
+	mu    sync.Mutex
+	reps  []*replica
+	procs []*proc.Gateway // every process started, stopped when the test ends
 }
 
 type replica struct {
@@ -66,18 +69,48 @@ type replica struct {
 
 const creds = "ops:replica-secret"
 
+// The binary, built once for every test of the package.
+var (
+	buildOnce sync.Once
+	buildDir  string
+	builtBin  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "gowa-replicas-"); buildErr == nil {
+			builtBin, buildErr = proc.Build(context.Background(), buildDir)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary and runs several processes")
 	}
 	pg := pgtest.New(t)
-	c := &cluster{t: t, tmp: t.TempDir(), uri: pg.NewDB(t)}
-	var err error
-	if c.bin, err = proc.Build(context.Background(), c.tmp); err != nil {
-		t.Fatal(err)
-	}
+	c := &cluster{t: t, tmp: t.TempDir(), pg: pg, uri: pg.NewDB(t), bin: binary(t)}
 	t.Cleanup(func() {
+		// Stopped before their logs are read: a process killed loses the
+		// lines its log writer still buffers.
+		for _, g := range slices.Backward(c.procs) {
+			_, _ = g.Stop(20 * time.Second)
+		}
 		if t.Failed() {
 			c.dumpLogs()
 		}
@@ -108,7 +141,9 @@ func (c *cluster) start(name string, o proc.Options) *proc.Gateway {
 	if err != nil {
 		c.t.Fatalf("start %s: %v", name, err)
 	}
-	c.t.Cleanup(g.Kill)
+	c.mu.Lock()
+	c.procs = append(c.procs, g)
+	c.mu.Unlock()
 	if _, err := g.WaitHealthy(60 * time.Second); err != nil {
 		c.t.Fatalf("%s: %v", name, err)
 	}
@@ -428,4 +463,27 @@ func TestReplicas(t *testing.T) {
 		}
 	}
 	c.neverTwice(jids)
+}
+
+// replacements are the simulator's log lines, since t, of a login that
+// replaced a live connection of its device: two connections at once.
+func (c *cluster) replacements(since time.Time) []string {
+	c.t.Helper()
+	raw, err := os.ReadFile(filepath.Join(c.tmp, "simulator.log"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(raw), "\n") {
+		if !strings.Contains(l, `"msg":"wasim: replacing older connection"`) {
+			continue
+		}
+		var rec struct {
+			Time time.Time `json:"time"`
+		}
+		if err := json.Unmarshal([]byte(l), &rec); err == nil && rec.Time.After(since) {
+			out = append(out, l)
+		}
+	}
+	return out
 }

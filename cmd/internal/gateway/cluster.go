@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -111,6 +112,15 @@ func (c *Core) openCluster(ctx context.Context, cfg Config, waOpts whatsapp.Opti
 		return err
 	}
 
+	// No WhatsApp connection is dialled unless this replica's leases are
+	// current: whatsmeow reconnects a broken connection by itself, and a
+	// process woken from a pause past its leases must not reconnect the
+	// devices another replica now runs (the watchdog drops them at once,
+	// but whatsmeow's first retry does not wait).
+	waOpts.HTTPClient = gated(waOpts.HTTPClient, func() bool {
+		co := coord.Load()
+		return co != nil && co.Current()
+	})
 	cc.statuses = postgres.NewStatuses(db)
 	devCfg.Events = c.Events
 	devCfg.WhatsApp = whatsapp.New(waOpts)
@@ -274,4 +284,38 @@ func storeError(err error) error {
 		return domain.Wrap(domain.EUNAVAILABLE, err, "the shared database cannot be reached; try again")
 	}
 	return err
+}
+
+// errNotCurrent refuses a WhatsApp dial while this replica's leases are not
+// current.
+var errNotCurrent = errors.New("this replica's device leases are not current: not connecting")
+
+// gated returns base (whatsmeow's own default when nil) with every
+// request refused while may is false.
+func gated(base *http.Client, may func() bool) *http.Client {
+	if base == nil {
+		base = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	}
+	next := base.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	c := *base
+	c.Transport = gatedTransport{next: next, may: may}
+	return &c
+}
+
+type gatedTransport struct {
+	next http.RoundTripper
+	may  func() bool
+}
+
+func (g gatedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if !g.may() {
+		if r.Body != nil {
+			_ = r.Body.Close()
+		}
+		return nil, errNotCurrent
+	}
+	return g.next.RoundTrip(r)
 }
