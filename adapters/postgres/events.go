@@ -3,13 +3,13 @@ package postgres
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gowa-dev/gowa/domain"
 	"github.com/gowa-dev/gowa/ports"
@@ -36,12 +36,25 @@ const appendLock = 0x67_6f_77_65 // "gowe"
 
 // Events is the event log, webhook outbox and device webhook store that
 // every replica shares (schema/002_events.sql). Its methods are safe for
-// concurrent use. Watch tells a replica when another one changed them.
+// concurrent use. Watch tells a replica when another one changed them; the
+// event service is wired to it as a shared log, with deliveries gated to
+// one replica:
+//
+//	appended, hooks := store.Watch(ctx) // ctx: the replica's lifetime
+//	hub := events.New(events.Config{
+//		Store:   store,
+//		Shared:  &events.Shared{Appended: appended, Webhooks: hooks},
+//		Deliver: holdsWebhooksLease, // then hub.WakeDispatchers() when it is gained
+//	})
 type Events struct {
 	db *DB
 	// Backoff bounds the wait between attempts to reconnect Watch's
 	// listening connection (default 2 s).
 	Backoff time.Duration
+	// Ping is how long Watch's connection may stay silent before it is
+	// checked (default 15 s): a connection cut without a word (a network
+	// partition) would otherwise wait for TCP keepalive, minutes.
+	Ping time.Duration
 	// Logger reports Watch's reconnections (default: discarded).
 	Logger *slog.Logger
 }
@@ -53,60 +66,100 @@ func NewEvents(db *DB) *Events { return &Events{db: db} }
 // (PostgreSQL's precision): the events returned, and the outbox's copies,
 // carry the time as stored, so that whoever reads them later reads the
 // same. It notifies EventsChannel when it commits.
+//
+// The transaction takes two round trips (begin, lock and number; then
+// insert, notify and commit), since the append lock is held from the
+// first to the end of the second and bounds how fast every replica
+// together can append.
 func (e *Events) Append(ctx context.Context, evs []domain.LiveEvent, route func(domain.LiveEvent) []string) ([]domain.LiveEvent, error) {
 	if len(evs) == 0 {
 		return nil, nil
 	}
-	out := make([]domain.LiveEvent, len(evs))
-	err := pgx.BeginFunc(ctx, e.db.Pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, appendLock); err != nil {
-			return err
-		}
-		var last int64
-		if err := tx.QueryRow(ctx, `UPDATE gowa_event_last SET id = id + $1 RETURNING id`, len(evs)).Scan(&last); err != nil {
-			return err
-		}
-		first := last - int64(len(evs)) + 1
-		evRows := make([][]any, len(evs))
-		var outRows [][]any
-		for i, ev := range evs {
-			ev.ID = first + int64(i)
-			ev.Time = ev.Time.Truncate(time.Microsecond).UTC()
-			if len(ev.Data) == 0 {
-				ev.Data = json.RawMessage("{}")
-			}
-			out[i] = ev
-			evRows[i] = []any{ev.ID, string(ev.Type), ev.DeviceID, ev.Time, string(ev.Data)}
-			if route == nil {
-				continue
-			}
-			endpoints := route(ev)
-			if len(endpoints) == 0 {
-				continue
-			}
-			body, err := json.Marshal(ev)
-			if err != nil {
-				return err
-			}
-			for _, ep := range endpoints {
-				outRows = append(outRows, []any{ep, ev.DeviceID, ev.ID, string(ev.Type), body, ev.Time})
-			}
-		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"gowa_events"}, []string{"id", "type", "device_id", "time", "data"}, pgx.CopyFromRows(evRows)); err != nil {
-			return err
-		}
-		if len(outRows) > 0 {
-			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"gowa_outbox"}, []string{"endpoint", "device_id", "event_id", "type", "body", "created_at"}, pgx.CopyFromRows(outRows)); err != nil {
-				return fmt.Errorf("queue deliveries: %w", err)
-			}
-		}
-		_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, EventsChannel, strconv.FormatInt(last, 10))
-		return err
-	})
+	conn, err := e.db.Pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("append events: %w", Unavailable(err))
 	}
+	// A connection left inside the transaction by a failure is closed by
+	// the pool on release rather than reused.
+	defer conn.Release()
+	var last int64
+	begin := &pgx.Batch{}
+	begin.Queue(`BEGIN`)
+	begin.Queue(`SELECT pg_advisory_xact_lock($1)`, appendLock)
+	begin.Queue(`UPDATE gowa_event_last SET id = id + $1 RETURNING id`, len(evs)).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&last)
+	})
+	if err := conn.SendBatch(ctx, begin).Close(); err != nil {
+		rollback(conn)
+		return nil, fmt.Errorf("append events: %w", Unavailable(err))
+	}
+	out := make([]domain.LiveEvent, len(evs))
+	var (
+		ids, outIDs                  = make([]int64, len(evs)), []int64(nil)
+		types, devs, data            = make([]string, len(evs)), make([]string, len(evs)), make([]string, len(evs))
+		times                        = make([]time.Time, len(evs))
+		endpoints, outDevs, outTypes []string
+		bodies                       [][]byte
+		created                      []time.Time
+	)
+	first := last - int64(len(evs)) + 1
+	for i, ev := range evs {
+		ev.ID = first + int64(i)
+		ev.Time = ev.Time.Truncate(time.Microsecond).UTC()
+		if len(ev.Data) == 0 {
+			ev.Data = json.RawMessage("{}")
+		}
+		out[i] = ev
+		ids[i], types[i], devs[i], times[i], data[i] = ev.ID, string(ev.Type), ev.DeviceID, ev.Time, string(ev.Data)
+		if route == nil {
+			continue
+		}
+		eps := route(ev)
+		if len(eps) == 0 {
+			continue
+		}
+		body, err := json.Marshal(ev)
+		if err != nil {
+			rollback(conn)
+			return nil, fmt.Errorf("append events: %w", err)
+		}
+		for _, ep := range eps {
+			endpoints = append(endpoints, ep)
+			outDevs = append(outDevs, ev.DeviceID)
+			outIDs = append(outIDs, ev.ID)
+			outTypes = append(outTypes, string(ev.Type))
+			bodies = append(bodies, body)
+			created = append(created, ev.Time)
+		}
+	}
+	commit := &pgx.Batch{}
+	commit.Queue(`INSERT INTO gowa_events (id, type, device_id, time, data)
+		SELECT id, type, device_id, time, data::json
+		FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) AS u(id, type, device_id, time, data)`,
+		ids, types, devs, times, data)
+	if len(endpoints) > 0 {
+		commit.Queue(`INSERT INTO gowa_outbox (endpoint, device_id, event_id, type, body, created_at)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bytea[], $6::timestamptz[])`,
+			endpoints, outDevs, outIDs, outTypes, bodies, created)
+	}
+	commit.Queue(`SELECT pg_notify($1, $2)`, EventsChannel, strconv.FormatInt(last, 10))
+	commit.Queue(`COMMIT`)
+	if err := conn.SendBatch(ctx, commit).Close(); err != nil {
+		rollback(conn)
+		return nil, fmt.Errorf("append events: %w", Unavailable(err))
+	}
 	return out, nil
+}
+
+// rollback ends a failed transaction on conn, if the connection is still
+// there to do it; a connection that cannot is closed on release.
+func rollback(conn *pgxpool.Conn) {
+	if conn.Conn().IsClosed() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _ = conn.Exec(ctx, `ROLLBACK`)
 }
 
 // Read implements ports.EventLog.
@@ -224,12 +277,28 @@ func (e *Events) listen(ctx context.Context, ev, wh chan struct{}, connected fun
 	connected()
 	poke(ev)
 	poke(wh)
+	ping := e.Ping
+	if ping <= 0 {
+		ping = 15 * time.Second
+	}
 	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
-			if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-				return nil
+		wctx, cancel := context.WithTimeout(ctx, ping)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil && wctx.Err() != nil {
+			// Silent for a while: make sure the server is still there.
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err = conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return Unavailable(err)
 			}
+			continue
+		}
+		if err != nil {
 			return Unavailable(err)
 		}
 		switch n.Channel {

@@ -1,8 +1,11 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -108,6 +111,9 @@ func TestWatchWakesOnOtherReplicasChangesAndReconnects(t *testing.T) {
 	a := postgres.NewEvents(open(t, uri, "a"))
 	b := postgres.NewEvents(open(t, uri, "b"))
 	b.Backoff = 100 * time.Millisecond
+	b.Ping = 20 * time.Millisecond // silent spells are checked, not mistaken for a cut
+	var logs syncBuffer
+	b.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	appended, hooks := b.Watch(ctx)
 	wait := func(ch <-chan struct{}, what string) {
@@ -133,6 +139,9 @@ func TestWatchWakesOnOtherReplicasChangesAndReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait(hooks, "a webhook change")
+	if strings.Contains(logs.String(), "reconnecting") {
+		t.Fatalf("Watch reconnected while the server was up: %s", logs.String())
+	}
 
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
@@ -157,5 +166,59 @@ func TestWatchWakesOnOtherReplicasChangesAndReconnects(t *testing.T) {
 	for range appended { // closed once Watch has stopped
 	}
 	for range hooks {
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// An append that fails halfway leaves nothing behind: no event, no id
+// given away, and no connection stuck in the failed transaction.
+func TestFailedAppendLeavesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := open(t, pgtest.DB(t), "a")
+	e := postgres.NewEvents(db)
+	good := domain.LiveEvent{Type: domain.EventDeviceCreated, DeviceID: "x", Time: time.Now()}
+	bad := good
+	bad.Data = []byte(`{not json`)
+	for range 20 { // more than the pool holds connections
+		if _, err := e.Append(ctx, []domain.LiveEvent{good, bad}, nil); err == nil {
+			t.Fatal("an event with invalid JSON data was appended")
+		}
+	}
+	oldest, last, err := e.Bounds(ctx)
+	if err != nil || oldest != 0 || last != 0 {
+		t.Fatalf("after failed appends: Bounds = %d, %d, %v; want nothing", oldest, last, err)
+	}
+	got, err := e.Append(ctx, []domain.LiveEvent{good}, nil)
+	if err != nil || got[0].ID != 1 {
+		t.Fatalf("the next append: %+v, %v; want id 1", got, err)
+	}
+	var idle int32
+	for _, c := range db.Pool.AcquireAllIdle(ctx) {
+		if c.Conn().PgConn().TxStatus() != 'I' {
+			t.Errorf("a pooled connection is in transaction state %c", c.Conn().PgConn().TxStatus())
+		}
+		idle++
+		c.Release()
+	}
+	if idle == 0 {
+		t.Error("no idle connection to look at")
 	}
 }

@@ -219,3 +219,71 @@ func (l *Leases) Unowned(ctx context.Context) ([]string, error) {
 	}
 	return ids, nil
 }
+
+// placementChannel is the NOTIFY channel that wakes the replicas'
+// placement: a replica joined, handed devices off, or is leaving.
+const placementChannel = "gowa_placement"
+
+// NotifyPlacement wakes the placement of every other replica listening
+// (ListenPlacement): domain/cluster's Config.Notify.
+func (l *Leases) NotifyPlacement(ctx context.Context) error {
+	if _, err := l.db.Pool.Exec(ctx, `SELECT pg_notify($1, $2)`, placementChannel, l.db.holder); err != nil {
+		return fmt.Errorf("notify placement: %w", Unavailable(err))
+	}
+	return nil
+}
+
+// ListenPlacement sends on wake (without blocking: one pending wake-up is
+// enough) whenever another replica calls NotifyPlacement, until ctx ends;
+// domain/cluster's Config.Wake. It holds one connection of the pool, and
+// connects again, a second apart, when it is lost. It returns when ctx
+// ends.
+func (l *Leases) ListenPlacement(ctx context.Context, wake chan<- struct{}) {
+	for {
+		_ = l.listen(ctx, wake)
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		// Notifications sent while no connection listened are lost: wake
+		// up once, in case.
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (l *Leases) listen(ctx context.Context, wake chan<- struct{}) error {
+	pc, err := l.db.Pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// The connection leaves the pool: a listening connection must not be
+	// handed to anyone else.
+	conn := pc.Hijack()
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+placementChannel); err != nil {
+		return err
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		if n.Payload == l.db.holder {
+			continue
+		}
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+}

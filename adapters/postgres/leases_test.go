@@ -2,7 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -39,43 +38,4 @@ func TestLeasesContract(t *testing.T) {
 			},
 		}
 	})
-}
-
-// A database that cannot be reached is ErrStoreUnavailable, on every call,
-// and the same replica works again once it is back.
-func TestLeasesUnavailable(t *testing.T) {
-	t.Parallel()
-	c := pgtest.New(t)
-	db := open(t, c.NewDB(t), "a")
-	l := postgres.NewLeases(db)
-	ctx := context.Background()
-	if _, _, err := l.Acquire(ctx, "d", time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	calls := map[string]func() error{
-		"Heartbeat": func() error { return l.Heartbeat(ctx, "x", time.Minute) },
-		"Renew":     func() error { _, err := l.Renew(ctx, time.Minute); return err },
-		"Acquire":   func() error { _, _, err := l.Acquire(ctx, "d", time.Minute); return err },
-		"Release":   func() error { return l.Release(ctx, "d") },
-		"Owner":     func() error { _, _, err := l.Owner(ctx, "d"); return err },
-		"Leases":    func() error { _, err := l.Leases(ctx); return err },
-		"Unowned":   func() error { _, err := l.Unowned(ctx); return err },
-		"Replicas":  func() error { _, err := l.Replicas(ctx); return err },
-		"Leave":     func() error { return l.Leave(ctx) },
-	}
-	for name, call := range calls {
-		if err := call(); !errors.Is(err, ports.ErrStoreUnavailable) {
-			t.Errorf("%s with the database down = %v, want ErrStoreUnavailable", name, err)
-		}
-	}
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	held, err := l.Renew(ctx, time.Minute)
-	if err != nil || len(held) != 1 || held[0] != "d" {
-		t.Fatalf("Renew once the database is back = %v, %v", held, err)
-	}
 }

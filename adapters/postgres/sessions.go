@@ -64,7 +64,13 @@ type Sessions struct {
 // schema upgrade, then the fence on every whatsmeow table that holds a
 // session's rows (gowa_install_fences, idempotent). Replicas starting at
 // once take turns. log receives whatsmeow's database logs (nil: none).
+//
+// The pool needs two connections at least: one holds the lock while
+// whatsmeow upgrades on another.
 func OpenSessions(ctx context.Context, db *DB, log waLog.Logger) (*Sessions, error) {
+	if n := db.Pool.Config().MaxConns; n < 2 {
+		return nil, fmt.Errorf("postgres: the session store needs a pool of 2 connections at least, not %d", n)
+	}
 	container := sqlstore.NewWithDB(db.SQL(), "pgx", log)
 	// whatsmeow's upgrade takes no lock of its own: a session-level
 	// advisory lock on a connection held aside serializes the replicas'
@@ -279,6 +285,50 @@ func fenced(err error) error {
 		return fmt.Errorf("%w: %w", ErrFenced, err)
 	}
 	return err
+}
+
+// Has tells whether jid's linked session is stored, as Sessions lists it
+// (a device saved by a pairing not yet promoted is not), without listing
+// every session (the device service's Adopt reads one device).
+func (s *Sessions) Has(jid string) (bool, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	var ok bool
+	err := s.db.Pool.QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM whatsmeow_device d WHERE d.jid = $1 AND NOT EXISTS (
+			SELECT 1 FROM gowa_sessions p
+			WHERE p.key LIKE 'pairing:%' AND p.jid = d.jid AND p.noise_hash = sha256(d.noise_key)))`, jid).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("find session: %w", Unavailable(err))
+	}
+	return ok, nil
+}
+
+// Pairings lists the cut-off pairings of one device, as Sessions lists
+// them (a pairing whose maker is a live replica is not cut off).
+func (s *Sessions) Pairings(deviceID string) ([]ports.StoredSession, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	rows, err := s.db.Pool.Query(ctx, `
+		SELECT '', p.key, p.device_id FROM gowa_sessions p
+		WHERE p.key LIKE 'pairing:%' AND p.device_id = $1 AND NOT EXISTS (
+			SELECT 1 FROM gowa_replicas r
+			WHERE r.id = p.maker AND r.id <> current_setting('gowa.holder', true) AND r.expires_at > now())
+		ORDER BY p.key`, deviceID)
+	if err != nil {
+		return nil, fmt.Errorf("list pairings: %w", Unavailable(err))
+	}
+	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ports.StoredSession])
+	if err != nil {
+		return nil, fmt.Errorf("list pairings: %w", Unavailable(err))
+	}
+	out := all[:0]
+	for _, st := range all {
+		if checkPairingKey(st.Key) == nil {
+			out = append(out, st)
+		}
+	}
+	return out, nil
 }
 
 // Sessions lists the linked sessions, ordered by JID, then the pairings

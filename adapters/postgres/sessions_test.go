@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -94,6 +95,16 @@ func TestSessionsPairingCutOffAfterTheDeviceWasSaved(t *testing.T) {
 	if want := []ports.StoredSession{{Key: key, DeviceID: "phone"}}; !slices.Equal(got, want) {
 		t.Fatalf("Sessions = %+v, want %+v (the saved device is the pairing's, not a linked session yet)", got, want)
 	}
+	// Adopt reads one device: the same answers, one device at a time.
+	if has, err := again.Has(jid); err != nil || has {
+		t.Errorf("Has(%s) = %v, %v before Promote", jid, has, err)
+	}
+	if p, err := again.Pairings("phone"); err != nil || !slices.Equal(p, got) {
+		t.Errorf("Pairings(phone) = %+v, %v; want %+v", p, err, got)
+	}
+	if p, err := again.Pairings("other"); err != nil || len(p) != 0 {
+		t.Errorf("Pairings(other) = %+v, %v", p, err)
+	}
 	if paired, err := again.PairedJID(context.Background(), key); err != nil || paired != jid {
 		t.Fatalf("PairedJID = %q, %v; want %s", paired, err, jid)
 	}
@@ -106,6 +117,12 @@ func TestSessionsPairingCutOffAfterTheDeviceWasSaved(t *testing.T) {
 	got, _ = again.Sessions()
 	if want := []ports.StoredSession{{JID: jid, Key: jid, DeviceID: "phone"}}; !slices.Equal(got, want) {
 		t.Fatalf("Sessions = %+v, want %+v", got, want)
+	}
+	if has, err := again.Has(jid); err != nil || !has {
+		t.Errorf("Has(%s) = %v, %v after Promote", jid, has, err)
+	}
+	if p, err := again.Pairings("phone"); err != nil || len(p) != 0 {
+		t.Errorf("Pairings(phone) = %+v, %v after Promote", p, err)
 	}
 }
 
@@ -196,5 +213,38 @@ func TestSessionsListOnlyPairingsCutOff(t *testing.T) {
 	}
 	if got, err := b.Sessions(); err != nil || !slices.Equal(got, mine) {
 		t.Fatalf("once the maker's heartbeat lapsed another replica lists %+v, %v; want %+v", got, err, mine)
+	}
+}
+
+// Sessions on a store of 500 linked sessions: cluster-mode Adopt lists
+// them once per device it takes.
+func BenchmarkSessions500(b *testing.B) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, pgtest.DB(b), postgres.Options{Holder: "a"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(db.Close)
+	s, err := postgres.OpenSessions(ctx, db, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range 500 {
+		key, err := s.NewPairing(fmt.Sprintf("d%d", i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		jid := fmt.Sprintf("628%d:1@s.whatsapp.net", 1000+i)
+		pairDevice(b, s, key, jid)
+		if err := s.Promote(key, jid); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		got, err := s.Sessions()
+		if err != nil || len(got) != 500 {
+			b.Fatalf("%d sessions, %v", len(got), err)
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/gowa-dev/gowa/adapters/postgres/pgtest"
 	"github.com/gowa-dev/gowa/api"
 	"github.com/gowa-dev/gowa/cmd/internal/gateway"
 )
@@ -32,11 +33,11 @@ func TestMain(m *testing.M) {
 }
 
 // cleanupAfter removes what tests shared across the package once they
-// have all run.
+// have all run, and the PostgreSQL cluster of the migrate tests.
 type cleanupAfter struct{ m *testing.M }
 
 func (c cleanupAfter) Run() int {
-	code := c.m.Run()
+	code := pgtest.Main(c.m)
 	if linked.dir != "" {
 		_ = os.RemoveAll(linked.dir)
 	}

@@ -4,6 +4,7 @@
 //	whatsapp sandbox      serve the same API on a simulated WhatsApp network
 //	whatsapp simulator    run the simulated WhatsApp network alone, for several sandbox gateways
 //	whatsapp healthcheck  probe a running gateway's /health (for containers)
+//	whatsapp migrate      copy a storage folder into PostgreSQL, for replicas
 //	whatsapp version      print the version, commit and Go version
 //
 // `whatsapp <command> -h` lists a command's flags; every flag has an APP_…
@@ -62,6 +63,7 @@ commands:
   simulator    run the simulated WhatsApp network on its own (port 3100), for
                several 'whatsapp sandbox --simulator http://127.0.0.1:3100'
   healthcheck  exit 0 if the gateway on this machine answers /health (for containers)
+  migrate      copy a storage folder (sessions, devices, webhooks) into PostgreSQL: --from ./storages --to postgres://…
   version      print the version, commit and Go version
 
 'whatsapp <command> -h' lists a command's flags.
@@ -99,13 +101,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSimulator(ctx, args, stdout, stderr)
 	case "healthcheck":
 		return healthcheck(ctx, args, stdout)
+	case "migrate":
+		return migrate(ctx, args, stdout)
 	case "version":
 		if len(args) > 0 {
 			return &usageError{"version", "takes no arguments"}
 		}
 		return printVersion(stdout)
 	case "help", "-h", "-help", "--help":
-		if len(args) > 0 && (args[0] == "rest" || args[0] == "sandbox" || args[0] == "simulator" || args[0] == "healthcheck") {
+		if len(args) > 0 && (args[0] == "rest" || args[0] == "sandbox" || args[0] == "simulator" || args[0] == "healthcheck" || args[0] == "migrate") {
 			return run(ctx, []string{args[0], "-h"}, stdout, stderr)
 		}
 		fmt.Fprint(stdout, usage)

@@ -56,8 +56,10 @@ type Config struct {
 	// Notify, when set, wakes the other replicas' placement (NOTIFY
 	// gowa_placement). It is called after a handoff and on Drain.
 	Notify func(ctx context.Context) error
-	// HandoffBatch bounds how many devices one round hands off to a
-	// replica that joined. Default 8.
+	// HandoffBatch is the least number of devices one round hands off to
+	// replicas below their share (a round hands off a quarter of the
+	// share when that is more). Default 8. While excess remains, the next
+	// round comes after TTL/10 rather than TTL/3.
 	HandoffBatch int
 	Logger       *slog.Logger
 }
@@ -91,8 +93,17 @@ type Coordinator struct {
 	draining bool
 	left     bool
 	renewed  chan struct{} // closed and replaced when lastOK moves
-	// replicas are the live replicas as the last round saw them.
+	// replicas are the live replicas as the last round saw them, and
+	// counts how many devices each held.
 	replicas []ports.Replica
+	counts   map[string]int
+	// beat is when the last heartbeat was sent (local clock), to relate
+	// the database's clock to ours.
+	beat time.Time
+	// roundAt, when set, is when a round is due before the regular one:
+	// just after another replica's heartbeat or lease lapses, so that
+	// its devices move at once rather than up to a round later.
+	roundAt time.Time
 	// handedOff: devices this replica handed off, and when. Their calls go
 	// to another replica for a while rather than back to this one.
 	handedOff map[string]time.Time
@@ -124,7 +135,8 @@ func New(cfg Config) *Coordinator {
 func (c *Coordinator) Self() string { return c.self }
 
 // Run keeps the heartbeat, the leases and the placement going until ctx
-// ends: a round at once, then every TTL/3 (with some jitter, so that
+// ends: a heartbeat at once, a first placement TTL/10 later, then a round
+// every TTL/3 (with some jitter, so that
 // replicas started together do not race every time) and whenever Wake
 // says. Devices still running when it returns stay running: call Drain
 // first to hand them over.
@@ -136,11 +148,22 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		c.watchdog(ctx)
 	}()
 	defer wg.Wait()
+	// The first round only joins: replicas started together (a cold
+	// start of a deployment) then see each other before placing, rather
+	// than the first one taking every device and handing most over.
+	first := true
 	for {
 		next := c.interval()
-		if !c.round(ctx) {
+		if !c.round(ctx, !first) || first {
 			next = c.cfg.TTL / 10 // soon: the devices stop at 2/3 TTL
 		}
+		first = false
+		c.mu.Lock()
+		if at := time.Until(c.roundAt); !c.roundAt.IsZero() && at < next {
+			next = max(at, 0)
+		}
+		c.roundAt = time.Time{}
+		c.mu.Unlock()
 		t := time.NewTimer(next)
 		select {
 		case <-ctx.Done():
@@ -194,6 +217,13 @@ func (c *Coordinator) watchdog(ctx context.Context) {
 		}
 		c.fenceMu.Lock()
 		c.mu.Lock()
+		if c.left {
+			// Drained: nothing runs, nothing is renewed any more.
+			c.mu.Unlock()
+			c.fenceMu.Unlock()
+			<-ctx.Done()
+			return
+		}
 		if c.fenced || c.lastOK.Add(c.staleAfter()).After(time.Now()) {
 			c.mu.Unlock()
 			c.fenceMu.Unlock()
@@ -207,6 +237,7 @@ func (c *Coordinator) watchdog(ctx context.Context) {
 			continue
 		}
 		c.fenced = true
+		last := c.lastOK
 		var running []string
 		for id, e := range c.held {
 			if e.adopted {
@@ -216,7 +247,7 @@ func (c *Coordinator) watchdog(ctx context.Context) {
 		}
 		c.mu.Unlock()
 		c.log.Error("the lease renewals failed for too long: stopping every device until the database answers again",
-			"devices", len(running), "last_renewal", c.lastOK)
+			"devices", len(running), "last_renewal", last)
 		c.dropAll(ctx, running)
 		c.fenceMu.Unlock()
 	}
@@ -282,9 +313,9 @@ func (c *Coordinator) storeCtx(ctx context.Context) (context.Context, context.Ca
 	return context.WithTimeout(ctx, c.cfg.TTL/6)
 }
 
-// round is one placement round: heartbeat, renewal, then placement. It
-// tells whether the renewal succeeded.
-func (c *Coordinator) round(ctx context.Context) bool {
+// round is one placement round: heartbeat, renewal, then (place)
+// placement. It tells whether the renewal succeeded.
+func (c *Coordinator) round(ctx context.Context, place bool) bool {
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
 	c.mu.Lock()
@@ -300,7 +331,7 @@ func (c *Coordinator) round(ctx context.Context) bool {
 	c.mu.Lock()
 	draining := c.draining
 	c.mu.Unlock()
-	if draining {
+	if draining || !place {
 		return true
 	}
 	c.adoptPending(ctx)
@@ -320,6 +351,9 @@ func (c *Coordinator) renew(ctx context.Context) error {
 	if err := c.cfg.Leases.Heartbeat(sctx, c.cfg.Addr, c.cfg.TTL); err != nil {
 		return err
 	}
+	c.mu.Lock()
+	c.beat = start
+	c.mu.Unlock()
 	ids, err := c.cfg.Leases.Renew(sctx, c.cfg.TTL)
 	if err != nil {
 		return err

@@ -129,6 +129,11 @@ func (cl *cluster) deliverers() []string {
 func TestFairSpreadAmongThree(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cl := newCluster(t, 30)
+		// A lease of no live replica (a tool's, or a replica whose
+		// heartbeat lapsed) does not count against the share.
+		if _, ok, _ := cl.store.replica("tool").Acquire(context.Background(), "stray", 100*ttl); !ok {
+			t.Fatal("no stray lease")
+		}
 		for _, id := range []string{"a", "b", "c"} {
 			cl.start(id)
 		}
@@ -136,6 +141,13 @@ func TestFairSpreadAmongThree(t *testing.T) {
 		cl.wantSpread(map[string]int{"a": 10, "b": 10, "c": 10})
 		if got := cl.deliverers(); len(got) != 1 {
 			t.Fatalf("webhooks delivered by %v, want exactly one replica", got)
+		}
+		// Started together, they placed once they saw each other: no
+		// device was started on one and handed to another.
+		for id, n := range cl.world.adopts {
+			if n != 1 {
+				t.Errorf("%s started %d times", id, n)
+			}
 		}
 		// Steady: more rounds change nothing.
 		before := maps(cl.store.holders())
@@ -172,6 +184,14 @@ func TestFailoverWhenOneStops(t *testing.T) {
 		cl.wantSpread(map[string]int{"a": 10, "b": 10, "c": 10})
 		webhooks := cl.deliverers()[0]
 
+		var lapse time.Time // when c's last lease lapses
+		cl.store.mu.Lock()
+		for _, l := range cl.store.leases {
+			if l.Holder == "c" && l.Expires.After(lapse) {
+				lapse = l.Expires
+			}
+		}
+		cl.store.mu.Unlock()
 		died := time.Now()
 		cl.nodes["c"].stop() // kill -9: nothing handed over
 		cl.world.crash("c")
@@ -182,12 +202,17 @@ func TestFailoverWhenOneStops(t *testing.T) {
 			t.Fatalf("c's devices moved before its leases lapsed: %v", got)
 		}
 		for cl.world.counts()["a"]+cl.world.counts()["b"] < 30 {
-			settle(time.Second)
-			if time.Since(died) > ttl+ttl/3+2*time.Second {
+			settle(50 * time.Millisecond)
+			if time.Since(died) > 2*ttl {
 				t.Fatalf("after %v the survivors run %v", time.Since(died), cl.world.counts())
 			}
 		}
-		t.Logf("failover took %v (virtual) with a %v lease", time.Since(died), ttl)
+		// The survivors take the devices just after the leases lapse,
+		// not at their next regular round.
+		if late := time.Since(lapse); late > time.Second {
+			t.Errorf("the survivors took c's devices %v after its leases lapsed", late)
+		}
+		t.Logf("failover %v (virtual) after c died, %v after its leases lapsed, with a %v lease", time.Since(died), time.Since(lapse), ttl)
 		cl.wantSpread(map[string]int{"a": 15, "b": 15})
 		if webhooks == "c" {
 			settle(ttl / 3)
@@ -387,6 +412,18 @@ func TestRoute(t *testing.T) {
 		settle(ttl / 3)
 		if r := cl.world.running["fresh"]; r != "b" {
 			t.Fatalf("the new device runs on %q", r)
+		}
+		// A lease this replica holds without knowing it (the answer to
+		// its acquisition was lost) is taken up by the next call.
+		cl.store.register("lost-answer")
+		if _, ok, _ := cl.store.replica("a").Acquire(ctx, "lost-answer", ttl); !ok {
+			t.Fatal("no lease")
+		}
+		if local, _, _, err := a.c.Route(ctx, "lost-answer"); !local || err != nil {
+			t.Fatalf("Route of a lease held unknowingly = %v, %v", local, err)
+		}
+		if r := cl.world.running["lost-answer"]; r != "a" {
+			t.Fatalf("lost-answer runs on %q", r)
 		}
 		// One that never gets a slot is released after a lease time.
 		if local, _, _, _ := a.c.Route(ctx, "ghost"); !local {

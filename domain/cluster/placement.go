@@ -27,9 +27,6 @@ func (c *Coordinator) place(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	c.replicas = reps
-	c.mu.Unlock()
 	me := slices.IndexFunc(reps, func(r ports.Replica) bool { return r.ID == c.self })
 	if me < 0 {
 		return nil // the heartbeat has not landed: nothing is decided without it
@@ -38,14 +35,21 @@ func (c *Coordinator) place(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.scheduleLapses(reps, me, leases)
 	unowned, err := c.cfg.Leases.Unowned(sctx)
 	if err != nil {
 		return err
 	}
+	// Only the devices of live replicas count: a replica whose heartbeat
+	// lapsed loses its leases soon, and they come back as free devices.
 	counts := map[string]int{}
+	live := map[string]bool{}
+	for _, r := range reps {
+		live[r.ID] = true
+	}
 	total := 0
 	for _, l := range leases {
-		if l.DeviceID != ports.WebhooksLease {
+		if l.DeviceID != ports.WebhooksLease && live[l.Holder] {
 			counts[l.Holder]++
 			total++
 		}
@@ -61,6 +65,9 @@ func (c *Coordinator) place(ctx context.Context) error {
 		total++
 	}
 	share := (total + len(reps) - 1) / len(reps)
+	c.mu.Lock()
+	c.replicas, c.counts = reps, counts
+	c.mu.Unlock()
 	mine := len(c.Held())
 
 	if webhooksFree {
@@ -85,7 +92,10 @@ func (c *Coordinator) place(ctx context.Context) error {
 			}
 		}
 		if below {
-			c.handOff(ctx, min(mine-share, c.cfg.HandoffBatch), me, len(reps))
+			batch := max(c.cfg.HandoffBatch, (share+3)/4)
+			if c.handOff(ctx, min(mine-share, batch), me, len(reps)) < mine-share {
+				c.roundBy(time.Now().Add(c.cfg.TTL / 10))
+			}
 		}
 	}
 	return nil
@@ -122,8 +132,9 @@ func (c *Coordinator) acquireFree(ctx context.Context, free []string, want int) 
 
 // handOff stops and releases up to n devices, those another replica's
 // hash prefers first, never one pairing or unlinking (the user in the
-// middle of it would lose it), and wakes the other replicas.
-func (c *Coordinator) handOff(ctx context.Context, n, me, replicas int) {
+// middle of it would lose it), and wakes the other replicas. It returns
+// how many it handed off.
+func (c *Coordinator) handOff(ctx context.Context, n, me, replicas int) int {
 	held := c.Held()
 	slices.SortFunc(held, func(a, b string) int {
 		// Devices preferring another replica first, then by id.
@@ -157,7 +168,7 @@ func (c *Coordinator) handOff(ctx context.Context, n, me, replicas int) {
 		gone = append(gone, id)
 	}
 	if len(gone) == 0 {
-		return
+		return 0
 	}
 	sctx, cancel := c.storeCtx(ctx)
 	defer cancel()
@@ -167,6 +178,57 @@ func (c *Coordinator) handOff(ctx context.Context, n, me, replicas int) {
 	}
 	c.log.Info("handed devices off to a replica below its share", "devices", len(gone))
 	c.notify(ctx)
+	return len(gone)
+}
+
+// lapseMargin is how long after another replica's lease or heartbeat
+// should lapse the extra round comes: clocks and the order of its last
+// heartbeat and renewal (a few milliseconds apart) are not exact.
+const lapseMargin = 250 * time.Millisecond
+
+// scheduleLapses asks for a round just after the next lapse expected
+// before the regular round: another replica's heartbeat (a replica that
+// died), or a live lease held by no live replica. The database's clock is
+// read off this replica's own heartbeat: it expires TTL after it was sent.
+func (c *Coordinator) scheduleLapses(reps []ports.Replica, me int, leases []ports.Lease) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	skew := reps[me].Expires.Add(-c.cfg.TTL).Sub(c.beat) // database minus local
+	var next time.Time
+	consider := func(dbTime time.Time) {
+		at := dbTime.Add(-skew).Add(lapseMargin)
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	live := map[string]bool{}
+	for i, r := range reps {
+		live[r.ID] = true
+		if i != me {
+			consider(r.Expires)
+		}
+	}
+	for _, l := range leases {
+		if !live[l.Holder] && l.Holder != "" {
+			consider(l.Expires)
+		}
+	}
+	if !next.IsZero() && time.Until(next) < c.cfg.TTL/3 {
+		c.roundByLocked(next)
+	}
+}
+
+// roundBy asks for the next round to come by at.
+func (c *Coordinator) roundBy(at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.roundByLocked(at)
+}
+
+func (c *Coordinator) roundByLocked(at time.Time) {
+	if c.roundAt.IsZero() || at.Before(c.roundAt) {
+		c.roundAt = at
+	}
 }
 
 // notify wakes the other replicas' placement, when the wiring can.

@@ -49,20 +49,25 @@ func (c *Coordinator) Route(ctx context.Context, id string) (local bool, addr st
 		return c.acquire(ctx, id)
 	}
 
-	sctx, cancel := c.storeCtx(ctx)
-	defer cancel()
-	lease, live, err := c.cfg.Leases.Owner(sctx, id)
+	lease, live, err := c.owner(ctx, id)
 	if err != nil {
-		return false, "", retry, c.storeError(err)
+		return false, "", retry, err
 	}
-	if live && lease.Holder != c.self {
-		return c.remote(lease)
+	if live && lease.Holder == c.self {
+		// Held in the database but not here: being handed off by the
+		// round under way (wait for it to end), or acquired by a call
+		// whose answer was lost (take it up).
+		c.opMu.Lock() // empty: only waits for the round under way
+		c.opMu.Unlock()
+		if lease, live, err = c.owner(ctx, id); err != nil {
+			return false, "", retry, err
+		}
+		if live && lease.Holder == c.self {
+			return c.acquire(ctx, id)
+		}
 	}
 	if live {
-		// Held in the database but not here: being handed off right now,
-		// or acquired by a call whose answer was lost (the next round
-		// takes it up). Either way, shortly.
-		return false, "", time.Second, errMoving
+		return c.remote(lease)
 	}
 	if draining || left || wasHanded {
 		if other := c.other(id); other != "" {
@@ -73,6 +78,17 @@ func (c *Coordinator) Route(ctx context.Context, id string) (local bool, addr st
 		}
 	}
 	return c.acquire(ctx, id)
+}
+
+// owner reads id's lease.
+func (c *Coordinator) owner(ctx context.Context, id string) (ports.Lease, bool, error) {
+	sctx, cancel := c.storeCtx(ctx)
+	defer cancel()
+	lease, live, err := c.cfg.Leases.Owner(sctx, id)
+	if err != nil {
+		return lease, live, c.storeError(err)
+	}
+	return lease, live, nil
 }
 
 // acquire takes the lease of a device nobody holds, on demand, and starts
@@ -130,18 +146,29 @@ func (c *Coordinator) remote(lease ports.Lease) (bool, string, time.Duration, er
 	return false, lease.Addr, until, nil
 }
 
-// other picks another live replica for a device this one will not take,
-// the one its hash picks among the others, or "" when there is none.
+// other picks another live replica for a device this one will not take:
+// the one that ran the fewest devices at the last round (it is the one
+// the device would be handed to), among those the hash picks first, or ""
+// when there is none.
 func (c *Coordinator) other(id string) string {
 	c.mu.Lock()
 	reps := slices.DeleteFunc(slices.Clone(c.replicas), func(r ports.Replica) bool {
 		return r.ID == c.self || r.Addr == "" || time.Until(r.Expires) < 0
 	})
+	counts := c.counts
 	c.mu.Unlock()
 	if len(reps) == 0 {
 		return ""
 	}
-	return reps[bucket(id, len(reps))].Addr
+	first := bucket(id, len(reps))
+	best := reps[first]
+	for i := range reps {
+		r := reps[(first+i)%len(reps)]
+		if counts[r.ID] < counts[best.ID] {
+			best = r
+		}
+	}
+	return best.Addr
 }
 
 // storeError is the error of a call to the database that failed.

@@ -3,8 +3,10 @@ package device
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/gowa-dev/gowa/domain"
+	"github.com/gowa-dev/gowa/ports"
 )
 
 // In cluster mode (Config.Cluster) the service runs only the devices whose
@@ -37,16 +39,28 @@ func (s *Service) Adopt(ctx context.Context, id string) error {
 	}
 	hasSession := false
 	if sl.JID != "" {
-		stored, err := s.cfg.Sessions.Sessions()
-		if err != nil {
+		if hasSession, err = s.hasSession(sl.JID); err != nil {
 			return domain.Wrap(domain.EUNAVAILABLE, err, "list sessions")
 		}
-		for _, st := range stored {
-			if st.JID == sl.JID {
-				hasSession = true
-				break
+	}
+	pairings, err := s.pairingsOf(id)
+	if err != nil {
+		return domain.Wrap(domain.EUNAVAILABLE, err, "list sessions")
+	}
+	for _, st := range pairings {
+		// A pairing of this slot cut off on a replica that died before it
+		// saved the session (the store lists only those): finished if the
+		// phone had linked it, discarded if not, as Start does.
+		if st = s.finishPairing(ctx, st); st.JID == "" {
+			continue
+		}
+		if st.JID != sl.JID {
+			sl.JID, sl.Ended, sl.EndedAt = st.JID, domain.ReasonNone, time.Time{}
+			if err := s.cfg.Registry.Put(ctx, sl); err != nil {
+				return domain.Wrap(domain.EUNAVAILABLE, err, "record the session paired before a crash")
 			}
 		}
+		hasSession = true
 	}
 	sl, m, err := s.load(ctx, sl, hasSession)
 	if err != nil {
@@ -101,8 +115,69 @@ func (s *Service) running(id string) bool {
 	return ok
 }
 
+// slotGetter is a registry that reads one slot without listing them all.
+// Adopt uses it when the registry has it: the shared registry of a
+// cluster holds every replica's devices.
+type slotGetter interface {
+	Get(ctx context.Context, id string) (domain.Slot, bool, error)
+}
+
+// sessionChecker is a session store that tells whether one linked session
+// is stored without listing them all.
+type sessionChecker interface {
+	Has(jid string) (bool, error)
+}
+
+// hasSession tells whether jid's linked session is stored.
+func (s *Service) hasSession(jid string) (bool, error) {
+	if sc, ok := s.cfg.Sessions.(sessionChecker); ok {
+		return sc.Has(jid)
+	}
+	stored, err := s.cfg.Sessions.Sessions()
+	if err != nil {
+		return false, err
+	}
+	for _, st := range stored {
+		if st.JID == jid {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// pairingLister is a session store that lists the cut-off pairings of one
+// device without listing every session.
+type pairingLister interface {
+	Pairings(deviceID string) ([]ports.StoredSession, error)
+}
+
+// pairingsOf lists the pairings of device id left cut off.
+func (s *Service) pairingsOf(id string) ([]ports.StoredSession, error) {
+	if pl, ok := s.cfg.Sessions.(pairingLister); ok {
+		return pl.Pairings(id)
+	}
+	stored, err := s.cfg.Sessions.Sessions()
+	if err != nil {
+		return nil, err
+	}
+	var out []ports.StoredSession
+	for _, st := range stored {
+		if st.JID == "" && st.DeviceID == id {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}
+
 // registered reads slot id from the registry.
 func (s *Service) registered(ctx context.Context, id string) (domain.Slot, bool, error) {
+	if g, ok := s.cfg.Registry.(slotGetter); ok {
+		sl, found, err := g.Get(ctx, id)
+		if err != nil {
+			return domain.Slot{}, false, domain.Wrap(domain.EUNAVAILABLE, err, "read the device registry")
+		}
+		return sl, found, nil
+	}
 	slots, err := s.cfg.Registry.List(ctx)
 	if err != nil {
 		return domain.Slot{}, false, domain.Wrap(domain.EUNAVAILABLE, err, "read the device registry")

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gowa-dev/gowa/domain"
+	"github.com/gowa-dev/gowa/ports"
 )
 
 func clusterMode(c *Config) { c.Cluster = true }
@@ -194,5 +195,93 @@ func TestClusterLoginDoesNotOverwriteAnotherReplicasSlot(t *testing.T) {
 	wantCode(t, h.svc.Adopt(t.Context(), "fresh"), domain.ENOTFOUND)
 	if _, err := h.svc.LoginQR(t.Context(), "fresh"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A pairing cut off on a replica that died (the shared store lists it once
+// that replica is gone) is finished by the replica that adopts its slot:
+// promoted and connected if the phone had linked it, discarded if not.
+func TestAdoptFinishesOrDiscardsCutOffPairings(t *testing.T) {
+	t.Parallel()
+	h := startedHarness(t, clusterMode)
+	h.reg.slots["linked"] = domain.Slot{ID: "linked"}
+	h.reg.slots["unlinked"] = domain.Slot{ID: "unlinked"}
+	id := identityOf(jid1)
+	pairedPath := h.disk.putPairing("linked", &id)
+	unpairedPath := h.disk.putPairing("unlinked", nil)
+
+	for _, dev := range []string{"linked", "unlinked"} {
+		if err := h.svc.Adopt(t.Context(), dev); err != nil {
+			t.Fatalf("Adopt(%s): %v", dev, err)
+		}
+	}
+	if h.disk.has(unpairedPath) {
+		t.Error("an unpaired, cut-off pairing was kept")
+	}
+	if h.disk.has(pairedPath) || !h.disk.has(h.disk.key(jid1)) {
+		t.Errorf("the paired pairing was not promoted: %v", h.disk.paths())
+	}
+	if sl, _ := h.reg.get("linked"); sl.JID != jid1 {
+		t.Errorf("slot %+v, want jid %s", sl, jid1)
+	}
+	h.waitState("linked", domain.StateConnected)
+	if st := h.status("unlinked"); st.State != domain.StateDisconnected || st.LoggedIn {
+		t.Errorf("unlinked slot %+v", st)
+	}
+}
+
+// gettingRegistry is a registry that reads one slot (slotGetter) and
+// refuses to list: Adopt must not list every replica's slots.
+type gettingRegistry struct{ *fakeRegistry }
+
+func (r gettingRegistry) List(context.Context) ([]domain.Slot, error) {
+	return nil, errBoom
+}
+
+func (r gettingRegistry) Get(_ context.Context, id string) (domain.Slot, bool, error) {
+	sl, ok := r.get(id)
+	return sl, ok, nil
+}
+
+// checkingDisk is a session store that tells one session apart
+// (sessionChecker) and refuses to list them.
+type checkingDisk struct{ *fakeDisk }
+
+func (d checkingDisk) Sessions() ([]ports.StoredSession, error) { return nil, errBoom }
+
+func (d checkingDisk) Has(jid string) (bool, error) { return d.has(jid), nil }
+
+func (d checkingDisk) Pairings(id string) ([]ports.StoredSession, error) {
+	all, err := d.fakeDisk.Sessions()
+	var out []ports.StoredSession
+	for _, st := range all {
+		if st.JID == "" && st.DeviceID == id {
+			out = append(out, st)
+		}
+	}
+	return out, err
+}
+
+func TestAdoptReadsOneSlotWhenItCan(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, clusterMode)
+	h.cfg.Registry = gettingRegistry{h.reg}
+	h.cfg.Sessions = checkingDisk{h.disk}
+	svc := New(h.cfg)
+	t.Cleanup(func() { _ = svc.Close() })
+	h.reg.slots["a"] = domain.Slot{ID: "a", JID: jid1}
+	h.reg.slots["lost"] = domain.Slot{ID: "lost", JID: "628333333333:1@s.whatsapp.net"}
+	h.disk.putLinked("a", jid1)
+	for _, id := range []string{"a", "lost"} {
+		if err := svc.Adopt(t.Context(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantCode(t, svc.Adopt(t.Context(), "nobody"), domain.ENOTFOUND)
+	if st, _ := svc.Get(t.Context(), "lost"); st.State != domain.StateLoggedOut {
+		t.Errorf("lost: %+v", st)
+	}
+	if st, _ := svc.Get(t.Context(), "a"); st.State == domain.StateLoggedOut {
+		t.Errorf("a: %+v", st)
 	}
 }

@@ -27,10 +27,10 @@ type device struct {
 	inbox  queue[input]
 	jobs   queue[func()]
 	done   chan struct{} // closed when the owner has stopped and every job ended
+	worked chan struct{} // closed when the job goroutine has ended
 	// dropped is set when the device stops to move to another replica
 	// (Service.Drop), so that the calls it cuts short say so.
 	dropped atomic.Bool
-	worked  chan struct{} // closed when the job goroutine has ended
 
 	// Owner only.
 	m         machine

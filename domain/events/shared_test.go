@@ -130,8 +130,7 @@ func TestSharedOutboxIsDeliveredByTheGateHolderOnly(t *testing.T) {
 	}
 	waitFor(t, func() bool { return slices.Equal(bSnd.delivered(global.URL), []int64{1, 2, 3}) })
 	bGate.Store(false)
-	aGate.Store(true)
-	a.WakeDispatchers()
+	aGate.Store(true) // no WakeDispatchers: a closed gate is polled
 	b.Emit("d", domain.EventMessageSent, nil)
 	waitFor(t, func() bool { return slices.Equal(aSnd.delivered(global.URL), []int64{4}) })
 	if got := bSnd.delivered(global.URL); !slices.Equal(got, []int64{1, 2, 3}) {

@@ -292,9 +292,10 @@ func (e *endpoint) idle(blocked map[string]time.Time) {
 		t := time.NewTimer(min(max(first.Sub(e.hub.cfg.Clock.Now()), 0), e.hub.cfg.RetryPoll))
 		defer t.Stop()
 		wait = t.C
-	} else if e.hub.cfg.Deliver != nil {
-		// The gate is looked at every RetryPoll too, in case nobody calls
-		// WakeDispatchers when it opens.
+	} else if !e.hub.delivering() {
+		// A closed gate is looked at every RetryPoll, in case nobody calls
+		// WakeDispatchers when it opens. (An open one needs no poll: this
+		// replica's writes and the other replicas' wake-ups wake it.)
 		t := time.NewTimer(e.hub.cfg.RetryPoll)
 		defer t.Stop()
 		wait = t.C
