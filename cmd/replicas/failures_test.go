@@ -70,8 +70,8 @@ func TestPostgresStopped(t *testing.T) {
 		}
 	}
 	for i := range n {
-		if _, err := reps[i%2].g.Send(deviceOf(i), phoneOf((i+1)%n), "after the outage"); err != nil {
-			t.Errorf("send from %s after the outage: %v", deviceOf(i), err)
+		if err := c.send(reps[i%2].g, deviceOf(i), phoneOf((i+1)%n), "after the outage"); err != nil {
+			t.Errorf("after the outage: %v", err)
 		}
 	}
 	c.neverTwice(jids)
@@ -143,8 +143,8 @@ func TestReplicaPaused(t *testing.T) {
 	// connected exactly once, and answered for through the woken replica.
 	c.waitConnectedOnce(paused, jids, 60*time.Second, "after SIGCONT")
 	for i := range n {
-		if _, err := paused.g.Send(deviceOf(i), phoneOf((i+1)%n), "after the pause"); err != nil {
-			t.Errorf("send from %s through the woken replica: %v", deviceOf(i), err)
+		if err := c.send(paused.g, deviceOf(i), phoneOf((i+1)%n), "after the pause"); err != nil {
+			t.Errorf("through the woken replica: %v", err)
 		}
 	}
 	// No login after the wake-up replaced a live connection: the woken

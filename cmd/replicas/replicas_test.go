@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -33,7 +34,7 @@ import (
 const (
 	defaultDevices = 24
 	replicaCount   = 3
-	leaseTTL       = 3 * time.Second
+	leaseTTL       = 4 * time.Second
 )
 
 func devicesWanted(t *testing.T) int {
@@ -59,6 +60,8 @@ type cluster struct {
 	mu    sync.Mutex
 	reps  []*replica
 	procs []*proc.Gateway // every process started, stopped when the test ends
+	// retries counts the 503s sends met and retried.
+	retries atomic.Int32
 }
 
 type replica struct {
@@ -137,6 +140,7 @@ func (c *cluster) start(name string, o proc.Options) *proc.Gateway {
 	c.t.Helper()
 	o.Bin = c.bin
 	o.LogPath = filepath.Join(c.tmp, name+".log")
+	o.Wrap = checked(c.t)
 	g, err := proc.Start(o)
 	if err != nil {
 		c.t.Fatalf("start %s: %v", name, err)
@@ -403,8 +407,8 @@ func TestReplicas(t *testing.T) {
 		if err != nil || st.State != api.Connected || st.Jid == nil || *st.Jid != jids[id] {
 			t.Fatalf("status of %s through %s: %+v, %v", id, r.name, st, err)
 		}
-		if _, err := r.g.Send(id, phoneOf((i+1)%n), "hello from "+id); err != nil {
-			t.Fatalf("send from %s through %s (held by %s): %v", id, r.name, h[id], err)
+		if err := c.send(r.g, id, phoneOf((i+1)%n), "hello from "+id); err != nil {
+			t.Fatalf("held by %s: %v", h[id], err)
 		}
 	}
 
@@ -442,8 +446,8 @@ func TestReplicas(t *testing.T) {
 	// The survivors answer for every device.
 	for i := range n {
 		r := survivors[i%len(survivors)]
-		if _, err := r.g.Send(deviceOf(i), phoneOf((i+2)%n), "after the failover"); err != nil {
-			t.Fatalf("send from %s through %s after the failover: %v", deviceOf(i), r.name, err)
+		if err := c.send(r.g, deviceOf(i), phoneOf((i+2)%n), "after the failover"); err != nil {
+			t.Fatalf("after the failover: %v", err)
 		}
 	}
 
@@ -463,6 +467,7 @@ func TestReplicas(t *testing.T) {
 		}
 	}
 	c.neverTwice(jids)
+	t.Logf("sends answered 503 (device between replicas) and retried: %d of %d", c.retries.Load(), 2*n)
 }
 
 // replacements are the simulator's log lines, since t, of a login that
@@ -486,4 +491,22 @@ func (c *cluster) replacements(since time.Time) []string {
 		}
 	}
 	return out
+}
+
+// send sends from device id through g, trying again while the answer is
+// 503 (the device is between replicas; the contract says to retry), for up
+// to 30 s. It counts the 503s it met in retries.
+func (c *cluster) send(g *proc.Gateway, id, phone, text string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, env, err := g.Do("POST", "/send/message", map[string]string{"phone": phone, "message": text}, "X-Device-Id", id)
+		if err == nil && code == 200 {
+			return nil
+		}
+		if err != nil || code != 503 || time.Now().After(deadline) {
+			return fmt.Errorf("send from %s through %s: %d %q, %v", id, g.URL, code, env.Message, err)
+		}
+		c.retries.Add(1)
+		time.Sleep(250 * time.Millisecond)
+	}
 }

@@ -37,6 +37,7 @@ const placementChannel = "gowa_placement"
 // status table's writer.
 type clusterCore struct {
 	db       *postgres.DB
+	leaseDB  *postgres.DB // the leases' own pool
 	coord    *cluster.Coordinator
 	statuses *postgres.Statuses
 	writer   *postgres.StatusWriter
@@ -143,8 +144,15 @@ func (c *Core) openCluster(ctx context.Context, cfg Config, waOpts whatsapp.Opti
 		return err
 	}
 
+	// The leases renew on a small pool of their own: on the shared one
+	// they would queue behind the sessions' traffic (a restore of many
+	// devices takes every connection), and a renewal that waits 2/3 of the
+	// TTL stops every device of the replica.
+	if cc.leaseDB, err = postgres.Open(ctx, cfg.Cluster.DatabaseURI, postgres.Options{Holder: self, MaxConns: 3}); err != nil {
+		return fmt.Errorf("%s: %w", cfg.name("db"), err)
+	}
 	cc.coord = cluster.New(cluster.Config{
-		Leases:  postgres.NewLeases(db),
+		Leases:  postgres.NewLeases(cc.leaseDB),
 		Devices: c.Devices,
 		Addr:    cfg.Cluster.AdvertiseURL,
 		TTL:     ttl,
