@@ -106,6 +106,9 @@ func newCluster(t *testing.T) *cluster {
 	if testing.Short() {
 		t.Skip("builds the binary and runs several processes")
 	}
+	// Each test has its own PostgreSQL and simulator: they run side by
+	// side, for the wall time of the longest.
+	t.Parallel()
 	pg := pgtest.New(t)
 	c := &cluster{t: t, tmp: t.TempDir(), pg: pg, uri: pg.NewDB(t), bin: binary(t)}
 	t.Cleanup(func() {
