@@ -77,7 +77,7 @@ type replicaDevices struct {
 	// leaving, when set, tells the devices this replica is handing over:
 	// their calls are refused as moving.
 	leaving func(id string) bool
-	sends chan [3]string
+	sends   chan [3]string
 }
 
 func (d *replicaDevices) Get(_ context.Context, id string) (domain.Status, error) {
