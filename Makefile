@@ -3,13 +3,16 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: run sandbox build test check generate check-generate lint-api vet fmt tidy fuzz bench chaos clean
+.PHONY: run sandbox simulator build test check generate check-generate lint-api vet fmt tidy fuzz bench chaos clean
 
 run: ## the gateway, on ./storages
 	$(GO) run ./cmd/whatsapp rest
 
 sandbox: ## the gateway on a simulated WhatsApp network, on ./storages-sandbox
 	$(GO) run ./cmd/whatsapp sandbox
+
+simulator: ## the simulated WhatsApp network alone on 127.0.0.1:3100, for 'whatsapp sandbox --simulator http://127.0.0.1:3100'
+	$(GO) run ./cmd/whatsapp simulator
 
 # `whatsapp version` shows the commit when git can tell it; elsewhere (no git,
 # a tarball, a checkout git refuses to read) the build goes on without it.

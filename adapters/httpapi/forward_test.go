@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -26,6 +27,9 @@ type cluster struct {
 	down   bool              // the database cannot be reached
 	// loggedIn are the devices logged in on any replica.
 	loggedIn []string
+	// retryFor is how long the replicas retry a device changing hands
+	// (default 300 ms, for the tests that wait for the 503).
+	retryFor time.Duration
 }
 
 func (c *cluster) set(device, replica string) {
@@ -41,6 +45,8 @@ type routerOf struct {
 	self string
 	// seen counts Route calls, to tell that a retry routed again.
 	seen atomic.Int32
+	// onRoute, when set, runs at each Route call before it answers.
+	onRoute func()
 }
 
 // believe makes the replica route by view from now on (a replica whose
@@ -54,8 +60,11 @@ func (r *routerOf) believe(view *cluster) {
 func (r *routerOf) Route(_ context.Context, id string) (httpapi.Route, error) {
 	r.seen.Add(1)
 	r.mu.Lock()
-	c := r.c
+	c, hook := r.c, r.onRoute
 	r.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.down {
@@ -133,7 +142,7 @@ func twoReplicas(t *testing.T, c *cluster) (a, b *replica) {
 				Router:   rp.router,
 				Self:     name,
 				Key:      testKey,
-				RetryFor: 300 * time.Millisecond,
+				RetryFor: cmp.Or(c.retryFor, 300*time.Millisecond),
 				LoggedIn: func(context.Context) ([]string, error) {
 					c.mu.Lock()
 					defer c.mu.Unlock()
@@ -309,16 +318,16 @@ func TestForwardedNeverForwardsAgain(t *testing.T) {
 func TestForwardRetriesAcrossAHandoff(t *testing.T) {
 	t.Parallel()
 	c := newCluster()
+	c.retryFor = time.Minute // the test ends when A serves it, not at a deadline
 	a, b := twoReplicas(t, c)
 	c.set("moving", "B")
 	// B has already dropped it; it comes to A when B's router is asked.
 	b.router.believe(&cluster{holder: map[string]string{"moving": "A"}, urls: c.urls})
-	go func() {
-		for b.router.seen.Load() == 0 {
-			time.Sleep(time.Millisecond)
-		}
-		c.set("moving", "A")
-	}()
+	// The moment B is asked (and refuses), A learns it holds the device:
+	// A's next try, after its wait, serves it here.
+	b.router.mu.Lock()
+	b.router.onRoute = func() { c.set("moving", "A") }
+	b.router.mu.Unlock()
 	got := call(t, "POST", a.url+"/devices/moving/reconnect", "")
 	if got.status != 200 || !strings.Contains(string(got.env.Data), "served by A") {
 		t.Fatalf("after the handoff: %d %s", got.status, got.env.Message)

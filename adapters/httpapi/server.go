@@ -143,7 +143,8 @@ func NewHandler(cfg Config) http.Handler {
 	}
 	log := cfg.Logger
 
-	// Request id and client IP: see RequestContext, around r at the end.
+	// Request id and client IP: see RequestContext, around r at the end,
+	// and in front of it all the status endpoint's own route (statusRoute).
 	r := chi.NewRouter()
 	r.Use(middleware.AccessLog(cfg.AccessLog))
 	if cfg.Metrics != nil {

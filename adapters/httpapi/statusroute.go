@@ -4,7 +4,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gowa-dev/gowa/adapters/httpapi/envelope"
@@ -39,6 +39,8 @@ type statusRoute struct {
 	access   io.Writer           // nil discards the lines
 	metrics  *middleware.Metrics // nil counts nothing
 	ok       *middleware.RequestSeries
+
+	last atomic.Pointer[encodedStatus] // see encode
 }
 
 // statusPattern is the route's chi pattern, as logged and counted.
@@ -114,12 +116,10 @@ func (f *statusRoute) serve(w http.ResponseWriter, r *http.Request) bool {
 func (f *statusRoute) answer(w http.ResponseWriter, r *http.Request, info *middleware.RequestInfo, id string) (status int, n int64) {
 	st, err, panicked := f.get(r, id)
 	if err == nil && !panicked {
-		a := answers.Get().(*deviceAnswer)
-		f.srv.fillDevice(&a.device, &a.strings, st)
-		a.status, a.message = http.StatusOK, ok
-		written, _ := a.writeCounted(w)
-		*a = deviceAnswer{}
-		answers.Put(a)
+		body := f.encode(st)
+		w.Header()["Content-Type"] = jsonContentType
+		w.WriteHeader(http.StatusOK)
+		written, _ := w.Write(body)
 		return http.StatusOK, int64(written)
 	}
 	// The rare paths answer through a counting writer and a request
@@ -134,8 +134,26 @@ func (f *statusRoute) answer(w http.ResponseWriter, r *http.Request, info *middl
 	return cw.status, cw.bytes
 }
 
-// answers recycles the route's answers: written once, they are garbage.
-var answers = sync.Pool{New: func() any { return new(deviceAnswer) }}
+// encode returns st's answer as deviceAnswer writes it, from the last
+// answer when st is the status it encodes: clients poll, and a device's
+// status changes far less often than it is asked for. The bytes are
+// shared between requests, never written to.
+func (f *statusRoute) encode(st domain.Status) []byte {
+	if last := f.last.Load(); last != nil && last.st == st {
+		return last.body
+	}
+	a := deviceAnswer{status: http.StatusOK, message: ok}
+	f.srv.fillDevice(&a.device, &a.strings, st)
+	e := &encodedStatus{st: st, body: a.appendJSON(nil)}
+	f.last.Store(e)
+	return e.body
+}
+
+// encodedStatus is a status and its answer's bytes.
+type encodedStatus struct {
+	st   domain.Status
+	body []byte
+}
 
 // get is the device service's Get, with a panic in it logged as the
 // generic stack's recoverer logs it, and reported.

@@ -266,3 +266,29 @@ func requestCounts(t *testing.T, m *middleware.Metrics) []string {
 	}
 	return out
 }
+
+// flippingDevice is d1, in the state its field says at each call.
+type flippingDevice struct {
+	statusDevices
+	state *domain.State
+}
+
+func (f flippingDevice) Get(_ context.Context, id string) (domain.Status, error) {
+	return domain.Status{DeviceID: id, State: *f.state}, nil
+}
+
+// The status route reuses its last answer only while the status is the
+// same.
+func TestStatusRouteAnswersTheCurrentStatus(t *testing.T) {
+	t.Parallel()
+	state := domain.StateDisconnected
+	h := NewHandler(Config{Devices: flippingDevice{state: &state}})
+	for _, s := range []domain.State{domain.StateDisconnected, domain.StateDisconnected, domain.StateConnecting, domain.StateConnected, domain.StateDisconnected} {
+		state = s
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", "/devices/d1/status", nil))
+		if !strings.Contains(w.Body.String(), `"state":"`+string(s)+`"`) {
+			t.Fatalf("state %s answered as %s", s, w.Body)
+		}
+	}
+}

@@ -133,6 +133,21 @@ func TestHubsOnOneLogDeliverThroughTheGateHolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "20 deliveries", func() bool { return len(delivered()) >= 20 })
+	// Delivered deliveries leave the outbox in batches; a gate that moves
+	// before they have left repeats them (at least once). This test holds
+	// the handover itself to exactly once, so it waits for them.
+	waitUntil(t, "b's outbox to empty", func() bool {
+		depth, err := b.OutboxDepth(ctx)
+		if err != nil {
+			return false
+		}
+		for _, d := range depth {
+			if d.Pending > 0 {
+				return false
+			}
+		}
+		return true
+	})
 	bGate.Store(false)
 	aGate.Store(true)
 	a.WakeDispatchers()

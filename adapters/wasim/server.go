@@ -11,6 +11,12 @@
 // device lists, decrypts what they send to the simulated phones into the
 // phones' inboxes, logs devices out the ways WhatsApp does, and lets tests
 // break connections on purpose. Server implements sandbox.Network.
+//
+// A Server can also run as a process of its own (`whatsapp simulator`):
+// Options.Listener and Options.API serve the protocol and the sandbox API on
+// one port, Options.OwnRoot gives it a certificate root that survives
+// restarts, and Remote is the sandbox.Network and HTTP client of a gateway
+// in another process attached to it.
 package wasim
 
 import (

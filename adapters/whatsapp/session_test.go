@@ -35,7 +35,9 @@ func TestNetworkDropReconnects(t *testing.T) {
 func TestConnectWhileUnreachableRetries(t *testing.T) {
 	t.Parallel()
 	e, _, _, path := linkedEnv(t)
-	if _, err := e.sim.Disrupt(ctxFor(t), sandbox.NetworkFault{Refuse: 300 * time.Millisecond}); err != nil {
+	// Refused until the client has seen the refusal, however long the
+	// machine takes to get there; then WhatsApp is back.
+	if _, err := e.sim.Disrupt(ctxFor(t), sandbox.NetworkFault{Refuse: time.Hour}); err != nil {
 		t.Fatalf("Disrupt: %v", err)
 	}
 	c, rec := e.open(path)
@@ -43,6 +45,7 @@ func TestConnectWhileUnreachableRetries(t *testing.T) {
 		t.Fatalf("Connect while WhatsApp is unreachable: %v, want a background retry", err)
 	}
 	i := after[domain.Disconnected](t, rec, 0)
+	e.sim.RefuseConnections(0)
 	after[domain.Connected](t, rec, i)
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -29,8 +30,9 @@ import (
 // the floor connects as many clients at once as the gateway does.
 const floorConcurrency = 16
 
-// floorMain is the hidden subcommand "floor": one simulator opened on the
-// copy's .wasim folder and one bare whatsmeow client per session.db under
+// floorMain is the hidden subcommand "floor": the simulator process at
+// -sim (or, without it, one opened in this process on the copy's .wasim
+// folder) and one bare whatsmeow client per session.db under
 // -dir, connected at most floorConcurrency at a time, exactly as the gateway
 // points whatsmeow at the simulator. Each client has its own SQLite store
 // (the layout the gateway keeps), or with -shared all of them share one
@@ -43,6 +45,7 @@ func floorMain(args []string) error {
 	dir := fs.String("dir", "", "a copy of a gateway storage folder")
 	settleFor := fs.Duration("settle", settle, "wait before reading memory")
 	shared := fs.Bool("shared", false, "merge the sessions into one shared store first")
+	simURL := fs.String("sim", "", "URL of a `whatsapp simulator` to connect to, instead of one in this process on the copy's .wasim folder")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,13 +81,26 @@ func floorMain(args []string) error {
 	}
 	merge := time.Since(t0)
 
-	sim, err := wasim.New(wasim.Options{Dir: filepath.Join(*dir, ".wasim")})
-	if err != nil {
-		return err
+	var httpc *http.Client
+	if *simURL != "" {
+		remote, err := wasim.NewRemote(*simURL)
+		if err != nil {
+			return err
+		}
+		defer remote.Close()
+		if whatsmeow.WACertPubKey, err = remote.CertificateRoot(ctx); err != nil {
+			return err
+		}
+		httpc = remote.HTTPClient()
+	} else {
+		sim, err := wasim.New(wasim.Options{Dir: filepath.Join(*dir, ".wasim")})
+		if err != nil {
+			return err
+		}
+		defer sim.Close()
+		whatsmeow.WACertPubKey = wasim.RootPublicKey()
+		httpc = sim.HTTPClient()
 	}
-	defer sim.Close()
-	whatsmeow.WACertPubKey = wasim.RootPublicKey()
-	httpc := sim.HTTPClient()
 
 	var (
 		connected atomic.Int64

@@ -6,11 +6,16 @@
 //	go run ./cmd/bench -quick          N = 20 and short load phases (under ~2 min)
 //	go run ./cmd/bench -n 100,300      other sizes
 //	go run ./cmd/bench -status 3       only the status endpoint, three runs
+//	go run ./cmd/bench -scale          only the restore and memory phases
 //
 // It builds the gateway binary, runs it as `whatsapp sandbox` on a
-// temporary storage folder, and drives it over HTTP. The restore and memory
-// floors run in a child process (this binary, re-executed with the hidden
-// subcommand "floor") so that both sides count one simulator and N clients.
+// temporary storage folder, and drives it over HTTP. For the restore and
+// memory phases the simulated WhatsApp runs in a process of its own
+// (`whatsapp simulator`, the gateway started with --simulator), so that the
+// gateway's RSS counts the gateway alone (-inproc-sim puts it back inside
+// the measured processes). The restore and memory floors run in a child
+// process (this binary, re-executed with the hidden subcommand "floor")
+// attached to the same simulator, so that both sides count N clients.
 package main
 
 import (
@@ -57,6 +62,11 @@ type config struct {
 	profile  string // folder for pprof profiles of the in-process restore
 	events   bool   // only the live-event phases
 	status   int    // only the status endpoint's phase, this many times
+	// inprocSim runs the restore and memory phases with the simulator
+	// inside the gateway (and floor) process, as `whatsapp sandbox` alone
+	// does, instead of in a `whatsapp simulator` process of its own.
+	inprocSim bool
+	scaleOnly bool // only the restore and memory phases
 }
 
 func parseFlags() (config, error) {
@@ -69,6 +79,8 @@ func parseFlags() (config, error) {
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary folder")
 	flag.BoolVar(&cfg.events, "events", false, "only the live-event phases (streams, webhooks)")
 	flag.IntVar(&cfg.status, "status", 0, "only the status endpoint against its floor, this many runs in one gateway (with -d per run)")
+	flag.BoolVar(&cfg.inprocSim, "inproc-sim", false, "restore and memory phases with the simulator inside the measured processes (their RSS then includes it)")
+	flag.BoolVar(&cfg.scaleOnly, "scale", false, "only the restore and memory phases")
 	flag.StringVar(&cfg.profile, "profile", "", "also restore the largest N in process under pprof and write cpu.pprof and heap.pprof to this folder")
 	flag.Parse()
 	if *quick {
@@ -93,6 +105,7 @@ type bench struct {
 	tmp  string
 	log  *slog.Logger
 	rows []row
+	sim  *proc.Gateway // the simulator process of the scale phases; nil in process
 }
 
 // Credentials the gateway runs with, so that every measured request pays
@@ -132,15 +145,19 @@ func run() error {
 		return nil
 	}
 	if !cfg.events {
-		if err := b.single(); err != nil {
-			return err
+		if !cfg.scaleOnly {
+			if err := b.single(); err != nil {
+				return err
+			}
 		}
 		if err := b.scale(); err != nil {
 			return err
 		}
 	}
-	if err := b.events(); err != nil {
-		return fmt.Errorf("live events: %w", err)
+	if !cfg.scaleOnly {
+		if err := b.events(); err != nil {
+			return fmt.Errorf("live events: %w", err)
+		}
 	}
 	b.log.Info("done", "took", time.Since(start).Round(time.Second))
 	fmt.Print(b.markdown())
@@ -148,11 +165,12 @@ func run() error {
 }
 
 // start runs the gateway on storages, logging into the scratch folder, and
-// waits for /health. It returns the time from exec to the first 200.
-func (b *bench) start(storages string) (*proc.Gateway, time.Duration, error) {
+// waits for /health. It returns the time from exec to the first 200. args
+// are more flags (--simulator).
+func (b *bench) start(storages string, args ...string) (*proc.Gateway, time.Duration, error) {
 	g, err := proc.Start(proc.Options{
 		Bin: b.bin, Storages: storages, Auth: benchUser + ":" + benchPass,
-		LogPath: filepath.Join(b.tmp, "gateway.log"),
+		LogPath: filepath.Join(b.tmp, "gateway.log"), Args: args,
 	})
 	if err != nil {
 		return nil, 0, err
@@ -163,6 +181,23 @@ func (b *bench) start(storages string) (*proc.Gateway, time.Duration, error) {
 		return nil, 0, fmt.Errorf("%w (logs in %s)", err, filepath.Join(b.tmp, "gateway.log"))
 	}
 	return g, up, nil
+}
+
+// startSimulator runs `whatsapp simulator` on a folder of the scratch
+// folder and waits for /health.
+func (b *bench) startSimulator() (*proc.Gateway, error) {
+	sim, err := proc.Start(proc.Options{
+		Bin: b.bin, Simulator: true, Storages: filepath.Join(b.tmp, "simulator"),
+		LogPath: filepath.Join(b.tmp, "simulator.log"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := sim.WaitHealthy(60 * time.Second); err != nil {
+		sim.Kill()
+		return nil, fmt.Errorf("the simulator: %w (logs in %s)", err, filepath.Join(b.tmp, "simulator.log"))
+	}
+	return sim, nil
 }
 
 // stop stops the gateway with SIGTERM and wants exit code 0.

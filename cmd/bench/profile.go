@@ -39,7 +39,7 @@ func (b *bench) profileRestore(dir, out string) error {
 	}
 	t0 := time.Now()
 	ctx := context.Background()
-	core, err := gateway.OpenCore(ctx, gateway.Config{Storages: work, Sandbox: true}, slog.New(slog.DiscardHandler))
+	core, err := gateway.OpenCore(ctx, gateway.Config{Storages: work, Sandbox: true, Simulator: b.simURL()}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		pprof.StopCPUProfile()
 		return err
@@ -64,4 +64,12 @@ func (b *bench) profileRestore(dir, out string) error {
 	}
 	defer heap.Close()
 	return pprof.WriteHeapProfile(heap)
+}
+
+// simURL is the simulator process's URL, or "" when it runs in process.
+func (b *bench) simURL() string {
+	if b.sim == nil {
+		return ""
+	}
+	return b.sim.URL
 }

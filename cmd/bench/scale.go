@@ -36,6 +36,7 @@ type sizeResult struct {
 	file             memory
 	sharedRestore    time.Duration // the floor with one shared store
 	shared           memory
+	simRSS           float64 // the simulator process, after the gateway's restore; 0 in process
 }
 
 // memory is what a process held after settling.
@@ -49,10 +50,19 @@ type memory struct {
 // copy of the same storage folder.
 func (b *bench) scale() error {
 	dir := filepath.Join(b.tmp, "scale")
+	if !b.cfg.inprocSim {
+		sim, err := b.startSimulator()
+		if err != nil {
+			return err
+		}
+		defer sim.Kill()
+		b.sim = sim
+		defer func() { b.sim = nil }()
+	}
 	linked := 0
 	var results []sizeResult
 	for _, n := range b.cfg.sizes {
-		g, _, err := b.start(dir)
+		g, _, err := b.start(dir, b.simArgs()...)
 		if err != nil {
 			return err
 		}
@@ -87,15 +97,29 @@ func (b *bench) scale() error {
 	}
 	b.report(results)
 	if b.cfg.profile != "" {
-		return b.profileRestore(dir, b.cfg.profile)
+		if err := b.profileRestore(dir, b.cfg.profile); err != nil {
+			return err
+		}
+	}
+	if b.sim != nil {
+		return stop(b.sim)
 	}
 	return nil
+}
+
+// simArgs are the gateway's flags that attach it to the simulator process,
+// if there is one.
+func (b *bench) simArgs() []string {
+	if b.sim == nil {
+		return nil
+	}
+	return []string{"--simulator", b.sim.URL}
 }
 
 // restore restarts the gateway on dir and times it until every device is
 // connected, then reads its memory.
 func (b *bench) restore(dir string, res *sizeResult) error {
-	g, up, err := b.start(dir)
+	g, up, err := b.start(dir, b.simArgs()...)
 	if err != nil {
 		return err
 	}
@@ -121,6 +145,13 @@ func (b *bench) restore(dir string, res *sizeResult) error {
 	}
 	res.gw.rss = float64(rss)
 	res.gw.files = openFiles(g.PID())
+	if b.sim != nil {
+		simRSS, err := proc.RSS(b.sim.PID())
+		if err != nil {
+			return err
+		}
+		res.simRSS = float64(simRSS)
+	}
 	if res.gw.heap, err = g.Metric("go_memstats_heap_inuse_bytes"); err != nil {
 		b.log.Warn("no heap figure", "err", err)
 	}
@@ -167,6 +198,9 @@ func (b *bench) floor(dir string, n int, shared bool) (time.Duration, memory, er
 	args := []string{"floor", "-dir", dir, "-settle", settle.String()}
 	if shared {
 		args = append(args, "-shared")
+	}
+	if b.sim != nil {
+		args = append(args, "-sim", b.sim.URL)
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Stderr = os.Stderr
@@ -314,10 +348,14 @@ func (b *bench) report(rs []sizeResult) {
 	// The memory curve: whole-process RSS ÷ N, beside bare whatsmeow with
 	// one store per device and with one store shared by all. The ratio is
 	// to the shared store: what keeping one file per account costs.
+	where := "simulator in its own process"
+	if b.cfg.inprocSim {
+		where = "simulator inside"
+	}
 	for _, r := range rs {
 		n := float64(r.n)
 		row := row{
-			figure: fmt.Sprintf("Memory: RSS per connected device, N = %d (whole process ÷ N)", r.n),
+			figure: fmt.Sprintf("Memory: RSS per connected device, N = %d (whole gateway process ÷ N; %s)", r.n, where),
 			value:  fmt.Sprintf("%s (%s total)", mb(r.gw.rss/n), mib(r.gw.rss)),
 			floor:  fmt.Sprintf("one file each %s; one shared store %s", mb(r.file.rss/n), mb(r.shared.rss/n)),
 			ratio:  ratio(r.gw.rss, r.shared.rss),
@@ -326,6 +364,25 @@ func (b *bench) report(rs []sizeResult) {
 			row.goal, row.met = "≤ 0.18 MB", yesNo(r.gw.rss/n <= 0.18e6)
 		}
 		b.add(row)
+	}
+	// The slope between sizes: what one more connected device costs, the
+	// fixed part of the process (binary, runtime, caches) left out.
+	for i := 1; i < len(rs); i++ {
+		lo, hi := rs[i-1], rs[i]
+		dn := float64(hi.n - lo.n)
+		b.add(row{
+			figure: fmt.Sprintf("Memory: RSS per added device, N = %d → %d (gateway process)", lo.n, hi.n),
+			value:  mb((hi.gw.rss - lo.gw.rss) / dn),
+			floor:  fmt.Sprintf("one file each %s; one shared store %s", mb((hi.file.rss-lo.file.rss)/dn), mb((hi.shared.rss-lo.shared.rss)/dn)),
+		})
+	}
+	for _, r := range rs {
+		if r.simRSS > 0 {
+			b.add(row{
+				figure: fmt.Sprintf("Simulator process RSS, N = %d (not in the figures above)", r.n),
+				value:  fmt.Sprintf("%s (%s per device)", mib(r.simRSS), mb(r.simRSS/float64(r.n))),
+			})
+		}
 	}
 	for _, r := range rs {
 		n := float64(r.n)

@@ -192,7 +192,7 @@ func (p *browserPage) waitFor(what, cond string) {
 	p.t.Helper()
 	p.call("wait for "+what, func(ctx context.Context) error {
 		_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](cond,
-			chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second)))
+			chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second)))
 		return err
 	})
 }
@@ -564,9 +564,12 @@ func TestConsoleQRRotation(t *testing.T) {
 	// seconds here, so a reading counts only when the API's code did not
 	// change while the screen was read; the image follows a rotation within
 	// milliseconds, so five readings that all differ are a failure.
-	var shown, current string
+	// On a machine so loaded that every reading spans a rotation, the last
+	// reading still counts if the screen showed one of the two codes the
+	// API gave around it.
+	var shown, before, current string
 	for range 5 {
-		before := tg.loginQR("web-rot").QrString
+		before = tg.loginQR("web-rot").QrString
 		if shown, err = p.screenQR(); err != nil {
 			t.Fatal(err)
 		}
@@ -574,8 +577,8 @@ func TestConsoleQRRotation(t *testing.T) {
 			break
 		}
 	}
-	if shown != current {
-		t.Fatalf("after New code the screen shows %q, the API's current code is %q", shown, current)
+	if shown != current && shown != before {
+		t.Fatalf("after New code the screen shows %q, the API's code was %q and then %q", shown, before, current)
 	}
 	p.shot("new-series")
 	p.do("Escape", chromedp.KeyEvent(kb.Escape))

@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,13 +56,19 @@ func TestStandaloneSimulator(t *testing.T) {
 		}
 	})
 	sim := start("simulator", proc.Options{Simulator: true, Storages: filepath.Join(tmp, "sim")})
-	attach := []string{"--simulator", sim.URL}
+	simURL := sim.URL
+	attach := []string{"--simulator", simURL}
 	a := start("a", proc.Options{Storages: filepath.Join(tmp, "a"), Auth: "admin:secret-a", Args: attach})
 	b := start("b", proc.Options{Storages: filepath.Join(tmp, "b"), Args: attach})
 
 	// The simulator serves the sandbox API and nothing of the gateway's.
 	if code, _, err := sim.Do("GET", "/devices", nil); err != nil || code != 404 {
 		t.Fatalf("GET /devices on the simulator: %d, %v", code, err)
+	}
+	// From here every call, to the gateways and to the simulator, goes
+	// through a proxy that holds it to openapi.yaml.
+	for _, g := range []*proc.Gateway{sim, a, b} {
+		g.URL = contractProxy(t, g.URL)
 	}
 	// Phones made through a gateway's /sandbox API live in the simulator.
 	if err := a.CreatePhone(alice, "Alice"); err != nil {
@@ -119,6 +129,7 @@ func TestStandaloneSimulator(t *testing.T) {
 		t.Fatalf("stop b: exit %d, %v", code, err)
 	}
 	b = start("b", proc.Options{Storages: filepath.Join(tmp, "b"), Args: attach})
+	b.URL = contractProxy(t, b.URL)
 	devB, err = b.WaitState("dev-b", api.Connected, 60*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -158,11 +169,15 @@ func TestStandaloneSimulator(t *testing.T) {
 
 	// The simulator restarts on its port under the running gateways: it
 	// keeps its world and its certificate root, and both devices come back.
-	_, port, _ := strings.Cut(strings.TrimPrefix(sim.URL, "http://"), ":")
+	_, port, _ := strings.Cut(strings.TrimPrefix(simURL, "http://"), ":")
 	if code, err := sim.Stop(30 * time.Second); err != nil || code != 0 {
 		t.Fatalf("stop the simulator: exit %d, %v", code, err)
 	}
 	sim = start("simulator", proc.Options{Simulator: true, Storages: filepath.Join(tmp, "sim"), Args: []string{"--port", port}})
+	if sim.URL != simURL {
+		t.Fatalf("the simulator came back on %s, not %s", sim.URL, simURL)
+	}
+	sim.URL = contractProxy(t, sim.URL)
 	eventually(t, 60*time.Second, func() bool {
 		conns, err := sim.Connections()
 		return err == nil && conns.ByDevice[jidA] == 1 && conns.ByDevice[jidB] == 1
@@ -175,4 +190,19 @@ func TestStandaloneSimulator(t *testing.T) {
 			t.Errorf("stop %s: exit %d, %v", g.URL, code, err)
 		}
 	}
+}
+
+// contractProxy returns the URL of a reverse proxy to target that holds
+// every request and answer to openapi.yaml (see checkContract).
+func contractProxy(t *testing.T, target string) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	proxy.Transport = &http.Transport{DisableKeepAlives: true}
+	srv := httptest.NewServer(checkContract(t, proxy))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -83,7 +84,7 @@ func WriteAccessLine(out io.Writer, r *http.Request, l *AccessLine) {
 	bp := linePool.Get().(*[]byte)
 	b := (*bp)[:0]
 	b = append(b, `{"time":"`...)
-	b = l.End.AppendFormat(b, time.RFC3339Nano)
+	b = appendLogTime(b, l.End)
 	b = append(b, `","level":"INFO","msg":"http request","method":`...)
 	b = appendJSONString(b, Bound(r.Method))
 	b = append(b, `,"path":`...)
@@ -124,6 +125,41 @@ func WriteAccessLine(out io.Writer, r *http.Request, l *AccessLine) {
 		*bp = b
 		linePool.Put(bp)
 	}
+}
+
+// logSecond is the text of the second (and its zone) a line was written
+// in last: lines come many a second, so only the fraction is formatted.
+var logSecond atomic.Pointer[secondText]
+
+type secondText struct {
+	sec          int64
+	loc          *time.Location
+	prefix, zone string // "2026-12-01T13:00:05", "Z" or "+07:00"
+}
+
+// appendLogTime appends t as t.AppendFormat(b, time.RFC3339Nano) does
+// (log/slog's time format), for years 0 to 9999.
+func appendLogTime(b []byte, t time.Time) []byte {
+	st := logSecond.Load()
+	if st == nil || st.sec != t.Unix() || st.loc != t.Location() {
+		st = &secondText{sec: t.Unix(), loc: t.Location(), prefix: t.Format("2006-01-02T15:04:05"), zone: t.Format("Z07:00")}
+		logSecond.Store(st)
+	}
+	b = append(b, st.prefix...)
+	if ns := t.Nanosecond(); ns != 0 {
+		var frac [10]byte
+		frac[0] = '.'
+		for i := 9; i >= 1; i-- {
+			frac[i] = byte('0' + ns%10)
+			ns /= 10
+		}
+		n := 10
+		for frac[n-1] == '0' {
+			n--
+		}
+		b = append(b, frac[:n]...)
+	}
+	return append(b, st.zone...)
 }
 
 // appendMillis appends d in milliseconds with microsecond precision, the

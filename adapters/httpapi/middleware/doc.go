@@ -15,4 +15,9 @@
 // that may answer without reading the body, so that a request is logged
 // only once its answer can go out; SiteGuard before Auth, so that a
 // browser's cached credentials take a refused request no further.
+//
+// adapters/httpapi answers its hot path, GET /devices/{id}/status, in front
+// of this chain rather than through it, with the same pieces: Allows and
+// Refuses to check without answering (it leaves refusals to the chain),
+// RequestIDs.Assign, WriteAccessLine, Metrics.Series and Recovered.
 package middleware

@@ -127,6 +127,7 @@ type Gateway struct {
 	*Core
 	cfg   Config
 	ln    net.Listener
+	serve net.Listener // ln as the HTTP server takes it (httpapi.NewListener)
 	http  *http.Server
 	auth  *middleware.Auth
 	ready atomic.Bool
@@ -374,6 +375,7 @@ func Open(ctx context.Context, cfg Config, logOut io.Writer) (g *Gateway, err er
 	}
 	handler := httpapi.NewHandler(hc)
 	g.http = httpapi.NewServer(wrap(cfg.Tuning.Wrap, handler), httpapi.Limits{}, log)
+	g.serve = httpapi.NewListener(g.ln, httpapi.ListenerConfig{AccessLog: logOut, Metrics: g.Metrics})
 	// Event streams never go idle: end them when shutdown begins, so that
 	// the grace period is left to requests that finish.
 	g.http.RegisterOnShutdown(g.Events.CloseStreams)
@@ -407,7 +409,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- g.http.Serve(httpapi.Listener(g.ln)) }()
+	go func() { serveErr <- g.http.Serve(g.serve) }()
 	g.ready.Store(true)
 	g.Log.Info("listening", "addr", g.Addr(), "sandbox", g.Network != nil, "storages", g.Root)
 loop:

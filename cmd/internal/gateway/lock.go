@@ -22,6 +22,12 @@ type storageLock struct{ f *os.File }
 // process's pid in it. The lock is the operating system's (flock): it goes
 // with the process, however it ends.
 func lockStorage(root string) (*storageLock, error) {
+	return lockFolder(root, "gateway", "--storages")
+}
+
+// lockFolder is lockStorage for the folder of a holder ("gateway",
+// "simulator") chosen by flag, which the error names.
+func lockFolder(root, holder, flag string) (*storageLock, error) {
 	path := filepath.Join(root, LockFile)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -30,13 +36,13 @@ func lockStorage(root string) (*storageLock, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		defer f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			holder := "unknown pid"
+			pid := "unknown pid"
 			if b, rerr := os.ReadFile(path); rerr == nil {
-				if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil {
-					holder = "pid " + strconv.Itoa(pid)
+				if n, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil {
+					pid = "pid " + strconv.Itoa(n)
 				}
 			}
-			return nil, fmt.Errorf("storage folder %s is in use by another gateway (%s); stop it or use another --storages", root, holder)
+			return nil, fmt.Errorf("storage folder %s is in use by another %s (%s); stop it or use another %s", root, holder, pid, flag)
 		}
 		return nil, fmt.Errorf("lock storage folder %s: %w", root, err)
 	}

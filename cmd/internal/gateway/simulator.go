@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -36,7 +37,8 @@ type SimulatorConfig struct {
 // --simulator share one simulated WhatsApp.
 type Simulator struct {
 	*wasim.Server
-	log *slog.Logger
+	log  *slog.Logger
+	lock *storageLock
 }
 
 // OpenSimulator opens the simulated world in cfg.Dir and serves it on
@@ -54,8 +56,17 @@ func OpenSimulator(cfg SimulatorConfig, logOut io.Writer) (*Simulator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name("dir"), err)
 	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("%s: %w", name("dir"), err)
+	}
+	// Two simulators on one folder would write one world's files at once.
+	lock, err := lockFolder(dir, "simulator", name("dir"))
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
 	if err != nil {
+		lock.release()
 		return nil, fmt.Errorf("%s: %w", name("port"), err)
 	}
 	sim, err := wasim.New(wasim.Options{
@@ -65,12 +76,13 @@ func OpenSimulator(cfg SimulatorConfig, logOut io.Writer) (*Simulator, error) {
 		},
 	})
 	if err != nil {
+		lock.release()
 		return nil, fmt.Errorf("start the simulated WhatsApp network: %w", err)
 	}
 	if !isLoopback(ln.Addr()) {
 		log.Warn("the simulator listens beyond loopback and has no credentials: anyone who can reach it can link devices and read the simulated phones' messages")
 	}
-	return &Simulator{Server: sim, log: log}, nil
+	return &Simulator{Server: sim, log: log, lock: lock}, nil
 }
 
 // sandboxOnly passes the sandbox API and the health probes to h, which
@@ -93,7 +105,9 @@ func (s *Simulator) Run(ctx context.Context) error {
 	s.log.Info("listening", "addr", s.Addr(), "simulator", true)
 	<-ctx.Done()
 	s.log.Info("shutting down")
-	if err := s.Close(); err != nil {
+	err := s.Close()
+	s.lock.release()
+	if err != nil {
 		return err
 	}
 	s.log.Info("stopped")
