@@ -36,9 +36,9 @@ type statusRoute struct {
 	sites    *middleware.SiteGuard
 	throttle *middleware.Throttle
 	auth     *middleware.Auth
-	access   io.Writer           // nil discards the lines
-	metrics  *middleware.Metrics // nil counts nothing
-	ok       *middleware.RequestSeries
+	access   io.Writer                 // nil discards the lines
+	metrics  *middleware.Metrics       // nil counts nothing
+	okSeries *middleware.RequestSeries // the 200s, looked up once
 
 	last atomic.Pointer[encodedStatus] // see encode
 }
@@ -53,7 +53,7 @@ func newStatusRoute(srv *server, next http.Handler, ids *middleware.RequestIDs, 
 		access: cfg.AccessLog, metrics: cfg.Metrics,
 	}
 	if f.metrics != nil {
-		f.ok = f.metrics.Series(statusPattern, http.MethodGet, http.StatusOK)
+		f.okSeries = f.metrics.Series(statusPattern, http.MethodGet, http.StatusOK)
 	}
 	return f
 }
@@ -98,7 +98,7 @@ func (f *statusRoute) serve(w http.ResponseWriter, r *http.Request) bool {
 	status, n := f.answer(w, r, info, id)
 	end := time.Now()
 	if f.metrics != nil {
-		s := f.ok
+		s := f.okSeries
 		if status != http.StatusOK {
 			s = f.metrics.Series(statusPattern, http.MethodGet, status)
 		}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -202,7 +204,19 @@ func contractProxy(t *testing.T, target string) string {
 	}
 	proxy := httputil.NewSingleHostReverseProxy(u)
 	proxy.Transport = &http.Transport{DisableKeepAlives: true}
-	srv := httptest.NewServer(checkContract(t, proxy))
+	// The body is read here, in the handler, before it is sent on: the
+	// checker records it as it is read, and the transport would read it
+	// on a goroutine of its own, possibly after the answer.
+	buffered := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		raw, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(raw))
+		proxy.ServeHTTP(w, r)
+	})
+	srv := httptest.NewServer(checkContract(t, buffered))
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
