@@ -48,6 +48,11 @@ func writeError(log *slog.Logger, w http.ResponseWriter, r *http.Request, err er
 			slog.String("code", code),
 			slog.String("err", logText(err)))
 	}
+	if errors.Is(err, domain.ErrMoving) {
+		// Nothing was done: the forwarding edge routes the call again
+		// (and takes this mark off).
+		w.Header().Set(notHolderHeader, "1")
+	}
 	envelope.Error(w, status, domain.ErrorMessage(err))
 }
 

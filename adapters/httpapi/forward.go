@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -200,6 +201,54 @@ func scopedDevice(r *http.Request) string {
 	return ""
 }
 
+// serveLocal serves r here. When the device turned out to be leaving this
+// replica (the answer is marked: nothing was done) and there is time to
+// route the call again, the answer is held back and it returns false;
+// otherwise the answer goes to w and it returns true.
+func (f *forwarder) serveLocal(w http.ResponseWriter, r *http.Request, next http.Handler, body []byte, deadline time.Time) bool {
+	if !f.Now().Before(deadline) {
+		next.ServeHTTP(w, r)
+		w.Header().Del(notHolderHeader)
+		return true
+	}
+	held := &heldAnswer{header: http.Header{}}
+	next.ServeHTTP(held, r)
+	if held.status == http.StatusServiceUnavailable && held.header.Get(notHolderHeader) != "" {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		return false
+	}
+	held.header.Del(notHolderHeader)
+	h := w.Header()
+	for k, vs := range held.header {
+		h[k] = vs
+	}
+	w.WriteHeader(cmp.Or(held.status, http.StatusOK))
+	_, _ = w.Write(held.body.Bytes())
+	return true
+}
+
+// heldAnswer keeps an answer instead of sending it.
+type heldAnswer struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (a *heldAnswer) Header() http.Header { return a.header }
+
+func (a *heldAnswer) WriteHeader(status int) {
+	if a.status == 0 {
+		a.status = status
+	}
+}
+
+func (a *heldAnswer) Write(b []byte) (int, error) {
+	if a.status == 0 {
+		a.status = http.StatusOK
+	}
+	return a.body.Write(b)
+}
+
 // isSend tells whether r is a send (/send/…).
 func isSend(r *http.Request) bool {
 	return strings.HasPrefix(chi.RouteContext(r.Context()).RoutePattern(), "/send/")
@@ -278,8 +327,12 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, next http.Ha
 		rt, err := f.Router.Route(ctx, id)
 		switch {
 		case err == nil && rt.Local:
-			next.ServeHTTP(w, r)
-			return
+			if f.serveLocal(w, r, next, body, deadline) {
+				return
+			}
+			// The device left this replica during the call, which was
+			// not carried out: route it again.
+			err = errNotHolder
 		case read && (err != nil || rt.URL == ""):
 			// Nobody serves the device now, or the database cannot say
 			// who: a read is answered from the shared store.

@@ -83,7 +83,10 @@ type replicaDevices struct {
 	oneDevice
 	name  string
 	calls atomic.Int32
-	sends chan [3]string
+	// leaving, when set, tells the devices this replica is handing over:
+	// their calls are refused as moving.
+	leaving func(id string) bool
+	sends   chan [3]string
 }
 
 func (d *replicaDevices) Get(_ context.Context, id string) (domain.Status, error) {
@@ -95,6 +98,9 @@ func (d *replicaDevices) Get(_ context.Context, id string) (domain.Status, error
 }
 
 func (d *replicaDevices) Reconnect(_ context.Context, id string) (domain.Status, error) {
+	if d.leaving != nil && d.leaving(id) {
+		return domain.Status{}, domain.Wrap(domain.EUNAVAILABLE, domain.ErrMoving, "device "+id+" is moving to another replica; try again")
+	}
 	d.calls.Add(1)
 	return domain.Status{DeviceID: id, State: domain.StateConnecting, LastError: "served by " + d.name}, nil
 }
@@ -425,5 +431,30 @@ func TestSendToTheSoleDevice(t *testing.T) {
 	got = call(t, "POST", a.url+"/send/message", `{"phone":"628123456789","message":"hi"}`)
 	if got.status != 400 || !strings.Contains(got.env.Message, "X-Device-Id") {
 		t.Errorf("several logged in: %d %q", got.status, got.env.Message)
+	}
+}
+
+// A call served here while the device leaves this replica (refused as
+// moving: nothing was done) is routed again, to the new holder; the caller
+// sees one answer, from it.
+func TestLocalCallRoutedAgainWhenTheDeviceLeaves(t *testing.T) {
+	t.Parallel()
+	c := newCluster()
+	a, b := twoReplicas(t, c)
+	c.set("leaving", "A")
+	a.dev.leaving = func(id string) bool {
+		// A hands it to B as it refuses.
+		c.set(id, "B")
+		return true
+	}
+	got := call(t, "POST", a.url+"/devices/leaving/reconnect", "")
+	if got.status != 200 || !strings.Contains(string(got.env.Data), "served by B") {
+		t.Fatalf("a call during the handoff: %d %q", got.status, got.env.Message)
+	}
+	if got.header.Get("X-Gowa-Not-Holder") != "" {
+		t.Errorf("the internal mark reached the caller")
+	}
+	if b.dev.calls.Load() != 1 {
+		t.Errorf("B served %d calls", b.dev.calls.Load())
 	}
 }

@@ -7,6 +7,7 @@ package replicas_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -32,7 +34,7 @@ import (
 const (
 	defaultDevices = 24
 	replicaCount   = 3
-	leaseTTL       = 3 * time.Second
+	leaseTTL       = 4 * time.Second
 )
 
 func devicesWanted(t *testing.T) int {
@@ -49,13 +51,17 @@ func devicesWanted(t *testing.T) int {
 // cluster is one simulator, the replicas on one database, and what the
 // test knows of them.
 type cluster struct {
-	t    *testing.T
-	tmp  string
-	bin  string
-	uri  string
-	sim  *proc.Gateway
-	mu   sync.Mutex
-	reps []*replica
+	t     *testing.T
+	tmp   string
+	bin   string
+	pg    *pgtest.Cluster
+	uri   string
+	sim   *proc.Gateway
+	mu    sync.Mutex
+	reps  []*replica
+	procs []*proc.Gateway // every process started, stopped when the test ends
+	// retries counts the 503s sends met and retried.
+	retries atomic.Int32
 }
 
 type replica struct {
@@ -66,18 +72,51 @@ type replica struct {
 
 const creds = "ops:replica-secret"
 
+// The binary, built once for every test of the package.
+var (
+	buildOnce sync.Once
+	buildDir  string
+	builtBin  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "gowa-replicas-"); buildErr == nil {
+			builtBin, buildErr = proc.Build(context.Background(), buildDir)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary and runs several processes")
 	}
+	// Each test has its own PostgreSQL and simulator: they run side by
+	// side, for the wall time of the longest.
+	t.Parallel()
 	pg := pgtest.New(t)
-	c := &cluster{t: t, tmp: t.TempDir(), uri: pg.NewDB(t)}
-	var err error
-	if c.bin, err = proc.Build(context.Background(), c.tmp); err != nil {
-		t.Fatal(err)
-	}
+	c := &cluster{t: t, tmp: t.TempDir(), pg: pg, uri: pg.NewDB(t), bin: binary(t)}
 	t.Cleanup(func() {
+		// Stopped before their logs are read: a process killed loses the
+		// lines its log writer still buffers.
+		for _, g := range slices.Backward(c.procs) {
+			_, _ = g.Stop(20 * time.Second)
+		}
 		if t.Failed() {
 			c.dumpLogs()
 		}
@@ -104,11 +143,14 @@ func (c *cluster) start(name string, o proc.Options) *proc.Gateway {
 	c.t.Helper()
 	o.Bin = c.bin
 	o.LogPath = filepath.Join(c.tmp, name+".log")
+	o.Wrap = checked(c.t)
 	g, err := proc.Start(o)
 	if err != nil {
 		c.t.Fatalf("start %s: %v", name, err)
 	}
-	c.t.Cleanup(g.Kill)
+	c.mu.Lock()
+	c.procs = append(c.procs, g)
+	c.mu.Unlock()
 	if _, err := g.WaitHealthy(60 * time.Second); err != nil {
 		c.t.Fatalf("%s: %v", name, err)
 	}
@@ -368,8 +410,8 @@ func TestReplicas(t *testing.T) {
 		if err != nil || st.State != api.Connected || st.Jid == nil || *st.Jid != jids[id] {
 			t.Fatalf("status of %s through %s: %+v, %v", id, r.name, st, err)
 		}
-		if _, err := r.g.Send(id, phoneOf((i+1)%n), "hello from "+id); err != nil {
-			t.Fatalf("send from %s through %s (held by %s): %v", id, r.name, h[id], err)
+		if err := c.send(r.g, id, phoneOf((i+1)%n), "hello from "+id); err != nil {
+			t.Fatalf("held by %s: %v", h[id], err)
 		}
 	}
 
@@ -407,8 +449,8 @@ func TestReplicas(t *testing.T) {
 	// The survivors answer for every device.
 	for i := range n {
 		r := survivors[i%len(survivors)]
-		if _, err := r.g.Send(deviceOf(i), phoneOf((i+2)%n), "after the failover"); err != nil {
-			t.Fatalf("send from %s through %s after the failover: %v", deviceOf(i), r.name, err)
+		if err := c.send(r.g, deviceOf(i), phoneOf((i+2)%n), "after the failover"); err != nil {
+			t.Fatalf("after the failover: %v", err)
 		}
 	}
 
@@ -428,4 +470,46 @@ func TestReplicas(t *testing.T) {
 		}
 	}
 	c.neverTwice(jids)
+	t.Logf("sends answered 503 (device between replicas) and retried: %d of %d", c.retries.Load(), 2*n)
+}
+
+// replacements are the simulator's log lines, since t, of a login that
+// replaced a live connection of its device: two connections at once.
+func (c *cluster) replacements(since time.Time) []string {
+	c.t.Helper()
+	raw, err := os.ReadFile(filepath.Join(c.tmp, "simulator.log"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(raw), "\n") {
+		if !strings.Contains(l, `"msg":"wasim: replacing older connection"`) {
+			continue
+		}
+		var rec struct {
+			Time time.Time `json:"time"`
+		}
+		if err := json.Unmarshal([]byte(l), &rec); err == nil && rec.Time.After(since) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// send sends from device id through g, trying again while the answer is
+// 503 (the device is between replicas; the contract says to retry), for up
+// to 30 s. It counts the 503s it met in retries.
+func (c *cluster) send(g *proc.Gateway, id, phone, text string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, env, err := g.Do("POST", "/send/message", map[string]string{"phone": phone, "message": text}, "X-Device-Id", id)
+		if err == nil && code == 200 {
+			return nil
+		}
+		if err != nil || code != 503 || time.Now().After(deadline) {
+			return fmt.Errorf("send from %s through %s: %d %q, %v", id, g.URL, code, env.Message, err)
+		}
+		c.retries.Add(1)
+		time.Sleep(250 * time.Millisecond)
+	}
 }

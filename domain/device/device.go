@@ -129,7 +129,7 @@ func (d *device) goneErr() error {
 // moving to another replica, where the call can be made again.
 func stoppedError(id string, dropped bool) error {
 	if dropped {
-		return domain.Errorf(domain.EUNAVAILABLE, "device %s is moving to another replica; try again", id)
+		return domain.Wrap(domain.EUNAVAILABLE, domain.ErrMoving, "device "+id+" is moving to another replica; try again")
 	}
 	return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -36,6 +37,7 @@ const placementChannel = "gowa_placement"
 // status table's writer.
 type clusterCore struct {
 	db       *postgres.DB
+	leaseDB  *postgres.DB // the leases' own pool
 	coord    *cluster.Coordinator
 	statuses *postgres.Statuses
 	writer   *postgres.StatusWriter
@@ -111,6 +113,15 @@ func (c *Core) openCluster(ctx context.Context, cfg Config, waOpts whatsapp.Opti
 		return err
 	}
 
+	// No WhatsApp connection is dialled unless this replica's leases are
+	// current: whatsmeow reconnects a broken connection by itself, and a
+	// process woken from a pause past its leases must not reconnect the
+	// devices another replica now runs (the watchdog drops them at once,
+	// but whatsmeow's first retry does not wait).
+	waOpts.HTTPClient = gated(waOpts.HTTPClient, func() bool {
+		co := coord.Load()
+		return co != nil && co.Current()
+	})
 	cc.statuses = postgres.NewStatuses(db)
 	devCfg.Events = c.Events
 	devCfg.WhatsApp = whatsapp.New(waOpts)
@@ -133,8 +144,15 @@ func (c *Core) openCluster(ctx context.Context, cfg Config, waOpts whatsapp.Opti
 		return err
 	}
 
+	// The leases renew on a small pool of their own: on the shared one
+	// they would queue behind the sessions' traffic (a restore of many
+	// devices takes every connection), and a renewal that waits 2/3 of the
+	// TTL stops every device of the replica.
+	if cc.leaseDB, err = postgres.Open(ctx, cfg.Cluster.DatabaseURI, postgres.Options{Holder: self, MaxConns: 3}); err != nil {
+		return fmt.Errorf("%s: %w", cfg.name("db"), err)
+	}
 	cc.coord = cluster.New(cluster.Config{
-		Leases:  postgres.NewLeases(db),
+		Leases:  postgres.NewLeases(cc.leaseDB),
 		Devices: c.Devices,
 		Addr:    cfg.Cluster.AdvertiseURL,
 		TTL:     ttl,
@@ -274,4 +292,38 @@ func storeError(err error) error {
 		return domain.Wrap(domain.EUNAVAILABLE, err, "the shared database cannot be reached; try again")
 	}
 	return err
+}
+
+// errNotCurrent refuses a WhatsApp dial while this replica's leases are not
+// current.
+var errNotCurrent = errors.New("this replica's device leases are not current: not connecting")
+
+// gated returns base (whatsmeow's own default when nil) with every
+// request refused while may is false.
+func gated(base *http.Client, may func() bool) *http.Client {
+	if base == nil {
+		base = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	}
+	next := base.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	c := *base
+	c.Transport = gatedTransport{next: next, may: may}
+	return &c
+}
+
+type gatedTransport struct {
+	next http.RoundTripper
+	may  func() bool
+}
+
+func (g gatedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if !g.may() {
+		if r.Body != nil {
+			_ = r.Body.Close()
+		}
+		return nil, errNotCurrent
+	}
+	return g.next.RoundTrip(r)
 }

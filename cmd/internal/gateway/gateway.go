@@ -303,6 +303,9 @@ func (c *Core) Close() {
 		_ = c.Registry.Close()
 	}
 	if c.cluster != nil {
+		if c.cluster.leaseDB != nil {
+			c.cluster.leaseDB.Close()
+		}
 		c.cluster.db.Close()
 	}
 	if c.lock != nil {

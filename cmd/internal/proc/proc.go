@@ -46,6 +46,9 @@ type Options struct {
 	WorkDir   string // the process's working directory; "" inherits ours
 	LogPath   string // where its stderr (JSON logs) goes; "" discards them
 	Args      []string
+	// Wrap, when set, wraps the transport of the client that talks to the
+	// process (a test checks every answer against the contract with it).
+	Wrap func(http.RoundTripper) http.RoundTripper
 }
 
 // Gateway is a running `whatsapp sandbox` (or `whatsapp simulator`)
@@ -93,6 +96,9 @@ func Start(o Options) (*Gateway, error) {
 		client: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
 			MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second,
 		}},
+	}
+	if o.Wrap != nil {
+		g.client.Transport = o.Wrap(g.client.Transport)
 	}
 	g.User, g.Pass, _ = strings.Cut(o.Auth, ":")
 	watch := &addrWatch{dst: io.Discard, addr: make(chan string, 1)}
