@@ -33,8 +33,7 @@ func migratedDevices(t *testing.T) int {
 // device exactly once with the sessions it linked, none paired again, and
 // at the simulator no device ever had two connections.
 func TestMigrateThenReplicas(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t)
+	c := newCluster(t) // parallel to the other tests
 	n := migratedDevices(t)
 
 	// One gateway on its own folder, attached to the shared simulator.
