@@ -174,11 +174,7 @@ func basicToken(user, pass string) string {
 // call runs f as one step and fails the test when it fails.
 func (p *browserPage) call(what string, f func(ctx context.Context) error) {
 	p.t.Helper()
-	// A step the browser never finishes fails this test, not the package
-	// at its timeout.
-	ctx, cancel := context.WithTimeout(p.ctx, 2*time.Minute)
-	defer cancel()
-	if err := f(ctx); err != nil {
+	if err := f(p.ctx); err != nil {
 		p.shot("failed")
 		p.t.Fatalf("%s: %v", what, err)
 	}
