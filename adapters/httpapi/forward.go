@@ -66,6 +66,11 @@ type Forwarding struct {
 	// its device's holder cannot take it because the device is changing
 	// hands (the holder refuses, or cannot be dialled). Default 5 s.
 	RetryFor time.Duration
+	// AnswerWait bounds how long a holder may take to start answering a
+	// forwarded request (a paused or wedged holder accepts the connection
+	// and never answers). Longer than any operation's own bound (a login
+	// waits up to 30 s for WhatsApp). Default 60 s.
+	AnswerWait time.Duration
 	// Now is the clock of the signatures; nil: time.Now.
 	Now func() time.Time
 	// LoggedIn, when set, lists the devices logged in on any replica, for
@@ -111,6 +116,14 @@ func newForwarder(f *Forwarding, log *slog.Logger) *forwarder {
 			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     90 * time.Second,
 		}
+	}
+	if fw.AnswerWait <= 0 {
+		fw.AnswerWait = time.Minute
+	}
+	if t, ok := fw.Transport.(*http.Transport); ok && t.ResponseHeaderTimeout == 0 {
+		t = t.Clone()
+		t.ResponseHeaderTimeout = fw.AnswerWait
+		fw.Transport = t
 	}
 	if fw.RetryFor <= 0 {
 		fw.RetryFor = 5 * time.Second

@@ -30,6 +30,8 @@ type cluster struct {
 	// retryFor is how long the replicas retry a device changing hands
 	// (default 300 ms, for the tests that wait for the 503).
 	retryFor time.Duration
+	// answerWait bounds a holder's answer (default: the forwarder's).
+	answerWait time.Duration
 }
 
 func (c *cluster) set(device, replica string) {
@@ -139,10 +141,11 @@ func twoReplicas(t *testing.T, c *cluster) (a, b *replica) {
 			Auth:      auth,
 			AccessLog: rp.logs,
 			Forwarding: &httpapi.Forwarding{
-				Router:   rp.router,
-				Self:     name,
-				Key:      testKey,
-				RetryFor: cmp.Or(c.retryFor, 300*time.Millisecond),
+				Router:     rp.router,
+				Self:       name,
+				Key:        testKey,
+				RetryFor:   cmp.Or(c.retryFor, 300*time.Millisecond),
+				AnswerWait: c.answerWait,
 				LoggedIn: func(context.Context) ([]string, error) {
 					c.mu.Lock()
 					defer c.mu.Unlock()
@@ -456,5 +459,30 @@ func TestLocalCallRoutedAgainWhenTheDeviceLeaves(t *testing.T) {
 	}
 	if b.dev.calls.Load() != 1 {
 		t.Errorf("B served %d calls", b.dev.calls.Load())
+	}
+}
+
+// A holder that takes the request and never answers (paused, wedged) gets
+// the caller a 503 once the answer wait is over, saying the request may
+// have been carried out; the caller is not held until it gives up.
+func TestHolderThatNeverAnswers(t *testing.T) {
+	t.Parallel()
+	c := newCluster()
+	c.answerWait = 200 * time.Millisecond
+	a, _ := twoReplicas(t, c)
+	release := make(chan struct{})
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+	}))
+	t.Cleanup(hung.Close)
+	t.Cleanup(func() { close(release) })
+	c.mu.Lock()
+	c.urls["C"] = hung.URL
+	c.mu.Unlock()
+	c.set("on-c", "C")
+
+	got := call(t, "POST", a.url+"/devices/on-c/reconnect", "")
+	if got.status != 503 || got.header.Get("Retry-After") == "" || !strings.Contains(got.env.Message, "may not have been carried out") {
+		t.Errorf("a holder that never answers: %d Retry-After %q %q", got.status, got.header.Get("Retry-After"), got.env.Message)
 	}
 }
