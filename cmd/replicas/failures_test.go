@@ -8,9 +8,9 @@ import (
 	"time"
 )
 
-// pgDownFor is how long PostgreSQL stays stopped (issue 12 says 30 s; a
-// few lease times show the same).
-const pgDownFor = 4 * leaseTTL
+// pgDownFor is how long PostgreSQL stays stopped: issue 12's 30 s, ten
+// lease times here.
+const pgDownFor = 30 * time.Second
 
 // TestPostgresStopped: with PostgreSQL stopped, the replicas stop their
 // devices before their leases can lapse, answer 503 to commands and to the

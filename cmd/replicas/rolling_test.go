@@ -14,9 +14,9 @@ import (
 	"github.com/gowa-dev/gowa/cmd/internal/proc"
 )
 
-// loadRate is the calls per second of the rolling restart's load (issue 12
-// says 200; a 2-core machine shared with other work runs fewer).
-const loadRate = 50
+// loadRate is the calls per second of the rolling restart's load: issue
+// 12's 200, half status reads and half sends, spread over the replicas.
+const loadRate = 200
 
 // lb is the test's load balancer: it sends calls to the replicas it lists,
 // and a replica leaves it before it is told to stop, as an orchestrator
