@@ -2,21 +2,16 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 
-	"github.com/getkin/kin-openapi/openapi3"
-	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/legacy"
 
 	"github.com/gowa-dev/gowa/api"
+	"github.com/gowa-dev/gowa/cmd/internal/contract"
 )
 
 // The end-to-end tests talk to gateways whose handler is wrapped by
@@ -34,21 +29,6 @@ import (
 // Requests to paths the contract does not have (the 404 and 405 tests) are
 // not operations and are not checked here.
 
-// contractRouter finds the operation of a request in api.Spec.
-var contractRouter = sync.OnceValues(func() (routers.Router, error) {
-	doc, err := openapi3.NewLoader().LoadFromData(api.Spec)
-	if err != nil {
-		return nil, err
-	}
-	if err := doc.Validate(context.Background()); err != nil {
-		return nil, err
-	}
-	// Match on the path alone: test gateways listen on loopback ports that
-	// the servers list does not name.
-	doc.Servers = nil
-	return legacy.NewRouter(doc)
-})
-
 // contractChecker reports contract breaches to the test that started the
 // gateway, and stops reporting once that test is over (a handler cut off by
 // a shutdown may still finish later).
@@ -65,7 +45,7 @@ type contractChecker struct {
 // stopped.
 func checkContract(t *testing.T, h http.Handler) http.Handler {
 	t.Helper()
-	router, err := contractRouter()
+	router, err := contract.Router()
 	if err != nil {
 		t.Fatalf("openapi.yaml: %v", err)
 	}
@@ -106,65 +86,13 @@ func checkContract(t *testing.T, h http.Handler) http.Handler {
 const maxRecorded = 2 << 20
 
 func (c *contractChecker) check(r *http.Request, route *routers.Route, params map[string]string, reqBody []byte, rec *recordingWriter) string {
-	ctx := context.Background()
-	what := fmt.Sprintf("%s %s → %d", r.Method, r.URL.RequestURI(), rec.status)
-	if len(what) > 200 {
-		what = what[:200] + "…"
+	if reqBody == nil {
+		reqBody = []byte{}
 	}
-
-	req := r.Clone(ctx)
-	req.Body = io.NopCloser(bytes.NewReader(reqBody))
-	reqInput := &openapi3filter.RequestValidationInput{
-		Request:    req,
-		PathParams: params,
-		Route:      route,
-		Options: &openapi3filter.Options{
-			// Basic auth is the gateway's own middleware; the answers
-			// (401 included) are checked below.
-			AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
-			MultiError:         true,
-		},
-	}
-	reqInput.Options.WithCustomSchemaErrorFunc(shortSchemaError)
-	reqErr := openapi3filter.ValidateRequest(ctx, reqInput)
-	if reqErr != nil && rec.status < 400 {
-		return fmt.Sprintf("%s: the server acted on a request the contract refuses: %v", what, reqErr)
-	}
-
-	header := rec.Header().Clone()
-	opts := &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true}
-	opts.WithCustomSchemaErrorFunc(shortSchemaError)
-	ct := header.Get("Content-Type")
-	mediaType, _, _ := mime.ParseMediaType(ct)
-	if mediaType != "application/json" || rec.truncated {
-		// The YAML document and the Prometheus text are strings to the
-		// contract; their status, headers and media type are still checked.
-		opts.ExcludeResponseBody = true
-		if resp := route.Operation.Responses.Status(rec.status); resp != nil && resp.Value.Content.Get(ct) == nil {
-			return fmt.Sprintf("%s: media type %q is not in the contract", what, ct)
-		}
-	}
-	respInput := &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: reqInput,
-		Status:                 rec.status,
-		Header:                 header,
-		Body:                   io.NopCloser(bytes.NewReader(rec.body.Bytes())),
-		Options:                opts,
-	}
-	if err := openapi3filter.ValidateResponse(ctx, respInput); err != nil {
-		body := rec.body.String()
-		if len(body) > 300 {
-			body = body[:300] + "…"
-		}
-		return fmt.Sprintf("%s: the answer breaks the contract: %v\nanswer: %s", what, err, body)
-	}
-	return ""
-}
-
-// shortSchemaError says what is wrong and where, without kin-openapi's dump
-// of the whole schema and value.
-func shortSchemaError(err *openapi3.SchemaError) string {
-	return fmt.Sprintf("%s (at /%s)", err.Reason, strings.Join(err.JSONPointer(), "/"))
+	return contract.Check(contract.Exchange{
+		Request: r, RequestBody: reqBody,
+		Status: rec.status, Header: rec.Header().Clone(), Body: rec.body.Bytes(), Truncated: rec.truncated,
+	}, route, params)
 }
 
 func (c *contractChecker) report(msg string) {
@@ -231,7 +159,7 @@ func (w *recordingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter
 // a status the operation does not list, a missing header, a body that
 // breaks its schema, and a 2xx to a request the contract refuses.
 func TestContractCheckerCatchesDrift(t *testing.T) {
-	router, err := contractRouter()
+	router, err := contract.Router()
 	if err != nil {
 		t.Fatal(err)
 	}
