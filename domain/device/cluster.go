@@ -47,6 +47,18 @@ func (s *Service) Adopt(ctx context.Context, id string) error {
 	if err != nil {
 		return domain.Wrap(domain.EUNAVAILABLE, err, "list sessions")
 	}
+	// The store lists this replica's own pairings too (one cut off when a
+	// device was dropped here is finished here), so it cannot tell a
+	// pairing in progress here from one cut off: only this service can. A
+	// login may have created the device since the check above (a routed
+	// call or a round adopting the lease it just took while the login
+	// made the slot), and a pairing it opens is made after the device
+	// runs. Checked again now, after the listing: every pairing listed
+	// belongs to a device that runs here now (leave it alone) or that has
+	// stopped (its pairing is cut off).
+	if s.running(id) {
+		return nil
+	}
 	for _, st := range pairings {
 		// A pairing of this slot cut off on a replica that died before it
 		// saved the session (the store lists only those): finished if the
