@@ -304,8 +304,11 @@ func (s *Sessions) Has(jid string) (bool, error) {
 	return ok, nil
 }
 
-// Pairings lists the cut-off pairings of one device, as Sessions lists
-// them (a pairing whose maker is a live replica is not cut off).
+// Pairings lists the pairings of one device as Sessions lists them: those
+// made by this replica, or by one whose heartbeat has lapsed (a live other
+// replica's pairing is in progress there). Which of this replica's own are
+// still in progress only its device service knows: it must leave alone
+// those of a device it runs.
 func (s *Sessions) Pairings(deviceID string) ([]ports.StoredSession, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()

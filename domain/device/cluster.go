@@ -47,10 +47,23 @@ func (s *Service) Adopt(ctx context.Context, id string) error {
 	if err != nil {
 		return domain.Wrap(domain.EUNAVAILABLE, err, "list sessions")
 	}
+	// The store lists this replica's own pairings too (one cut off when a
+	// device was dropped here is finished here), so it cannot tell a
+	// pairing in progress here from one cut off: only this service can. A
+	// login may have created the device since the check above (a routed
+	// call or a round adopting the lease it just took while the login
+	// made the slot), and a pairing it opens is made after the device
+	// runs. Checked again now, after the listing: every pairing listed
+	// belongs to a device that runs here now (leave it alone) or that has
+	// stopped (its pairing is cut off).
+	if s.running(id) {
+		return nil
+	}
 	for _, st := range pairings {
-		// A pairing of this slot cut off on a replica that died before it
-		// saved the session (the store lists only those): finished if the
-		// phone had linked it, discarded if not, as Start does.
+		// A pairing of this slot cut off before it saved the session, on a
+		// replica that died or here (a device dropped while it promoted):
+		// finished if the phone had linked it, discarded if not, as Start
+		// does.
 		if st = s.finishPairing(ctx, st); st.JID == "" {
 			continue
 		}
@@ -151,7 +164,10 @@ type pairingLister interface {
 	Pairings(deviceID string) ([]ports.StoredSession, error)
 }
 
-// pairingsOf lists the pairings of device id left cut off.
+// pairingsOf lists the pairings of device id that no other live replica
+// is making: those cut off, and those this replica makes, of which the
+// store cannot tell those in progress (Adopt checks that the device does
+// not run here).
 func (s *Service) pairingsOf(id string) ([]ports.StoredSession, error) {
 	if pl, ok := s.cfg.Sessions.(pairingLister); ok {
 		return pl.Pairings(id)

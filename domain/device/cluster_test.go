@@ -352,3 +352,69 @@ func TestClusterClaimThatAdopts(t *testing.T) {
 		t.Errorf("the slot was made again: %+v", sl)
 	}
 }
+
+// gatedRegistry holds the first Get until release closes, after telling
+// entered: a test can run a login between Adopt's first look at a device
+// and its reading of the slot.
+type gatedRegistry struct {
+	*fakeRegistry
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (r *gatedRegistry) Get(ctx context.Context, id string) (domain.Slot, bool, error) {
+	first := false
+	r.once.Do(func() { first = true })
+	if first {
+		close(r.entered)
+		select {
+		case <-r.release:
+		case <-ctx.Done():
+			return domain.Slot{}, false, ctx.Err()
+		}
+	}
+	return r.fakeRegistry.Get(ctx, id)
+}
+
+// A login creating a device here while Adopt of the same id is under way
+// (a routed call, or a round, adopting the lease this replica just took
+// while the login makes the slot) keeps its pairing: Adopt leaves a
+// pairing of a device running here alone, though the store lists this
+// replica's pairings with the cut-off ones. It used to discard it, and
+// the phone's scan then failed to promote ("no pairing session").
+func TestAdoptLeavesAPairingInProgressAlone(t *testing.T) {
+	t.Parallel()
+	reg := &gatedRegistry{fakeRegistry: newFakeRegistry(), entered: make(chan struct{}), release: make(chan struct{})}
+	h := startedHarness(t, clusterMode, func(c *Config) { c.Registry = reg })
+	h.reg = reg.fakeRegistry
+
+	adopted := make(chan error, 1)
+	go func() { adopted <- h.svc.Adopt(t.Context(), "a") }()
+	<-reg.entered // Adopt found "a" not running and reads its slot
+	if _, err := h.svc.LoginQR(t.Context(), "a"); err != nil {
+		t.Fatalf("LoginQR: %v", err)
+	}
+	keys := h.disk.paths()
+	if len(keys) != 1 || !isPairingKey(keys[0]) {
+		t.Fatalf("sessions after LoginQR: %v, want one pairing", keys)
+	}
+	close(reg.release)
+	if err := <-adopted; err != nil {
+		t.Fatalf("Adopt: %v", err)
+	}
+	if !h.disk.has(keys[0]) {
+		t.Fatalf("Adopt discarded the pairing in progress %s", keys[0])
+	}
+	if opened, _, _ := h.wa.counts(); opened != 1 {
+		t.Errorf("%d clients opened, want 1 (the login's)", opened)
+	}
+	h.wa.nth(t, 1).pair(jid1)
+	h.waitState("a", domain.StateConnected)
+	if got := h.disk.paths(); len(got) != 1 || got[0] != jid1 {
+		t.Errorf("sessions after pairing: %v, want [%s]", got, jid1)
+	}
+	if sl, _ := h.reg.get("a"); sl.JID != jid1 {
+		t.Errorf("registry after pairing: %+v", sl)
+	}
+}
