@@ -102,6 +102,13 @@ const signatureWindow = 2 * time.Minute
 type forwarder struct {
 	Forwarding
 	log *slog.Logger
+	// fresh carries the requests that must not be repeated (everything
+	// but GET and HEAD) on a new connection each: a pooled keep-alive
+	// connection that the holder closes as the request goes out (a
+	// shutdown closes idle connections) fails it with no way to tell
+	// whether the holder acted on it, while a connection that cannot be
+	// dialled is certain to have carried nothing.
+	fresh http.RoundTripper
 }
 
 func newForwarder(f *Forwarding, log *slog.Logger) *forwarder {
@@ -120,10 +127,16 @@ func newForwarder(f *Forwarding, log *slog.Logger) *forwarder {
 	if fw.AnswerWait <= 0 {
 		fw.AnswerWait = time.Minute
 	}
-	if t, ok := fw.Transport.(*http.Transport); ok && t.ResponseHeaderTimeout == 0 {
+	fw.fresh = fw.Transport
+	if t, ok := fw.Transport.(*http.Transport); ok {
 		t = t.Clone()
-		t.ResponseHeaderTimeout = fw.AnswerWait
+		if t.ResponseHeaderTimeout == 0 {
+			t.ResponseHeaderTimeout = fw.AnswerWait
+		}
 		fw.Transport = t
+		fresh := t.Clone()
+		fresh.DisableKeepAlives = true
+		fw.fresh = fresh
 	}
 	if fw.RetryFor <= 0 {
 		fw.RetryFor = 5 * time.Second
@@ -420,7 +433,11 @@ func (f *forwarder) send(r *http.Request, body []byte, rt Route) (resp *http.Res
 	reqID := middleware.RequestIDFrom(r.Context())
 	out.Header.Set(middleware.RequestIDHeader, reqID)
 	out.Header.Set(ForwardedHeader, f.sign(r.Method, r.URL.RequestURI(), reqID, middleware.ClientIPFrom(r.Context())))
-	resp, err = f.Transport.RoundTrip(out)
+	carrier := f.Transport
+	if out.Method != http.MethodGet && out.Method != http.MethodHead {
+		carrier = f.fresh
+	}
+	resp, err = carrier.RoundTrip(out)
 	if err != nil {
 		return nil, isDialError(err), err
 	}
