@@ -189,7 +189,9 @@ func run() error {
 	}
 	if !cfg.events && !cfg.scaleOnly {
 		// Skipped with a row saying why when PostgreSQL is not installed.
+		// Last: a failure here still prints what the others measured.
 		if err := b.replicas(); err != nil {
+			fmt.Print(b.markdown())
 			return fmt.Errorf("replicas: %w", err)
 		}
 	}
