@@ -7,6 +7,9 @@
 //	go run ./cmd/bench -n 100,300      other sizes
 //	go run ./cmd/bench -status 3       only the status endpoint, three runs
 //	go run ./cmd/bench -scale          only the restore and memory phases
+//	go run ./cmd/bench -replicas       only the replica phase: 500 devices on 3
+//	                                   replicas on one PostgreSQL beside one gateway
+//	                                   on SQLite, failover after kill -9 (-replica-n)
 //
 // It builds the gateway binary, runs it as `whatsapp sandbox` on a
 // temporary storage folder, and drives it over HTTP. For the restore and
@@ -67,6 +70,11 @@ type config struct {
 	// does, instead of in a `whatsapp simulator` process of its own.
 	inprocSim bool
 	scaleOnly bool // only the restore and memory phases
+	// replicasOnly runs only the replica phase: replicaN devices on one
+	// gateway on SQLite and on 3 replicas on one PostgreSQL.
+	replicasOnly bool
+	replicaN     int
+	leaseTTL     time.Duration // the replicas' --lease-ttl
 }
 
 func parseFlags() (config, error) {
@@ -75,6 +83,9 @@ func parseFlags() (config, error) {
 		sizes = flag.String("n", "50,200,500,1000,2000", "restore sizes, comma-separated: the memory curve")
 		quick = flag.Bool("quick", false, "N = 20 only and short load phases")
 	)
+	flag.BoolVar(&cfg.replicasOnly, "replicas", false, "only the replica phase: restore on 3 replicas on one PostgreSQL beside one gateway on SQLite, failover after kill -9, memory and database connections")
+	flag.IntVar(&cfg.replicaN, "replica-n", 0, "devices in the replica phase (default 500, 20 with -quick)")
+	flag.DurationVar(&cfg.leaseTTL, "lease-ttl", 15*time.Second, "the replicas' --lease-ttl in the replica phase (the gateway's default is 15s)")
 	flag.DurationVar(&cfg.loadTime, "d", 5*time.Second, "duration of each load phase (API, send)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary folder")
 	flag.BoolVar(&cfg.events, "events", false, "only the live-event phases (streams, webhooks)")
@@ -86,6 +97,15 @@ func parseFlags() (config, error) {
 	if *quick {
 		*sizes = "20"
 		cfg.loadTime = 3 * time.Second
+	}
+	if cfg.replicaN == 0 {
+		cfg.replicaN = 500
+		if *quick {
+			cfg.replicaN = 20
+		}
+	}
+	if cfg.replicaN < replicaCount {
+		return cfg, fmt.Errorf("-replica-n: want at least %d devices", replicaCount)
 	}
 	for _, f := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -144,6 +164,14 @@ func run() error {
 		fmt.Print(b.markdown())
 		return nil
 	}
+	if cfg.replicasOnly {
+		if err := b.replicas(); err != nil {
+			return fmt.Errorf("replicas: %w", err)
+		}
+		b.log.Info("done", "took", time.Since(start).Round(time.Second))
+		fmt.Print(b.markdown())
+		return nil
+	}
 	if !cfg.events {
 		if !cfg.scaleOnly {
 			if err := b.single(); err != nil {
@@ -157,6 +185,14 @@ func run() error {
 	if !cfg.scaleOnly {
 		if err := b.events(); err != nil {
 			return fmt.Errorf("live events: %w", err)
+		}
+	}
+	if !cfg.events && !cfg.scaleOnly {
+		// Skipped with a row saying why when PostgreSQL is not installed.
+		// Last: a failure here still prints what the others measured.
+		if err := b.replicas(); err != nil {
+			fmt.Print(b.markdown())
+			return fmt.Errorf("replicas: %w", err)
 		}
 	}
 	b.log.Info("done", "took", time.Since(start).Round(time.Second))
@@ -186,16 +222,22 @@ func (b *bench) start(storages string, args ...string) (*proc.Gateway, time.Dura
 // startSimulator runs `whatsapp simulator` on a folder of the scratch
 // folder and waits for /health.
 func (b *bench) startSimulator() (*proc.Gateway, error) {
+	return b.startSimulatorIn("simulator")
+}
+
+// startSimulatorIn is startSimulator on the folder name, logging to
+// name.log.
+func (b *bench) startSimulatorIn(name string) (*proc.Gateway, error) {
 	sim, err := proc.Start(proc.Options{
-		Bin: b.bin, Simulator: true, Storages: filepath.Join(b.tmp, "simulator"),
-		LogPath: filepath.Join(b.tmp, "simulator.log"),
+		Bin: b.bin, Simulator: true, Storages: filepath.Join(b.tmp, name),
+		LogPath: filepath.Join(b.tmp, name+".log"),
 	})
 	if err != nil {
 		return nil, err
 	}
 	if _, err := sim.WaitHealthy(60 * time.Second); err != nil {
 		sim.Kill()
-		return nil, fmt.Errorf("the simulator: %w (logs in %s)", err, filepath.Join(b.tmp, "simulator.log"))
+		return nil, fmt.Errorf("the simulator: %w (logs in %s)", err, filepath.Join(b.tmp, name+".log"))
 	}
 	return sim, nil
 }

@@ -106,6 +106,30 @@ func New(t testing.TB) *Cluster {
 	return c
 }
 
+// StartCluster starts a cluster outside a test (the benchmarks run one):
+// the caller stops and removes it with Close. It fails, saying what is
+// missing, when PostgreSQL is not installed.
+func StartCluster() (*Cluster, error) {
+	bin, err := Binaries()
+	if err != nil {
+		return nil, err
+	}
+	return start(bin)
+}
+
+// Close stops c at once and removes its folder.
+func (c *Cluster) Close() { c.remove() }
+
+// CreateDB creates a new, empty database on c and returns its URI. Unlike
+// NewDB it is not dropped by anyone: it goes with the cluster.
+func (c *Cluster) CreateDB(ctx context.Context) (string, error) {
+	name := "b_" + randomHex(6)
+	if err := c.exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", fmt.Errorf("create database: %w", err)
+	}
+	return c.URI(name), nil
+}
+
 var (
 	sharedMu  sync.Mutex
 	shared    *Cluster

@@ -52,3 +52,37 @@ func TestStopAndStartAgain(t *testing.T) {
 	}
 	conn.Close(ctx)
 }
+
+// TestStartClusterOutsideATest: the variant for the benchmarks starts a
+// cluster with no testing.TB, creates usable databases on it, and Close
+// stops it.
+func TestStartClusterOutsideATest(t *testing.T) {
+	pgtest.Require(t)
+	ctx := context.Background()
+	c, err := pgtest.StartCluster()
+	if err != nil {
+		t.Fatal(err)
+	}
+	uri, err := c.CreateDB(ctx)
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, uri)
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	var one int
+	err = conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+	conn.Close(ctx)
+	if err != nil || one != 1 {
+		c.Close()
+		t.Fatalf("SELECT 1: %d, %v", one, err)
+	}
+	c.Close()
+	if conn, err := pgx.Connect(ctx, uri); err == nil {
+		conn.Close(ctx)
+		t.Fatal("connected after Close")
+	}
+}
