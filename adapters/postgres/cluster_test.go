@@ -119,7 +119,9 @@ func (r *replica) stop() {
 	r.wg.Wait()
 }
 
-// waitFor polls cond until it holds, failing after a minute.
+// waitFor polls cond (the state of a database or another goroutine, which
+// tells nobody when it changes) until it holds, failing after a minute; it
+// returns how long that took.
 func waitFor(t *testing.T, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()

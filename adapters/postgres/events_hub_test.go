@@ -125,19 +125,19 @@ func TestHubsOnOneLogDeliverThroughTheGateHolder(t *testing.T) {
 	if err := a.SetDeviceWebhook(ctx, domain.Webhook{DeviceID: "x", URL: recv.URL, Secret: secret}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "b to learn the webhook", func() bool { _, ok := b.DeviceWebhook("x"); return ok })
+	waitFor(t, "b to learn the webhook", func() bool { _, ok := b.DeviceWebhook("x"); return ok })
 	for range 20 {
 		a.Emit("x", domain.EventMessageSent, nil)
 	}
 	if err := a.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "20 deliveries", func() bool { return len(delivered()) >= 20 })
+	waitFor(t, "20 deliveries", func() bool { return len(delivered()) >= 20 })
 	// The gate moves once b has recorded what it delivered, as a lease
 	// handoff does (b stops, then releases, then a acquires). A gate that
 	// moved while b was still sending could have a send some again:
 	// delivery is at least once.
-	waitUntil(t, "b to clear its deliveries", func() bool {
+	waitFor(t, "b to clear its deliveries", func() bool {
 		d, err := a.OutboxDepth(ctx)
 		return err == nil && d["device:x"].Pending == 0
 	})
@@ -147,22 +147,11 @@ func TestHubsOnOneLogDeliverThroughTheGateHolder(t *testing.T) {
 	for range 5 {
 		b.Emit("x", domain.EventMessageSent, nil)
 	}
-	waitUntil(t, "25 deliveries", func() bool { return len(delivered()) >= 25 })
+	waitFor(t, "25 deliveries", func() bool { return len(delivered()) >= 25 })
 	ids := delivered()
 	for i, id := range ids {
 		if len(ids) != 25 || id != int64(i+1) {
 			t.Fatalf("delivered %v, want events 1 to 25, once each, in order", ids)
 		}
-	}
-}
-
-func waitUntil(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 60 s for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -125,17 +125,10 @@ func TestStatusWriter(t *testing.T) {
 	go func() { defer close(done); w.Run(ctx) }()
 	state.Store(domain.StateOffline)
 	w.Mark("w1")
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	waitFor(t, "w1 written offline", func() bool {
 		st, _, err = postgres.NewStatuses(db).Get(ctx, "w1")
-		if err == nil && st.State == domain.StateOffline {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("w1 never written offline: %+v %v", st, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err == nil && st.State == domain.StateOffline
+	})
 	cancel()
 	<-done
 }
