@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,7 +16,11 @@ import (
 
 const shutPhone = "628700000001"
 
-// outcome is one request of the load.
+// outcome is one request of the load. start is when its connection was
+// made (or, when none was, when the dial began), not when the client's
+// goroutine began: a goroutine that starts before the last ready probe may
+// dial after it, and only the order of connections says which the server
+// accepted first.
 type outcome struct {
 	start time.Time
 	code  int
@@ -77,6 +82,8 @@ func TestChaosShutdownUnderLoad(t *testing.T) {
 				return
 			default:
 			}
+			// The probe's connection is made after t0: a load request
+			// connected before t0 was accepted before the probe was.
 			t0 := time.Now()
 			resp, err := client.Get(g.URL + "/readyz")
 			if err == nil {
@@ -106,7 +113,23 @@ func TestChaosShutdownUnderLoad(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				o := outcome{start: time.Now()}
-				resp, err := client.Do(request(i))
+				var dialed, connected time.Time
+				req := request(i)
+				req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+					ConnectStart: func(string, string) { dialed = time.Now() },
+					ConnectDone: func(_, _ string, err error) {
+						if err == nil {
+							connected = time.Now()
+						}
+					},
+				}))
+				resp, err := client.Do(req)
+				switch {
+				case !connected.IsZero():
+					o.start = connected
+				case !dialed.IsZero():
+					o.start = dialed
+				}
 				if err == nil {
 					_, err = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
