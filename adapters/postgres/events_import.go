@@ -24,6 +24,9 @@ type EventSource interface {
 // counted).
 type Imported struct {
 	Events, Deliveries, Webhooks int
+	// Again is set when the log had been imported from the same source
+	// before: nothing was copied.
+	Again bool
 }
 
 // importPage is how many events ImportFrom reads from the source at a
@@ -86,6 +89,7 @@ func (e *Events) ImportFrom(ctx context.Context, src EventSource) (Imported, err
 			after = evs[len(evs)-1].ID
 		}
 		if done {
+			n.Again = true
 			return nil // imported before: the rest may have been delivered, deleted or changed since
 		}
 		for ep, d := range depth {

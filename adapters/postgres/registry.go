@@ -103,6 +103,36 @@ func (r *Registry) Put(ctx context.Context, slot domain.Slot) error {
 	return nil
 }
 
+// Import creates slot unless a slot with its id exists, which it leaves
+// as it is (for `whatsapp migrate`: a second run, or a slot the replicas
+// made meanwhile, changes nothing). It reports whether it created it. A
+// JID another slot already has is ECONFLICT.
+func (r *Registry) Import(ctx context.Context, slot domain.Slot) (bool, error) {
+	if slot.ID == "" {
+		return false, domain.Errorf(domain.EINVALID, "a slot needs an id")
+	}
+	var jid *string
+	if slot.JID != "" {
+		jid = &slot.JID
+	}
+	var endedAt *time.Time
+	if slot.Ended != domain.ReasonNone {
+		endedAt = &slot.EndedAt
+	}
+	tag, err := r.db.Pool.Exec(ctx, `
+		INSERT INTO gowa_devices (id, jid, created_at, ended, ended_at) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (id) DO NOTHING`,
+		slot.ID, jid, slot.CreatedAt, string(slot.Ended), endedAt)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		return false, domain.Wrap(domain.ECONFLICT, err, "another device is linked to that account")
+	}
+	if err != nil {
+		return false, fmt.Errorf("import slot %s: %w", slot.ID, Unavailable(err))
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
 // Delete removes the slot with id; a missing slot is not an error.
 func (r *Registry) Delete(ctx context.Context, id string) error {
 	if _, err := r.db.Pool.Exec(ctx, `DELETE FROM gowa_devices WHERE id = $1`, id); err != nil {

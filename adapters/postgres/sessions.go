@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -58,6 +59,11 @@ type Sessions struct {
 	// Timeout bounds each method of ports.SessionStore, which takes no
 	// context (default 30 s).
 	Timeout time.Duration
+
+	// importMu guards tables: whatsmeow's tables in copy order, read by
+	// the first ImportSession.
+	importMu sync.Mutex
+	tables   []pgTable
 }
 
 // OpenSessions prepares the shared whatsmeow store on db: whatsmeow's

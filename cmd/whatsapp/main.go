@@ -63,7 +63,7 @@ commands:
   simulator    run the simulated WhatsApp network on its own (port 3100), for
                several 'whatsapp sandbox --simulator http://127.0.0.1:3100'
   healthcheck  exit 0 if the gateway on this machine answers /health (for containers)
-  migrate      copy a storage folder (sessions, devices, webhooks) into PostgreSQL: --from ./storages --to postgres://…
+  migrate      copy a storage folder (sessions, devices, event log, webhooks) into PostgreSQL: --from ./storages --to postgres://…
   version      print the version, commit and Go version
 
 'whatsapp <command> -h' lists a command's flags.

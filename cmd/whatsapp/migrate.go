@@ -11,7 +11,7 @@ import (
 )
 
 // migrate moves a storage folder into PostgreSQL (gateway.Migrate): the
-// sessions, device slots and webhooks of a gateway on SQLite, for replicas
+// sessions, device slots, event log and webhooks of a gateway on SQLite, for replicas
 // that share the database. It prints what it copied and skipped.
 func migrate(ctx context.Context, args []string, stdout io.Writer) error {
 	from := os.Getenv("APP_STORAGES")

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -82,6 +83,16 @@ func TestMigrateMovesLinkedSessions(t *testing.T) {
 	if err := src.PutWebhook(context.Background(), hook); err != nil {
 		t.Fatal(err)
 	}
+	// A message to dev that its webhook has not been sent yet: a pending
+	// delivery, after the events of the linking.
+	msg := domain.LiveEvent{Type: domain.EventMessageReceived, DeviceID: "dev", Time: time.Now(), Data: []byte(`{"text":"hi"}`)}
+	if _, err := src.Append(context.Background(), []domain.LiveEvent{msg}, func(domain.LiveEvent) []string { return []string{"device:dev"} }); err != nil {
+		t.Fatal(err)
+	}
+	events, err := src.Read(context.Background(), 0, 1000)
+	if err != nil || len(events) < 2 {
+		t.Fatalf("the folder's event log: %d events, %v", len(events), err)
+	}
 	_ = src.Close()
 	// And a pairing that never linked: nothing to move.
 	if err := os.MkdirAll(filepath.Join(dir, ".pairing", "dev3-0123456789abcdef"), 0o700); err != nil {
@@ -100,7 +111,7 @@ func TestMigrateMovesLinkedSessions(t *testing.T) {
 	if strings.Contains(out, hook.Secret) {
 		t.Errorf("migrate printed a webhook secret:\n%s", out)
 	}
-	if !strings.Contains(out, "sessions: 2 copied, 0 skipped; devices: 2 copied, 0 skipped; webhooks: 1 copied, 0 skipped") ||
+	if !strings.Contains(out, fmt.Sprintf("sessions: 2 copied, 0 skipped; devices: 2 copied, 0 skipped; event log: %d events, 1 pending deliveries, 1 webhooks copied", len(events))) ||
 		!strings.Contains(out, "pairings cut off before the phone linked them: 1") {
 		t.Fatalf("migrate reported:\n%s", out)
 	}
@@ -111,7 +122,7 @@ func TestMigrateMovesLinkedSessions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("migrate again: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "sessions: 0 copied, 2 skipped; devices: 0 copied, 2 skipped; webhooks: 0 copied, 1 skipped") {
+	if !strings.Contains(out, "sessions: 0 copied, 2 skipped; devices: 0 copied, 2 skipped; event log: skipped (imported before)") {
 		t.Fatalf("migrate again reported:\n%s", out)
 	}
 	if after := digest(t, uri); !maps.Equal(before, after) {
@@ -142,6 +153,25 @@ func TestMigrateMovesLinkedSessions(t *testing.T) {
 	hooks, err := postgres.NewEvents(db).ListWebhooks(ctx)
 	if err != nil || len(hooks) != 1 || hooks[0].DeviceID != hook.DeviceID || hooks[0].URL != hook.URL || hooks[0].Secret != hook.Secret || !slices.Equal(hooks[0].Events, hook.Events) {
 		t.Errorf("webhooks in PostgreSQL: %+v, %v; want %+v", hooks, err, hook)
+	}
+	// The event log keeps its ids and order, and the delivery stays
+	// pending; the next event goes on after the folder's.
+	pgEvents := postgres.NewEvents(db)
+	moved, err := pgEvents.Read(ctx, 0, 1000)
+	if err != nil || len(moved) != len(events) {
+		t.Fatalf("PostgreSQL's event log: %d events, %v; want %d", len(moved), err, len(events))
+	}
+	for i := range moved {
+		if moved[i].ID != events[i].ID || moved[i].Type != events[i].Type || moved[i].DeviceID != events[i].DeviceID {
+			t.Fatalf("event %d moved as %+v, was %+v", i, moved[i], events[i])
+		}
+	}
+	pend, err := pgEvents.Pending(ctx, "device:dev", nil, 10)
+	if err != nil || len(pend) != 1 || pend[0].EventID != events[len(events)-1].ID {
+		t.Fatalf("pending deliveries in PostgreSQL: %+v, %v; want the message's", pend, err)
+	}
+	if _, last, err := pgEvents.Bounds(ctx); err != nil || last != events[len(events)-1].ID {
+		t.Fatalf("PostgreSQL's last event id %d, %v; want %d", last, err, events[len(events)-1].ID)
 	}
 	var slots int
 	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM gowa_devices WHERE (id = 'dev' AND jid = $1) OR (id = 'dev2' AND jid = $2)`, jids["dev"], jids["dev2"]).Scan(&slots); err != nil || slots != 2 {
