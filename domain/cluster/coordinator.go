@@ -61,6 +61,22 @@ type Config struct {
 	// share when that is more). Default 8. While excess remains, the next
 	// round comes after TTL/10 rather than TTL/3.
 	HandoffBatch int
+	// OnDeliver, when set, is told each time Delivers changes: true when
+	// this replica starts delivering the webhooks (it took their lease, or
+	// renews again after an outage), false when it stops (fenced, lease
+	// lost, draining). The event service's gate: on true, wake the
+	// dispatchers (events.Hub.WakeDispatchers). Calls come one at a time,
+	// in order, from whichever goroutine made the change; it must return
+	// quickly and not call back into the Coordinator's Drain.
+	OnDeliver func(delivers bool)
+	// WaitDeliveries, when set, returns once no webhook delivery of this
+	// replica is in flight (events.Hub.WaitDeliveries). Drain calls it,
+	// after Delivers turned false and before it releases the webhooks
+	// lease, so that the next holder sends nothing this one is sending.
+	WaitDeliveries func(ctx context.Context) error
+	// DeliveryWait bounds that wait (default TTL/3): past it, the lease is
+	// released anyway, and a delivery still in flight may be made twice.
+	DeliveryWait time.Duration
 	Logger       *slog.Logger
 }
 
@@ -110,12 +126,18 @@ type Coordinator struct {
 	// to another replica for a while rather than back to this one.
 	handedOff map[string]time.Time
 	wake      chan struct{} // a round is wanted now (buffered, 1)
+
+	// tellMu serializes the calls of Config.OnDeliver; told is the value
+	// last given to it.
+	tellMu sync.Mutex
+	told   bool
 }
 
 // New returns a coordinator; it does nothing until Run.
 func New(cfg Config) *Coordinator {
 	cfg.TTL = cmp.Or(cfg.TTL, 15*time.Second)
 	cfg.HandoffBatch = cmp.Or(cfg.HandoffBatch, 8)
+	cfg.DeliveryWait = cmp.Or(cfg.DeliveryWait, cfg.TTL/3)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -204,6 +226,20 @@ func (c *Coordinator) Delivers() bool {
 	return ok && !c.fenced && !c.draining && !c.left
 }
 
+// tellDelivery calls Config.OnDeliver when Delivers changed since it last
+// did. Every change of what Delivers reads is followed by a call of it.
+func (c *Coordinator) tellDelivery() {
+	if c.cfg.OnDeliver == nil {
+		return
+	}
+	c.tellMu.Lock()
+	defer c.tellMu.Unlock()
+	if now := c.Delivers(); now != c.told {
+		c.told = now
+		c.cfg.OnDeliver(now)
+	}
+}
+
 // Held lists the devices whose lease this replica holds (the webhooks
 // lease aside), for status and tests.
 func (c *Coordinator) Held() []string {
@@ -229,3 +265,24 @@ var errDraining = domain.Errorf(domain.EUNAVAILABLE, "this replica is shutting d
 
 // isUnavailable tells whether err says the database is unreachable.
 func isUnavailable(err error) bool { return errors.Is(err, ports.ErrStoreUnavailable) }
+
+// waitDeliveries starts waiting, at most DeliveryWait, for the webhook
+// deliveries in flight to end, and returns where the wait reports. It
+// reports at once when this replica does not hold the webhooks lease.
+// Called once Delivers is false: nothing new starts meanwhile.
+func (c *Coordinator) waitDeliveries(ctx context.Context) <-chan error {
+	done := make(chan error, 1)
+	c.mu.Lock()
+	_, held := c.held[ports.WebhooksLease]
+	c.mu.Unlock()
+	if !held || c.cfg.WaitDeliveries == nil {
+		done <- nil
+		return done
+	}
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, c.cfg.DeliveryWait)
+		defer cancel()
+		done <- c.cfg.WaitDeliveries(wctx)
+	}()
+	return done
+}

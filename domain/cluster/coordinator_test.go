@@ -52,13 +52,16 @@ func newSkewedCluster(t *testing.T, devices int, skew time.Duration) *cluster {
 }
 
 // start runs a coordinator for replica id until stop or the test's end.
-func (cl *cluster) start(id string) *node {
+func (cl *cluster) start(id string) *node { return cl.startWith(id, nil) }
+
+// startWith is start with the coordinator's Config changed by opt.
+func (cl *cluster) startWith(id string, opt func(*Config)) *node {
 	wake := make(chan struct{}, 1)
 	cl.mu.Lock()
 	cl.wakes = append(cl.wakes, wake)
 	cl.mu.Unlock()
 	dev := cl.world.devices(id)
-	c := New(Config{
+	cfg := Config{
 		Leases:  cl.store.replica(id),
 		Devices: dev,
 		Addr:    "http://" + id,
@@ -77,7 +80,11 @@ func (cl *cluster) start(id string) *node {
 			}
 			return nil
 		},
-	})
+	}
+	if opt != nil {
+		opt(&cfg)
+	}
+	c := New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{c: c, dev: dev, cancel: cancel, done: make(chan struct{})}
 	go func() {

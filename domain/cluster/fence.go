@@ -66,6 +66,7 @@ func (c *Coordinator) watchdog(ctx context.Context) {
 			}
 		}
 		c.mu.Unlock()
+		c.tellDelivery()
 		c.log.Error("the lease renewals failed for too long: stopping every device until the database answers again",
 			"devices", len(running), "last_renewal", last)
 		c.dropAll(ctx, running)

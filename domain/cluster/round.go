@@ -23,6 +23,7 @@ func (c *Coordinator) storeCtx(ctx context.Context) (context.Context, context.Ca
 func (c *Coordinator) round(ctx context.Context, place bool) bool {
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
+	defer c.tellDelivery() // the webhooks lease taken, lost or renewed again
 	c.mu.Lock()
 	left := c.left
 	c.mu.Unlock()

@@ -186,18 +186,21 @@ func (c *Coordinator) storeError(err error) error {
 var errMoving = domain.Errorf(domain.EUNAVAILABLE, "the device is moving between replicas; try again")
 
 // Drain hands every device over before the process exits: it stops
-// acquiring, then stops (Drop) and releases the devices a batch at a
-// time, waking the other replicas after each batch so that they take them
-// at once, gives up the webhooks lease, and leaves the live replicas.
-// Calls for devices nobody holds go to other replicas meanwhile (Route).
-// Devices are stopped even when the database cannot be reached; their
-// leases then lapse at expiry.
+// acquiring and delivering webhooks, then stops (Drop) and releases the
+// devices a batch at a time, waking the other replicas after each batch
+// so that they take them at once, waits for the webhook deliveries in
+// flight (Config.WaitDeliveries, at most DeliveryWait from the start),
+// gives up the webhooks lease, and leaves the live replicas. Calls for
+// devices nobody holds go to other replicas meanwhile (Route). Devices
+// are stopped even when the database cannot be reached; their leases
+// then lapse at expiry.
 func (c *Coordinator) Drain(ctx context.Context) error {
 	c.mu.Lock()
 	c.draining = true
 	c.mu.Unlock()
+	c.tellDelivery()
+	quiet := c.waitDeliveries(ctx)
 	c.opMu.Lock()
-	defer c.opMu.Unlock()
 	ids := c.Held()
 	slices.Sort(ids)
 	var errs []error
@@ -219,6 +222,13 @@ func (c *Coordinator) Drain(ctx context.Context) error {
 		cancel()
 		c.notify(ctx)
 	}
+	// Rounds renew the webhooks lease meanwhile.
+	c.opMu.Unlock()
+	if err := <-quiet; err != nil {
+		c.log.Warn("webhook deliveries still in flight: handing them over anyway (they may be made twice)", "err", err)
+	}
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
 	sctx, cancel := c.storeCtx(ctx)
 	defer cancel()
 	c.mu.Lock()

@@ -44,7 +44,7 @@ type clusterCore struct {
 	// key signs the requests this replica forwards to another.
 	key []byte
 
-	cancel context.CancelFunc // the coordinator, the wake-ups, the webhooks gate
+	cancel context.CancelFunc // the coordinator and the wake-ups
 	wg     sync.WaitGroup
 	// The status writer outlives the devices, so that their last
 	// transitions are written.
@@ -158,44 +158,27 @@ func (c *Core) openCluster(ctx context.Context, cfg Config, waOpts whatsapp.Opti
 		TTL:     ttl,
 		Wake:    db.Listen(runCtx, placementChannel),
 		Notify:  func(ctx context.Context) error { return db.Notify(ctx, placementChannel) },
-		Logger:  log.With("component", "cluster"),
+		// The dispatchers read the gate (ec.Deliver) only when they wake:
+		// wake them when it opens. A drain waits for the deliveries in
+		// flight before the next replica may start delivering.
+		OnDeliver: func(delivers bool) {
+			if delivers {
+				c.Events.WakeDispatchers()
+			}
+		},
+		WaitDeliveries: c.Events.WaitDeliveries,
+		Logger:         log.With("component", "cluster"),
 	})
 	coord.Store(cc.coord)
-	cc.wg.Add(2)
+	cc.wg.Add(1)
 	go func() {
 		defer cc.wg.Done()
 		if err := cc.coord.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("the cluster coordinator stopped", "err", err)
 		}
 	}()
-	go func() {
-		defer cc.wg.Done()
-		cc.watchDelivery(runCtx, c.Events, ttl/6)
-	}()
 	log.Info("replica of a cluster on PostgreSQL", "replica", self, "advertise_url", cfg.Cluster.AdvertiseURL, "lease_ttl", ttl.String())
 	return nil
-}
-
-// watchDelivery wakes the webhook dispatchers when this replica becomes
-// the one that delivers (it took the webhooks' lease), checking every
-// period: the event service's gate is read by its dispatchers only when
-// they wake.
-func (cc *clusterCore) watchDelivery(ctx context.Context, hub *events.Hub, period time.Duration) {
-	t := time.NewTicker(max(period, 100*time.Millisecond))
-	defer t.Stop()
-	was := false
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		now := cc.coord.Delivers()
-		if now && !was {
-			hub.WakeDispatchers()
-		}
-		was = now
-	}
 }
 
 // stop stops the coordinator and what runs beside it. Devices still
