@@ -415,6 +415,20 @@ func TestReplicas(t *testing.T) {
 		}
 	}
 
+	// An id no device has: every replica answers 404 as a single gateway
+	// does, and none takes a lease for it (a typo must not hold a lease).
+	for _, r := range reps {
+		for _, call := range [][2]string{{"GET", "/devices/no-such-device"}, {"GET", "/devices/no-such-device/status"}, {"POST", "/devices/no-such-device/reconnect"}} {
+			code, env, err := r.g.Do(call[0], call[1], nil)
+			if err != nil || code != 404 || env.Code != 404 || env.Message != "device no-such-device not found" {
+				t.Fatalf("%s %s through %s: %d %+v, %v; want the 404 of a single gateway", call[0], call[1], r.name, code, env, err)
+			}
+		}
+	}
+	if rows := c.query(`SELECT device_id FROM gowa_leases WHERE device_id = 'no-such-device'`); len(rows) != 0 {
+		t.Fatalf("an unknown id was leased: %v", rows)
+	}
+
 	// kill -9 of the replica holding the most devices.
 	victim := reps[0]
 	for _, r := range reps {

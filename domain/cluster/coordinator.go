@@ -61,6 +61,13 @@ type Config struct {
 	// share when that is more). Default 8. While excess remains, the next
 	// round comes after TTL/10 rather than TTL/3.
 	HandoffBatch int
+	// Registered, when set, tells whether the registry holds a slot of
+	// id. Route then takes no lease on demand for an id without one (a
+	// typo, a deleted device): the call is served here, where the device
+	// service answers that there is no such device, as a single gateway
+	// does; a call that creates the device takes its lease through Claim.
+	// nil: every id nobody holds is taken on demand.
+	Registered func(ctx context.Context, id string) (bool, error)
 	// OnDeliver, when set, is told each time Delivers changes: true when
 	// this replica starts delivering the webhooks (it took their lease, or
 	// renews again after an outage), false when it stops (fenced, lease

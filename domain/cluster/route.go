@@ -12,18 +12,27 @@ import (
 
 // Route tells the HTTP edge where a call for device id is handled. local:
 // here (this replica holds the lease, and the device runs here or is about
-// to be created here). Otherwise addr is the replica to forward it to, and
-// retryAfter how long until the lease can move, for the answer to give
-// when that replica cannot be reached. A device nobody holds is acquired
-// here on demand (a new device is leased to the replica that got its first
-// call), except while this replica drains: it then sends the call to
-// another replica, which acquires it.
+// to be created here; or, with Config.Registered, no such device exists and
+// nobody holds it: the call is answered here). Otherwise addr is the
+// replica to forward it to, and retryAfter how long until the lease can
+// move, for the answer to give when that replica cannot be reached. A
+// device nobody holds is acquired here on demand (a new device is leased
+// to the replica whose call creates it, through Claim), except while this
+// replica drains: it then sends the call to another replica, which
+// acquires it.
 //
 // err is ErrUnavailable (EUNAVAILABLE) when this replica cannot tell or
 // cannot run the device now: it cannot reach the database, or it is
 // shutting down and knows no other replica. retryAfter then says when to
 // try again.
 func (c *Coordinator) Route(ctx context.Context, id string) (local bool, addr string, retryAfter time.Duration, err error) {
+	return c.route(ctx, id, false)
+}
+
+// route is Route for a call that creates device id (Claim) or not. A call
+// that does not, for a device nobody holds and the registry lacks, is
+// served here without a lease (Config.Registered).
+func (c *Coordinator) route(ctx context.Context, id string, creates bool) (local bool, addr string, retryAfter time.Duration, err error) {
 	if err := domain.ValidateDeviceID(id); err != nil {
 		return false, "", 0, err
 	}
@@ -75,6 +84,17 @@ func (c *Coordinator) Route(ctx context.Context, id string) (local bool, addr st
 		}
 		if draining || left {
 			return false, "", retry, errDraining
+		}
+	}
+	if !creates && c.cfg.Registered != nil {
+		sctx, cancel := c.storeCtx(ctx)
+		ok, err := c.cfg.Registered(sctx, id)
+		cancel()
+		if err != nil {
+			return false, "", retry, c.storeError(err)
+		}
+		if !ok {
+			return true, "", 0, nil // no such device: nothing to run, anywhere
 		}
 	}
 	return c.acquire(ctx, id)
@@ -252,7 +272,7 @@ func (c *Coordinator) Drain(ctx context.Context) error {
 // another replica meanwhile. It fails with EUNAVAILABLE when another
 // replica holds the device, or this one cannot take leases now.
 func (c *Coordinator) Claim(ctx context.Context, id string) error {
-	local, _, _, err := c.Route(ctx, id)
+	local, _, _, err := c.route(ctx, id, true)
 	switch {
 	case err != nil:
 		return err

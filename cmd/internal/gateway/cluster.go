@@ -126,8 +126,19 @@ func (c *Core) openCluster(ctx context.Context, cfg Config, waOpts whatsapp.Opti
 	devCfg.Events = c.Events
 	devCfg.WhatsApp = whatsapp.New(waOpts)
 	devCfg.Sessions = sessions
-	devCfg.Registry = postgres.NewRegistry(db)
+	registry := postgres.NewRegistry(db)
+	devCfg.Registry = registry
 	devCfg.Cluster = true
+	// A device is created here only once this replica holds its lease, so
+	// that no round places it elsewhere meanwhile (the edge takes no lease
+	// for an id the registry lacks).
+	devCfg.Claim = func(ctx context.Context, id string) error {
+		co := coord.Load()
+		if co == nil {
+			return domain.Errorf(domain.EUNAVAILABLE, "this replica is starting; try again")
+		}
+		return co.Claim(ctx, id)
+	}
 	devCfg.OnTransition = func(tr device.Transition) { cc.writer.Mark(tr.DeviceID) }
 	c.Devices = device.New(devCfg)
 	cc.writer = postgres.NewStatusWriter(cc.statuses, func(id string) (domain.Status, bool) {
@@ -158,6 +169,10 @@ func (c *Core) openCluster(ctx context.Context, cfg Config, waOpts whatsapp.Opti
 		TTL:     ttl,
 		Wake:    db.Listen(runCtx, placementChannel),
 		Notify:  func(ctx context.Context) error { return db.Notify(ctx, placementChannel) },
+		Registered: func(ctx context.Context, id string) (bool, error) {
+			_, ok, err := registry.Get(ctx, id)
+			return ok, err
+		},
 		// The dispatchers read the gate (ec.Deliver) only when they wake:
 		// wake them when it opens. A drain waits for the deliveries in
 		// flight before the next replica may start delivering.
