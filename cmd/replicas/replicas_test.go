@@ -401,6 +401,14 @@ func TestReplicas(t *testing.T) {
 	t.Logf("spread: %v", spread(h))
 	c.waitConnectedOnce(reps[0], jids, 60*time.Second, "after spreading")
 
+	// dev-000's webhook, set through a replica: whichever replica delivers
+	// the webhooks sends each message.sent once.
+	hooks := newHookReceiver(t, "replicas-webhook-secret")
+	hookBody := map[string]any{"url": hooks.srv.URL + "/hook", "secret": hooks.secret, "events": []string{"message.sent"}}
+	if code, env, err := reps[1].g.Do("PUT", "/devices/"+deviceOf(0)+"/webhook", hookBody); err != nil || code != 200 {
+		t.Fatalf("set dev-000's webhook: %d %+v, %v", code, env, err)
+	}
+
 	// Any replica answers for any device: status and send, through every
 	// replica, for devices held elsewhere.
 	for i := range n {
@@ -414,6 +422,8 @@ func TestReplicas(t *testing.T) {
 			t.Fatalf("held by %s: %v", h[id], err)
 		}
 	}
+
+	c.waitDelivered(hooks, 1, 60*time.Second, "dev-000's message.sent delivered to its webhook")
 
 	// An id no device has: every replica answers 404 as a single gateway
 	// does, and none takes a lease for it (a typo must not hold a lease).
@@ -485,6 +495,13 @@ func TestReplicas(t *testing.T) {
 	}
 	c.neverTwice(jids)
 	t.Logf("sends answered 503 (device between replicas) and retried: %d of %d", c.retries.Load(), 2*n)
+
+	// dev-000 sent twice (once before the kill, once after): its webhook
+	// got both, through the kill and the handover, each once.
+	c.waitDelivered(hooks, 2, 60*time.Second, "dev-000's second message.sent delivered")
+	if got, twice := hooks.events(); got != 2 || len(twice) > 0 {
+		t.Fatalf("dev-000's webhook got %d events, %v of them more than once; want 2, each once", got, twice)
+	}
 }
 
 // replacements are the simulator's log lines, since t, of a login that
