@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	signallog "go.mau.fi/libsignal/logger"
 	"go.mau.fi/whatsmeow/store/sqlstore"
 	"go.mau.fi/whatsmeow/types"
 
@@ -198,3 +199,22 @@ func TestRegistryImport(t *testing.T) {
 		t.Fatalf("Import of a slot with another's JID = %v, want ECONFLICT", err)
 	}
 }
+
+// libsignal makes its package-wide logger lazily, on first use and without
+// synchronisation: the parallel tests that make whatsmeow devices (keys
+// signed at once) race on it. One installed before any test runs closes
+// that race (adapters/wasim does the same for the simulator).
+func init() {
+	if signallog.Logger == nil {
+		signallog.Logger = quietSignalLog{}
+	}
+}
+
+// quietSignalLog drops libsignal's messages.
+type quietSignalLog struct{}
+
+func (quietSignalLog) Debug(string, string)   {}
+func (quietSignalLog) Info(string, string)    {}
+func (quietSignalLog) Warning(string, string) {}
+func (quietSignalLog) Error(string, string)   {}
+func (quietSignalLog) Configure(string)       {}

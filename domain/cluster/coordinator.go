@@ -74,7 +74,7 @@ type Config struct {
 	// lost, draining). The event service's gate: on true, wake the
 	// dispatchers (events.Hub.WakeDispatchers). Calls come one at a time,
 	// in order, from whichever goroutine made the change; it must return
-	// quickly and not call back into the Coordinator's Drain.
+	// quickly and call nothing of the Coordinator's but Delivers.
 	OnDeliver func(delivers bool)
 	// WaitDeliveries, when set, returns once no webhook delivery of this
 	// replica is in flight (events.Hub.WaitDeliveries). Drain calls it,
