@@ -49,7 +49,17 @@ func (s *Service) Send(ctx context.Context, id, to, text string) (domain.SentMes
 	if v.state != domain.StateConnected || v.client == nil {
 		return domain.SentMessage{}, d.id, domain.Errorf(domain.ECONFLICT, "device %s is not connected (state %s)", d.id, v.state)
 	}
+	// One send at a time reaches the client; the wait for the turn ends
+	// at once, with nothing sent, when the device moves away.
+	if err := d.admitSend(ctx); err != nil {
+		return domain.SentMessage{}, d.id, err
+	}
+	if v = d.view(); v.state != domain.StateConnected || v.client == nil {
+		d.endSend()
+		return domain.SentMessage{}, d.id, domain.Errorf(domain.ECONFLICT, "device %s is not connected (state %s)", d.id, v.state)
+	}
 	msg, err := v.client.SendText(ctx, jid, text)
+	d.endSend()
 	if err != nil {
 		if d.dropped.Load() {
 			// Its client closed under the send: the device moved.
