@@ -104,29 +104,29 @@ func (c *Coordinator) place(ctx context.Context) error {
 // acquireFree acquires up to want of the free devices, in order, and
 // starts each it gets.
 func (c *Coordinator) acquireFree(ctx context.Context, free []string, want int) {
-	got := 0
+	var got []string
 	for _, id := range free {
-		if got == want || ctx.Err() != nil || c.Fenced() {
-			return
+		if len(got) == want || ctx.Err() != nil || c.Fenced() {
+			break
 		}
 		sctx, cancel := c.storeCtx(ctx)
 		_, ok, err := c.cfg.Leases.Acquire(sctx, id, c.cfg.TTL)
 		cancel()
 		if err != nil {
 			c.log.Warn("acquiring a free device", "device_id", id, "err", err)
-			return
+			break
 		}
 		if !ok {
 			continue // another replica was quicker
 		}
-		got++
+		got = append(got, id)
 		c.mu.Lock()
 		c.held[id] = &entry{since: time.Now()}
 		c.mu.Unlock()
 		_ = c.adopt(ctx, id)
 	}
-	if got > 0 {
-		c.log.Info("acquired free devices", "devices", got)
+	if len(got) > 0 {
+		c.log.Info("acquired free devices", "devices", len(got), "device_ids", got)
 	}
 }
 
@@ -176,7 +176,7 @@ func (c *Coordinator) handOff(ctx context.Context, n, me, replicas int) int {
 		// They lapse at their expiry instead.
 		c.log.Warn("releasing handed-off devices", "err", err)
 	}
-	c.log.Info("handed devices off to a replica below its share", "devices", len(gone))
+	c.log.Info("handed devices off to a replica below its share", "devices", len(gone), "device_ids", gone)
 	c.notify(ctx)
 	return len(gone)
 }

@@ -79,10 +79,12 @@ func (c *Coordinator) renew(ctx context.Context) error {
 			}
 		}
 	}
+	var unknown []string
 	for id := range still {
 		if _, ok := c.held[id]; !ok {
 			// Acquired by a call whose answer did not arrive.
 			c.held[id] = &entry{since: start}
+			unknown = append(unknown, id)
 		}
 	}
 	c.lastOK = start
@@ -93,6 +95,9 @@ func (c *Coordinator) renew(ctx context.Context) error {
 	c.mu.Unlock()
 	if wasFenced {
 		c.log.Info("lease renewals work again", "leases", len(ids))
+	}
+	if len(unknown) > 0 {
+		c.log.Warn("renewed leases this replica did not know it held: starting their devices", "device_ids", unknown)
 	}
 	if len(lost) > 0 {
 		c.log.Warn("leases lost (they lapsed): stopping their devices", "devices", len(lost))

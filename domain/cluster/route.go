@@ -123,6 +123,7 @@ func (c *Coordinator) acquire(ctx context.Context, id string) (bool, string, tim
 		c.mu.Lock()
 		c.held[id] = &entry{since: time.Now()}
 		c.mu.Unlock()
+		c.log.Info("took a device nobody held for a call", "device_id", id)
 	}
 	// The device starts whether or not the caller waits for it.
 	switch err := c.adopt(context.WithoutCancel(ctx), id); {
