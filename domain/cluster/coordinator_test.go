@@ -345,6 +345,74 @@ func TestHandoffOnJoin(t *testing.T) {
 	})
 }
 
+// A device handed off is never started again on the replica that handed
+// it off, even when releasing its lease failed (a database slow under
+// load): its lease then stays this replica's until released, and the
+// renewal that finds it must not take the device back.
+func TestHandoffWhoseReleaseFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cl := newCluster(t, 8)
+		cl.start("a")
+		settle(2 * ttl)
+		cl.wantSpread(map[string]int{"a": 8})
+		cl.store.mu.Lock()
+		cl.store.failRelease["a"] = 1
+		cl.store.mu.Unlock()
+
+		joined := time.Now()
+		cl.start("b")
+		for c := cl.world.counts(); c["a"] != 4 || c["b"] != 4; c = cl.world.counts() {
+			settle(time.Second)
+			cl.world.checkNeverTwice(t)
+			if time.Since(joined) > 4*ttl {
+				t.Fatalf("%v after the join the replicas run %v", time.Since(joined), c)
+			}
+		}
+		cl.wantSpread(map[string]int{"a": 4, "b": 4})
+		for id, on := range cl.world.starts {
+			if len(on) > 1 && slices.Index(on[1:], "a") >= 0 {
+				t.Errorf("%s started on %v: a took it back after handing it off", id, on)
+			}
+		}
+	})
+}
+
+// A call that read the device's state before this replica handed it off
+// (it waited for the database meanwhile) does not take the device back
+// when it finds it free: it goes to another replica. Taken back, the
+// device would be handed off again at the next round, its calls refused
+// each time (a rolling restart under load did so within 10 ms).
+func TestCallDoesNotTakeBackAHandedOffDevice(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cl := newCluster(t, 4)
+		a := cl.start("a")
+		settle(2 * ttl)
+		cl.start("b")
+		settle(ttl / 2)
+		cl.wantSpread(map[string]int{"a": 2, "b": 2})
+		// Both devices b runs, a handed off just now. b stops without a
+		// word, its leases released (as if a drain's release went
+		// through and nothing else did).
+		gone := cl.nodes["b"].c.Held()
+		cl.nodes["b"].stop()
+		cl.world.crash("b")
+		if err := cl.store.replica("b").Release(context.Background(), gone...); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range gone {
+			// What Route does once the stale state it read says to take
+			// a free device.
+			local, addr, _, err := a.c.acquire(context.Background(), id, "test")
+			if local || addr != "http://b" || err != nil {
+				t.Errorf("acquire of %s, handed off by a: local %v, addr %q, %v; want it sent to b", id, local, addr, err)
+			}
+		}
+		if got := cl.world.counts()["a"]; got != 2 {
+			t.Errorf("a runs %d devices, want its own 2", got)
+		}
+	})
+}
+
 // Drain hands every device over, gives up the webhooks, leaves, and sends
 // calls for free devices to another replica meanwhile.
 func TestDrain(t *testing.T) {
@@ -359,6 +427,11 @@ func TestDrain(t *testing.T) {
 			t.Fatal("a, first up, does not deliver the webhooks")
 		}
 
+		// The first release times out (a database slow under load): Drain
+		// tries again rather than leave the others to wait for the lapse.
+		cl.store.mu.Lock()
+		cl.store.failRelease["a"] = 1
+		cl.store.mu.Unlock()
 		if err := a.c.Drain(context.Background()); err != nil {
 			t.Fatal(err)
 		}

@@ -33,15 +33,19 @@ type fakeStore struct {
 	// for their context to end (a stalled connection), then fail as
 	// unavailable.
 	down map[string]bool
+	// failRelease: how many of each replica's next Release calls time
+	// out (a database slow under load), changing nothing.
+	failRelease map[string]int
 }
 
 func newFakeStore(now func() time.Time) *fakeStore {
 	return &fakeStore{
-		now:      now,
-		devices:  map[string]bool{},
-		replicas: map[string]ports.Replica{},
-		leases:   map[string]ports.Lease{},
-		down:     map[string]bool{},
+		now:         now,
+		devices:     map[string]bool{},
+		replicas:    map[string]ports.Replica{},
+		leases:      map[string]ports.Lease{},
+		down:        map[string]bool{},
+		failRelease: map[string]int{},
 	}
 }
 
@@ -185,6 +189,10 @@ func (f *fakeLeases) Release(ctx context.Context, ids ...string) error {
 		return err
 	}
 	defer f.s.mu.Unlock()
+	if f.s.failRelease[f.id] > 0 {
+		f.s.failRelease[f.id]--
+		return fmt.Errorf("release: %w: %w", ports.ErrStoreUnavailable, context.DeadlineExceeded)
+	}
 	for _, id := range ids {
 		if l, ok := f.s.leases[id]; ok && l.Holder == f.id {
 			l.Holder, l.Expires = "", f.s.now()
@@ -269,13 +277,14 @@ type world struct {
 	store *fakeStore
 
 	mu      sync.Mutex
-	running map[string]string // device → replica
-	adopts  map[string]int    // device → times started anywhere
+	running map[string]string   // device → replica
+	adopts  map[string]int      // device → times started anywhere
+	starts  map[string][]string // device → the replicas it started on, in order
 	twice   []string
 }
 
 func newWorld(store *fakeStore) *world {
-	return &world{store: store, running: map[string]string{}, adopts: map[string]int{}}
+	return &world{store: store, running: map[string]string{}, adopts: map[string]int{}, starts: map[string][]string{}}
 }
 
 // fakeDevices is one replica's device service.
@@ -307,6 +316,7 @@ func (d *fakeDevices) Adopt(ctx context.Context, id string) error {
 	}
 	d.w.running[id] = d.replica
 	d.w.adopts[id]++
+	d.w.starts[id] = append(d.w.starts[id], d.replica)
 	return nil
 }
 

@@ -109,6 +109,9 @@ func (c *Coordinator) acquireFree(ctx context.Context, free []string, want int) 
 		if len(got) == want || ctx.Err() != nil || c.Fenced() {
 			break
 		}
+		if c.gaveUp(id) {
+			continue // handed to another replica: not taken back
+		}
 		sctx, cancel := c.storeCtx(ctx)
 		_, ok, err := c.cfg.Leases.Acquire(sctx, id, c.cfg.TTL)
 		cancel()
@@ -179,6 +182,21 @@ func (c *Coordinator) handOff(ctx context.Context, n, me, replicas int) int {
 	c.log.Info("handed devices off to a replica below its share", "devices", len(gone), "device_ids", gone)
 	c.notify(ctx)
 	return len(gone)
+}
+
+// gaveUp tells whether this replica handed device id off less than a
+// lease time ago: it is another replica's to take, and this one does not
+// take it back (a device bouncing between two replicas is dropped and
+// connected again each time, and its calls are refused meanwhile).
+func (c *Coordinator) gaveUp(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gaveUpLocked(id)
+}
+
+func (c *Coordinator) gaveUpLocked(id string) bool {
+	at, ok := c.handedOff[id]
+	return ok && time.Since(at) <= c.cfg.TTL
 }
 
 // lapseMargin is how long after another replica's lease or heartbeat

@@ -79,13 +79,20 @@ func (c *Coordinator) renew(ctx context.Context) error {
 			}
 		}
 	}
-	var unknown []string
+	var unknown, givenUp []string
 	for id := range still {
-		if _, ok := c.held[id]; !ok {
-			// Acquired by a call whose answer did not arrive.
-			c.held[id] = &entry{since: start}
-			unknown = append(unknown, id)
+		if _, ok := c.held[id]; ok {
+			continue
 		}
+		if c.gaveUpLocked(id) {
+			// Handed off, and its release failed: released again below,
+			// never started here again.
+			givenUp = append(givenUp, id)
+			continue
+		}
+		// Acquired by a call whose answer did not arrive.
+		c.held[id] = &entry{since: start}
+		unknown = append(unknown, id)
 	}
 	c.lastOK = start
 	close(c.renewed)
@@ -98,6 +105,15 @@ func (c *Coordinator) renew(ctx context.Context) error {
 	}
 	if len(unknown) > 0 {
 		c.log.Warn("renewed leases this replica did not know it held: starting their devices", "device_ids", unknown)
+	}
+	if len(givenUp) > 0 {
+		rctx, cancel := c.storeCtx(ctx)
+		defer cancel()
+		if err := c.cfg.Leases.Release(rctx, givenUp...); err != nil {
+			c.log.Warn("releasing the leases of devices handed off", "device_ids", givenUp, "err", err)
+		} else {
+			c.log.Info("released the leases of devices handed off whose release had failed", "device_ids", givenUp)
+		}
 	}
 	if len(lost) > 0 {
 		c.log.Warn("leases lost (they lapsed): stopping their devices", "devices", len(lost))

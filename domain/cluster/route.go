@@ -46,7 +46,7 @@ func (c *Coordinator) Route(ctx context.Context, id string) (local bool, addr st
 	case held && !left:
 		// Held, not running: a slot about to be created, or a device
 		// whose start failed or has not happened yet. Start it now.
-		return c.acquire(ctx, id)
+		return c.acquire(ctx, id, "held, not running")
 	}
 
 	lease, live, err := c.owner(ctx, id)
@@ -63,7 +63,7 @@ func (c *Coordinator) Route(ctx context.Context, id string) (local bool, addr st
 			return false, "", retry, err
 		}
 		if live && lease.Holder == c.self {
-			return c.acquire(ctx, id)
+			return c.acquire(ctx, id, "leased here, not known")
 		}
 	}
 	if live {
@@ -77,7 +77,7 @@ func (c *Coordinator) Route(ctx context.Context, id string) (local bool, addr st
 			return false, "", retry, errDraining
 		}
 	}
-	return c.acquire(ctx, id)
+	return c.acquire(ctx, id, "free")
 }
 
 // owner reads id's lease.
@@ -93,7 +93,7 @@ func (c *Coordinator) owner(ctx context.Context, id string) (ports.Lease, bool, 
 
 // acquire takes the lease of a device nobody holds, on demand, and starts
 // the device here; for a device held already, it only starts it.
-func (c *Coordinator) acquire(ctx context.Context, id string) (bool, string, time.Duration, error) {
+func (c *Coordinator) acquire(ctx context.Context, id, why string) (bool, string, time.Duration, error) {
 	retry := c.cfg.TTL / 3
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
@@ -110,6 +110,13 @@ func (c *Coordinator) acquire(ctx context.Context, id string) (bool, string, tim
 	case draining && !held:
 		return false, "", retry, errDraining
 	}
+	if !held && c.gaveUp(id) {
+		// Handed off by this replica (while the call waited, perhaps):
+		// another replica takes it.
+		if other := c.other(id); other != "" {
+			return false, other, retry, nil
+		}
+	}
 	if !held {
 		sctx, cancel := c.storeCtx(ctx)
 		lease, ok, err := c.cfg.Leases.Acquire(sctx, id, c.cfg.TTL)
@@ -123,7 +130,7 @@ func (c *Coordinator) acquire(ctx context.Context, id string) (bool, string, tim
 		c.mu.Lock()
 		c.held[id] = &entry{since: time.Now()}
 		c.mu.Unlock()
-		c.log.Info("took a device nobody held for a call", "device_id", id)
+		c.log.Info("took a device nobody held for a call", "device_id", id, "why", why)
 	}
 	// The device starts whether or not the caller waits for it.
 	switch err := c.adopt(context.WithoutCancel(ctx), id); {
@@ -201,7 +208,7 @@ func (c *Coordinator) Drain(ctx context.Context) error {
 	defer c.opMu.Unlock()
 	ids := c.Held()
 	slices.Sort(ids)
-	var errs []error
+	var unreleased []string
 	const batch = 16
 	for len(ids) > 0 {
 		n := min(batch, len(ids))
@@ -215,10 +222,21 @@ func (c *Coordinator) Drain(ctx context.Context) error {
 		c.dropAll(ctx, part)
 		sctx, cancel := c.storeCtx(ctx)
 		if err := c.cfg.Leases.Release(sctx, part...); err != nil {
-			errs = append(errs, err)
+			unreleased = append(unreleased, part...)
 		}
 		cancel()
 		c.notify(ctx)
+	}
+	var errs []error
+	if len(unreleased) > 0 {
+		// Once more (a database slow under load): otherwise the others
+		// wait for these leases to lapse.
+		sctx, cancel := c.storeCtx(ctx)
+		err := c.cfg.Leases.Release(sctx, unreleased...)
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
 	sctx, cancel := c.storeCtx(ctx)
 	defer cancel()
