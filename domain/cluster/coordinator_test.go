@@ -413,6 +413,40 @@ func TestCallDoesNotTakeBackAHandedOffDevice(t *testing.T) {
 	})
 }
 
+// The leases are renewed on time even while starting or stopping a device
+// takes long (a database slow under load) and holds up placement: a call
+// that takes a device and waits for its start must not leave the other
+// devices' leases unrenewed until the watchdog stops them all.
+func TestSlowStartDoesNotHoldUpRenewals(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cl := newCluster(t, 4)
+		a := cl.start("a")
+		settle(2 * ttl)
+		cl.wantSpread(map[string]int{"a": 4})
+
+		cl.store.register("slow")
+		gate := make(chan struct{})
+		cl.world.mu.Lock()
+		a.dev.slow["slow"] = gate
+		cl.world.mu.Unlock()
+		routed := make(chan error, 1)
+		go func() {
+			_, _, _, err := a.c.Route(context.Background(), "slow")
+			routed <- err
+		}()
+		settle(2 * ttl)
+		if a.c.Fenced() || cl.world.counts()["a"] != 4 {
+			t.Errorf("while one device was slow to start, a is fenced %v and runs %v", a.c.Fenced(), cl.world.counts())
+		}
+		close(gate)
+		if err := <-routed; err != nil {
+			t.Fatal(err)
+		}
+		settle(ttl)
+		cl.wantSpread(map[string]int{"a": 5})
+	})
+}
+
 // Drain hands every device over, gives up the webhooks, leaves, and sends
 // calls for free devices to another replica meanwhile.
 func TestDrain(t *testing.T) {

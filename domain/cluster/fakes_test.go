@@ -293,13 +293,22 @@ type fakeDevices struct {
 	replica string
 	// busy: devices reported pairing.
 	busy map[string]bool
+	// slow: devices whose start waits for their channel to close (a
+	// session store slow under load). Set before the device starts.
+	slow map[string]chan struct{}
 }
 
 func (w *world) devices(replica string) *fakeDevices {
-	return &fakeDevices{w: w, replica: replica, busy: map[string]bool{}}
+	return &fakeDevices{w: w, replica: replica, busy: map[string]bool{}, slow: map[string]chan struct{}{}}
 }
 
 func (d *fakeDevices) Adopt(ctx context.Context, id string) error {
+	d.w.mu.Lock()
+	gate := d.slow[id]
+	d.w.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	d.w.store.mu.Lock()
 	registered := d.w.store.devices[id]
 	d.w.store.mu.Unlock()

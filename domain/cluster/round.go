@@ -20,16 +20,35 @@ func (c *Coordinator) storeCtx(ctx context.Context) (context.Context, context.Ca
 
 // round is one placement round: heartbeat, renewal, then (place)
 // placement. It tells whether the renewal succeeded.
+//
+// When a call or Drain holds the placement lock (starting or stopping a
+// device, which takes long when the database is slow under load), the
+// round only renews, at once, and asks for the next round soon: waiting
+// for the lock would leave every lease unrenewed until the watchdog stops
+// all the devices.
 func (c *Coordinator) round(ctx context.Context, place bool) bool {
-	c.opMu.Lock()
-	defer c.opMu.Unlock()
 	c.mu.Lock()
 	left := c.left
 	c.mu.Unlock()
 	if left || ctx.Err() != nil {
 		return true
 	}
-	if err := c.renew(ctx); err != nil {
+	if !c.opMu.TryLock() {
+		if err := c.renew(ctx, false); err != nil {
+			c.log.Warn("lease renewal failed", "err", err)
+			return false
+		}
+		c.roundBy(time.Now().Add(c.cfg.TTL / 10))
+		return true
+	}
+	defer c.opMu.Unlock()
+	c.mu.Lock()
+	left = c.left
+	c.mu.Unlock()
+	if left || ctx.Err() != nil {
+		return true
+	}
+	if err := c.renew(ctx, true); err != nil {
 		c.log.Warn("lease renewal failed", "err", err)
 		return false
 	}
@@ -49,7 +68,10 @@ func (c *Coordinator) round(ctx context.Context, place bool) bool {
 // renew sends the heartbeat and renews the leases. Leases found lost are
 // dropped at once; on success the watchdog's clock restarts and a fenced
 // replica runs devices again (adoptPending restarts those still held).
-func (c *Coordinator) renew(ctx context.Context) error {
+// reconcile, which needs the placement lock, also takes up the leases this
+// replica holds without knowing it and releases again those of devices it
+// handed off; without it, the renewal only renews and drops.
+func (c *Coordinator) renew(ctx context.Context, reconcile bool) error {
 	start := time.Now()
 	sctx, cancel := c.storeCtx(ctx)
 	defer cancel()
@@ -72,7 +94,9 @@ func (c *Coordinator) renew(ctx context.Context) error {
 	defer c.fenceMu.Unlock()
 	c.mu.Lock()
 	for id, e := range c.held {
-		if !still[id] {
+		// One acquired since the renewal began (by a call, while this
+		// renewal ran without the placement lock) is not in still.
+		if !still[id] && e.since.Before(start) {
 			delete(c.held, id)
 			if e.adopted {
 				lost = append(lost, id)
@@ -81,7 +105,7 @@ func (c *Coordinator) renew(ctx context.Context) error {
 	}
 	var unknown, givenUp []string
 	for id := range still {
-		if _, ok := c.held[id]; ok {
+		if _, ok := c.held[id]; ok || !reconcile {
 			continue
 		}
 		if c.gaveUpLocked(id) {
