@@ -447,6 +447,31 @@ func TestSlowStartDoesNotHoldUpRenewals(t *testing.T) {
 	})
 }
 
+// A round that starts many devices, each slow to start, renews the leases
+// as it goes: its work must not outlast 2/3 of the lease without a
+// renewal, or the watchdog stops every device.
+func TestLongRoundRenewsAsItGoes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cl := newCluster(t, 2)
+		a := cl.start("a")
+		settle(2 * ttl)
+		cl.wantSpread(map[string]int{"a": 2})
+		cl.world.mu.Lock()
+		a.dev.startTakes = ttl / 4
+		cl.world.mu.Unlock()
+		for i := range 8 { // two lease times of starts in one round
+			cl.store.register(fmt.Sprintf("n%d", i))
+		}
+		for cl.world.counts()["a"] < 10 {
+			settle(time.Second)
+			if a.c.Fenced() {
+				t.Fatalf("a fenced itself while starting devices; it runs %v", cl.world.counts())
+			}
+		}
+		cl.wantSpread(map[string]int{"a": 10})
+	})
+}
+
 // Drain hands every device over, gives up the webhooks, leaves, and sends
 // calls for free devices to another replica meanwhile.
 func TestDrain(t *testing.T) {

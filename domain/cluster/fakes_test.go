@@ -296,6 +296,8 @@ type fakeDevices struct {
 	// slow: devices whose start waits for their channel to close (a
 	// session store slow under load). Set before the device starts.
 	slow map[string]chan struct{}
+	// startTakes is how long each start takes (virtual time).
+	startTakes time.Duration
 }
 
 func (w *world) devices(replica string) *fakeDevices {
@@ -309,6 +311,10 @@ func (d *fakeDevices) Adopt(ctx context.Context, id string) error {
 	if gate != nil {
 		<-gate
 	}
+	d.w.mu.Lock()
+	takes := d.startTakes
+	d.w.mu.Unlock()
+	time.Sleep(takes)
 	d.w.store.mu.Lock()
 	registered := d.w.store.devices[id]
 	d.w.store.mu.Unlock()

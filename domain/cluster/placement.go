@@ -112,6 +112,7 @@ func (c *Coordinator) acquireFree(ctx context.Context, free []string, want int) 
 		if c.gaveUp(id) {
 			continue // handed to another replica: not taken back
 		}
+		c.renewIfDue(ctx)
 		sctx, cancel := c.storeCtx(ctx)
 		_, ok, err := c.cfg.Leases.Acquire(sctx, id, c.cfg.TTL)
 		cancel()
@@ -155,6 +156,7 @@ func (c *Coordinator) handOff(ctx context.Context, n, me, replicas int) int {
 		if len(gone) == n {
 			break
 		}
+		c.renewIfDue(ctx)
 		st, err := c.cfg.Devices.Get(ctx, id)
 		if err == nil && (st.State == domain.StatePairing || st.State == domain.StateUnlinking) {
 			continue

@@ -146,6 +146,23 @@ func (c *Coordinator) renew(ctx context.Context, reconcile bool) error {
 	return nil
 }
 
+// renewIfDue renews the leases when a round's work has taken a third of
+// the lease time since the last renewal began: a round that starts or
+// stops many devices (each slow when the database is under load) must not
+// leave the leases unrenewed until the watchdog stops every device. Only
+// the Run goroutine renews, so renewals never overlap.
+func (c *Coordinator) renewIfDue(ctx context.Context) {
+	c.mu.Lock()
+	due := time.Since(c.lastOK) >= c.cfg.TTL/3 && !c.left
+	c.mu.Unlock()
+	if !due || ctx.Err() != nil {
+		return
+	}
+	if err := c.renew(ctx, false); err != nil {
+		c.log.Warn("lease renewal failed", "err", err)
+	}
+}
+
 // adoptPending starts the devices held but not running: acquired while
 // their slot did not exist yet, stopped by the watchdog, or deleted here.
 // A lease whose device has had no slot for a whole lease time is
@@ -177,6 +194,7 @@ func (c *Coordinator) adoptPending(ctx context.Context) {
 	}
 	var release []string
 	for _, id := range pending {
+		c.renewIfDue(ctx)
 		err := c.adopt(ctx, id)
 		if domain.ErrorCode(err) != domain.ENOTFOUND {
 			continue
