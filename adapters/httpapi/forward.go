@@ -176,6 +176,14 @@ func (f *forwarder) inbound(next http.Handler) http.Handler {
 
 type forwardedKey struct{}
 
+// Forwarded tells whether the request whose context is ctx was forwarded
+// here by another replica (its mark verified), for a Router that routes
+// such a request differently: it is never forwarded again.
+func Forwarded(ctx context.Context) bool {
+	_, verified := forwardedIn(ctx)
+	return verified
+}
+
 // forwardedIn tells whether the request carried the internal header, and
 // whether it verified.
 func forwardedIn(ctx context.Context) (marked, verified bool) {

@@ -402,7 +402,7 @@ func TestCallDoesNotTakeBackAHandedOffDevice(t *testing.T) {
 		for _, id := range gone {
 			// What Route does once the stale state it read says to take
 			// a free device.
-			local, addr, _, err := a.c.acquire(context.Background(), id, "test")
+			local, addr, _, err := a.c.acquire(context.Background(), id, false, "test")
 			if local || addr != "http://b" || err != nil {
 				t.Errorf("acquire of %s, handed off by a: local %v, addr %q, %v; want it sent to b", id, local, addr, err)
 			}
@@ -469,6 +469,48 @@ func TestLongRoundRenewsAsItGoes(t *testing.T) {
 			}
 		}
 		cl.wantSpread(map[string]int{"a": 10})
+	})
+}
+
+// Two replicas that both handed a device off lately (one took it for a
+// call while over its share and handed it on) each send its calls to the
+// other; the one a call is forwarded to takes it, rather than both
+// refusing it until the handoffs are a lease time old.
+func TestForwardedCallTakesADeviceBothHandedOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cl := newCluster(t, 4)
+		a, b := cl.start("a"), cl.start("b")
+		settle(2 * ttl)
+		cl.wantSpread(map[string]int{"a": 2, "b": 2})
+		id := a.c.Held()[0]
+		// a hands id off; b takes it for a call and hands it off too.
+		now := time.Now()
+		for _, n := range []*node{a, b} {
+			n.c.mu.Lock()
+			delete(n.c.held, id)
+			n.c.handedOff[id] = now
+			n.c.mu.Unlock()
+		}
+		_ = a.dev.Drop(context.Background(), id)
+		if err := cl.store.replica("a").Release(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		local, addr, _, err := a.c.Route(ctx, id)
+		if local || addr != "http://b" || err != nil {
+			t.Fatalf("Route on a = %v %q %v, want it sent to b", local, addr, err)
+		}
+		// A call that reached b first goes to a: b handed it off.
+		if local, addr, _, _ := b.c.Route(ctx, id); local || addr != "http://a" {
+			t.Fatalf("Route on b = %v %q, want it sent to a", local, addr)
+		}
+		if local, addr, _, err := b.c.RouteForwarded(ctx, id); !local || err != nil {
+			t.Fatalf("RouteForwarded on b = %v %q %v, want b to take it", local, addr, err)
+		}
+		if r := cl.world.running[id]; r != "b" {
+			t.Fatalf("%s runs on %q", id, r)
+		}
+		cl.world.checkNeverTwice(t)
 	})
 }
 

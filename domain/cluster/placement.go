@@ -109,9 +109,6 @@ func (c *Coordinator) acquireFree(ctx context.Context, free []string, want int) 
 		if len(got) == want || ctx.Err() != nil || c.Fenced() {
 			break
 		}
-		if c.gaveUp(id) {
-			continue // handed to another replica: not taken back
-		}
 		c.renewIfDue(ctx)
 		sctx, cancel := c.storeCtx(ctx)
 		_, ok, err := c.cfg.Leases.Acquire(sctx, id, c.cfg.TTL)

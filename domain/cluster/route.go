@@ -24,6 +24,19 @@ import (
 // shutting down and knows no other replica. retryAfter then says when to
 // try again.
 func (c *Coordinator) Route(ctx context.Context, id string) (local bool, addr string, retryAfter time.Duration, err error) {
+	return c.route(ctx, id, false)
+}
+
+// RouteForwarded is Route for a call another replica forwarded here (it is
+// never forwarded again): a free device this replica handed off is taken
+// all the same, since the replica that chose this one for it may have
+// handed it off too, and each sending the other its calls would leave the
+// device to nobody until the handoffs are a lease time old.
+func (c *Coordinator) RouteForwarded(ctx context.Context, id string) (local bool, addr string, retryAfter time.Duration, err error) {
+	return c.route(ctx, id, true)
+}
+
+func (c *Coordinator) route(ctx context.Context, id string, forwarded bool) (local bool, addr string, retryAfter time.Duration, err error) {
 	if err := domain.ValidateDeviceID(id); err != nil {
 		return false, "", 0, err
 	}
@@ -37,6 +50,7 @@ func (c *Coordinator) Route(ctx context.Context, id string) (local bool, addr st
 		delete(c.handedOff, id)
 		wasHanded = false
 	}
+	wasHanded = wasHanded && !forwarded
 	c.mu.Unlock()
 	switch {
 	case fenced:
@@ -46,7 +60,7 @@ func (c *Coordinator) Route(ctx context.Context, id string) (local bool, addr st
 	case held && !left:
 		// Held, not running: a slot about to be created, or a device
 		// whose start failed or has not happened yet. Start it now.
-		return c.acquire(ctx, id, "held, not running")
+		return c.acquire(ctx, id, forwarded, "held, not running")
 	}
 
 	lease, live, err := c.owner(ctx, id)
@@ -63,7 +77,7 @@ func (c *Coordinator) Route(ctx context.Context, id string) (local bool, addr st
 			return false, "", retry, err
 		}
 		if live && lease.Holder == c.self {
-			return c.acquire(ctx, id, "leased here, not known")
+			return c.acquire(ctx, id, forwarded, "leased here, not known")
 		}
 	}
 	if live {
@@ -77,7 +91,7 @@ func (c *Coordinator) Route(ctx context.Context, id string) (local bool, addr st
 			return false, "", retry, errDraining
 		}
 	}
-	return c.acquire(ctx, id, "free")
+	return c.acquire(ctx, id, forwarded, "free")
 }
 
 // owner reads id's lease.
@@ -93,7 +107,7 @@ func (c *Coordinator) owner(ctx context.Context, id string) (ports.Lease, bool, 
 
 // acquire takes the lease of a device nobody holds, on demand, and starts
 // the device here; for a device held already, it only starts it.
-func (c *Coordinator) acquire(ctx context.Context, id, why string) (bool, string, time.Duration, error) {
+func (c *Coordinator) acquire(ctx context.Context, id string, forwarded bool, why string) (bool, string, time.Duration, error) {
 	retry := c.cfg.TTL / 3
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
@@ -110,7 +124,7 @@ func (c *Coordinator) acquire(ctx context.Context, id, why string) (bool, string
 	case draining && !held:
 		return false, "", retry, errDraining
 	}
-	if !held && c.gaveUp(id) {
+	if !held && !forwarded && c.gaveUp(id) {
 		// Handed off by this replica (while the call waited, perhaps):
 		// another replica takes it.
 		if other := c.other(id); other != "" {

@@ -239,7 +239,11 @@ func (cc *clusterCore) ready() bool {
 type router struct{ c *cluster.Coordinator }
 
 func (r router) Route(ctx context.Context, id string) (httpapi.Route, error) {
-	local, addr, retry, err := r.c.Route(ctx, id)
+	route := r.c.Route
+	if httpapi.Forwarded(ctx) {
+		route = r.c.RouteForwarded
+	}
+	local, addr, retry, err := route(ctx, id)
 	return httpapi.Route{Local: local, Holder: addr, URL: addr, RetryAfter: retry}, err
 }
 
