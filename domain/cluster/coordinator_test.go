@@ -482,6 +482,10 @@ func TestForwardedCallTakesADeviceBothHandedOff(t *testing.T) {
 		a, b := cl.start("a"), cl.start("b")
 		settle(2 * ttl)
 		cl.wantSpread(map[string]int{"a": 2, "b": 2})
+		// No more rounds: placement would take the free device itself
+		// (in the rolling restart both replicas were at their share).
+		a.stop()
+		b.stop()
 		id := a.c.Held()[0]
 		// a hands id off; b takes it for a call and hands it off too.
 		now := time.Now()
@@ -504,6 +508,12 @@ func TestForwardedCallTakesADeviceBothHandedOff(t *testing.T) {
 		if local, addr, _, _ := b.c.Route(ctx, id); local || addr != "http://a" {
 			t.Fatalf("Route on b = %v %q, want it sent to a", local, addr)
 		}
+		// Forwarded to b right after b's handoff (routed to b as its
+		// holder just before): not taken back yet.
+		if local, _, _, _ := b.c.RouteForwarded(ctx, id); local {
+			t.Fatal("a call forwarded right after the handoff took the device back")
+		}
+		time.Sleep(ttl / 5)
 		if local, addr, _, err := b.c.RouteForwarded(ctx, id); !local || err != nil {
 			t.Fatalf("RouteForwarded on b = %v %q %v, want b to take it", local, addr, err)
 		}

@@ -183,20 +183,34 @@ func (c *Coordinator) handOff(ctx context.Context, n, me, replicas int) int {
 	return len(gone)
 }
 
-// gaveUp tells whether this replica handed device id off less than a
-// lease time ago: it is another replica's to take, and this one does not
-// take it back (a device bouncing between two replicas is dropped and
-// connected again each time, and its calls are refused meanwhile).
-func (c *Coordinator) gaveUp(id string) bool {
+// gaveUp tells whether this replica handed device id off lately: less than
+// a lease time ago, or (forwarded: another replica chose this one for it)
+// less than takeBackAfter ago. It is another replica's to take, and this
+// one does not take it back (a device bouncing between two replicas is
+// dropped and connected again each time, and its calls are refused
+// meanwhile).
+func (c *Coordinator) gaveUp(id string, forwarded bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.gaveUpLocked(id)
+	at, ok := c.handedOff[id]
+	if !ok {
+		return false
+	}
+	if forwarded {
+		return time.Since(at) <= c.takeBackAfter()
+	}
+	return time.Since(at) <= c.cfg.TTL
 }
 
 func (c *Coordinator) gaveUpLocked(id string) bool {
 	at, ok := c.handedOff[id]
 	return ok && time.Since(at) <= c.cfg.TTL
 }
+
+// takeBackAfter is how long after handing a device off this replica takes
+// it for a call another replica forwarded here: long enough for the calls
+// routed here as its holder just before the handoff to have come in.
+func (c *Coordinator) takeBackAfter() time.Duration { return c.cfg.TTL / 10 }
 
 // lapseMargin is how long after another replica's lease or heartbeat
 // should lapse the extra round comes: clocks and the order of its last

@@ -29,9 +29,11 @@ func (c *Coordinator) Route(ctx context.Context, id string) (local bool, addr st
 
 // RouteForwarded is Route for a call another replica forwarded here (it is
 // never forwarded again): a free device this replica handed off is taken
-// all the same, since the replica that chose this one for it may have
-// handed it off too, and each sending the other its calls would leave the
-// device to nobody until the handoffs are a lease time old.
+// all the same once the handoff is a tenth of the lease old, since the
+// replica that chose this one for it may have handed it off too, and each
+// sending the other its calls would leave the device to nobody until the
+// handoffs are a lease time old. (A call forwarded to this replica as the
+// device's holder just before the handoff does not take it back.)
 func (c *Coordinator) RouteForwarded(ctx context.Context, id string) (local bool, addr string, retryAfter time.Duration, err error) {
 	return c.route(ctx, id, true)
 }
@@ -50,7 +52,10 @@ func (c *Coordinator) route(ctx context.Context, id string, forwarded bool) (loc
 		delete(c.handedOff, id)
 		wasHanded = false
 	}
-	wasHanded = wasHanded && !forwarded
+	if forwarded && wasHanded && time.Since(handed) > c.takeBackAfter() {
+		// Chosen for the device by the replica that forwarded the call.
+		wasHanded = false
+	}
 	c.mu.Unlock()
 	switch {
 	case fenced:
@@ -124,7 +129,7 @@ func (c *Coordinator) acquire(ctx context.Context, id string, forwarded bool, wh
 	case draining && !held:
 		return false, "", retry, errDraining
 	}
-	if !held && !forwarded && c.gaveUp(id) {
+	if !held && c.gaveUp(id, forwarded) {
 		// Handed off by this replica (while the call waited, perhaps):
 		// another replica takes it.
 		if other := c.other(id); other != "" {
