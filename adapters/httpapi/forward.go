@@ -64,7 +64,10 @@ type Forwarding struct {
 	Transport http.RoundTripper
 	// RetryFor is how long a request is retried, re-routed each time, while
 	// its device's holder cannot take it because the device is changing
-	// hands (the holder refuses, or cannot be dialled). Default 5 s.
+	// hands (the holder refuses, or cannot be dialled). It counts from the
+	// first time the request could not be served: the time a holder spent
+	// on it before refusing it (a send queued on a busy device) is not
+	// time lost to the handoff. Default 5 s.
 	RetryFor time.Duration
 	// AnswerWait bounds how long a holder may take to start answering a
 	// forwarded request (a paused or wedged holder accepts the connection
@@ -173,6 +176,14 @@ func (f *forwarder) inbound(next http.Handler) http.Handler {
 
 type forwardedKey struct{}
 
+// Forwarded tells whether the request whose context is ctx was forwarded
+// here by another replica (its mark verified), for a Router that routes
+// such a request differently: it is never forwarded again.
+func Forwarded(ctx context.Context) bool {
+	_, verified := forwardedIn(ctx)
+	return verified
+}
+
 // forwardedIn tells whether the request carried the internal header, and
 // whether it verified.
 func forwardedIn(ctx context.Context) (marked, verified bool) {
@@ -228,11 +239,11 @@ func scopedDevice(r *http.Request) string {
 }
 
 // serveLocal serves r here. When the device turned out to be leaving this
-// replica (the answer is marked: nothing was done) and there is time to
-// route the call again, the answer is held back and it returns false;
+// replica (the answer is marked: nothing was done) and the call may be
+// routed again (retry), the answer is held back and it returns false;
 // otherwise the answer goes to w and it returns true.
-func (f *forwarder) serveLocal(w http.ResponseWriter, r *http.Request, next http.Handler, body []byte, deadline time.Time) bool {
-	if !f.Now().Before(deadline) {
+func (f *forwarder) serveLocal(w http.ResponseWriter, r *http.Request, next http.Handler, body []byte, retry bool) bool {
+	if !retry {
 		next.ServeHTTP(w, r)
 		w.Header().Del(notHolderHeader)
 		return true
@@ -329,8 +340,9 @@ func (f *forwarder) serveForwarded(w http.ResponseWriter, r *http.Request, next 
 // forward serves a request that arrived here first: locally, or by handing
 // it to the device's holder. While the device changes hands (the holder
 // refuses, or cannot be dialled: it is stopping, or died and its lease has
-// not lapsed) it routes again, for up to RetryFor; the body is kept for
-// that (it is bounded by MaxBody).
+// not lapsed) it routes again, for up to RetryFor from the first time it
+// could not be served; the body is kept for that (it is bounded by
+// MaxBody).
 func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, next http.Handler, id string) {
 	var body []byte
 	if r.Body != nil && r.Body != http.NoBody {
@@ -347,13 +359,14 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, next http.Ha
 	}
 	ctx := r.Context()
 	read := isRead(r)
-	deadline := f.Now().Add(f.RetryFor)
+	// deadline is set when the request first cannot be served.
+	var deadline time.Time
 	wait := 50 * time.Millisecond
 	for {
 		rt, err := f.Router.Route(ctx, id)
 		switch {
 		case err == nil && rt.Local:
-			if f.serveLocal(w, r, next, body, deadline) {
+			if f.serveLocal(w, r, next, body, deadline.IsZero() || f.Now().Before(deadline)) {
 				return
 			}
 			// The device left this replica during the call, which was
@@ -385,6 +398,9 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, next http.Ha
 				return
 			}
 			err = ferr
+		}
+		if deadline.IsZero() {
+			deadline = f.Now().Add(f.RetryFor)
 		}
 		if ctx.Err() != nil || !f.Now().Add(wait).Before(deadline) {
 			f.unavailable(w, r, id, rt, err)

@@ -32,6 +32,8 @@ type cluster struct {
 	retryFor time.Duration
 	// answerWait bounds a holder's answer (default: the forwarder's).
 	answerWait time.Duration
+	// now, when set, is the replicas' clock.
+	now func() time.Time
 }
 
 func (c *cluster) set(device, replica string) {
@@ -146,6 +148,7 @@ func twoReplicas(t *testing.T, c *cluster) (a, b *replica) {
 				Key:        testKey,
 				RetryFor:   cmp.Or(c.retryFor, 300*time.Millisecond),
 				AnswerWait: c.answerWait,
+				Now:        c.now,
 				LoggedIn: func(context.Context) ([]string, error) {
 					c.mu.Lock()
 					defer c.mu.Unlock()
@@ -456,6 +459,42 @@ func TestLocalCallRoutedAgainWhenTheDeviceLeaves(t *testing.T) {
 	}
 	if got.header.Get("X-Gowa-Not-Holder") != "" {
 		t.Errorf("the internal mark reached the caller")
+	}
+	if b.dev.calls.Load() != 1 {
+		t.Errorf("B served %d calls", b.dev.calls.Load())
+	}
+}
+
+// The time a call spent being served before the device turned out to be
+// leaving (a send queued behind others on a busy device) does not count
+// against the time for finding the device's new replica: RetryFor starts
+// at the refusal.
+func TestRetryForStartsAtTheRefusal(t *testing.T) {
+	t.Parallel()
+	c := newCluster()
+	var (
+		mu  sync.Mutex
+		now = time.Now()
+	)
+	c.now = func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	a, b := twoReplicas(t, c) // RetryFor 300 ms
+	c.set("busy", "A")
+	a.dev.leaving = func(id string) bool {
+		// Queued on A for longer than RetryFor, then refused: the device
+		// went to B meanwhile.
+		mu.Lock()
+		now = now.Add(time.Second)
+		mu.Unlock()
+		c.set(id, "B")
+		return true
+	}
+	got := call(t, "POST", a.url+"/devices/busy/reconnect", "")
+	if got.status != 200 || !strings.Contains(string(got.env.Data), "served by B") {
+		t.Fatalf("a call refused after a long wait on the old holder: %d %q", got.status, got.env.Message)
 	}
 	if b.dev.calls.Load() != 1 {
 		t.Errorf("B served %d calls", b.dev.calls.Load())

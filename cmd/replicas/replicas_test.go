@@ -120,9 +120,34 @@ func newCluster(t *testing.T) *cluster {
 		if t.Failed() {
 			c.dumpLogs()
 		}
+		if dir := os.Getenv("GOWA_KEEP_LOGS"); dir != "" {
+			c.keepLogs(dir)
+		}
 	})
 	c.sim = c.start("simulator", proc.Options{Simulator: true, Storages: filepath.Join(c.tmp, "sim")})
 	return c
+}
+
+// keepLogs copies every process's whole log into a folder of its own under
+// dir (GOWA_KEEP_LOGS), passed or failed: the failure dump shows only their
+// last lines, and a handoff's story is in the middle.
+func (c *cluster) keepLogs(dir string) {
+	dst := filepath.Join(dir, c.t.Name()+"-"+time.Now().Format("150405.000"))
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		c.t.Logf("GOWA_KEEP_LOGS: %v", err)
+		return
+	}
+	entries, _ := filepath.Glob(filepath.Join(c.tmp, "*.log"))
+	for _, p := range entries {
+		raw, err := os.ReadFile(p)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dst, filepath.Base(p)), raw, 0o644)
+		}
+		if err != nil {
+			c.t.Logf("GOWA_KEEP_LOGS: %v", err)
+		}
+	}
+	c.t.Logf("logs kept in %s", dst)
 }
 
 func (c *cluster) dumpLogs() {

@@ -33,15 +33,19 @@ type fakeStore struct {
 	// for their context to end (a stalled connection), then fail as
 	// unavailable.
 	down map[string]bool
+	// failRelease: how many of each replica's next Release calls time
+	// out (a database slow under load), changing nothing.
+	failRelease map[string]int
 }
 
 func newFakeStore(now func() time.Time) *fakeStore {
 	return &fakeStore{
-		now:      now,
-		devices:  map[string]bool{},
-		replicas: map[string]ports.Replica{},
-		leases:   map[string]ports.Lease{},
-		down:     map[string]bool{},
+		now:         now,
+		devices:     map[string]bool{},
+		replicas:    map[string]ports.Replica{},
+		leases:      map[string]ports.Lease{},
+		down:        map[string]bool{},
+		failRelease: map[string]int{},
 	}
 }
 
@@ -185,6 +189,10 @@ func (f *fakeLeases) Release(ctx context.Context, ids ...string) error {
 		return err
 	}
 	defer f.s.mu.Unlock()
+	if f.s.failRelease[f.id] > 0 {
+		f.s.failRelease[f.id]--
+		return fmt.Errorf("release: %w: %w", ports.ErrStoreUnavailable, context.DeadlineExceeded)
+	}
 	for _, id := range ids {
 		if l, ok := f.s.leases[id]; ok && l.Holder == f.id {
 			l.Holder, l.Expires = "", f.s.now()
@@ -269,13 +277,14 @@ type world struct {
 	store *fakeStore
 
 	mu      sync.Mutex
-	running map[string]string // device → replica
-	adopts  map[string]int    // device → times started anywhere
+	running map[string]string   // device → replica
+	adopts  map[string]int      // device → times started anywhere
+	starts  map[string][]string // device → the replicas it started on, in order
 	twice   []string
 }
 
 func newWorld(store *fakeStore) *world {
-	return &world{store: store, running: map[string]string{}, adopts: map[string]int{}}
+	return &world{store: store, running: map[string]string{}, adopts: map[string]int{}, starts: map[string][]string{}}
 }
 
 // fakeDevices is one replica's device service.
@@ -284,13 +293,28 @@ type fakeDevices struct {
 	replica string
 	// busy: devices reported pairing.
 	busy map[string]bool
+	// slow: devices whose start waits for their channel to close (a
+	// session store slow under load). Set before the device starts.
+	slow map[string]chan struct{}
+	// startTakes is how long each start takes (virtual time).
+	startTakes time.Duration
 }
 
 func (w *world) devices(replica string) *fakeDevices {
-	return &fakeDevices{w: w, replica: replica, busy: map[string]bool{}}
+	return &fakeDevices{w: w, replica: replica, busy: map[string]bool{}, slow: map[string]chan struct{}{}}
 }
 
 func (d *fakeDevices) Adopt(ctx context.Context, id string) error {
+	d.w.mu.Lock()
+	gate := d.slow[id]
+	d.w.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	d.w.mu.Lock()
+	takes := d.startTakes
+	d.w.mu.Unlock()
+	time.Sleep(takes)
 	d.w.store.mu.Lock()
 	registered := d.w.store.devices[id]
 	d.w.store.mu.Unlock()
@@ -307,6 +331,7 @@ func (d *fakeDevices) Adopt(ctx context.Context, id string) error {
 	}
 	d.w.running[id] = d.replica
 	d.w.adopts[id]++
+	d.w.starts[id] = append(d.w.starts[id], d.replica)
 	return nil
 }
 

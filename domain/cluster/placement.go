@@ -104,29 +104,30 @@ func (c *Coordinator) place(ctx context.Context) error {
 // acquireFree acquires up to want of the free devices, in order, and
 // starts each it gets.
 func (c *Coordinator) acquireFree(ctx context.Context, free []string, want int) {
-	got := 0
+	var got []string
 	for _, id := range free {
-		if got == want || ctx.Err() != nil || c.Fenced() {
-			return
+		if len(got) == want || ctx.Err() != nil || c.Fenced() {
+			break
 		}
+		c.renewIfDue(ctx)
 		sctx, cancel := c.storeCtx(ctx)
 		_, ok, err := c.cfg.Leases.Acquire(sctx, id, c.cfg.TTL)
 		cancel()
 		if err != nil {
 			c.log.Warn("acquiring a free device", "device_id", id, "err", err)
-			return
+			break
 		}
 		if !ok {
 			continue // another replica was quicker
 		}
-		got++
+		got = append(got, id)
 		c.mu.Lock()
 		c.held[id] = &entry{since: time.Now()}
 		c.mu.Unlock()
 		_ = c.adopt(ctx, id)
 	}
-	if got > 0 {
-		c.log.Info("acquired free devices", "devices", got)
+	if len(got) > 0 {
+		c.log.Info("acquired free devices", "devices", len(got), "device_ids", got)
 	}
 }
 
@@ -152,6 +153,7 @@ func (c *Coordinator) handOff(ctx context.Context, n, me, replicas int) int {
 		if len(gone) == n {
 			break
 		}
+		c.renewIfDue(ctx)
 		st, err := c.cfg.Devices.Get(ctx, id)
 		if err == nil && (st.State == domain.StatePairing || st.State == domain.StateUnlinking) {
 			continue
@@ -176,10 +178,39 @@ func (c *Coordinator) handOff(ctx context.Context, n, me, replicas int) int {
 		// They lapse at their expiry instead.
 		c.log.Warn("releasing handed-off devices", "err", err)
 	}
-	c.log.Info("handed devices off to a replica below its share", "devices", len(gone))
+	c.log.Info("handed devices off to a replica below its share", "devices", len(gone), "device_ids", gone)
 	c.notify(ctx)
 	return len(gone)
 }
+
+// gaveUp tells whether this replica handed device id off lately: less than
+// a lease time ago, or (forwarded: another replica chose this one for it)
+// less than takeBackAfter ago. It is another replica's to take, and this
+// one does not take it back (a device bouncing between two replicas is
+// dropped and connected again each time, and its calls are refused
+// meanwhile).
+func (c *Coordinator) gaveUp(id string, forwarded bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at, ok := c.handedOff[id]
+	if !ok {
+		return false
+	}
+	if forwarded {
+		return time.Since(at) <= c.takeBackAfter()
+	}
+	return time.Since(at) <= c.cfg.TTL
+}
+
+func (c *Coordinator) gaveUpLocked(id string) bool {
+	at, ok := c.handedOff[id]
+	return ok && time.Since(at) <= c.cfg.TTL
+}
+
+// takeBackAfter is how long after handing a device off this replica takes
+// it for a call another replica forwarded here: long enough for the calls
+// routed here as its holder just before the handoff to have come in.
+func (c *Coordinator) takeBackAfter() time.Duration { return c.cfg.TTL / 10 }
 
 // lapseMargin is how long after another replica's lease or heartbeat
 // should lapse the extra round comes: clocks and the order of its last

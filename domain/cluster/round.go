@@ -20,9 +20,13 @@ func (c *Coordinator) storeCtx(ctx context.Context) (context.Context, context.Ca
 
 // round is one placement round: heartbeat, renewal, then (place)
 // placement. It tells whether the renewal succeeded.
+//
+// When a call or Drain holds the placement lock (starting or stopping a
+// device, which takes long when the database is slow under load), the
+// round only renews, at once, and asks for the next round soon: waiting
+// for the lock would leave every lease unrenewed until the watchdog stops
+// all the devices.
 func (c *Coordinator) round(ctx context.Context, place bool) bool {
-	c.opMu.Lock()
-	defer c.opMu.Unlock()
 	defer c.tellDelivery() // the webhooks lease taken, lost or renewed again
 	c.mu.Lock()
 	left := c.left
@@ -30,7 +34,22 @@ func (c *Coordinator) round(ctx context.Context, place bool) bool {
 	if left || ctx.Err() != nil {
 		return true
 	}
-	if err := c.renew(ctx); err != nil {
+	if !c.opMu.TryLock() {
+		if err := c.renew(ctx, false); err != nil {
+			c.log.Warn("lease renewal failed", "err", err)
+			return false
+		}
+		c.roundBy(time.Now().Add(c.cfg.TTL / 10))
+		return true
+	}
+	defer c.opMu.Unlock()
+	c.mu.Lock()
+	left = c.left
+	c.mu.Unlock()
+	if left || ctx.Err() != nil {
+		return true
+	}
+	if err := c.renew(ctx, true); err != nil {
 		c.log.Warn("lease renewal failed", "err", err)
 		return false
 	}
@@ -50,7 +69,10 @@ func (c *Coordinator) round(ctx context.Context, place bool) bool {
 // renew sends the heartbeat and renews the leases. Leases found lost are
 // dropped at once; on success the watchdog's clock restarts and a fenced
 // replica runs devices again (adoptPending restarts those still held).
-func (c *Coordinator) renew(ctx context.Context) error {
+// reconcile, which needs the placement lock, also takes up the leases this
+// replica holds without knowing it and releases again those of devices it
+// handed off; without it, the renewal only renews and drops.
+func (c *Coordinator) renew(ctx context.Context, reconcile bool) error {
 	start := time.Now()
 	sctx, cancel := c.storeCtx(ctx)
 	defer cancel()
@@ -73,18 +95,29 @@ func (c *Coordinator) renew(ctx context.Context) error {
 	defer c.fenceMu.Unlock()
 	c.mu.Lock()
 	for id, e := range c.held {
-		if !still[id] {
+		// One acquired since the renewal began (by a call, while this
+		// renewal ran without the placement lock) is not in still.
+		if !still[id] && e.since.Before(start) {
 			delete(c.held, id)
 			if e.adopted {
 				lost = append(lost, id)
 			}
 		}
 	}
+	var unknown, givenUp []string
 	for id := range still {
-		if _, ok := c.held[id]; !ok {
-			// Acquired by a call whose answer did not arrive.
-			c.held[id] = &entry{since: start}
+		if _, ok := c.held[id]; ok || !reconcile {
+			continue
 		}
+		if c.gaveUpLocked(id) {
+			// Handed off, and its release failed: released again below,
+			// never started here again.
+			givenUp = append(givenUp, id)
+			continue
+		}
+		// Acquired by a call whose answer did not arrive.
+		c.held[id] = &entry{since: start}
+		unknown = append(unknown, id)
 	}
 	c.lastOK = start
 	close(c.renewed)
@@ -95,11 +128,40 @@ func (c *Coordinator) renew(ctx context.Context) error {
 	if wasFenced {
 		c.log.Info("lease renewals work again", "leases", len(ids))
 	}
+	if len(unknown) > 0 {
+		c.log.Warn("renewed leases this replica did not know it held: starting their devices", "device_ids", unknown)
+	}
+	if len(givenUp) > 0 {
+		rctx, cancel := c.storeCtx(ctx)
+		defer cancel()
+		if err := c.cfg.Leases.Release(rctx, givenUp...); err != nil {
+			c.log.Warn("releasing the leases of devices handed off", "device_ids", givenUp, "err", err)
+		} else {
+			c.log.Info("released the leases of devices handed off whose release had failed", "device_ids", givenUp)
+		}
+	}
 	if len(lost) > 0 {
 		c.log.Warn("leases lost (they lapsed): stopping their devices", "devices", len(lost))
 		c.dropAll(ctx, lost)
 	}
 	return nil
+}
+
+// renewIfDue renews the leases when a round's work has taken a third of
+// the lease time since the last renewal began: a round that starts or
+// stops many devices (each slow when the database is under load) must not
+// leave the leases unrenewed until the watchdog stops every device. Only
+// the Run goroutine renews, so renewals never overlap.
+func (c *Coordinator) renewIfDue(ctx context.Context) {
+	c.mu.Lock()
+	due := time.Since(c.lastOK) >= c.cfg.TTL/3 && !c.left
+	c.mu.Unlock()
+	if !due || ctx.Err() != nil {
+		return
+	}
+	if err := c.renew(ctx, false); err != nil {
+		c.log.Warn("lease renewal failed", "err", err)
+	}
 }
 
 // adoptPending starts the devices held but not running: acquired while
@@ -133,6 +195,7 @@ func (c *Coordinator) adoptPending(ctx context.Context) {
 	}
 	var release []string
 	for _, id := range pending {
+		c.renewIfDue(ctx)
 		err := c.adopt(ctx, id)
 		if domain.ErrorCode(err) != domain.ENOTFOUND {
 			continue

@@ -26,13 +26,25 @@ import (
 // shutting down and knows no other replica. retryAfter then says when to
 // try again.
 func (c *Coordinator) Route(ctx context.Context, id string) (local bool, addr string, retryAfter time.Duration, err error) {
-	return c.route(ctx, id, false)
+	return c.route(ctx, id, false, false)
 }
 
-// route is Route for a call that creates device id (Claim) or not. A call
-// that does not, for a device nobody holds and the registry lacks, is
-// served here without a lease (Config.Registered).
-func (c *Coordinator) route(ctx context.Context, id string, creates bool) (local bool, addr string, retryAfter time.Duration, err error) {
+// RouteForwarded is Route for a call another replica forwarded here (it is
+// never forwarded again): a free device this replica handed off is taken
+// all the same once the handoff is a tenth of the lease old, since the
+// replica that chose this one for it may have handed it off too, and each
+// sending the other its calls would leave the device to nobody until the
+// handoffs are a lease time old. (A call forwarded to this replica as the
+// device's holder just before the handoff does not take it back.)
+func (c *Coordinator) RouteForwarded(ctx context.Context, id string) (local bool, addr string, retryAfter time.Duration, err error) {
+	return c.route(ctx, id, false, true)
+}
+
+// route is Route for a call that creates device id (Claim) or not, and
+// forwarded here by another replica or not. A call that does not create
+// it, for a device nobody holds and the registry lacks, is served here
+// without a lease (Config.Registered).
+func (c *Coordinator) route(ctx context.Context, id string, creates, forwarded bool) (local bool, addr string, retryAfter time.Duration, err error) {
 	if err := domain.ValidateDeviceID(id); err != nil {
 		return false, "", 0, err
 	}
@@ -46,6 +58,10 @@ func (c *Coordinator) route(ctx context.Context, id string, creates bool) (local
 		delete(c.handedOff, id)
 		wasHanded = false
 	}
+	if forwarded && wasHanded && time.Since(handed) > c.takeBackAfter() {
+		// Chosen for the device by the replica that forwarded the call.
+		wasHanded = false
+	}
 	c.mu.Unlock()
 	switch {
 	case fenced:
@@ -55,7 +71,7 @@ func (c *Coordinator) route(ctx context.Context, id string, creates bool) (local
 	case held && !left:
 		// Held, not running: a slot about to be created, or a device
 		// whose start failed or has not happened yet. Start it now.
-		return c.acquire(ctx, id)
+		return c.acquire(ctx, id, forwarded, "held, not running")
 	}
 
 	lease, live, err := c.owner(ctx, id)
@@ -72,7 +88,7 @@ func (c *Coordinator) route(ctx context.Context, id string, creates bool) (local
 			return false, "", retry, err
 		}
 		if live && lease.Holder == c.self {
-			return c.acquire(ctx, id)
+			return c.acquire(ctx, id, forwarded, "leased here, not known")
 		}
 	}
 	if live {
@@ -97,7 +113,7 @@ func (c *Coordinator) route(ctx context.Context, id string, creates bool) (local
 			return true, "", 0, nil // no such device: nothing to run, anywhere
 		}
 	}
-	return c.acquire(ctx, id)
+	return c.acquire(ctx, id, forwarded, "free")
 }
 
 // owner reads id's lease.
@@ -113,7 +129,7 @@ func (c *Coordinator) owner(ctx context.Context, id string) (ports.Lease, bool, 
 
 // acquire takes the lease of a device nobody holds, on demand, and starts
 // the device here; for a device held already, it only starts it.
-func (c *Coordinator) acquire(ctx context.Context, id string) (bool, string, time.Duration, error) {
+func (c *Coordinator) acquire(ctx context.Context, id string, forwarded bool, why string) (bool, string, time.Duration, error) {
 	retry := c.cfg.TTL / 3
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
@@ -130,6 +146,13 @@ func (c *Coordinator) acquire(ctx context.Context, id string) (bool, string, tim
 	case draining && !held:
 		return false, "", retry, errDraining
 	}
+	if !held && c.gaveUp(id, forwarded) {
+		// Handed off by this replica (while the call waited, perhaps):
+		// another replica takes it.
+		if other := c.other(id); other != "" {
+			return false, other, retry, nil
+		}
+	}
 	if !held {
 		sctx, cancel := c.storeCtx(ctx)
 		lease, ok, err := c.cfg.Leases.Acquire(sctx, id, c.cfg.TTL)
@@ -143,6 +166,7 @@ func (c *Coordinator) acquire(ctx context.Context, id string) (bool, string, tim
 		c.mu.Lock()
 		c.held[id] = &entry{since: time.Now()}
 		c.mu.Unlock()
+		c.log.Info("took a device nobody held for a call", "device_id", id, "why", why)
 	}
 	// The device starts whether or not the caller waits for it.
 	switch err := c.adopt(context.WithoutCancel(ctx), id); {
@@ -223,7 +247,7 @@ func (c *Coordinator) Drain(ctx context.Context) error {
 	c.opMu.Lock()
 	ids := c.Held()
 	slices.Sort(ids)
-	var errs []error
+	var unreleased []string
 	const batch = 16
 	for len(ids) > 0 {
 		n := min(batch, len(ids))
@@ -237,10 +261,21 @@ func (c *Coordinator) Drain(ctx context.Context) error {
 		c.dropAll(ctx, part)
 		sctx, cancel := c.storeCtx(ctx)
 		if err := c.cfg.Leases.Release(sctx, part...); err != nil {
-			errs = append(errs, err)
+			unreleased = append(unreleased, part...)
 		}
 		cancel()
 		c.notify(ctx)
+	}
+	var errs []error
+	if len(unreleased) > 0 {
+		// Once more (a database slow under load): otherwise the others
+		// wait for these leases to lapse.
+		sctx, cancel := c.storeCtx(ctx)
+		err := c.cfg.Leases.Release(sctx, unreleased...)
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
 	// Rounds renew the webhooks lease meanwhile.
 	c.opMu.Unlock()
@@ -272,7 +307,7 @@ func (c *Coordinator) Drain(ctx context.Context) error {
 // another replica meanwhile. It fails with EUNAVAILABLE when another
 // replica holds the device, or this one cannot take leases now.
 func (c *Coordinator) Claim(ctx context.Context, id string) error {
-	local, _, _, err := c.route(ctx, id, true)
+	local, _, _, err := c.route(ctx, id, true, false)
 	switch {
 	case err != nil:
 		return err

@@ -110,7 +110,7 @@ func (s *Service) Drop(ctx context.Context, id string) error {
 	if !ok {
 		return nil
 	}
-	d.dropped.Store(true)
+	d.leave()
 	d.post(cmdShutdown{Drop: true})
 	select {
 	case <-d.done:

@@ -2,8 +2,11 @@ package device
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/gowa-dev/gowa/domain"
@@ -167,6 +170,78 @@ func TestDropCutsCallsInFlight(t *testing.T) {
 			t.Fatalf("%s still waits after Drop", name)
 		}
 	}
+}
+
+// Sends queued behind a send in flight when the device is dropped are
+// refused at once, and never reach the client: WhatsApp takes one send at
+// a time per device, so under load a device has a queue of them, and each
+// waiting its turn on the old replica only to fail there would use up the
+// caller's time for finding the new one.
+func TestDropRefusesQueuedSendsAtOnce(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		h := startedHarness(t, clusterMode)
+		h.reg.slots["a"] = domain.Slot{ID: "a", JID: jid1}
+		h.disk.putLinked("a", jid1)
+		if err := h.svc.Adopt(t.Context(), "a"); err != nil {
+			t.Fatal(err)
+		}
+		h.waitState("a", domain.StateConnected)
+		c := h.wa.last(t)
+		gate := make(chan struct{})
+		h.wa.mu.Lock()
+		h.wa.sendGate = gate // the first send waits for WhatsApp's answer
+		h.wa.mu.Unlock()
+
+		first := make(chan error, 1)
+		go func() {
+			_, _, err := h.svc.Send(context.Background(), "a", "628111111111", "first")
+			first <- err
+		}()
+		synctest.Wait() // the first send waits for WhatsApp
+		const queued = 3
+		rest := make(chan error, queued)
+		for i := range queued {
+			go func() {
+				_, _, err := h.svc.Send(context.Background(), "a", "628111111111", fmt.Sprint("queued ", i))
+				rest <- err
+			}()
+		}
+		synctest.Wait() // the others wait behind it
+
+		if err := h.svc.Drop(t.Context(), "a"); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		waiting := 0
+		for range queued {
+			select {
+			case err := <-rest:
+				wantCode(t, err, domain.EUNAVAILABLE)
+				if !errors.Is(err, domain.ErrMoving) {
+					t.Errorf("a queued send refused with %v, want ErrMoving (the caller may retry elsewhere)", err)
+				}
+			default:
+				waiting++
+			}
+		}
+		if waiting > 0 {
+			t.Errorf("%d sends queued behind the one in flight still wait after Drop", waiting)
+		}
+		c.mu.Lock()
+		sends := c.sends
+		c.mu.Unlock()
+		if sends != 1 {
+			t.Errorf("%d sends reached the client; want only the one in flight before the drop", sends)
+		}
+		close(gate)
+		for range waiting {
+			<-rest
+		}
+		if err := <-first; err == nil {
+			t.Error("the send in flight succeeded on a client closed under it")
+		}
+	})
 }
 
 // In cluster mode a login never overwrites a slot the registry holds for

@@ -31,6 +31,16 @@ type device struct {
 	// dropped is set when the device stops to move to another replica
 	// (Service.Drop), so that the calls it cuts short say so.
 	dropped atomic.Bool
+	// leaving is closed when Drop begins (leave), so that the sends
+	// queued for the client give up at once.
+	leaving   chan struct{}
+	leaveOnce sync.Once
+	// sending admits one send at a time to the client. WhatsApp sends one
+	// message at a time per device anyway (whatsmeow holds a lock for the
+	// whole send, whatever the caller's context), so a busy device has a
+	// queue of sends: waiting here instead, they can be refused at once
+	// when the device moves, rather than each failing in its turn.
+	sending chan struct{}
 
 	// Owner only.
 	m         machine
@@ -78,12 +88,44 @@ func newDevice(s *Service, slot domain.Slot, m machine) *device {
 		clients:   map[uint64]*clientSlot{},
 		waiters:   map[uint64]chan reply{},
 		changed:   make(chan struct{}),
+		leaving:   make(chan struct{}),
+		sending:   make(chan struct{}, 1),
 	}
 	d.inbox.init()
 	d.jobs.init()
 	d.pub = d.statusOf(m)
 	return d
 }
+
+// leave tells the sends waiting for their turn that the device is moving
+// to another replica (Drop).
+func (d *device) leave() {
+	d.dropped.Store(true)
+	d.leaveOnce.Do(func() { close(d.leaving) })
+}
+
+// admitSend waits for the device's turn to send: the send before it
+// ended. A device moving away (or stopped) refuses it with nothing sent,
+// so the caller may make it again where the device goes.
+func (d *device) admitSend(ctx context.Context) error {
+	select {
+	case d.sending <- struct{}{}:
+	case <-d.leaving:
+		return stoppedError(d.id, true)
+	case <-d.done:
+		return d.goneErr()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if d.dropped.Load() {
+		<-d.sending
+		return stoppedError(d.id, true)
+	}
+	return nil
+}
+
+// endSend lets the next send go.
+func (d *device) endSend() { <-d.sending }
 
 // post queues an input for the owner; it never blocks.
 func (d *device) post(in input) { d.inbox.push(in) }

@@ -211,11 +211,15 @@ type fakeWhatsApp struct {
 	startQRGate   chan struct{} // when set, StartQR waits for it to close
 	connectGate   chan struct{} // when set, Connect waits for it to close
 	pairCodeGate  chan struct{} // when set, PairCode waits for it to close
-	startQRErr    error
-	connectErr    error
-	openErr       error // returned by Open when set
-	logoutErr     error
-	pairCodeErr   func(phone string) error
+	// sendGate, when set, holds every SendText until it closes, whatever
+	// the contexts: whatsmeow waits for the server's answer on its own
+	// timeout.
+	sendGate    chan struct{}
+	startQRErr  error
+	connectErr  error
+	openErr     error // returned by Open when set
+	logoutErr   error
+	pairCodeErr func(phone string) error
 }
 
 var _ ports.WhatsApp = (*fakeWhatsApp)(nil)
@@ -234,7 +238,7 @@ func (w *fakeWhatsApp) Open(ctx context.Context, path string, events func(domain
 		w.disk.sessions[path] = &fakeSession{opened: true}
 	}
 	w.disk.mu.Unlock()
-	c := &fakeClient{w: w, path: path, ctx: ctx, events: events}
+	c := &fakeClient{w: w, path: path, ctx: ctx, events: events, sendLock: make(chan struct{}, 1)}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.clients = append(w.clients, c)
@@ -304,6 +308,10 @@ type fakeClient struct {
 	disconnects int
 	pairCodes   []string // "phone|displayName"
 	sent        []string // "to|text"
+	sends       int      // SendText calls that reached the client
+	// sendLock makes sends one at a time, as whatsmeow's own send lock
+	// does: a send queued behind another waits for it, context or not.
+	sendLock chan struct{}
 }
 
 var _ ports.Client = (*fakeClient)(nil)
@@ -412,7 +420,21 @@ func (c *fakeClient) Logout(ctx context.Context) error {
 
 func (c *fakeClient) SendText(ctx context.Context, to, text string) (domain.SentMessage, error) {
 	c.mu.Lock()
+	c.sends++
+	c.mu.Unlock()
+	c.sendLock <- struct{}{}
+	defer func() { <-c.sendLock }()
+	c.w.mu.Lock()
+	gate := c.w.sendGate
+	c.w.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed {
+		return domain.SentMessage{}, domain.Errorf(domain.ECONFLICT, "the session is not connected")
+	}
 	c.sent = append(c.sent, to+"|"+text)
 	return domain.SentMessage{ID: fmt.Sprintf("MSG%d", len(c.sent)), Timestamp: time.Unix(1700000000, 0)}, nil
 }

@@ -31,25 +31,13 @@ func (s *Service) Send(ctx context.Context, id, to, text string) (domain.SentMes
 	if err != nil {
 		return domain.SentMessage{}, "", err
 	}
-	v := d.view()
-	if v.state == domain.StateConnecting {
-		// Coming back after a restart or a dropped connection: worth a
-		// short wait rather than a refusal.
-		wctx, cancel := context.WithTimeout(ctx, s.cfg.SendWait)
-		v, err = d.waitFor(wctx, func(v view) bool { return v.state != domain.StateConnecting })
-		cancel()
-		switch {
-		case errors.Is(err, errShutdown):
-			return domain.SentMessage{}, d.id, stoppedError(d.id, d.dropped.Load())
-		case err != nil && ctx.Err() != nil:
-			return domain.SentMessage{}, d.id, ctx.Err() // the caller gave up
-		}
-		// SendWait ran out: not connected, said below.
+	// One send at a time goes to the client, in order; the wait for the
+	// turn ends at once, with nothing sent, when the device moves away.
+	if err := d.admitSend(ctx); err != nil {
+		return domain.SentMessage{}, d.id, err
 	}
-	if v.state != domain.StateConnected || v.client == nil {
-		return domain.SentMessage{}, d.id, domain.Errorf(domain.ECONFLICT, "device %s is not connected (state %s)", d.id, v.state)
-	}
-	msg, err := v.client.SendText(ctx, jid, text)
+	msg, v, err := s.sendAdmitted(ctx, d, jid, text)
+	d.endSend()
 	if err != nil {
 		if d.dropped.Load() {
 			// Its client closed under the send: the device moved.
@@ -62,6 +50,32 @@ func (s *Service) Send(ctx context.Context, id, to, text string) (domain.SentMes
 	})
 	s.syncEvents(ctx)
 	return msg, d.id, nil
+}
+
+// sendAdmitted sends text to jid from d, whose turn it is: it waits for a
+// device that is connecting, up to SendWait.
+func (s *Service) sendAdmitted(ctx context.Context, d *device, jid, text string) (domain.SentMessage, view, error) {
+	v := d.view()
+	if v.state == domain.StateConnecting {
+		// Coming back after a restart or a dropped connection: worth a
+		// short wait rather than a refusal.
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.SendWait)
+		var err error
+		v, err = d.waitFor(wctx, func(v view) bool { return v.state != domain.StateConnecting })
+		cancel()
+		switch {
+		case errors.Is(err, errShutdown):
+			return domain.SentMessage{}, v, stoppedError(d.id, d.dropped.Load())
+		case err != nil && ctx.Err() != nil:
+			return domain.SentMessage{}, v, ctx.Err() // the caller gave up
+		}
+		// SendWait ran out: not connected, said below.
+	}
+	if v.state != domain.StateConnected || v.client == nil {
+		return domain.SentMessage{}, v, domain.Errorf(domain.ECONFLICT, "device %s is not connected (state %s)", d.id, v.state)
+	}
+	msg, err := v.client.SendText(ctx, jid, text)
+	return msg, v, err
 }
 
 // sender returns the device named id, or the only logged-in device when id

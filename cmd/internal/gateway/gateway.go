@@ -437,6 +437,13 @@ loop:
 			g.Log.Warn("handing the devices over at shutdown; the others take the rest when their leases lapse", "err", err)
 		}
 		cancel()
+		// Calls routed here before the handoff may still wait in the
+		// listen queue (a loaded machine accepts them late). Closing the
+		// listener now would reset them, and their callers could not tell
+		// whether they were carried out; served a moment longer, they are
+		// refused as retryable and go to the devices' new replicas.
+		linger := time.NewTimer(drainLinger)
+		<-linger.C
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownGrace)
 	defer cancel()
