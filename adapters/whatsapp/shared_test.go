@@ -3,9 +3,13 @@ package whatsapp_test
 import (
 	"context"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
+	"go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/types"
+	"go.mau.fi/whatsmeow/util/keys"
 
 	"github.com/gowa-dev/gowa/adapters/postgres"
 	"github.com/gowa-dev/gowa/adapters/postgres/pgtest"
@@ -23,6 +27,10 @@ type sharedEnv struct {
 	*env
 	db       *postgres.DB
 	sessions *postgres.Sessions
+	// generated counts, per JID, the prekeys GetOrGenPreKeys returned
+	// through the store SharedStore.PreKeys gave the session.
+	mu        sync.Mutex
+	generated map[string]int
 }
 
 func newSharedEnv(t *testing.T) *sharedEnv {
@@ -48,9 +56,27 @@ func newSharedEnv(t *testing.T) *sharedEnv {
 	}
 	opts := adapterOptions()
 	opts.HTTPClient = sim.HTTPClient()
-	opts.Shared = &whatsapp.SharedStore{Container: sessions.Container(), Pairings: sessions}
-	e := &env{t: t, sim: sim, wa: whatsapp.New(opts), dir: t.TempDir()}
-	return &sharedEnv{env: e, db: db, sessions: sessions}
+	se := &sharedEnv{db: db, sessions: sessions, generated: map[string]int{}}
+	opts.Shared = &whatsapp.SharedStore{Container: sessions.Container(), Pairings: sessions,
+		PreKeys: func(jid types.JID, inner store.PreKeyStore) store.PreKeyStore {
+			return countingPreKeys{sessions.PreKeys(jid, inner), se, jid.String()}
+		}}
+	se.env = &env{t: t, sim: sim, wa: whatsapp.New(opts), dir: t.TempDir()}
+	return se
+}
+
+type countingPreKeys struct {
+	store.PreKeyStore
+	e   *sharedEnv
+	jid string
+}
+
+func (c countingPreKeys) GetOrGenPreKeys(ctx context.Context, n uint32) ([]*keys.PreKey, error) {
+	ks, err := c.PreKeyStore.GetOrGenPreKeys(ctx, n)
+	c.e.mu.Lock()
+	c.e.generated[c.jid] += len(ks)
+	c.e.mu.Unlock()
+	return ks, err
 }
 
 // link pairs a new session for device id with phone by QR, promotes it as
@@ -101,6 +127,43 @@ func TestClientContractOnSharedStore(t *testing.T) {
 			e.sim.DropConnections(id.JID)
 		},
 	})
+}
+
+// A session linked and connected on the shared store uploads its first
+// prekeys through the store SharedStore.PreKeys gives it (one statement for
+// the 812, not whatsmeow's one each).
+func TestSharedStoreFirstPreKeysThroughTheGivenStore(t *testing.T) {
+	t.Parallel()
+	e := newSharedEnv(t)
+	uploaded := func(jid string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			var n int
+			if err := e.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM whatsmeow_pre_keys WHERE jid = $1 AND uploaded`, jid).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n >= 812 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d prekeys of %s uploaded after 60 s, want 812", n, jid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if got := e.generated[jid]; got < 812 {
+			t.Errorf("the given prekey store handed out %d keys of %s, want the 812 uploaded", got, jid)
+		}
+	}
+
+	// The pairing's client stays quiet once paired: the session's first
+	// connection, by its JID, uploads them.
+	id := e.link("phone", e.phone("Alice"))
+	c, _ := e.connect(id.JID)
+	defer c.Close()
+	uploaded(id.JID)
 }
 
 // A pairing cut off after whatsmeow saved the linked device (the process

@@ -93,6 +93,11 @@ type SharedStore struct {
 	// Pairings is the session store's record of the pairings
 	// (adapters/postgres.Sessions implements it).
 	Pairings Pairings
+	// PreKeys, when set, gives each linked session the prekey store to
+	// use instead of inner, whatsmeow's own, when it is opened
+	// (adapters/postgres.Sessions.PreKeys writes a first login's 812
+	// prekeys in one statement rather than 812).
+	PreKeys func(jid types.JID, inner store.PreKeyStore) store.PreKeyStore
 }
 
 // Pairings records which whatsmeow device a pairing session is.
@@ -254,6 +259,12 @@ func (w *WhatsApp) openShared(ctx context.Context, key string, events func(domai
 		if dev == nil {
 			dev = shared.Container.NewDevice()
 		}
+	}
+	if shared.PreKeys != nil && dev.Initialized {
+		// An unpaired device gets its stores from whatsmeow when it is
+		// saved, paired; it uploads no prekeys before the device service
+		// reopens it by its JID (the pairing's client stays quiet).
+		dev.PreKeys = shared.PreKeys(*dev.ID, dev.PreKeys)
 	}
 	return w.newClient(ctx, dev, nil, log, waLogger, events), nil
 }

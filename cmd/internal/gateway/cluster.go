@@ -99,7 +99,7 @@ func (c *Core) openCluster(ctx context.Context, cfg Config, waOpts whatsapp.Opti
 	if err != nil {
 		return err
 	}
-	waOpts.Shared = &whatsapp.SharedStore{Container: sessions.Container(), Pairings: sessions}
+	waOpts.Shared = &whatsapp.SharedStore{Container: sessions.Container(), Pairings: sessions, PreKeys: sessions.PreKeys}
 	if cc.key, err = db.ClusterKey(ctx, "forward"); err != nil {
 		return err
 	}
