@@ -109,7 +109,7 @@ func parseFlags() (config, error) {
 	flag.BoolVar(&cfg.inprocSim, "inproc-sim", false, "restore and memory phases with the simulator inside the measured processes (their RSS then includes it)")
 	flag.BoolVar(&cfg.scaleOnly, "scale", false, "only the restore and memory phases")
 	flag.IntVar(&cfg.loginOnly, "login", 0, "only the first QR of a new device (median of 5), this many rounds in one gateway")
-	flag.StringVar(&cfg.profile, "profile", "", "also restore the largest N in process under pprof and write cpu.pprof and heap.pprof to this folder")
+	flag.StringVar(&cfg.profile, "profile", "", "also restore the largest N in process under pprof and write cpu.pprof, heap.pprof, goroutines.txt and memory.txt to this folder")
 	flag.Parse()
 	if *gwEnv != "" {
 		for _, kv := range strings.Split(*gwEnv, ",") {

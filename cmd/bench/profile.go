@@ -20,7 +20,9 @@ import (
 // gateway's own wiring (cmd/internal/gateway) without its HTTP server (the
 // gateway binary serves no pprof), with a CPU profile from
 // start until every device is connected and a heap profile after settling.
-// It writes out/cpu.pprof and out/heap.pprof.
+// It writes out/cpu.pprof and out/heap.pprof, the goroutines by stack
+// (out/goroutines.txt: how many each device keeps) and the runtime's
+// memory classes, in total and per device (out/memory.txt).
 func (b *bench) profileRestore(dir, out string) error {
 	work := filepath.Join(b.tmp, "profile")
 	if err := copyTree(dir, work); err != nil {

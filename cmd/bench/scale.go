@@ -432,7 +432,7 @@ func (b *bench) report(rs []sizeResult) {
 		n := float64(top.n)
 		split := func(m memory) string {
 			return fmt.Sprintf("heap %s, other Go %s, outside Go %s (files %s, SQLite and other anonymous %s)", mb(m.heap/n), mb((m.goResident-m.heap)/n),
-				mb((m.rss-m.goResident)/n), mb(m.mapped/n), mb((m.rss-m.goResident-m.mapped)/n))
+				mb((m.rss-m.goResident)/n), mb(m.mapped/n), mb(max(0, m.rss-m.goResident-m.mapped)/n))
 		}
 		b.add(row{
 			figure: fmt.Sprintf("Memory per device, N = %d: Go heap / rest of the Go runtime / outside Go (the binary's mapped files; SQLite's allocator)", top.n),
