@@ -179,7 +179,8 @@ func floorMain(args []string) error {
 	}
 	_ = enc.Encode(floorReport{
 		Phase: "memory", Clients: len(sessions), RSS: float64(rss), HeapInuse: float64(ms.HeapInuse),
-		GoResident: float64(ms.Sys - ms.HeapReleased), Files: openFiles(os.Getpid()),
+		GoResident: float64(ms.Sys - ms.HeapReleased), Files: openFiles(os.Getpid()), CPU: cpuTime(os.Getpid()),
+		Mapped: fileBacked(os.Getpid()),
 	})
 
 	for _, c := range clients {
@@ -274,6 +275,34 @@ func openFiles(pid int) int {
 		return 0
 	}
 	return len(fds)
+}
+
+// fileBacked is the part of process pid's RSS that maps files (its
+// binary, shared libraries), from /proc/pid/smaps_rollup: RSS less
+// anonymous memory. 0 when it cannot be read.
+func fileBacked(pid int) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0
+	}
+	var rss, anon float64
+	for _, line := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		var kb float64
+		if _, err := fmt.Sscan(f[1], &kb); err != nil {
+			continue
+		}
+		switch f[0] {
+		case "Rss:":
+			rss = kb * 1024
+		case "Anonymous:":
+			anon = kb * 1024
+		}
+	}
+	return max(0, rss-anon)
 }
 
 // floorDSN opens a session store with the pragmas whatsmeow needs

@@ -7,6 +7,9 @@
 //	go run ./cmd/bench -n 100,300      other sizes
 //	go run ./cmd/bench -status 3       only the status endpoint, three runs
 //	go run ./cmd/bench -scale          only the restore and memory phases
+//	go run ./cmd/bench -login 3        only the first QR, three rounds of 5
+//	go run ./cmd/bench -scale -keep    … and keep the scratch folder, for
+//	go run ./cmd/bench -scale -reuse DIR   the same sessions restored again
 //	go run ./cmd/bench -replicas       only the replica phase: 500 devices on 3
 //	                                   replicas on one PostgreSQL beside one gateway
 //	                                   on SQLite, failover after kill -9 (-replica-n)
@@ -70,11 +73,21 @@ type config struct {
 	// does, instead of in a `whatsapp simulator` process of its own.
 	inprocSim bool
 	scaleOnly bool // only the restore and memory phases
+	loginOnly int  // only the first-QR phase, this many rounds of 5 logins
 	// replicasOnly runs only the replica phase: replicaN devices on one
 	// gateway on SQLite and on 3 replicas on one PostgreSQL.
 	replicasOnly bool
 	replicaN     int
 	leaseTTL     time.Duration // the replicas' --lease-ttl
+	// reuse is the scratch folder of an earlier run kept with -keep: the
+	// scale phase restores the devices already linked there (and links
+	// only the ones a larger N needs), so that a change is measured
+	// before and after on the same sessions without linking them again.
+	reuse string
+	// gwEnv is added to the environment of the gateway whose restore and
+	// memory are measured (not the floors'): GOGC=50, APP_…=…
+	gwEnv    []string
+	noFloors bool // the scale phase without its floors (quick comparisons)
 }
 
 func parseFlags() (config, error) {
@@ -88,12 +101,24 @@ func parseFlags() (config, error) {
 	flag.DurationVar(&cfg.leaseTTL, "lease-ttl", 15*time.Second, "the replicas' --lease-ttl in the replica phase (the gateway's default is 15s)")
 	flag.DurationVar(&cfg.loadTime, "d", 5*time.Second, "duration of each load phase (API, send)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary folder")
+	gwEnv := flag.String("gw-env", "", "KEY=value pairs, comma-separated, for the measured gateway only in the scale phase (GOGC=50,GODEBUG=…)")
+	flag.BoolVar(&cfg.noFloors, "no-floors", false, "the scale phase without the bare-whatsmeow floors (their columns then read 0)")
+	flag.StringVar(&cfg.reuse, "reuse", "", "the scratch folder of an earlier -keep run: restore the devices linked there instead of linking from none (kept afterwards)")
 	flag.BoolVar(&cfg.events, "events", false, "only the live-event phases (streams, webhooks)")
 	flag.IntVar(&cfg.status, "status", 0, "only the status endpoint against its floor, this many runs in one gateway (with -d per run)")
 	flag.BoolVar(&cfg.inprocSim, "inproc-sim", false, "restore and memory phases with the simulator inside the measured processes (their RSS then includes it)")
 	flag.BoolVar(&cfg.scaleOnly, "scale", false, "only the restore and memory phases")
-	flag.StringVar(&cfg.profile, "profile", "", "also restore the largest N in process under pprof and write cpu.pprof and heap.pprof to this folder")
+	flag.IntVar(&cfg.loginOnly, "login", 0, "only the first QR of a new device (median of 5), this many rounds in one gateway")
+	flag.StringVar(&cfg.profile, "profile", "", "also restore the largest N in process under pprof and write cpu.pprof, heap.pprof, goroutines.txt and memory.txt to this folder")
 	flag.Parse()
+	if *gwEnv != "" {
+		for _, kv := range strings.Split(*gwEnv, ",") {
+			if !strings.Contains(kv, "=") {
+				return cfg, fmt.Errorf("-gw-env: %q is not KEY=value", kv)
+			}
+			cfg.gwEnv = append(cfg.gwEnv, kv)
+		}
+	}
 	if *quick {
 		*sizes = "20"
 		cfg.loadTime = 3 * time.Second
@@ -141,8 +166,9 @@ func run() error {
 		return err
 	}
 	b := &bench{cfg: cfg, log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
-	b.tmp, err = os.MkdirTemp("", "gowa-bench-")
-	if err != nil {
+	if cfg.reuse != "" {
+		b.tmp, cfg.keep = cfg.reuse, true
+	} else if b.tmp, err = os.MkdirTemp("", "gowa-bench-"); err != nil {
 		return err
 	}
 	if cfg.keep {
@@ -158,6 +184,14 @@ func run() error {
 	}
 	if cfg.status > 0 {
 		if err := b.statusOnly(); err != nil {
+			return err
+		}
+		b.log.Info("done", "took", time.Since(start).Round(time.Second))
+		fmt.Print(b.markdown())
+		return nil
+	}
+	if cfg.loginOnly > 0 {
+		if err := b.loginOnly(); err != nil {
 			return err
 		}
 		b.log.Info("done", "took", time.Since(start).Round(time.Second))
@@ -204,9 +238,14 @@ func run() error {
 // waits for /health. It returns the time from exec to the first 200. args
 // are more flags (--simulator).
 func (b *bench) start(storages string, args ...string) (*proc.Gateway, time.Duration, error) {
+	return b.startEnv(storages, nil, args...)
+}
+
+// startEnv is start with env added to the gateway's environment.
+func (b *bench) startEnv(storages string, env []string, args ...string) (*proc.Gateway, time.Duration, error) {
 	g, err := proc.Start(proc.Options{
 		Bin: b.bin, Storages: storages, Auth: benchUser + ":" + benchPass,
-		LogPath: filepath.Join(b.tmp, "gateway.log"), Args: args,
+		LogPath: filepath.Join(b.tmp, "gateway.log"), Args: args, Env: env,
 	})
 	if err != nil {
 		return nil, 0, err

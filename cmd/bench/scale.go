@@ -42,7 +42,14 @@ type sizeResult struct {
 // memory is what a process held after settling.
 type memory struct {
 	rss, heap, goResident float64 // bytes
-	files                 int     // open file descriptors
+	// mapped is the part of the RSS backed by files (the binary's code and
+	// data, shared libraries): the rest is anonymous memory, the Go
+	// runtime's and SQLite's allocator's.
+	mapped float64
+	files  int // open file descriptors
+	// cpu is the process's CPU time (user and system) from exec until
+	// memory was read: the restore and the settling after it.
+	cpu time.Duration
 }
 
 // scale links devices up to each N in turn, restarts the gateway, times
@@ -66,6 +73,17 @@ func (b *bench) scale() error {
 		if err != nil {
 			return err
 		}
+		if b.cfg.reuse != "" && linked == 0 {
+			ds, err := g.Devices()
+			if err != nil {
+				g.Kill()
+				return err
+			}
+			if linked = len(ds); linked > n {
+				g.Kill()
+				return fmt.Errorf("-reuse: %d devices are linked there, more than N = %d", linked, n)
+			}
+		}
 		b.log.Info("linking devices", "from", linked, "to", n)
 		t0 := time.Now()
 		if err := linkDevices(g, linked, n); err != nil {
@@ -86,11 +104,13 @@ func (b *bench) scale() error {
 		if err := b.restore(dir, &res); err != nil {
 			return err
 		}
-		if res.fileRestore, res.file, err = b.floor(copyDir, res.n, false); err != nil {
-			return err
-		}
-		if res.sharedRestore, res.shared, err = b.floor(copyDir, res.n, true); err != nil {
-			return err
+		if !b.cfg.noFloors {
+			if res.fileRestore, res.file, err = b.floor(copyDir, res.n, false); err != nil {
+				return err
+			}
+			if res.sharedRestore, res.shared, err = b.floor(copyDir, res.n, true); err != nil {
+				return err
+			}
 		}
 		_ = os.RemoveAll(copyDir)
 		results = append(results, res)
@@ -119,7 +139,7 @@ func (b *bench) simArgs() []string {
 // restore restarts the gateway on dir and times it until every device is
 // connected, then reads its memory.
 func (b *bench) restore(dir string, res *sizeResult) error {
-	g, up, err := b.start(dir, b.simArgs()...)
+	g, up, err := b.startEnv(dir, b.cfg.gwEnv, b.simArgs()...)
 	if err != nil {
 		return err
 	}
@@ -145,6 +165,8 @@ func (b *bench) restore(dir string, res *sizeResult) error {
 	}
 	res.gw.rss = float64(rss)
 	res.gw.files = openFiles(g.PID())
+	res.gw.cpu = cpuTime(g.PID())
+	res.gw.mapped = fileBacked(g.PID())
 	if b.sim != nil {
 		simRSS, err := proc.RSS(b.sim.PID())
 		if err != nil {
@@ -160,7 +182,7 @@ func (b *bench) restore(dir string, res *sizeResult) error {
 	if err1 == nil && err2 == nil {
 		res.gw.goResident = sys - released
 	}
-	b.log.Info("restored", "devices", res.n, "took", res.restore.Round(time.Millisecond), "rss", mib(res.gw.rss), "files", res.gw.files)
+	b.log.Info("restored", "devices", res.n, "took", res.restore.Round(time.Millisecond), "rss", mib(res.gw.rss), "files", res.gw.files, "cpu", res.gw.cpu)
 	return stop(g)
 }
 
@@ -183,6 +205,8 @@ type floorReport struct {
 	HeapInuse  float64       `json:"heap_inuse,omitempty"`
 	GoResident float64       `json:"go_resident,omitempty"` // Go runtime's memory, less what it returned
 	Files      int           `json:"files,omitempty"`
+	CPU        time.Duration `json:"cpu,omitempty"`
+	Mapped     float64       `json:"mapped,omitempty"`
 }
 
 // floor runs the bare-whatsmeow child on dir, one store per device or one
@@ -226,14 +250,14 @@ func (b *bench) floor(dir string, n int, shared bool) (time.Duration, memory, er
 				return 0, mem, fmt.Errorf("the floor connected %d clients, want %d", r.Clients, n)
 			}
 		case "memory":
-			mem = memory{rss: r.RSS, heap: r.HeapInuse, goResident: r.GoResident, files: r.Files}
+			mem = memory{rss: r.RSS, heap: r.HeapInuse, goResident: r.GoResident, files: r.Files, cpu: r.CPU, mapped: r.Mapped}
 		}
 	}
 	_, _ = io.Copy(io.Discard, out)
 	if err := cmd.Wait(); err != nil {
 		return 0, mem, fmt.Errorf("floor child: %w", err)
 	}
-	b.log.Info("floor", "devices", n, "shared", shared, "took", took.Round(time.Millisecond), "rss", mib(mem.rss), "files", mem.files)
+	b.log.Info("floor", "devices", n, "shared", shared, "took", took.Round(time.Millisecond), "rss", mib(mem.rss), "files", mem.files, "cpu", mem.cpu)
 	return took, mem, nil
 }
 
@@ -392,6 +416,13 @@ func (b *bench) report(rs []sizeResult) {
 			floor:  fmt.Sprintf("one file each %.2f; one shared store %.2f", float64(r.file.files)/n, float64(r.shared.files)/n),
 		})
 	}
+	for _, r := range rs {
+		b.add(row{
+			figure: fmt.Sprintf("CPU time of the process from exec to the memory reading, N = %d (restore and %s settling)", r.n, settle),
+			value:  secs(r.gw.cpu),
+			floor:  fmt.Sprintf("one file each %s; one shared store %s", secs(r.file.cpu), secs(r.shared.cpu)),
+		})
+	}
 	// Where the bytes go at the largest N: the Go heap (whatsmeow clients,
 	// the simulator's state), the rest of the Go runtime (goroutine stacks,
 	// its own structures), and what lies outside the Go runtime: modernc
@@ -400,10 +431,11 @@ func (b *bench) report(rs []sizeResult) {
 	if top.gw.goResident > 0 && top.file.goResident > 0 {
 		n := float64(top.n)
 		split := func(m memory) string {
-			return fmt.Sprintf("heap %s, other Go %s, outside Go %s", mb(m.heap/n), mb((m.goResident-m.heap)/n), mb((m.rss-m.goResident)/n))
+			return fmt.Sprintf("heap %s, other Go %s, outside Go %s (files %s, SQLite and other anonymous %s)", mb(m.heap/n), mb((m.goResident-m.heap)/n),
+				mb((m.rss-m.goResident)/n), mb(m.mapped/n), mb(max(0, m.rss-m.goResident-m.mapped)/n))
 		}
 		b.add(row{
-			figure: fmt.Sprintf("Memory per device, N = %d: Go heap / rest of the Go runtime / outside Go (SQLite, binary)", top.n),
+			figure: fmt.Sprintf("Memory per device, N = %d: Go heap / rest of the Go runtime / outside Go (the binary's mapped files; SQLite's allocator)", top.n),
 			value:  split(top.gw),
 			floor:  "one file each: " + split(top.file) + "; shared: " + split(top.shared),
 		})

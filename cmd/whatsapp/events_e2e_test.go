@@ -277,13 +277,17 @@ func TestEventsStreamWebhookAndResumeAcrossRestart(t *testing.T) {
 	}
 
 	// Metrics: events by type, deliveries by outcome (the receiver failed
-	// twice), the outbox and the open streams.
+	// twice), the outbox and the open streams. Delivered events leave the
+	// outbox in a batch once the receiver has answered them all, a moment
+	// after it has the last one: wait for the outbox to empty first.
+	emptied := `gowa_webhook_outbox_depth{endpoint="global:` + rcv.srv.URL + `"} 0`
+	eventually(t, 20*time.Second, func() bool { return strings.Contains(tg.getBody("/metrics"), emptied) }, "the outbox emptied")
 	metrics := tg.getBody("/metrics")
 	for _, want := range []string{
 		`gowa_events_total{type="device.connected"} 1`,
 		`gowa_webhook_deliveries_total{endpoint="global:` + rcv.srv.URL + `",outcome="retry"} 2`,
 		`gowa_webhook_deliveries_total{endpoint="global:` + rcv.srv.URL + `",outcome="delivered"} 5`,
-		`gowa_webhook_outbox_depth{endpoint="global:` + rcv.srv.URL + `"} 0`,
+		emptied,
 		`gowa_event_stream_subscribers 2`,
 	} {
 		if !strings.Contains(metrics, want) {

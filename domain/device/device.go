@@ -12,22 +12,25 @@ import (
 	"github.com/gowa-dev/gowa/ports"
 )
 
-// device is one slot. Its owner goroutine (run) is the only one that reads
-// or writes its machine: API commands, client events, job results and
-// timers all arrive in its inbox, one transition at a time. Blocking work
-// runs on the device's job goroutine, in order, and reports back through
-// the inbox. Nothing is ever held while waiting for I/O: callers wait for
-// a reply or a published state, never for a lock.
+// device is one slot. Its owner (step, on the inbox's drainer) is the only
+// one that reads or writes its machine: API commands, client events, job
+// results and timers all arrive in its inbox, one transition at a time.
+// Blocking work runs on the job queue's drainer, in order, and reports
+// back through the inbox. Nothing is ever held while waiting for I/O:
+// callers wait for a reply or a published state, never for a lock.
+//
+// Both drainers are goroutines that exist only while their queue holds
+// something (see lane): a linked device that is idle, as nearly all of
+// them are nearly all the time, keeps no goroutine of its own.
 type device struct {
 	svc *Service
 	id  string
 
 	ctx    context.Context // the device's lifetime; clients and jobs run on it
 	cancel context.CancelFunc
-	inbox  queue[input]
-	jobs   queue[func()]
+	inbox  lane[input]
+	jobs   lane[func()]
 	done   chan struct{} // closed when the owner has stopped and every job ended
-	worked chan struct{} // closed when the job goroutine has ended
 	// dropped is set when the device stops to move to another replica
 	// (Service.Drop), so that the calls it cuts short say so.
 	dropped atomic.Bool
@@ -82,7 +85,6 @@ func newDevice(s *Service, slot domain.Slot, m machine) *device {
 		ctx:       ctx,
 		cancel:    cancel,
 		done:      make(chan struct{}),
-		worked:    make(chan struct{}),
 		m:         m,
 		createdAt: slot.CreatedAt,
 		clients:   map[uint64]*clientSlot{},
@@ -127,8 +129,13 @@ func (d *device) admitSend(ctx context.Context) error {
 // endSend lets the next send go.
 func (d *device) endSend() { <-d.sending }
 
-// post queues an input for the owner; it never blocks.
-func (d *device) post(in input) { d.inbox.push(in) }
+// post queues an input for the owner, starting its drainer if none runs;
+// it never blocks.
+func (d *device) post(in input) {
+	if d.inbox.push(in) {
+		go d.own()
+	}
+}
 
 // call posts the command made by mk and waits for its reply. A caller who
 // hangs up stops waiting; the command goes on.
@@ -176,37 +183,26 @@ func stoppedError(id string, dropped bool) error {
 	return domain.Errorf(domain.EUNAVAILABLE, "the server is shutting down")
 }
 
-// run is the owner: it applies inputs until the device stops, then waits
-// for its jobs and closes what is left.
-func (d *device) run() {
-	go d.work()
+// own is the owner: it applies inputs until the inbox is empty, and
+// returns to be started again by the next post. When an input stops the
+// device, it waits for the device's jobs and closes what is left.
+func (d *device) own() {
 	for {
-		in, _ := d.inbox.pop()
-		if ce, ok := in.(clientEvent); ok {
-			if _, isConn := ce.Event.(domain.Connected); isConn {
-				if c := d.clientOf(ce.Gen); c != nil {
-					ce.Identity, _ = c.Identity()
-				}
-				in = ce
-			}
+		in, ok := d.inbox.next()
+		if !ok {
+			return
 		}
-		m, effs := transition(d.m, in, d.svc.cfg.Clock.Now())
-		old := d.m
-		d.m = m
-		// Published before the replies go out, so that a caller who gets
-		// one reads the state it led to.
-		d.publish(old)
-		stopped := d.apply(effs)
-		if stopped {
+		if d.step(in) {
 			break
 		}
 	}
+	// Stopped: this drainer never asks for another input, so later posts
+	// queue without starting one, and the inbox closes below.
 	for _, t := range d.timers {
 		t.Stop()
 	}
 	d.cancel()
-	d.jobs.close()
-	<-d.worked
+	<-d.jobs.close()
 	d.cmu.Lock()
 	left := d.clients
 	d.clients = map[uint64]*clientSlot{}
@@ -221,11 +217,29 @@ func (d *device) run() {
 	close(d.done)
 }
 
-// work runs the device's jobs in order until the queue closes.
+// step applies one input; it tells whether the device stopped.
+func (d *device) step(in input) (stopped bool) {
+	if ce, ok := in.(clientEvent); ok {
+		if _, isConn := ce.Event.(domain.Connected); isConn {
+			if c := d.clientOf(ce.Gen); c != nil {
+				ce.Identity, _ = c.Identity()
+			}
+			in = ce
+		}
+	}
+	m, effs := transition(d.m, in, d.svc.cfg.Clock.Now())
+	old := d.m
+	d.m = m
+	// Published before the replies go out, so that a caller who gets
+	// one reads the state it led to.
+	d.publish(old)
+	return d.apply(effs)
+}
+
+// work runs the device's jobs in order until the queue is empty.
 func (d *device) work() {
-	defer close(d.worked)
 	for {
-		job, ok := d.jobs.pop()
+		job, ok := d.jobs.next()
 		if !ok {
 			return
 		}
@@ -233,7 +247,12 @@ func (d *device) work() {
 	}
 }
 
-func (d *device) job(f func()) { d.jobs.push(f) }
+// job queues f on the device's jobs, starting their drainer if none runs.
+func (d *device) job(f func()) {
+	if d.jobs.push(f) {
+		go d.work()
+	}
+}
 
 // apply carries out effects, in order; blocking ones become jobs. It tells
 // whether the device stopped. Events are queued first, so that a caller
@@ -428,58 +447,72 @@ func (d *device) waitFor(ctx context.Context, ok func(view) bool) (view, error) 
 // errShutdown is returned to waits cut short by the device stopping.
 var errShutdown = errors.New("device stopped")
 
-// queue is an unbounded FIFO: pushing never blocks, so that clients'
-// event callbacks and jobs never wait for the owner.
-type queue[T any] struct {
-	mu     sync.Mutex
-	items  []T
-	signal chan struct{}
-	done   bool
+// lane is an unbounded FIFO whose consumer, the drainer, is a goroutine
+// that runs only while items are queued: push tells its caller to start
+// one when none runs, and next ends it (false) once the lane is empty. At
+// most one drainer runs at a time, so items are taken one after another,
+// in order. Pushing never blocks, so that clients' event callbacks and jobs
+// never wait for the owner.
+//
+// A goroutine parked on an empty queue would cost its stack (a few
+// kilobytes) for as long as the device lives, twice per device; hundreds
+// of idle devices made that a visible share of the gateway's memory.
+type lane[T any] struct {
+	mu      sync.Mutex
+	items   []T
+	running bool // a drainer runs: it will take what is pushed
+	closed  bool
+	drained chan struct{} // closed once the lane is closed and no drainer runs
 }
 
-func (q *queue[T]) init() { q.signal = make(chan struct{}, 1) }
+func (q *lane[T]) init() { q.drained = make(chan struct{}) }
 
-func (q *queue[T]) push(v T) {
+// push queues v and tells whether the caller must start a drainer. Items
+// pushed once the lane is closed are dropped.
+func (q *lane[T]) push(v T) (start bool) {
 	q.mu.Lock()
-	if !q.done {
-		q.items = append(q.items, v)
+	defer q.mu.Unlock()
+	if q.closed {
+		return false
 	}
-	q.mu.Unlock()
-	select {
-	case q.signal <- struct{}{}:
-	default:
+	q.items = append(q.items, v)
+	if q.running {
+		return false
 	}
+	q.running = true
+	return true
 }
 
-// pop returns the next item, waiting for one; false once closed and empty.
-func (q *queue[T]) pop() (T, bool) {
-	for {
-		q.mu.Lock()
-		if len(q.items) > 0 {
-			v := q.items[0]
-			var zero T
-			q.items[0] = zero
-			q.items = q.items[1:]
-			q.mu.Unlock()
-			return v, true
-		}
-		if q.done {
-			q.mu.Unlock()
-			var zero T
-			return zero, false
-		}
-		q.mu.Unlock()
-		<-q.signal
-	}
-}
-
-// close stops accepting items; those queued are still popped.
-func (q *queue[T]) close() {
+// next is the drainer's: the next item, or false when the lane is empty,
+// in which case the caller is no longer the drainer and must return.
+func (q *lane[T]) next() (T, bool) {
 	q.mu.Lock()
-	q.done = true
-	q.mu.Unlock()
-	select {
-	case q.signal <- struct{}{}:
-	default:
+	defer q.mu.Unlock()
+	var zero T
+	if len(q.items) == 0 {
+		q.running = false
+		q.items = nil // let an emptied backlog's array go
+		if q.closed {
+			close(q.drained)
+		}
+		return zero, false
 	}
+	v := q.items[0]
+	q.items[0] = zero
+	q.items = q.items[1:]
+	return v, true
+}
+
+// close stops accepting items; those queued are still taken by the
+// drainer. The channel it returns is closed once none is left running.
+func (q *lane[T]) close() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.closed {
+		q.closed = true
+		if !q.running {
+			close(q.drained)
+		}
+	}
+	return q.drained
 }

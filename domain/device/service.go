@@ -419,16 +419,11 @@ func (s *Service) getOrCreate(ctx context.Context, id string) (*device, bool, er
 	return d, true, nil
 }
 
-// addLocked makes the device for slot and starts its owner. s.mu must be
-// held.
+// addLocked makes the device for slot; its owner starts with the first
+// input posted to it. s.mu must be held.
 func (s *Service) addLocked(slot domain.Slot, m machine) *device {
 	d := newDevice(s, slot, m)
 	s.devices[slot.ID] = d
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		d.run()
-	}()
 	return d
 }
 

@@ -111,12 +111,30 @@ func draw(text string) ([]byte, error) {
 		}
 	}
 	var buf bytes.Buffer
-	enc := png.Encoder{CompressionLevel: png.BestSpeed}
+	enc := png.Encoder{CompressionLevel: png.BestSpeed, BufferPool: encoderBuffers}
 	if err := enc.Encode(&buf, img); err != nil {
 		return nil, fmt.Errorf("draw QR code: %w", err)
 	}
 	return buf.Bytes(), nil
 }
+
+// encoderBuffers keeps the PNG encoder's working buffers, its zlib
+// compressor among them (hundreds of kilobytes, zeroed on every allocation),
+// from one image to the next: making them anew was about a quarter of
+// drawing a login QR code.
+var encoderBuffers = &bufferPool{}
+
+// bufferPool is a png.EncoderBufferPool on a sync.Pool.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() *png.EncoderBuffer {
+	if e, ok := b.p.Get().(*png.EncoderBuffer); ok {
+		return e
+	}
+	return nil // the encoder makes one
+}
+
+func (b *bufferPool) Put(e *png.EncoderBuffer) { b.p.Put(e) }
 
 // matrix is the qrcode.Writer that keeps the code's modules, true for dark.
 type matrix struct{ bits [][]bool }

@@ -46,6 +46,7 @@ type Options struct {
 	WorkDir   string // the process's working directory; "" inherits ours
 	LogPath   string // where its stderr (JSON logs) goes; "" discards them
 	Args      []string
+	Env       []string // KEY=value added to ours (less APP_…), such as GOGC
 	// Wrap, when set, wraps the transport of the client that talks to the
 	// process (a test checks every answer against the contract with it).
 	Wrap func(http.RoundTripper) http.RoundTripper
@@ -89,6 +90,7 @@ func Start(o Options) (*Gateway, error) {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	cmd.Env = append(cmd.Env, o.Env...)
 	g := &Gateway{
 		Storage: o.Storages,
 		cmd:     cmd,
