@@ -13,9 +13,9 @@ import (
 	"github.com/gowa-dev/gowa/cmd/internal/proc"
 )
 
-// migratedDevices is how many linked sessions the migrate test moves
-// (issue 12 names 50; GOWA_MIGRATE_DEVICES overrides the smaller default
-// `make test` runs).
+// migratedDevices is how many linked sessions the migrate test moves:
+// issue 12's 50 (about 15 s, beside the package's longer tests);
+// GOWA_MIGRATE_DEVICES overrides.
 func migratedDevices(t *testing.T) int {
 	if v := os.Getenv("GOWA_MIGRATE_DEVICES"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -24,7 +24,7 @@ func migratedDevices(t *testing.T) int {
 		}
 		return n
 	}
-	return 8
+	return 50
 }
 
 // TestMigrateThenReplicas: one gateway on SQLite links the devices and
