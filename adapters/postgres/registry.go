@@ -77,30 +77,9 @@ func scanSlot(row pgx.Row) (domain.Slot, error) {
 // keep microseconds (PostgreSQL's precision). A JID another slot already
 // has is ECONFLICT.
 func (r *Registry) Put(ctx context.Context, slot domain.Slot) error {
-	if slot.ID == "" {
-		return domain.Errorf(domain.EINVALID, "a slot needs an id")
-	}
-	var jid *string
-	if slot.JID != "" {
-		jid = &slot.JID
-	}
-	var endedAt *time.Time
-	if slot.Ended != domain.ReasonNone {
-		endedAt = &slot.EndedAt
-	}
-	_, err := r.db.Pool.Exec(ctx, `
-		INSERT INTO gowa_devices (id, jid, created_at, ended, ended_at) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (id) DO UPDATE SET jid = excluded.jid, created_at = excluded.created_at,
-			ended = excluded.ended, ended_at = excluded.ended_at`,
-		slot.ID, jid, slot.CreatedAt, string(slot.Ended), endedAt)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
-		return domain.Wrap(domain.ECONFLICT, err, "another device is linked to that account")
-	}
-	if err != nil {
-		return fmt.Errorf("put slot %s: %w", slot.ID, Unavailable(err))
-	}
-	return nil
+	_, err := r.insert(ctx, "put", slot, `ON CONFLICT (id) DO UPDATE SET jid = excluded.jid,
+		created_at = excluded.created_at, ended = excluded.ended, ended_at = excluded.ended_at`)
+	return err
 }
 
 // Import creates slot unless a slot with its id exists, which it leaves
@@ -108,6 +87,12 @@ func (r *Registry) Put(ctx context.Context, slot domain.Slot) error {
 // made meanwhile, changes nothing). It reports whether it created it. A
 // JID another slot already has is ECONFLICT.
 func (r *Registry) Import(ctx context.Context, slot domain.Slot) (bool, error) {
+	return r.insert(ctx, "import", slot, `ON CONFLICT (id) DO NOTHING`)
+}
+
+// insert writes slot with the given conflict clause for its id, and tells
+// whether a row was written.
+func (r *Registry) insert(ctx context.Context, op string, slot domain.Slot, onConflict string) (bool, error) {
 	if slot.ID == "" {
 		return false, domain.Errorf(domain.EINVALID, "a slot needs an id")
 	}
@@ -121,14 +106,14 @@ func (r *Registry) Import(ctx context.Context, slot domain.Slot) (bool, error) {
 	}
 	tag, err := r.db.Pool.Exec(ctx, `
 		INSERT INTO gowa_devices (id, jid, created_at, ended, ended_at) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (id) DO NOTHING`,
+		`+onConflict,
 		slot.ID, jid, slot.CreatedAt, string(slot.Ended), endedAt)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 		return false, domain.Wrap(domain.ECONFLICT, err, "another device is linked to that account")
 	}
 	if err != nil {
-		return false, fmt.Errorf("import slot %s: %w", slot.ID, Unavailable(err))
+		return false, fmt.Errorf("%s slot %s: %w", op, slot.ID, Unavailable(err))
 	}
 	return tag.RowsAffected() == 1, nil
 }
